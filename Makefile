@@ -1,0 +1,67 @@
+# runexp: `make` builds build/runexp and every plugin as build/plugins/{layers,optim,data}/NAME.so;
+# `make test` builds and runs the cmocka suite; `make install PREFIX=...` installs the lot.
+# Warnings are errors (WERROR=0 to relax them locally); messages cut to fit their buffer are
+# intended, hence -Wno-format-truncation. Dependencies come from pkg-config.
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+WERROR  ?= 1
+CC      ?= cc
+OPT     ?= -O3 -march=native
+
+PKGS     := lua5.4 openblas
+CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
+            -Wno-format-truncation \
+            $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -ldl -lm -lpthread
+TEST_CFLAGS := $(shell pkg-config --cflags cmocka) -DRX_BUILD_DIR='"$(abspath $(BUILD))"' \
+               -DRX_SOURCE_DIR='"$(abspath .)"'
+TEST_LIBS   := $(shell pkg-config --libs cmocka)
+
+CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+PLUGINS  := $(patsubst plugins/%.c,$(BUILD)/plugins/%.so,$(wildcard plugins/*/*.c))
+FIXTURES := $(patsubst tests/%.c,$(BUILD)/tests/%.so,$(wildcard tests/fixtures/*/*.c))
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+HEADERS  := $(wildcard core/*.h)
+
+all: $(BUILD)/runexp $(PLUGINS)
+
+$(BUILD)/core/%.o: core/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DRX_PLUGIN_DIR='"$(PREFIX)/lib/runexp/plugins"' -c $< -o $@
+
+$(BUILD)/libruncore.a: $(CORE_OBJ)
+	$(AR) rcs $@ $^
+
+$(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# One shared object per plugin; plugins see only core/runexp.h.
+$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared $< -o $@ $(LDLIBS)
+
+$(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/runexp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared $< -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(BUILD)/libruncore.a $(TEST_LIBS) $(LDLIBS)
+
+test: all $(FIXTURES) $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; echo "all tests passed"
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/runexp
+	install -m 755 $(BUILD)/runexp $(DESTDIR)$(PREFIX)/bin/runexp
+	install -m 644 core/runexp.h $(DESTDIR)$(PREFIX)/include/runexp/runexp.h
+	for f in $(PLUGINS); do \
+	  d=$(DESTDIR)$(PREFIX)/lib/runexp/$${f#$(BUILD)/}; install -d $$(dirname $$d); install -m 755 $$f $$d; done
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all test install clean
+.SECONDARY:

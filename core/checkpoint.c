@@ -1,0 +1,386 @@
+/* checkpoint.c: safetensors, written and read.
+ *
+ * Layout: an 8-byte little-endian header length N, N bytes of JSON
+ *   {"__metadata__": {"k": "v"}, "0.weight": {"dtype": "F32", "shape": [16, 3, 3, 3],
+ *    "data_offsets": [0, 1728]}, ...}
+ * padded with spaces to a multiple of 8, then the tensors' bytes back to back. The reader is a
+ * small strict JSON parser for exactly that form: every length and offset is checked against
+ * the file before a byte is copied. */
+#include "checkpoint.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "files.h"
+
+#define MAX_HEADER (64u << 20)
+
+static void shape_str(rx_shape s, char *buf, size_t len)
+{
+    size_t used = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < s.ndim && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)s.d[i]);
+    if (used < len) snprintf(buf + used, len - used, ")");
+}
+
+int checkpoint_write(const char *path, const ckpt_tensor *t, int n, const ckpt_meta *meta, int nmeta,
+                     char *err)
+{
+    strbuf h = { 0 };
+    sb_printf(&h, "{\"__metadata__\":{");
+    for (int i = 0; i < nmeta; i++) {
+        if (i) sb_printf(&h, ",");
+        sb_json_string(&h, meta[i].key);
+        sb_printf(&h, ":");
+        sb_json_string(&h, meta[i].value);
+    }
+    sb_printf(&h, "}");
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)rx_numel(t[i].shape) * sizeof(float);
+        sb_printf(&h, ",");
+        sb_json_string(&h, t[i].name);
+        sb_printf(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        for (int d = 0; d < t[i].shape.ndim; d++) sb_printf(&h, "%s%lld", d ? "," : "", (long long)t[i].shape.d[d]);
+        sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", offset, offset + bytes);
+        offset += bytes;
+    }
+    sb_printf(&h, "}");
+    while (!h.oom && h.len % 8) sb_append(&h, " ", 1);
+    if (h.oom) {
+        sb_free(&h);
+        snprintf(err, ERR_LEN, "%s: out of memory", path);
+        return -1;
+    }
+    size_t total = 8 + h.len + offset;
+    unsigned char *file = malloc(total);
+    if (!file) {
+        sb_free(&h);
+        snprintf(err, ERR_LEN, "%s: out of memory (%zu bytes)", path, total);
+        return -1;
+    }
+    for (int b = 0; b < 8; b++) file[b] = (unsigned char)((uint64_t)h.len >> (8 * b));
+    memcpy(file + 8, h.s, h.len);
+    unsigned char *at = file + 8 + h.len;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)rx_numel(t[i].shape) * sizeof(float);
+        memcpy(at, t[i].data, bytes); /* float32 little-endian, as on every machine we build for */
+        at += bytes;
+    }
+    int rc = write_file_atomic(path, file, total, err);
+    free(file);
+    sb_free(&h);
+    return rc;
+}
+
+/* ---- A strict reader for the safetensors header ---- */
+
+typedef struct parser {
+    const char *start, *s, *end;
+    const char *path;
+    char *err;
+} parser;
+
+static int bad(parser *p, const char *what)
+{
+    snprintf(p->err, ERR_LEN, "%s: not a valid safetensors file: %s (at header byte %td)", p->path, what,
+             p->s - p->start);
+    return -1;
+}
+
+static void skip_ws(parser *p)
+{
+    while (p->s < p->end && (*p->s == ' ' || *p->s == '\n' || *p->s == '\r' || *p->s == '\t')) p->s++;
+}
+
+static int expect(parser *p, char c)
+{
+    skip_ws(p);
+    if (p->s >= p->end || *p->s != c) {
+        char what[32];
+        snprintf(what, sizeof what, "expected '%c'", c);
+        return bad(p, what);
+    }
+    p->s++;
+    return 0;
+}
+
+static bool peek(parser *p, char c)
+{
+    skip_ws(p);
+    return p->s < p->end && *p->s == c;
+}
+
+/* A JSON string into out (cap bytes); \uXXXX escapes outside ASCII are refused. */
+static int parse_string(parser *p, char *out, size_t cap)
+{
+    if (expect(p, '"') != 0) return -1;
+    size_t n = 0;
+    while (p->s < p->end && *p->s != '"') {
+        char c = *p->s++;
+        if ((unsigned char)c < 0x20) return bad(p, "control character in a string");
+        if (c == '\\') {
+            if (p->s >= p->end) return bad(p, "unfinished escape");
+            char e = *p->s++;
+            switch (e) {
+            case '"': case '\\': case '/': c = e; break;
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'u': {
+                if (p->end - p->s < 4) return bad(p, "short \\u escape");
+                char hex[5] = { p->s[0], p->s[1], p->s[2], p->s[3], 0 };
+                char *e2;
+                long v = strtol(hex, &e2, 16);
+                if (*e2 || v < 1 || v > 0x7f) return bad(p, "unsupported \\u escape");
+                c = (char)v;
+                p->s += 4;
+                break;
+            }
+            default: return bad(p, "unknown escape");
+            }
+        }
+        if (n + 1 >= cap) return bad(p, "string too long");
+        out[n++] = c;
+    }
+    if (p->s >= p->end) return bad(p, "unterminated string");
+    p->s++;
+    out[n] = '\0';
+    return 0;
+}
+
+static int parse_uint(parser *p, uint64_t *v)
+{
+    skip_ws(p);
+    if (p->s >= p->end || *p->s < '0' || *p->s > '9') return bad(p, "expected a non-negative integer");
+    uint64_t x = 0;
+    while (p->s < p->end && *p->s >= '0' && *p->s <= '9') {
+        if (x > (UINT64_MAX - 9) / 10) return bad(p, "integer too large");
+        x = x * 10 + (uint64_t)(*p->s++ - '0');
+    }
+    *v = x;
+    return 0;
+}
+
+/* [a, b, ...] of at most max integers. */
+static int parse_uints(parser *p, uint64_t *v, int max, int *n)
+{
+    *n = 0;
+    if (expect(p, '[') != 0) return -1;
+    if (peek(p, ']')) return p->s++, 0;
+    for (;;) {
+        if (*n >= max) return bad(p, "too many values in a list");
+        if (parse_uint(p, &v[(*n)++]) != 0) return -1;
+        if (peek(p, ']')) return p->s++, 0;
+        if (expect(p, ',') != 0) return -1;
+    }
+}
+
+typedef struct entry {
+    char dtype[16];
+    rx_shape shape;
+    uint64_t begin, end;
+} entry;
+
+static int parse_entry(parser *p, entry *e)
+{
+    bool has_dtype = false, has_shape = false, has_offsets = false;
+    if (expect(p, '{') != 0) return -1;
+    do {
+        char key[32];
+        if (parse_string(p, key, sizeof key) != 0 || expect(p, ':') != 0) return -1;
+        uint64_t v[RX_MAX_DIMS];
+        int n;
+        if (strcmp(key, "dtype") == 0) {
+            if (parse_string(p, e->dtype, sizeof e->dtype) != 0) return -1;
+            has_dtype = true;
+        } else if (strcmp(key, "shape") == 0) {
+            if (parse_uints(p, v, RX_MAX_DIMS, &n) != 0) return -1;
+            e->shape.ndim = n;
+            for (int i = 0; i < n; i++) {
+                if (v[i] > (1u << 30)) return bad(p, "dimension too large");
+                e->shape.d[i] = (int64_t)v[i];
+            }
+            has_shape = true;
+        } else if (strcmp(key, "data_offsets") == 0) {
+            if (parse_uints(p, v, 2, &n) != 0) return -1;
+            if (n != 2) return bad(p, "data_offsets needs two values");
+            e->begin = v[0];
+            e->end = v[1];
+            has_offsets = true;
+        } else {
+            return bad(p, "unknown key in a tensor entry");
+        }
+    } while (peek(p, ',') && p->s++);
+    if (expect(p, '}') != 0) return -1;
+    if (!has_dtype || !has_shape || !has_offsets) return bad(p, "a tensor entry lacks dtype, shape or data_offsets");
+    return 0;
+}
+
+/* Skips {"k": "v", ...}: metadata holds only strings. */
+static int skip_metadata(parser *p)
+{
+    char buf[4096];
+    if (expect(p, '{') != 0) return -1;
+    if (peek(p, '}')) return p->s++, 0;
+    do {
+        if (parse_string(p, buf, sizeof buf) != 0 || expect(p, ':') != 0 || parse_string(p, buf, sizeof buf) != 0)
+            return -1;
+    } while (peek(p, ',') && p->s++);
+    return expect(p, '}');
+}
+
+int checkpoint_read(const char *path, ckpt_tensor *t, int n, char *err)
+{
+    char *file;
+    size_t len;
+    if (read_file(path, &file, &len, err) != 0) return -1;
+    int rc = -1;
+    bool *found = calloc((size_t)(n > 0 ? n : 1), sizeof *found);
+    entry *entries = calloc((size_t)(n > 0 ? n : 1), sizeof *entries);
+    if (!found || !entries) {
+        snprintf(err, ERR_LEN, "%s: out of memory", path);
+        goto done;
+    }
+    if (len < 8) {
+        snprintf(err, ERR_LEN, "%s: not a safetensors file: %zu bytes, too short for a header", path, len);
+        goto done;
+    }
+    uint64_t hlen = 0;
+    for (int b = 0; b < 8; b++) hlen |= (uint64_t)(unsigned char)file[b] << (8 * b);
+    if (hlen > MAX_HEADER || hlen > len - 8) {
+        snprintf(err, ERR_LEN, "%s: not a safetensors file: header of %llu bytes in a file of %zu", path,
+                 (unsigned long long)hlen, len);
+        goto done;
+    }
+    const char *data = file + 8 + hlen;
+    size_t data_len = len - 8 - hlen;
+    parser p = { .start = file + 8, .s = file + 8, .end = file + 8 + hlen, .path = path, .err = err };
+    if (expect(&p, '{') != 0) goto done;
+    if (!peek(&p, '}')) {
+        do {
+            char name[CKPT_NAME_LEN];
+            if (parse_string(&p, name, sizeof name) != 0 || expect(&p, ':') != 0) goto done;
+            if (strcmp(name, "__metadata__") == 0) {
+                if (skip_metadata(&p) != 0) goto done;
+                continue;
+            }
+            entry e = { 0 };
+            if (parse_entry(&p, &e) != 0) goto done;
+            int i = 0;
+            while (i < n && strcmp(t[i].name, name) != 0) i++;
+            if (i == n) {
+                snprintf(err, ERR_LEN, "%s: holds tensor '%s', which the network does not have", path, name);
+                goto done;
+            }
+            if (found[i]) {
+                snprintf(err, ERR_LEN, "%s: tensor '%s' appears twice", path, name);
+                goto done;
+            }
+            if (strcmp(e.dtype, "F32") != 0) {
+                snprintf(err, ERR_LEN, "%s: tensor '%s' has dtype %s, expected F32", path, name, e.dtype);
+                goto done;
+            }
+            bool same = e.shape.ndim == t[i].shape.ndim;
+            for (int d = 0; same && d < e.shape.ndim; d++) same = e.shape.d[d] == t[i].shape.d[d];
+            if (!same) {
+                char got[96], want[96];
+                shape_str(e.shape, got, sizeof got);
+                shape_str(t[i].shape, want, sizeof want);
+                snprintf(err, ERR_LEN, "%s: tensor '%s' has shape %s, the network expects %s", path, name, got, want);
+                goto done;
+            }
+            uint64_t bytes = (uint64_t)rx_numel(e.shape) * sizeof(float);
+            if (e.begin > e.end || e.end > data_len || e.end - e.begin != bytes) {
+                snprintf(err, ERR_LEN, "%s: tensor '%s' has data_offsets [%llu, %llu], expected %llu bytes within %zu",
+                         path, name, (unsigned long long)e.begin, (unsigned long long)e.end,
+                         (unsigned long long)bytes, data_len);
+                goto done;
+            }
+            found[i] = true;
+            entries[i] = e;
+        } while (peek(&p, ',') && p.s++);
+    }
+    if (expect(&p, '}') != 0) goto done;
+    skip_ws(&p);
+    if (p.s != p.end) {
+        bad(&p, "trailing bytes after the header");
+        goto done;
+    }
+    for (int i = 0; i < n; i++)
+        if (!found[i]) {
+            snprintf(err, ERR_LEN, "%s: tensor '%s' is missing", path, t[i].name);
+            goto done;
+        }
+    /* All checked: only now copy, so a bad file changes nothing. */
+    for (int i = 0; i < n; i++) memcpy(t[i].data, data + entries[i].begin, entries[i].end - entries[i].begin);
+    rc = 0;
+done:
+    free(found);
+    free(entries);
+    free(file);
+    return rc;
+}
+
+/* ---- The network ---- */
+
+/* Named views of nt's parameters in a host copy (the device's own memory on the CPU). */
+static ckpt_tensor *net_tensors(const net *nt, float *host, int *count)
+{
+    int n = 0;
+    for (int i = 0; i < nt->n; i++) n += nt->layers[i].info.ntensors;
+    ckpt_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
+    if (!t) return NULL;
+    int k = 0;
+    size_t at = 0;
+    for (int i = 0; i < nt->n; i++)
+        for (int j = 0; j < nt->layers[i].info.ntensors; j++, k++) {
+            net_tensor_name(nt, i, j, t[k].name, sizeof t[k].name);
+            t[k].shape = nt->layers[i].info.tensors[j].shape;
+            t[k].data = host + at;
+            at += (size_t)rx_numel(t[k].shape);
+        }
+    *count = n;
+    return t;
+}
+
+int checkpoint_save_net(const net *nt, const char *path, int64_t epoch, double valid_loss, char *err)
+{
+    float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
+    int n = 0;
+    ckpt_tensor *t = host ? net_tensors(nt, host, &n) : NULL;
+    if (!t) {
+        free(host);
+        snprintf(err, ERR_LEN, "%s: out of memory", path);
+        return -1;
+    }
+    device_to_host(nt->device, host, nt->params, nt->nparams * sizeof(float));
+    char ep[32], vl[32];
+    snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+    snprintf(vl, sizeof vl, "%.9g", valid_loss);
+    const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", ep }, { "valid_loss", vl } };
+    int rc = checkpoint_write(path, t, n, meta, 4, err);
+    free(t);
+    free(host);
+    return rc;
+}
+
+int checkpoint_load_net(net *nt, const char *path, char *err)
+{
+    float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
+    int n = 0;
+    ckpt_tensor *t = host ? net_tensors(nt, host, &n) : NULL;
+    if (!t) {
+        free(host);
+        snprintf(err, ERR_LEN, "%s: out of memory", path);
+        return -1;
+    }
+    int rc = checkpoint_read(path, t, n, err);
+    if (rc == 0) host_to_device(nt->device, nt->params, host, nt->nparams * sizeof(float));
+    free(t);
+    free(host);
+    return rc;
+}

@@ -1,0 +1,504 @@
+/* config.c: from a Lua config file (plus key=value overrides) to a checked struct config.
+ *
+ * The table is read twice: once as the file wrote it, so that its mistakes are reported against
+ * the file, and once more after the overrides, so that theirs are reported against the command
+ * line. Each plugin's table is converted by the same routine, driven by the plugin's declared
+ * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Keys of the top-level table that are plain values; data, model, loss and optim are plugins. */
+static const rx_param top_params[] = {
+    { .key = "epochs", .type = RX_INT, .def = { .i = 10 }, .help = "passes over the training set" },
+    { .key = "seed", .type = RX_INT, .def = { .i = 1 }, .help = "seed for initialization, split, shuffles and dropout" },
+    { .key = "threads", .type = RX_INT, .def = { .i = 0 }, .help = "CPU threads; 0 means every core" },
+    { .key = "device", .type = RX_STR, .def = { .s = "auto" }, .help = "auto, cpu or cuda" },
+    { .key = "out", .type = RX_STR, .def = { .s = "" }, .help = "run folder; default runs/<config>-<time>" },
+    { 0 },
+};
+static const char *const top_tables[] = { "data", "model", "loss", "optim" };
+
+/* Keys the host reads inside a plugin's table, beside the plugin's own parameters. */
+static const rx_param data_host_params[] = {
+    { .key = "batch_size", .type = RX_INT, .def = { .i = 32 }, .help = "samples per batch" },
+    { 0 },
+};
+static const rx_param optim_host_params[] = {
+    { .key = "lr", .type = RX_NUM, .def = { .num = 0.01 }, .help = "learning rate" },
+    { 0 },
+};
+static const rx_param no_params[] = { { 0 } };
+
+typedef struct reader {
+    config *c;
+    lua_State *L;
+    const plugin_path *path;
+    const char *origin;   /* what a message blames: the file, or the command line */
+    char *err;
+} reader;
+
+static int fail(reader *r, const char *where, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(reader *r, const char *where, const char *fmt, ...)
+{
+    char msg[ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->err, ERR_LEN, "%s: %s%s%s", r->origin, where ? where : "", where ? ": " : "", msg);
+    return -1;
+}
+
+static const char *keep_string(config *c, const char *s)
+{
+    char **grown = realloc(c->strings, sizeof *grown * (size_t)(c->nstrings + 1));
+    if (!grown) return NULL;
+    c->strings = grown;
+    char *copy = strdup(s);
+    if (copy) c->strings[c->nstrings++] = copy;
+    return copy;
+}
+
+/* "number 3.5", "string 'abc'", "table": what a value is, for messages. */
+static void describe(lua_State *L, int idx, char *buf, size_t len)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TSTRING) {
+        const char *s = luaL_tolstring(L, idx, NULL);
+        snprintf(buf, len, t == LUA_TSTRING ? "%s '%.60s'" : "%s %.60s", lua_typename(L, t), s);
+        lua_pop(L, 1);
+    } else {
+        snprintf(buf, len, "%s", lua_typename(L, t));
+    }
+}
+
+static const char *type_name(rx_type t)
+{
+    switch (t) {
+    case RX_INT: return "an integer";
+    case RX_NUM: return "a number";
+    case RX_BOOL: return "a boolean";
+    case RX_STR: return "a string";
+    case RX_NUMS: return "a number or a list of numbers";
+    }
+    return "?";
+}
+
+/* Converts the Lua value at idx into *v as p declares it. */
+static int convert(reader *r, const char *where, int idx, const rx_param *p, rx_value *v)
+{
+    lua_State *L = r->L;
+    idx = lua_absindex(L, idx);
+    char got[96];
+    describe(L, idx, got, sizeof got);
+    int t = lua_type(L, idx);
+    switch (p->type) {
+    case RX_INT:
+        if (lua_isinteger(L, idx)) {
+            v->i = lua_tointeger(L, idx);
+            return 0;
+        }
+        if (t == LUA_TNUMBER) {
+            double d = lua_tonumber(L, idx);
+            if (d == floor(d) && fabs(d) < 9e15) {
+                v->i = (int64_t)d;
+                return 0;
+            }
+        }
+        break;
+    case RX_NUM:
+        if (t == LUA_TNUMBER) {
+            v->num = lua_tonumber(L, idx);
+            return 0;
+        }
+        break;
+    case RX_BOOL:
+        if (t == LUA_TBOOLEAN) {
+            v->b = lua_toboolean(L, idx);
+            return 0;
+        }
+        break;
+    case RX_STR:
+        if (t == LUA_TSTRING) {
+            v->s = keep_string(r->c, lua_tostring(L, idx));
+            return v->s ? 0 : fail(r, where, "out of memory");
+        }
+        break;
+    case RX_NUMS:
+        if (t == LUA_TNUMBER) {
+            v->len = 1;
+            v->list[0] = lua_tonumber(L, idx);
+            return 0;
+        }
+        if (t == LUA_TTABLE) {
+            lua_Integer n = luaL_len(L, idx);
+            if (n > RX_MAX_LIST)
+                return fail(r, where, "'%s' has %lld values, at most %d are allowed", p->key, (long long)n, RX_MAX_LIST);
+            v->len = (int)n;
+            for (lua_Integer i = 1; i <= n; i++) {
+                if (lua_rawgeti(L, idx, i) != LUA_TNUMBER) {
+                    describe(L, -1, got, sizeof got);
+                    lua_pop(L, 1);
+                    return fail(r, where, "'%s'[%lld] must be a number, got %s", p->key, (long long)i, got);
+                }
+                v->list[i - 1] = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+            return 0;
+        }
+        break;
+    }
+    return fail(r, where, "'%s' must be %s, got %s", p->key, type_name(p->type), got);
+}
+
+static void list_keys(const rx_param *a, const rx_param *b, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (const rx_param *set[2] = { a, b }, **s = set; s < set + 2; s++)
+        for (const rx_param *p = *s; p->key && used < len; p++)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", p->key);
+    if (!used) snprintf(buf, len, "none");
+}
+
+static int find_param(const rx_param *ps, const char *key)
+{
+    for (int i = 0; ps[i].key; i++)
+        if (strcmp(ps[i].key, key) == 0) return i;
+    return -1;
+}
+
+/* Reads the plugin use at the top of the stack: "name" or {"name", key = value, ...}. The host's
+ * keys for this kind (host) are converted into host_args. */
+static int read_use(reader *r, rx_kind kind, const char *place, int index, const rx_param *host,
+                    rx_value *host_args, plugin_use *u)
+{
+    lua_State *L = r->L;
+    int idx = lua_gettop(L);
+    char got[96];
+    describe(L, idx, got, sizeof got);
+    if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, 1);
+    else lua_pushvalue(L, idx);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return fail(r, place, "expected a %s plugin name or a table like {\"name\", key = value}, got %s",
+                    plugin_kind_name(kind), got);
+    }
+    plugin_unload(&u->pl);
+    snprintf(u->name, sizeof u->name, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    snprintf(u->where, sizeof u->where, "%s (%s)", place, u->name);
+    u->index = index;
+
+    char lerr[ERR_LEN];
+    if (plugin_load(r->path, kind, u->name, &u->pl, lerr, sizeof lerr) != 0) return fail(r, place, "%s", lerr);
+    const rx_param *ps = u->pl.desc->params;
+    bool given[CONFIG_MAX_ARGS] = { false };
+    if (plugin_param_count(u->pl.desc) > CONFIG_MAX_ARGS)
+        return fail(r, u->where, "the plugin declares more than %d parameters", CONFIG_MAX_ARGS);
+    for (int i = 0; ps[i].key; i++) u->args[i] = ps[i].def;
+    for (int i = 0; host[i].key; i++) host_args[i] = host[i].def;
+
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1) continue;
+                describe(L, -2, got, sizeof got);
+                return fail(r, u->where, "unexpected positional value at key %s (only the plugin name comes first)", got);
+            }
+            const char *key = lua_tostring(L, -2);
+            int i = find_param(ps, key);
+            if (i >= 0) {
+                if (convert(r, u->where, -1, &ps[i], &u->args[i]) != 0) return -1;
+                given[i] = true;
+            } else if ((i = find_param(host, key)) >= 0) {
+                if (convert(r, u->where, -1, &host[i], &host_args[i]) != 0) return -1;
+            } else {
+                char keys[512];
+                list_keys(host, ps, keys, sizeof keys);
+                return fail(r, u->where, "unknown key '%s' (accepted: %s)", key, keys);
+            }
+        }
+    }
+    for (int i = 0; ps[i].key; i++)
+        if (ps[i].required && !given[i])
+            return fail(r, u->where, "missing required key '%s' (%s)", ps[i].key, ps[i].help ? ps[i].help : "");
+    return 0;
+}
+
+/* Reads the whole experiment table at stack index idx into r->c. */
+static int read_experiment(reader *r, int idx)
+{
+    lua_State *L = r->L;
+    config *c = r->c;
+    char got[96];
+    rx_value top[8];
+    for (int i = 0; top_params[i].key; i++) top[i] = top_params[i].def;
+
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        bool known = false;
+        for (size_t t = 0; key && t < sizeof top_tables / sizeof *top_tables; t++) known |= strcmp(key, top_tables[t]) == 0;
+        int i = key ? find_param(top_params, key) : -1;
+        if (i >= 0) {
+            if (convert(r, NULL, -1, &top_params[i], &top[i]) != 0) return -1;
+        } else if (!known) {
+            describe(L, -2, got, sizeof got);
+            char keys[256];
+            list_keys(top_params, no_params, keys, sizeof keys);
+            return fail(r, NULL, "unknown key %s in the experiment table (accepted: data, model, loss, optim, %s)", got, keys);
+        }
+    }
+    c->epochs = top[0].i;
+    c->seed = top[1].i;
+    c->threads = top[2].i;
+    snprintf(c->device, sizeof c->device, "%s", top[3].s);
+    snprintf(c->out, sizeof c->out, "%s", top[4].s);
+    if (c->epochs < 1) return fail(r, NULL, "'epochs' must be at least 1, got %lld", (long long)c->epochs);
+    if (c->threads < 0) return fail(r, NULL, "'threads' must be 0 (every core) or more, got %lld", (long long)c->threads);
+    if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
+        return fail(r, NULL, "'device' must be auto, cpu or cuda, got '%s'", top[3].s);
+
+    rx_value host[4];
+    if (lua_getfield(L, idx, "data") == LUA_TNIL) return fail(r, NULL, "missing key 'data' (the data set, e.g. {\"cifar10\", path = ...})");
+    if (read_use(r, RX_DATA, "data", 0, data_host_params, host, &c->data) != 0) return -1;
+    lua_pop(L, 1);
+    c->batch_size = host[0].i;
+    if (c->batch_size < 1) return fail(r, c->data.where, "'batch_size' must be at least 1, got %lld", (long long)c->batch_size);
+
+    if (lua_getfield(L, idx, "loss") == LUA_TNIL) return fail(r, NULL, "missing key 'loss' (e.g. \"cross_entropy\")");
+    if (read_use(r, RX_LOSS, "loss", 0, no_params, host, &c->loss) != 0) return -1;
+    lua_pop(L, 1);
+
+    if (lua_getfield(L, idx, "optim") == LUA_TNIL) return fail(r, NULL, "missing key 'optim' (e.g. {\"sgd\", lr = 0.01})");
+    if (read_use(r, RX_OPTIM, "optim", 0, optim_host_params, host, &c->optim) != 0) return -1;
+    lua_pop(L, 1);
+    c->lr = host[0].num;
+    if (!(c->lr >= 0) || !isfinite(c->lr)) return fail(r, c->optim.where, "'lr' must be a finite number >= 0, got %g", c->lr);
+
+    int midx = lua_gettop(L) + 1;
+    if (lua_getfield(L, idx, "model") != LUA_TTABLE) {
+        describe(L, -1, got, sizeof got);
+        return fail(r, NULL, "'model' must be a list of layers, got %s", got);
+    }
+    lua_Integer n = luaL_len(L, midx);
+    for (lua_pushnil(L); lua_next(L, midx); lua_pop(L, 1)) {
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) {
+            describe(L, -2, got, sizeof got);
+            lua_pop(L, 2);
+            return fail(r, "model", "unexpected key %s (model is a list of layers)", got);
+        }
+    }
+    if (n < 1) return fail(r, "model", "the list of layers is empty");
+    if (n > 4096) return fail(r, "model", "%lld layers, at most 4096 are allowed", (long long)n);
+    if (c->nlayers != n) {
+        for (int i = 0; i < c->nlayers; i++) plugin_unload(&c->layers[i].pl);
+        free(c->layers);
+        c->layers = calloc((size_t)n, sizeof *c->layers);
+        if (!c->layers) return fail(r, NULL, "out of memory");
+        c->nlayers = (int)n;
+    }
+    for (int i = 0; i < c->nlayers; i++) {
+        char place[32];
+        snprintf(place, sizeof place, "model[%d]", i + 1);
+        lua_rawgeti(L, midx, i + 1);
+        if (read_use(r, RX_LAYER, place, i, no_params, host, &c->layers[i]) != 0) return -1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Sets table[path] = value for one "a.b.c=value" argument; numeric parts index lists. */
+static int apply_override(reader *r, int idx, const char *arg)
+{
+    lua_State *L = r->L;
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) return fail(r, NULL, "'%s' is not key=value", arg);
+    char key[256];
+    if ((size_t)(eq - arg) >= sizeof key) return fail(r, NULL, "'%s': key too long", arg);
+    memcpy(key, arg, (size_t)(eq - arg));
+    key[eq - arg] = '\0';
+    const char *value = eq + 1;
+
+    lua_pushvalue(L, idx);
+    char *save = NULL;
+    char *part = strtok_r(key, ".", &save);
+    char done[256] = "";
+    while (part) {
+        char *next = strtok_r(NULL, ".", &save);
+        char *end;
+        long long num = strtoll(part, &end, 10);
+        bool is_index = *end == '\0' && end != part;
+        if (is_index) lua_pushinteger(L, num);
+        else lua_pushstring(L, part);
+        if (!next) {
+            if (strcmp(value, "true") == 0) lua_pushboolean(L, 1);
+            else if (strcmp(value, "false") == 0) lua_pushboolean(L, 0);
+            else if (lua_stringtonumber(L, value) == 0) lua_pushstring(L, value);
+            lua_settable(L, -3);
+            lua_pop(L, 1);
+            return 0;
+        }
+        size_t used = strlen(done);
+        snprintf(done + used, sizeof done - used, "%s%s", used ? "." : "", part);
+        if (lua_gettable(L, -2) != LUA_TTABLE) {
+            char got[96];
+            describe(L, -1, got, sizeof got);
+            lua_pop(L, 2);
+            return fail(r, NULL, "'%s': '%s' is %s in the config, not a table", arg, done, got);
+        }
+        lua_remove(L, -2);
+        part = next;
+    }
+    lua_pop(L, 1);
+    return fail(r, NULL, "'%s': empty key", arg);
+}
+
+int config_load(config *c, const plugin_path *path, const char *file, int noverrides,
+                char *const *overrides, char *err)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->file, sizeof c->file, "%s", file);
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, ERR_LEN, "%s: cannot create a Lua state (out of memory)", file);
+        return -1;
+    }
+    luaL_openlibs(L);
+    reader r = { .c = c, .L = L, .path = path, .origin = file, .err = err };
+    int rc = -1;
+    /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
+    if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        snprintf(err, ERR_LEN, "%s", lua_tostring(L, -1));
+        goto done;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        char got[96];
+        describe(L, -1, got, sizeof got);
+        fail(&r, NULL, "the config must return a table (the experiment), got %s", got);
+        goto done;
+    }
+    int idx = lua_gettop(L);
+    if (read_experiment(&r, idx) != 0) goto done;
+    if (noverrides > 0) {
+        r.origin = "command line";
+        for (int i = 0; i < noverrides; i++)
+            if (apply_override(&r, idx, overrides[i]) != 0) goto done;
+        if (read_experiment(&r, idx) != 0) goto done;
+    }
+    rc = 0;
+done:
+    lua_close(L);
+    return rc;
+}
+
+void config_free(config *c)
+{
+    plugin_unload(&c->data.pl);
+    plugin_unload(&c->loss.pl);
+    plugin_unload(&c->optim.pl);
+    for (int i = 0; i < c->nlayers; i++) plugin_unload(&c->layers[i].pl);
+    free(c->layers);
+    for (int i = 0; i < c->nstrings; i++) free(c->strings[i]);
+    free(c->strings);
+    memset(c, 0, sizeof *c);
+}
+
+const rx_value *config_arg(const plugin_use *u, const char *key)
+{
+    int i = u->pl.desc ? plugin_param_index(u->pl.desc, key) : -1;
+    return i >= 0 ? &u->args[i] : NULL;
+}
+
+/* ---- The resolved config, as Lua ---- */
+
+static void lua_string(strbuf *b, const char *s)
+{
+    sb_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f) sb_printf(b, "\\%03d", *p);
+        else sb_append(b, p, 1);
+    }
+    sb_append(b, "\"", 1);
+}
+
+/* The shortest decimal that reads back as the same double: 0.05, not 0.050000000000000003. */
+static void lua_number(strbuf *b, double x)
+{
+    char buf[32];
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    /* Keep it a float for Lua (math.type) when it looks like an integer. */
+    if (isfinite(x) && !strpbrk(buf, ".eEn")) sb_printf(b, "%s.0", buf);
+    else sb_printf(b, "%s", buf);
+}
+
+static void lua_value(strbuf *b, rx_type t, const rx_value *v)
+{
+    switch (t) {
+    case RX_INT: sb_printf(b, "%lld", (long long)v->i); break;
+    case RX_NUM: lua_number(b, v->num); break;
+    case RX_BOOL: sb_printf(b, "%s", v->b ? "true" : "false"); break;
+    case RX_STR: lua_string(b, v->s ? v->s : ""); break;
+    case RX_NUMS:
+        sb_printf(b, "{");
+        for (int i = 0; i < v->len; i++) {
+            sb_printf(b, "%s", i ? ", " : " ");
+            lua_number(b, v->list[i]);
+        }
+        sb_printf(b, " }");
+        break;
+    }
+}
+
+static void lua_use(strbuf *b, const plugin_use *u, const char *extra)
+{
+    sb_printf(b, "{ ");
+    lua_string(b, u->name);
+    if (extra) sb_printf(b, ", %s", extra);
+    const rx_param *ps = u->pl.desc->params;
+    for (int i = 0; ps[i].key; i++) {
+        sb_printf(b, ", %s = ", ps[i].key);
+        lua_value(b, ps[i].type, &u->args[i]);
+    }
+    sb_printf(b, " }");
+}
+
+void config_to_lua(const config *c, strbuf *b)
+{
+    char extra[64];
+    sb_printf(b, "-- The resolved experiment: %s with its overrides, every default filled in.\nreturn {\n", c->file);
+    snprintf(extra, sizeof extra, "batch_size = %lld", (long long)c->batch_size);
+    sb_printf(b, "  data = ");
+    lua_use(b, &c->data, extra);
+    sb_printf(b, ",\n  model = {\n");
+    for (int i = 0; i < c->nlayers; i++) {
+        sb_printf(b, "    ");
+        lua_use(b, &c->layers[i], NULL);
+        sb_printf(b, ",\n");
+    }
+    sb_printf(b, "  },\n  loss = ");
+    lua_use(b, &c->loss, NULL);
+    strbuf lr = { 0 };
+    sb_printf(&lr, "lr = ");
+    lua_number(&lr, c->lr);
+    sb_printf(b, ",\n  optim = ");
+    lua_use(b, &c->optim, lr.s);
+    sb_free(&lr);
+    sb_printf(b, ",\n  epochs = %lld, seed = %lld, threads = %lld, device = ", (long long)c->epochs,
+              (long long)c->seed, (long long)c->threads);
+    lua_string(b, c->device);
+    sb_printf(b, ", out = ");
+    lua_string(b, c->out);
+    sb_printf(b, ",\n}\n");
+}

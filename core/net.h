@@ -1,0 +1,48 @@
+/* net.h: the network: the config's model list built into layers, with shapes inferred from the
+ * data's sample shape, parameters and gradients in one flat buffer each, activations and layer
+ * state allocated once for the largest batch. */
+#ifndef RUNEXP_NET_H
+#define RUNEXP_NET_H
+
+#include "config.h"
+
+typedef struct layer {
+    const plugin_use *use;
+    void *self;            /* the plugin's own, from create */
+    rx_layer_info info;
+    rx_shape in;           /* per sample, without N */
+    rx_tensor *w, *dw;     /* (info.ntensors) views into net.params and net.grads */
+    void *state;           /* info.state_bytes * max_batch bytes */
+    float *out;            /* (max_batch, info.out...) */
+} layer;
+
+typedef struct net {
+    int n;
+    layer *layers;         /* (n) */
+    rx_device device;
+    int64_t max_batch;
+    rx_shape in, out;      /* per sample: the data's sample shape, the logits' shape */
+    size_t nparams;
+    float *params, *grads; /* (nparams) each; every layer's tensors, in model order */
+    float *dbuf[2];        /* backward's ping-pong buffers for activation gradients */
+    void *workspace;       /* shared scratch, the largest any layer asked for */
+    size_t workspace_bytes;
+} net;
+
+/* Creates every layer of c's model for inputs of shape `in` and batches up to max_batch. Errors
+ * name the config file and the layer: "cifar10.lua: model[12] (linear): ...". */
+int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_batch, char *err);
+void net_free(net *nt);
+/* Draws every parameter from its declared init, on the CPU from seed, then copies it over. */
+int net_init_params(net *nt, uint64_t seed, char *err);
+
+/* x: (N, in...). Returns the logits (N, out...), which stay valid until the next forward. */
+int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err);
+/* Adds the parameter gradients for dlogits into nt->grads (zero them first: net_zero_grads). */
+int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, char *err);
+void net_zero_grads(net *nt);
+
+/* Checkpoint names as PyTorch's nn.Sequential gives them: "<index>.<tensor>", e.g. "11.weight". */
+void net_tensor_name(const net *nt, int index, int tensor, char *buf, size_t len);
+
+#endif

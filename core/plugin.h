@@ -1,0 +1,51 @@
+/* plugin.h: finding plugins by name on a search path, loading them with dlopen, and checking
+ * their descriptors (ABI version, struct size, kind, name, parameter list, required operations)
+ * before anything calls them. */
+#ifndef RUNEXP_PLUGIN_H
+#define RUNEXP_PLUGIN_H
+
+#include <limits.h>
+
+#include "runexp.h"
+
+#define PLUGIN_MAX_DIRS 16
+
+/* Folders searched in order; each holds layers/, optim/ and data/ sub-folders. */
+typedef struct plugin_path {
+    int n;
+    char dir[PLUGIN_MAX_DIRS][PATH_MAX];
+} plugin_path;
+
+typedef struct plugin {
+    const rx_plugin *desc;
+    void *handle;          /* from dlopen; NULL when not loaded */
+    char file[PATH_MAX];   /* where it came from, for messages */
+} plugin;
+
+/* RUNEXP_PLUGIN_PATH (colon separated), then the build tree next to the executable, then the
+ * install prefix. Never the current folder unless a listed path names it. */
+void plugin_path_default(plugin_path *p);
+/* Appends one folder; returns -1 when the list is full. */
+int plugin_path_add(plugin_path *p, const char *dir);
+
+/* The sub-folder a kind lives in: "layers" (layers and losses), "optim" or "data". */
+const char *plugin_folder(rx_kind kind);
+const char *plugin_kind_name(rx_kind kind);
+
+/* Finds NAME of KIND on the path, loads and validates it. On failure writes a one-line reason
+ * to err (an unknown name lists the known ones) and returns -1. */
+int plugin_load(const plugin_path *p, rx_kind kind, const char *name, plugin *out, char *err,
+                size_t errlen);
+/* Loads one file, expecting a plugin of KIND named NAME. */
+int plugin_load_file(const char *file, rx_kind kind, const char *name, plugin *out, char *err,
+                     size_t errlen);
+void plugin_unload(plugin *pl);
+
+/* Writes the names of the plugins found in FOLDER on the path, comma separated and sorted. */
+void plugin_list_names(const plugin_path *p, const char *folder, char *buf, size_t len);
+
+/* The index of KEY in the descriptor's parameter list, or -1. */
+int plugin_param_index(const rx_plugin *desc, const char *key);
+int plugin_param_count(const rx_plugin *desc);
+
+#endif

@@ -1,0 +1,262 @@
+/* runexp.h: the whole contract between the runexp host and its plugins.
+ *
+ * A plugin is a shared object that exports one function, named after the plugin:
+ *
+ *     const rx_plugin *rx_plugin_conv2d(void);
+ *
+ * It returns a static descriptor: ABI version, struct size, kind, name, a one-line summary, the
+ * parameters it accepts (key, type, default, help) and its operations. The host checks all of it
+ * once at load time, turns the user's Lua table into plain typed values in the order of the
+ * parameter list, and owns every buffer it lends to the plugin. Plugins never see Lua or CUDA
+ * types; everything device specific travels as void pointers in rx_ctx.
+ *
+ * Conventions
+ * - Argument order: self, ctx, inputs (const), outputs, then scalars.
+ * - Every operation returns 0 on success, or -1 after writing a one-line reason with rx_fail().
+ * - Tensors are float32, contiguous, row-major (NCHW), and live on ctx->device.
+ * - backward ADDS into parameter gradients (the host zeroes them once per batch) and WRITES the
+ *   input gradient when dx is not NULL. ctx->training is the same in a backward as in the
+ *   forward before it.
+ * - Buffers never alias: x, y, dx and dy are always distinct memory.
+ * - A create that fails frees what it allocated and leaves *self NULL.
+ * - Operations are tables indexed by device (RX_CPU, RX_CUDA); a NULL entry means "not on that
+ *   device", and the host refuses to run the plugin there rather than fall back silently.
+ *
+ * ABI rule: RX_ABI_VERSION changes whenever a struct below changes layout or an operation changes
+ * meaning; the loader refuses plugins built for another version (or another struct size).
+ */
+#ifndef RUNEXP_H
+#define RUNEXP_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define RX_ABI_VERSION 1
+#define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
+#define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
+#define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
+#define RX_MAX_CLASSES 1000
+#define RX_ERR_LEN     512
+
+typedef enum { RX_CPU = 0, RX_CUDA = 1, RX_NDEVICES = 2 } rx_device;
+
+/* Plugin kinds; layers and losses live in plugins/layers, optimizers in plugins/optim and data
+ * sets in plugins/data. */
+typedef enum { RX_LAYER = 1, RX_LOSS = 2, RX_OPTIM = 3, RX_DATA = 4 } rx_kind;
+
+/* ---- Random numbers: dependency-free and identical on every platform ---- */
+
+/* splitmix64: tiny, fast, passes BigCrush, and its whole state is one integer, so it can be
+ * saved and restored exactly. */
+typedef struct rx_rng { uint64_t s; } rx_rng;
+
+static inline uint64_t rx_rng_next(rx_rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform float in [0, 1) with 24 random bits. */
+static inline float rx_rng_uniform(rx_rng *r) { return (float)(rx_rng_next(r) >> 40) * 0x1.0p-24f; }
+
+/* Uniform integer in [0, n), n > 0; the modulo bias is below 2^-32 for any n we use. */
+static inline uint64_t rx_rng_below(rx_rng *r, uint64_t n) { return rx_rng_next(r) % n; }
+
+/* A new independent stream derived from a seed and a stream number. */
+static inline rx_rng rx_rng_stream(uint64_t seed, uint64_t stream)
+{
+    rx_rng r = { seed ^ (stream * 0xD1B54A32D192ED03ull) };
+    rx_rng_next(&r);
+    return r;
+}
+
+/* ---- Shapes and tensors ---- */
+
+typedef struct rx_shape {
+    int ndim;
+    int64_t d[RX_MAX_DIMS];
+} rx_shape;
+
+typedef struct rx_tensor {
+    float *data;     /* contiguous row-major, on `device`; owned by the host */
+    rx_shape shape;  /* activations: (N, ...); parameters: their own shape, e.g. (OC, C, KH, KW) */
+    rx_device device;
+} rx_tensor;
+
+static inline int64_t rx_numel(rx_shape s)
+{
+    int64_t n = 1;
+    for (int i = 0; i < s.ndim; i++) n *= s.d[i];
+    return n;
+}
+
+/* ---- The context: everything a call may need, and no globals anywhere. ---- */
+
+typedef struct rx_ctx {
+    rx_device device;
+    bool training;          /* false while validating and testing (dropout off) */
+    rx_rng rng;             /* for stochastic layers; the host saves it with the run */
+    int threads;            /* CPU threads the run may use */
+    void *workspace;        /* scratch shared by all layers, on `device`, valid during one call */
+    size_t workspace_bytes; /* its whole size: at least workspace_bytes * N of any layer's info */
+    void *cuda_stream;      /* cudaStream_t when device == RX_CUDA, else NULL */
+    void *cublas;           /* cublasHandle_t when device == RX_CUDA, else NULL */
+    char err[RX_ERR_LEN];   /* the reason for the last failure, written by rx_fail */
+} rx_ctx;
+
+/* Record why an operation failed and return -1, so that `return rx_fail(ctx, ...)` reads well. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static inline int rx_fail(rx_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- Parameters a plugin accepts, and the values the host hands it ---- */
+
+typedef enum {
+    RX_INT = 1,  /* Lua integer                        -> rx_value.i */
+    RX_NUM,      /* Lua number (an integer is accepted) -> rx_value.num */
+    RX_BOOL,     /* Lua boolean                        -> rx_value.b */
+    RX_STR,      /* Lua string                         -> rx_value.s (host-owned, valid until destroy) */
+    RX_NUMS,     /* Lua list of numbers, or one number -> rx_value.list[0 .. len-1] */
+} rx_type;
+
+typedef struct rx_value {
+    int64_t i;
+    double num;
+    bool b;
+    const char *s;
+    int len;
+    double list[RX_MAX_LIST];
+} rx_value;
+
+typedef struct rx_param {
+    const char *key;    /* NULL ends the list */
+    rx_type type;
+    bool required;      /* no default: the config must give it */
+    rx_value def;       /* default when not required */
+    const char *help;
+} rx_param;
+
+/* ---- Layers ---- */
+
+typedef enum {
+    RX_INIT_ZEROS = 0,
+    RX_INIT_ONES,
+    RX_INIT_UNIFORM,    /* U(-scale, scale), drawn on the CPU from the run's seed */
+} rx_init;
+
+typedef struct rx_tensor_decl {
+    const char *name;   /* PyTorch's name within the module: "weight", "bias" */
+    rx_shape shape;
+    rx_init init;
+    float scale;
+} rx_tensor_decl;
+
+/* What create tells the host about a layer built for one input shape. */
+typedef struct rx_layer_info {
+    rx_shape out;                           /* per-sample output shape, without N */
+    int ntensors;
+    rx_tensor_decl tensors[RX_MAX_TENSORS]; /* parameters, in checkpoint order */
+    size_t state_bytes;      /* per sample, written by forward and read by backward */
+    size_t workspace_bytes;  /* per sample scratch during forward or backward */
+} rx_layer_info;
+
+typedef struct rx_layer_ops {
+    /* in: per-sample input shape, without N. Fills info; *self may stay NULL for stateless layers. */
+    int (*create)(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in, rx_layer_info *info);
+    void (*destroy)(void *self); /* NULL-safe; may itself be NULL when create allocates nothing */
+    /* x: (N, in...), y: (N, out...), w: the declared tensors, state: state_bytes * N bytes. */
+    int (*forward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
+                                rx_tensor *y, void *state);
+    /* dy: gradient of the loss wrt y. Adds into dw; writes dx unless it is NULL. */
+    int (*backward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
+                                 const rx_tensor *dy, const rx_tensor *w, const void *state,
+                                 rx_tensor *dx, rx_tensor *dw);
+} rx_layer_ops;
+
+/* ---- Losses: softmax and friends are fused in, so forward also yields the gradient. ---- */
+
+typedef struct rx_loss_ops {
+    /* in: per-sample shape of the logits; nclasses: how many labels the data set has. */
+    int (*create)(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in, int nclasses);
+    void (*destroy)(void *self);
+    /* logits: (N, C); labels: N ints on ctx->device. Writes the per-sample losses (N floats, on
+     * the device) and, unless dlogits is NULL, the gradient of their MEAN wrt the logits. */
+    int (*forward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *logits,
+                                const int32_t *labels, float *losses, rx_tensor *dlogits);
+} rx_loss_ops;
+
+/* ---- Optimizers: one step over one flat vector of parameters. ---- */
+
+typedef struct rx_step {
+    float lr;        /* this step's learning rate (the host owns schedules) */
+    int64_t t;       /* 1 for the first step */
+} rx_step;
+
+typedef struct rx_optim_ops {
+    /* Says how many floats of state it keeps per parameter (momentum: 1, adam: 2). */
+    int (*create)(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param);
+    void (*destroy)(void *self);
+    /* w, g, state: n floats each (state: state_per_param * n, zeroed by the host at start). */
+    int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
+                             size_t n, rx_step s);
+} rx_optim_ops;
+
+/* ---- Data sets ---- */
+
+typedef enum { RX_TRAIN = 0, RX_VALID = 1, RX_TEST = 2, RX_NSPLITS = 3 } rx_split;
+
+typedef struct rx_data_info {
+    rx_shape sample;                       /* per-sample shape, e.g. (3, 32, 32) */
+    int nclasses;
+    const char *class_names[RX_MAX_CLASSES]; /* owned by the plugin, valid until destroy */
+    int64_t size[RX_NSPLITS];              /* samples in train, valid and test */
+} rx_data_info;
+
+typedef struct rx_data_ops {
+    /* seed: the run's seed, for the train/valid split and the epoch shuffles. */
+    int (*create)(void **self, rx_ctx *ctx, const rx_value *args, uint64_t seed, rx_data_info *info);
+    void (*destroy)(void *self);
+    /* Fixes the order of `split` for one epoch (train is reshuffled; valid and test are not). */
+    int (*begin_epoch)(void *self, rx_ctx *ctx, rx_split split, int64_t epoch);
+    /* Samples [first, first + x->shape.d[0]) of the epoch's order into x (N, sample...) and labels
+     * (N ints), both on ctx->device. */
+    int (*batch[RX_NDEVICES])(void *self, rx_ctx *ctx, rx_split split, int64_t first,
+                              rx_tensor *x, int32_t *labels);
+} rx_data_ops;
+
+/* ---- The descriptor ---- */
+
+typedef struct rx_plugin {
+    uint32_t abi;          /* RX_ABI_VERSION */
+    uint32_t size;         /* sizeof(rx_plugin) as the plugin saw it */
+    rx_kind kind;
+    const char *name;      /* equals the file name and the entry suffix */
+    const char *summary;   /* one line for `runexp plugins` */
+    const rx_param *params;/* terminated by an entry with key == NULL */
+    union {
+        rx_layer_ops layer;
+        rx_loss_ops loss;
+        rx_optim_ops optim;
+        rx_data_ops data;
+    };
+} rx_plugin;
+
+/* Declares the entry point; the plugin's source ends with RX_EXPORT(name) { return &desc; } */
+#define RX_EXPORT(name) \
+    __attribute__((visibility("default"))) const rx_plugin *rx_plugin_##name(void); \
+    __attribute__((visibility("default"))) const rx_plugin *rx_plugin_##name(void)
+
+#endif

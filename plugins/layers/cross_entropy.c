@@ -1,0 +1,67 @@
+/* cross_entropy.c: softmax cross-entropy loss, like torch.nn.CrossEntropyLoss, fused so that one
+ * pass yields the per-sample losses and the gradient of their mean.
+ *
+ * Each row is shifted by its maximum before exponentiating (log-softmax via log-sum-exp), so
+ * logits in the thousands give finite losses and gradients:
+ *     loss_i = logsumexp(z_i) - z_i[label_i],   dz_i = (softmax(z_i) - onehot(label_i)) / N. */
+#include <inttypes.h>
+#include <math.h>
+
+#include "runexp.h"
+
+static const rx_param params[] = { { 0 } };
+
+static int cross_entropy_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
+                                int nclasses)
+{
+    if (in.ndim != 1)
+        return rx_fail(ctx, "cross_entropy expects 1-D logits (C) per sample, got %d dimensions", in.ndim);
+    if (in.d[0] != nclasses)
+        return rx_fail(ctx, "cross_entropy: the model gives %" PRId64 " logits per sample but the data "
+                       "has %d classes", in.d[0], nclasses);
+    return 0;
+}
+
+static int cross_entropy_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *logits,
+                                     const int32_t *labels, float *losses, rx_tensor *dlogits)
+{
+    const int64_t n = logits->shape.d[0], c = logits->shape.d[1];
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= c)
+            return rx_fail(ctx, "cross_entropy: label %" PRId32 " at index %" PRId64 " is outside [0, %"
+                           PRId64 ")", labels[i], i, c);
+
+    const float inv_n = 1.0f / (float)n;
+    for (int64_t i = 0; i < n; i++) {
+        const float *z = logits->data + (size_t)(i * c);  /* (C) */
+        float max = z[0];
+        for (int64_t j = 1; j < c; j++) max = z[j] > max ? z[j] : max;
+        double sum = 0.0;  /* of exp(z - max), in [1, C] */
+        for (int64_t j = 0; j < c; j++) sum += expf(z[j] - max);
+        /* logsumexp(z) - z[label] with the large max cancelled exactly */
+        losses[i] = (float)(log(sum) - (double)(z[labels[i]] - max));
+        if (dlogits) {
+            float *dz = dlogits->data + (size_t)(i * c);  /* (C) */
+            const float scale = (float)(1.0 / sum) * inv_n;
+            for (int64_t j = 0; j < c; j++) dz[j] = expf(z[j] - max) * scale;
+            dz[labels[i]] -= inv_n;
+        }
+    }
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_LOSS,
+    .name = "cross_entropy",
+    .summary = "softmax cross-entropy of logits against class labels, like torch.nn.CrossEntropyLoss",
+    .params = params,
+    .loss = {
+        .create = cross_entropy_create,
+        .destroy = NULL,
+        .forward = { [RX_CPU] = cross_entropy_forward_cpu },
+    },
+};
+
+RX_EXPORT(cross_entropy) { return &desc; }

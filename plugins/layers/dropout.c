@@ -1,0 +1,92 @@
+/* dropout.c: inverted dropout, like torch.nn.Dropout. While training, each element is kept with
+ * probability 1 - p and scaled by 1 / (1 - p), so evaluation is the identity with no rescaling.
+ * The keep mask (one byte per element) lives in the per-sample state for backward; random
+ * numbers come from ctx->rng, so a run replays exactly from its seed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runexp.h"
+
+static const rx_param params[] = {
+    { .key = "p", .type = RX_NUM, .def = { .num = 0.5 },
+      .help = "probability of zeroing an element, in [0, 1)" },
+    { 0 },
+};
+enum { ARG_P };
+
+typedef struct dropout {
+    float p;      /* drop probability */
+    float scale;  /* 1 / (1 - p), applied to the kept elements */
+} dropout;
+
+static int dropout_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
+                          rx_layer_info *info)
+{
+    const double p = args[ARG_P].num;
+    if (!(p >= 0.0 && p < 1.0)) return rx_fail(ctx, "dropout: p must be in [0, 1), got %g", p);
+    if (in.ndim < 1)
+        return rx_fail(ctx, "dropout expects a per-sample input with at least 1 dimension, got 0");
+    dropout *s = malloc(sizeof *s);
+    if (!s) return rx_fail(ctx, "dropout: out of memory");
+    *s = (dropout){ .p = (float)p, .scale = (float)(1.0 / (1.0 - p)) };
+    info->out = in;
+    info->ntensors = 0;
+    info->state_bytes = (size_t)rx_numel(in);  /* uint8 keep mask */
+    info->workspace_bytes = 0;
+    *self = s;
+    return 0;
+}
+
+static void dropout_destroy(void *self) { free(self); }
+
+static int dropout_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
+                               rx_tensor *y, void *state)
+{
+    const dropout *s = self;
+    const size_t n = (size_t)rx_numel(x->shape);
+    if (!ctx->training) {
+        if (y->data != x->data) memcpy(y->data, x->data, sizeof(float) * n);
+        return 0;
+    }
+    const float *restrict in = x->data;  /* (N, ...) */
+    float *restrict out = y->data;       /* (N, ...) */
+    uint8_t *restrict keep = state;      /* (N, ...) */
+    for (size_t i = 0; i < n; i++) keep[i] = rx_rng_uniform(&ctx->rng) >= s->p;
+    for (size_t i = 0; i < n; i++) out[i] = in[i] * (float)keep[i] * s->scale;
+    return 0;
+}
+
+static int dropout_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
+                                const rx_tensor *dy, const rx_tensor *w, const void *state,
+                                rx_tensor *dx, rx_tensor *dw)
+{
+    if (!dx) return 0;
+    const dropout *s = self;
+    const size_t n = (size_t)rx_numel(dy->shape);
+    if (!ctx->training) {
+        if (dx->data != dy->data) memcpy(dx->data, dy->data, sizeof(float) * n);
+        return 0;
+    }
+    const float *restrict g = dy->data;     /* (N, ...) */
+    float *restrict out = dx->data;         /* (N, ...) */
+    const uint8_t *restrict keep = state;   /* (N, ...) */
+    for (size_t i = 0; i < n; i++) out[i] = g[i] * (float)keep[i] * s->scale;
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_LAYER,
+    .name = "dropout",
+    .summary = "inverted dropout: zeroes elements with probability p while training",
+    .params = params,
+    .layer = {
+        .create = dropout_create,
+        .destroy = dropout_destroy,
+        .forward = { [RX_CPU] = dropout_forward_cpu },
+        .backward = { [RX_CPU] = dropout_backward_cpu },
+    },
+};
+
+RX_EXPORT(dropout) { return &desc; }

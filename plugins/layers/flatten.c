@@ -1,0 +1,54 @@
+/* flatten.c: reshapes each sample, typically (C, H, W), into a vector (C*H*W), like
+ * torch.nn.Flatten. Row-major data is already in that order, so both passes are plain copies. */
+#include <string.h>
+
+#include "runexp.h"
+
+static const rx_param params[] = { { 0 } };
+
+static int flatten_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
+                          rx_layer_info *info)
+{
+    if (in.ndim < 1)
+        return rx_fail(ctx, "flatten expects a per-sample input with at least 1 dimension, got 0");
+    info->out = (rx_shape){ .ndim = 1, .d = { rx_numel(in) } };
+    info->ntensors = 0;
+    info->state_bytes = 0;
+    info->workspace_bytes = 0;
+    return 0;
+}
+
+static int flatten_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
+                               rx_tensor *y, void *state)
+{
+    /* (N, C, H, W) -> (N, C*H*W) */
+    if (y->data != x->data) memcpy(y->data, x->data, sizeof(float) * (size_t)rx_numel(x->shape));
+    return 0;
+}
+
+static int flatten_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
+                                const rx_tensor *dy, const rx_tensor *w, const void *state,
+                                rx_tensor *dx, rx_tensor *dw)
+{
+    /* (N, C*H*W) -> (N, C, H, W) */
+    if (dx && dx->data != dy->data)
+        memcpy(dx->data, dy->data, sizeof(float) * (size_t)rx_numel(dy->shape));
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_LAYER,
+    .name = "flatten",
+    .summary = "reshapes each sample (C, H, W) to (C*H*W), like torch.nn.Flatten",
+    .params = params,
+    .layer = {
+        .create = flatten_create,
+        .destroy = NULL,
+        .forward = { [RX_CPU] = flatten_forward_cpu },
+        .backward = { [RX_CPU] = flatten_backward_cpu },
+    },
+};
+
+RX_EXPORT(flatten) { return &desc; }

@@ -1,0 +1,59 @@
+/* relu.c: rectified linear unit, y = max(x, 0), elementwise on any shape.
+ * Stateless: backward masks dy with x > 0, so it needs neither self nor state. */
+#include <stdlib.h>
+
+#include "runexp.h"
+
+static const rx_param params[] = { { 0 } };
+
+static int relu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
+                       rx_layer_info *info)
+{
+    if (in.ndim < 1)
+        return rx_fail(ctx, "relu expects a per-sample input with at least 1 dimension, got 0");
+    info->out = in;
+    info->ntensors = 0;
+    info->state_bytes = 0;
+    info->workspace_bytes = 0;
+    return 0;
+}
+
+static int relu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
+                            rx_tensor *y, void *state)
+{
+    const float *restrict in = x->data;  /* (N, ...) */
+    float *restrict out = y->data;       /* (N, ...) */
+    const size_t n = (size_t)rx_numel(x->shape);
+    for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    return 0;
+}
+
+static int relu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
+                             const rx_tensor *dy, const rx_tensor *w, const void *state,
+                             rx_tensor *dx, rx_tensor *dw)
+{
+    if (!dx) return 0;
+    const float *restrict in = x->data;  /* (N, ...) */
+    const float *restrict g = dy->data;  /* (N, ...) */
+    float *restrict out = dx->data;      /* (N, ...) */
+    const size_t n = (size_t)rx_numel(x->shape);
+    for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? g[i] : 0.0f;
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_LAYER,
+    .name = "relu",
+    .summary = "rectified linear unit max(x, 0), like torch.nn.ReLU",
+    .params = params,
+    .layer = {
+        .create = relu_create,
+        .destroy = NULL,
+        .forward = { [RX_CPU] = relu_forward_cpu },
+        .backward = { [RX_CPU] = relu_backward_cpu },
+    },
+};
+
+RX_EXPORT(relu) { return &desc; }

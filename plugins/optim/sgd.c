@@ -1,0 +1,102 @@
+/* sgd.c: stochastic gradient descent with PyTorch's torch.optim.SGD semantics, one loop over the
+ * host's flat parameter vector. The learning rate arrives with every step (the host owns the
+ * schedule); the rest is fixed at create:
+ *
+ *     g = g + weight_decay * w                          (when weight_decay != 0)
+ *     buf = g on the first step,                        (when momentum != 0)
+ *           momentum * buf + (1 - dampening) * g after
+ *     g = nesterov ? g + momentum * buf : buf
+ *     w = w - lr * g
+ *
+ * The momentum buffer is the one float of state per parameter the host keeps (and checkpoints).
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "runexp.h"
+
+enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_WEIGHT_DECAY, ARG_DAMPENING };
+
+static const rx_param params[] = {
+    { .key = "momentum", .type = RX_NUM, .def = { .num = 0 }, .help = "momentum factor (0: none)" },
+    { .key = "nesterov", .type = RX_BOOL, .def = { .b = false },
+      .help = "Nesterov momentum (needs momentum > 0 and dampening 0)" },
+    { .key = "weight_decay", .type = RX_NUM, .def = { .num = 0 }, .help = "L2 penalty added to the gradient" },
+    { .key = "dampening", .type = RX_NUM, .def = { .num = 0 }, .help = "dampening for momentum" },
+    { 0 },
+};
+
+typedef struct sgd {
+    float momentum, weight_decay;
+    float keep;     /* 1 - dampening: the share of the new gradient that enters the buffer */
+    bool nesterov;
+} sgd;
+
+static void sgd_destroy(void *self) { free(self); }
+
+/* The checks torch.optim.SGD makes when it is built. */
+static int sgd_check_args(rx_ctx *ctx, const rx_value *args)
+{
+    double momentum = args[ARG_MOMENTUM].num, wd = args[ARG_WEIGHT_DECAY].num, damp = args[ARG_DAMPENING].num;
+    if (!(momentum >= 0 && isfinite(momentum))) return rx_fail(ctx, "momentum must be >= 0, got %g", momentum);
+    if (!(wd >= 0 && isfinite(wd))) return rx_fail(ctx, "weight_decay must be >= 0, got %g", wd);
+    if (!isfinite(damp)) return rx_fail(ctx, "dampening must be finite, got %g", damp);
+    if (args[ARG_NESTEROV].b && (momentum <= 0 || damp != 0))
+        return rx_fail(ctx, "nesterov requires momentum > 0 and dampening 0, got momentum %g and dampening %g",
+                       momentum, damp);
+    return 0;
+}
+
+static int sgd_create(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param)
+{
+    *self = NULL;
+    if (sgd_check_args(ctx, args) != 0) return -1;
+    sgd *o = malloc(sizeof *o);
+    if (!o) return rx_fail(ctx, "out of memory");
+    *o = (sgd){
+        .momentum = (float)args[ARG_MOMENTUM].num,
+        .weight_decay = (float)args[ARG_WEIGHT_DECAY].num,
+        .keep = (float)(1.0 - args[ARG_DAMPENING].num),
+        .nesterov = args[ARG_NESTEROV].b,
+    };
+    *state_per_param = o->momentum > 0 ? 1 : 0;
+    *self = o;
+    return 0;
+}
+
+/* g, w, buf: (n). buf is NULL without momentum. The branches do not depend on i, so they cost
+ * nothing next to the memory traffic. */
+static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
+{
+    const sgd *o = self;
+    if (!(s.lr >= 0 && isfinite(s.lr))) return rx_fail(ctx, "learning rate must be >= 0, got %g", (double)s.lr);
+    if (s.t < 1) return rx_fail(ctx, "step t must be >= 1, got %lld", (long long)s.t);
+    const bool momentum = o->momentum > 0, first = s.t == 1;
+    if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
+    const float lr = s.lr, wd = o->weight_decay, mu = o->momentum, keep = o->keep;
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0 ? g[i] + wd * w[i] : g[i];
+        if (momentum) {
+            buf[i] = first ? d : mu * buf[i] + keep * d;
+            d = o->nesterov ? d + mu * buf[i] : buf[i];
+        }
+        w[i] -= lr * d;
+    }
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_OPTIM,
+    .name = "sgd",
+    .summary = "stochastic gradient descent with momentum, Nesterov and weight decay (PyTorch's SGD)",
+    .params = params,
+    .optim = {
+        .create = sgd_create,
+        .destroy = sgd_destroy,
+        .step = { [RX_CPU] = sgd_step_cpu },
+    },
+};
+
+RX_EXPORT(sgd) { return &desc; }

@@ -1,0 +1,835 @@
+/* test_layers.c: the layer and loss plugins, driven the way the host drives them (create, lend
+ * tensors, workspace and state, forward, backward).
+ *
+ * Gradients: every layer's backward is compared with central differences of the scalar
+ * L = sum(y * dy) for a random upstream gradient dy. Forward runs in float and L is summed in
+ * double; with a step of GRAD_EPS, an analytic value a passes against the numerical one g when
+ *     |a - g| <= GRAD_RTOL * max(|a|, |g|) + GRAD_ATOL        (1e-2 relative, 1e-3 absolute).
+ * As in Caffe's checker, relu inputs stay more than 2 * eps away from 0 and maxpool inputs are
+ * spaced 10 * eps apart, so no perturbation crosses a kink or flips an argmax.
+ * Forward results are compared with hand-computed cases and naive loops, and create's refusals
+ * with the messages they should carry. */
+#include "helpers.h"
+
+#include <math.h>
+
+#define GRAD_EPS  1e-3  /* central-difference step */
+#define GRAD_RTOL 1e-2
+#define GRAD_ATOL 1e-3
+#define FWD_TOL   1e-5  /* forward against a reference, relative to max(1, |reference|) */
+
+/* ---- A layer with every buffer the host would lend it ---- */
+
+typedef struct rig {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    void *self;
+    rx_ctx ctx;
+    rx_layer_info info;
+    rx_tensor x, dx;                                 /* (N, in...) */
+    rx_tensor y, dy;                                 /* (N, out...) */
+    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS]; /* info.tensors[i].shape */
+    void *state;                                     /* info.state_bytes * N */
+    rx_rng rng;                                      /* the test's own random numbers */
+} rig;
+
+static float *floats(int64_t n)
+{
+    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+static rx_tensor tensor_new(rx_shape s)
+{
+    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
+}
+
+/* (N, per-sample...) */
+static rx_shape batched(int64_t n, rx_shape per)
+{
+    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
+    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
+    return s;
+}
+
+static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
+
+static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
+{
+    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = uniform(r, lo, hi);
+}
+
+static void rig_load(rig *r, const char *name)
+{
+    memset(r, 0, sizeof *r);
+    r->desc = test_load(&r->pl, RX_LAYER, name);
+    test_default_args(r->desc, r->args);
+    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
+    r->rng = rx_rng_stream(7, 0);
+}
+
+static rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
+
+/* Only create; returns its result, with the reason in r->ctx.err. */
+static int rig_create(rig *r, rx_shape in)
+{
+    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+}
+
+/* create, which must succeed, then every buffer as the host allocates it; x is U(-1, 1). */
+static void rig_build(rig *r, rx_shape in, int64_t n)
+{
+    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        const rx_tensor_decl *t = &r->info.tensors[i];
+        r->w[i] = tensor_new(t->shape);
+        r->dw[i] = tensor_new(t->shape);
+        if (t->init == RX_INIT_UNIFORM) fill_uniform(&r->rng, &r->w[i], -t->scale, t->scale);
+        else if (t->init == RX_INIT_ONES)
+            for (int64_t j = 0; j < rx_numel(t->shape); j++) r->w[i].data[j] = 1.0f;
+    }
+    r->x = tensor_new(batched(n, in));
+    r->dx = tensor_new(batched(n, in));
+    r->y = tensor_new(batched(n, r->info.out));
+    r->dy = tensor_new(batched(n, r->info.out));
+    r->ctx.workspace_bytes = r->info.workspace_bytes * (size_t)n;
+    if (r->ctx.workspace_bytes) {
+        r->ctx.workspace = malloc(r->ctx.workspace_bytes);
+        assert_non_null(r->ctx.workspace);
+    }
+    if (r->info.state_bytes) {
+        r->state = malloc(r->info.state_bytes * (size_t)n);
+        assert_non_null(r->state);
+    }
+    fill_uniform(&r->rng, &r->x, -1.0f, 1.0f);
+}
+
+static void rig_forward(rig *r)
+{
+    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, r->w, &r->y, r->state) != 0)
+        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static void rig_backward(rig *r, bool want_dx)
+{
+    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, r->w, r->state,
+                                        want_dx ? &r->dx : NULL, r->dw) != 0)
+        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static void rig_zero_grads(rig *r)
+{
+    for (int i = 0; i < r->info.ntensors; i++)
+        memset(r->dw[i].data, 0, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
+}
+
+static void rig_free(rig *r)
+{
+    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        free(r->w[i].data);
+        free(r->dw[i].data);
+    }
+    free(r->x.data);
+    free(r->dx.data);
+    free(r->y.data);
+    free(r->dy.data);
+    free(r->ctx.workspace);
+    free(r->state);
+    plugin_unload(&r->pl);
+}
+
+/* ---- Gradient checking ---- */
+
+/* L = sum(y * dy) in double, forward starting from the same rng state so dropout keeps its mask. */
+static double rig_objective(rig *r, rx_rng start)
+{
+    r->ctx.rng = start;
+    rig_forward(r);
+    double l = 0.0;
+    for (int64_t i = 0; i < rx_numel(r->y.shape); i++) l += (double)r->y.data[i] * r->dy.data[i];
+    return l;
+}
+
+static void expect_grad(double analytic, double numeric, const char *layer, const char *what, int64_t i)
+{
+    if (!(fabs(analytic - numeric) <= GRAD_RTOL * fmax(fabs(analytic), fabs(numeric)) + GRAD_ATOL))
+        fail_msg("%s: d%s[%lld]: backward gives %.7g, central differences %.7g", layer, what,
+                 (long long)i, analytic, numeric);
+}
+
+/* Perturbs each element of v by +-eps and compares (L+ - L-) / (2 eps) with analytic. */
+static void check_differences(rig *r, rx_rng start, rx_tensor *v, const float *analytic, const char *what)
+{
+    for (int64_t i = 0; i < rx_numel(v->shape); i++) {
+        const float v0 = v->data[i];
+        const float vp = v0 + (float)GRAD_EPS, vm = v0 - (float)GRAD_EPS;
+        v->data[i] = vp;
+        const double lp = rig_objective(r, start);
+        v->data[i] = vm;
+        const double lm = rig_objective(r, start);
+        v->data[i] = v0;
+        /* divide by the step float arithmetic actually took */
+        expect_grad(analytic[i], (lp - lm) / ((double)vp - (double)vm), r->desc->name, what, i);
+    }
+}
+
+/* Checks dx and every dw of a built rig; the caller has chosen x (and ctx.training). */
+static void gradcheck(rig *r)
+{
+    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+    const rx_rng start = r->ctx.rng;
+    rig_objective(r, start);
+    rig_zero_grads(r);
+    rig_backward(r, true);
+    /* forward touches neither dx nor dw, so they hold the analytic gradients throughout */
+    check_differences(r, start, &r->x, r->dx.data, "x");
+    for (int i = 0; i < r->info.ntensors; i++)
+        check_differences(r, start, &r->w[i], r->dw[i].data, r->info.tensors[i].name);
+}
+
+/* backward adds into dw (a second call doubles it) and accepts dx == NULL. */
+static void check_accumulates(rig *r)
+{
+    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+    rig_forward(r);
+    rig_zero_grads(r);
+    rig_backward(r, true);
+    float *once[RX_MAX_TENSORS];
+    for (int i = 0; i < r->info.ntensors; i++) {
+        const int64_t n = rx_numel(r->dw[i].shape);
+        once[i] = floats(n);
+        memcpy(once[i], r->dw[i].data, sizeof(float) * (size_t)n);
+    }
+    rig_backward(r, true);
+    for (int i = 0; i < r->info.ntensors; i++)
+        for (int64_t j = 0; j < rx_numel(r->dw[i].shape); j++)
+            if (fabsf(r->dw[i].data[j] - 2.0f * once[i][j]) > 1e-5f * fmaxf(1.0f, fabsf(once[i][j])))
+                fail_msg("%s: d%s[%lld] after two backward calls is %g, expected 2 * %g",
+                         r->desc->name, r->info.tensors[i].name, (long long)j, r->dw[i].data[j], once[i][j]);
+    rig_zero_grads(r);
+    rig_backward(r, false);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        for (int64_t j = 0; j < rx_numel(r->dw[i].shape); j++)
+            if (fabsf(r->dw[i].data[j] - once[i][j]) > 1e-5f * fmaxf(1.0f, fabsf(once[i][j])))
+                fail_msg("%s: d%s[%lld] with dx == NULL is %g, expected %g", r->desc->name,
+                         r->info.tensors[i].name, (long long)j, r->dw[i].data[j], once[i][j]);
+        free(once[i]);
+    }
+}
+
+static void expect_close(const float *got, const float *want, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(got[i] - want[i]) <= FWD_TOL * fmaxf(1.0f, fabsf(want[i]))))
+            fail_msg("%s[%lld] is %.7g, expected %.7g", what, (long long)i, got[i], want[i]);
+}
+
+static void expect_message(const char *err, const char *fragment)
+{
+    if (!strstr(err, fragment)) fail_msg("message \"%s\" lacks \"%s\"", err, fragment);
+}
+
+/* create must fail with a message containing every one of the given fragments. */
+static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
+{
+    r->ctx.err[0] = '\0';
+    r->self = NULL;
+    if (rig_create(r, in) == 0) {
+        if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
+        fail_msg("%s: create accepted what it should refuse (expected \"%s\")", r->desc->name, fragments[0]);
+    }
+    for (int i = 0; fragments[i]; i++) expect_message(r->ctx.err, fragments[i]);
+}
+#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
+
+static void expect_shape(rx_shape got, rx_shape want)
+{
+    assert_int_equal(got.ndim, want.ndim);
+    for (int i = 0; i < want.ndim; i++) assert_int_equal(got.d[i], want.d[i]);
+}
+
+/* ---- conv2d ---- */
+
+typedef struct conv_case {
+    int n, c, h, w, out, k, stride, pad;
+    bool bias;
+} conv_case;
+
+static void conv_setup(rig *r, conv_case cc)
+{
+    rig_load(r, "conv2d");
+    rig_arg(r, "out")->i = cc.out;
+    rig_arg(r, "kernel")->i = cc.k;
+    rig_arg(r, "stride")->i = cc.stride;
+    rig_arg(r, "padding")->i = cc.pad;
+    rig_arg(r, "bias")->b = cc.bias;
+    rig_build(r, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
+}
+
+/* Direct seven-loop convolution of r->x, into y (N, OUT, OH, OW). */
+static void conv_reference(const rig *r, conv_case cc, float *y)
+{
+    const int oh = (int)r->info.out.d[1], ow = (int)r->info.out.d[2];
+    const float *wt = r->w[0].data;  /* (OUT, C, K, K) */
+    for (int n = 0; n < cc.n; n++)
+        for (int o = 0; o < cc.out; o++)
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++) {
+                    double sum = cc.bias ? r->w[1].data[o] : 0.0;
+                    for (int c = 0; c < cc.c; c++)
+                        for (int ki = 0; ki < cc.k; ki++)
+                            for (int kj = 0; kj < cc.k; kj++) {
+                                const int ih = i * cc.stride - cc.pad + ki, iw = j * cc.stride - cc.pad + kj;
+                                if (ih < 0 || ih >= cc.h || iw < 0 || iw >= cc.w) continue;
+                                sum += (double)wt[((o * cc.c + c) * cc.k + ki) * cc.k + kj] *
+                                       r->x.data[((n * cc.c + c) * cc.h + ih) * cc.w + iw];
+                            }
+                    y[((n * cc.out + o) * oh + i) * ow + j] = (float)sum;
+                }
+}
+
+static const conv_case conv_cases[] = {
+    { .n = 2, .c = 2, .h = 5, .w = 6, .out = 3, .k = 3, .stride = 1, .pad = 0, .bias = true },
+    { .n = 2, .c = 3, .h = 6, .w = 5, .out = 2, .k = 3, .stride = 2, .pad = 1, .bias = true },
+    { .n = 3, .c = 2, .h = 4, .w = 4, .out = 2, .k = 1, .stride = 1, .pad = 0, .bias = false },
+    { .n = 1, .c = 1, .h = 4, .w = 7, .out = 2, .k = 2, .stride = 3, .pad = 2, .bias = true },
+    { .n = 2, .c = 2, .h = 3, .w = 3, .out = 2, .k = 4, .stride = 1, .pad = 1, .bias = false },
+};
+
+static void test_conv2d_declares(void **unused)
+{
+    rig r;
+    conv_setup(&r, (conv_case){ .n = 1, .c = 3, .h = 8, .w = 6, .out = 4, .k = 3, .stride = 2, .pad = 1,
+                                .bias = true });
+    expect_shape(r.info.out, TEST_SHAPE(4, 4, 3));
+    assert_int_equal(r.info.ntensors, 2);
+    assert_string_equal(r.info.tensors[0].name, "weight");
+    expect_shape(r.info.tensors[0].shape, TEST_SHAPE(4, 3, 3, 3));
+    assert_string_equal(r.info.tensors[1].name, "bias");
+    expect_shape(r.info.tensors[1].shape, TEST_SHAPE(4));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r.info.tensors[i].init, RX_INIT_UNIFORM);
+        assert_true(fabsf(r.info.tensors[i].scale - 1.0f / sqrtf(27.0f)) < 1e-7f);
+    }
+    assert_true(r.info.workspace_bytes > 0);
+    rig_free(&r);
+
+    conv_setup(&r, (conv_case){ .n = 1, .c = 1, .h = 4, .w = 4, .out = 2, .k = 2, .stride = 1,
+                                .bias = false });
+    assert_int_equal(r.info.ntensors, 1);
+    rig_free(&r);
+}
+
+/* x = 1..9 in a 3x3 image; filter 0 = [[1, 2], [3, 4]] + 0.5, filter 1 = [[-1, 0], [0, 0]] - 1. */
+static void test_conv2d_by_hand(void **unused)
+{
+    static const struct {
+        int stride, pad, oh, ow;
+        float y[2][16];  /* (2, OH, OW) */
+    } cases[] = {
+        { 1, 0, 2, 2, { { 37, 47, 67, 77 }, { -1, -2, -4, -5 } } },
+        { 2, 0, 1, 1, { { 37 }, { -1 } } },
+        { 1, 1, 4, 4, { { 4, 11, 18, 9, 18, 37, 47, 21, 36, 67, 77, 33, 14, 23, 26, 9 },
+                        { 0, 0, 0, 0, 0, -1, -2, -3, 0, -4, -5, -6, 0, -7, -8, -9 } } },
+        { 2, 1, 2, 2, { { 4, 18, 36, 77 }, { 0, 0, 0, -5 } } },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        rig r;
+        conv_setup(&r, (conv_case){ .n = 1, .c = 1, .h = 3, .w = 3, .out = 2, .k = 2,
+                                    .stride = cases[t].stride, .pad = cases[t].pad, .bias = true });
+        expect_shape(r.info.out, TEST_SHAPE(2, cases[t].oh, cases[t].ow));
+        static const float weight[8] = { 1, 2, 3, 4, -1, 0, 0, 0 };  /* (2, 1, 2, 2) */
+        memcpy(r.w[0].data, weight, sizeof weight);
+        r.w[1].data[0] = 0.5f;
+        r.w[1].data[1] = -1.0f;
+        for (int i = 0; i < 9; i++) r.x.data[i] = (float)(i + 1);
+        rig_forward(&r);
+        const int pixels = cases[t].oh * cases[t].ow;
+        float want[32];
+        for (int p = 0; p < pixels; p++) {
+            want[p] = cases[t].y[0][p] + 0.5f;
+            want[pixels + p] = cases[t].y[1][p] - 1.0f;
+        }
+        expect_close(r.y.data, want, 2 * pixels, "conv2d y");
+        rig_free(&r);
+    }
+}
+
+static void test_conv2d_matches_loops(void **unused)
+{
+    for (size_t t = 0; t < sizeof conv_cases / sizeof conv_cases[0]; t++) {
+        rig r;
+        conv_setup(&r, conv_cases[t]);
+        rig_forward(&r);
+        float *want = floats(rx_numel(r.y.shape));
+        conv_reference(&r, conv_cases[t], want);
+        expect_close(r.y.data, want, rx_numel(r.y.shape), "conv2d y");
+        free(want);
+        rig_free(&r);
+    }
+}
+
+static void test_conv2d_gradients(void **unused)
+{
+    for (size_t t = 0; t < sizeof conv_cases / sizeof conv_cases[0]; t++) {
+        rig r;
+        conv_setup(&r, conv_cases[t]);
+        gradcheck(&r);
+        check_accumulates(&r);
+        rig_free(&r);
+    }
+}
+
+static void test_conv2d_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "conv2d");
+    rig_arg(&r, "out")->i = 2;
+    rig_arg(&r, "kernel")->i = 5;
+    EXPECT_REFUSED(&r, TEST_SHAPE(1, 3, 3), "kernel 5 is larger than the padded input 3x3");
+    rig_arg(&r, "padding")->i = 1;  /* 5x5 once padded: fits exactly */
+    rig_build(&r, TEST_SHAPE(1, 3, 3), 1);
+    expect_shape(r.info.out, TEST_SHAPE(2, 1, 1));
+    rig_free(&r);
+
+    rig_load(&r, "conv2d");
+    rig_arg(&r, "out")->i = 2;
+    rig_arg(&r, "kernel")->i = 3;
+    EXPECT_REFUSED(&r, TEST_SHAPE(12), "(C, H, W)", "got 1 dimension");
+    EXPECT_REFUSED(&r, TEST_SHAPE(1, 2, 8), "kernel 3 is larger than the padded input 2x8");
+    rig_arg(&r, "stride")->i = 0;
+    EXPECT_REFUSED(&r, TEST_SHAPE(1, 8, 8), "stride", "got 0");
+    rig_arg(&r, "stride")->i = 1;
+    rig_arg(&r, "padding")->i = -1;
+    EXPECT_REFUSED(&r, TEST_SHAPE(1, 8, 8), "padding", "got -1");
+    rig_arg(&r, "padding")->i = 0;
+    rig_arg(&r, "out")->i = 0;  /* what a forgotten required argument would look like */
+    EXPECT_REFUSED(&r, TEST_SHAPE(1, 8, 8), "out", "got 0");
+    rig_free(&r);
+}
+
+/* ---- linear ---- */
+
+static void linear_setup(rig *r, int64_t n, rx_shape in, int out, bool bias)
+{
+    rig_load(r, "linear");
+    rig_arg(r, "out")->i = out;
+    rig_arg(r, "bias")->b = bias;
+    rig_build(r, in, n);
+}
+
+static void test_linear_declares_and_computes(void **unused)
+{
+    rig r;
+    linear_setup(&r, 3, TEST_SHAPE(2, 3, 2), 4, true);  /* F = 12 */
+    expect_shape(r.info.out, TEST_SHAPE(4));
+    assert_int_equal(r.info.ntensors, 2);
+    assert_string_equal(r.info.tensors[0].name, "weight");
+    expect_shape(r.info.tensors[0].shape, TEST_SHAPE(4, 12));
+    assert_string_equal(r.info.tensors[1].name, "bias");
+    expect_shape(r.info.tensors[1].shape, TEST_SHAPE(4));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r.info.tensors[i].init, RX_INIT_UNIFORM);
+        assert_true(fabsf(r.info.tensors[i].scale - 1.0f / sqrtf(12.0f)) < 1e-7f);
+    }
+    rig_forward(&r);
+    float want[3 * 4];  /* (N, OUT) */
+    for (int n = 0; n < 3; n++)
+        for (int o = 0; o < 4; o++) {
+            double sum = r.w[1].data[o];
+            for (int f = 0; f < 12; f++) sum += (double)r.w[0].data[o * 12 + f] * r.x.data[n * 12 + f];
+            want[n * 4 + o] = (float)sum;
+        }
+    expect_close(r.y.data, want, 12, "linear y");
+    rig_free(&r);
+
+    linear_setup(&r, 1, TEST_SHAPE(5), 2, false);
+    assert_int_equal(r.info.ntensors, 1);
+    rig_free(&r);
+}
+
+static void test_linear_gradients(void **unused)
+{
+    rig r;
+    linear_setup(&r, 3, TEST_SHAPE(2, 3, 2), 4, true);
+    gradcheck(&r);
+    check_accumulates(&r);
+    rig_free(&r);
+
+    linear_setup(&r, 2, TEST_SHAPE(7), 3, false);
+    gradcheck(&r);
+    check_accumulates(&r);
+    rig_free(&r);
+}
+
+static void test_linear_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "linear");
+    EXPECT_REFUSED(&r, TEST_SHAPE(10), "out", "got 0");
+    rig_free(&r);
+}
+
+/* ---- relu ---- */
+
+static void test_relu(void **unused)
+{
+    rig r;
+    rig_load(&r, "relu");
+    rig_build(&r, TEST_SHAPE(3, 4, 5), 2);
+    expect_shape(r.info.out, TEST_SHAPE(3, 4, 5));
+    assert_int_equal(r.info.ntensors, 0);
+    /* keep every input more than 2 * eps away from the kink at 0 */
+    for (int64_t i = 0; i < rx_numel(r.x.shape); i++)
+        while (fabsf(r.x.data[i]) < 2 * GRAD_EPS) r.x.data[i] = uniform(&r.rng, -1.0f, 1.0f);
+    rig_forward(&r);
+    for (int64_t i = 0; i < rx_numel(r.x.shape); i++)
+        assert_true(r.y.data[i] == (r.x.data[i] > 0 ? r.x.data[i] : 0.0f));
+    gradcheck(&r);
+    rig_backward(&r, false);  /* dx == NULL: nothing to do, and no crash */
+    rig_free(&r);
+}
+
+/* ---- maxpool ---- */
+
+/* Distinct values 10 * eps apart in a random order: no tie, and no perturbation moves an argmax. */
+static void fill_separated(rig *r)
+{
+    const int64_t n = rx_numel(r->x.shape);
+    for (int64_t i = 0; i < n; i++) r->x.data[i] = (float)(i - n / 2) * 10 * (float)GRAD_EPS;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)rx_rng_below(&r->rng, (uint64_t)i + 1);
+        const float t = r->x.data[i];
+        r->x.data[i] = r->x.data[j];
+        r->x.data[j] = t;
+    }
+}
+
+static void maxpool_setup(rig *r, rx_shape in, int64_t n, int size, int stride)
+{
+    rig_load(r, "maxpool");
+    rig_arg(r, "size")->i = size;
+    rig_arg(r, "stride")->i = stride;
+    rig_build(r, in, n);
+}
+
+static void test_maxpool_by_hand(void **unused)
+{
+    static const float x[2 * 16] = {  /* (2, 4, 4) */
+        1, 5, 2, 0,    3, 4, 8, 1,    0, -1, 7, 7,   -2, -3, 6, 9,
+        -5, -6, -7, -8, -1, -2, -3, -4, 2, 2, 3, 3,   2, 2, 3, 3,
+    };
+    static const float want[2 * 4] = { 5, 8, 0, 9, -1, -3, 2, 3 };  /* (2, 2, 2) */
+    rig r;
+    maxpool_setup(&r, TEST_SHAPE(2, 4, 4), 1, 2, 0);  /* stride 0: same as size */
+    expect_shape(r.info.out, TEST_SHAPE(2, 2, 2));
+    assert_int_equal(r.info.state_bytes, sizeof(int32_t) * 2 * 2 * 2);
+    memcpy(r.x.data, x, sizeof x);
+    rig_forward(&r);
+    expect_close(r.y.data, want, 8, "maxpool y");
+    /* gradients land on the maxima; ties go to the first in row-major order */
+    for (int i = 0; i < 8; i++) r.dy.data[i] = (float)(i + 1);
+    rig_backward(&r, true);
+    float dx[2 * 16] = { 0 };
+    dx[1] = 1;   /* 5 */
+    dx[6] = 2;   /* 8 */
+    dx[8] = 3;   /* 0 */
+    dx[15] = 4;  /* 9 */
+    dx[16 + 4] = 5;   /* -1 */
+    dx[16 + 6] = 6;   /* -3 */
+    dx[16 + 8] = 7;   /* first of the 2s */
+    dx[16 + 10] = 8;  /* first of the 3s */
+    expect_close(r.dx.data, dx, 32, "maxpool dx");
+    rig_backward(&r, false);
+    rig_free(&r);
+
+    maxpool_setup(&r, TEST_SHAPE(1, 5, 7), 2, 3, 2);  /* overlapping windows */
+    expect_shape(r.info.out, TEST_SHAPE(1, 2, 3));
+    rig_free(&r);
+}
+
+static void test_maxpool_gradients(void **unused)
+{
+    static const struct { int c, h, w, size, stride; } cases[] = {
+        { 2, 4, 6, 2, 0 },  /* disjoint windows */
+        { 2, 5, 5, 3, 2 },  /* overlapping: one input can win two windows */
+        { 1, 5, 6, 2, 3 },  /* gaps: some inputs never win */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        rig r;
+        maxpool_setup(&r, TEST_SHAPE(cases[t].c, cases[t].h, cases[t].w), 2, cases[t].size, cases[t].stride);
+        fill_separated(&r);
+        gradcheck(&r);
+        rig_free(&r);
+    }
+}
+
+static void test_maxpool_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "maxpool");
+    rig_arg(&r, "size")->i = 3;
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 2, 8), "size 3 is larger than the input 2x8");
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8), "(C, H, W)", "got 2 dimensions");
+    rig_arg(&r, "stride")->i = -1;
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8, 8), "stride", "got -1");
+    rig_free(&r);
+}
+
+/* ---- flatten ---- */
+
+static void test_flatten(void **unused)
+{
+    rig r;
+    rig_load(&r, "flatten");
+    rig_build(&r, TEST_SHAPE(3, 2, 4), 2);
+    expect_shape(r.info.out, TEST_SHAPE(24));
+    expect_shape(r.y.shape, TEST_SHAPE(2, 24));
+    rig_forward(&r);
+    expect_close(r.y.data, r.x.data, 48, "flatten y");
+    gradcheck(&r);
+    expect_close(r.dx.data, r.dy.data, 48, "flatten dx");
+    rig_backward(&r, false);
+    rig_free(&r);
+}
+
+/* ---- dropout ---- */
+
+static void dropout_setup(rig *r, rx_shape in, int64_t n, double p, bool training)
+{
+    rig_load(r, "dropout");
+    rig_arg(r, "p")->num = p;
+    r->ctx.training = training;
+    rig_build(r, in, n);
+}
+
+static void test_dropout_eval_is_identity(void **unused)
+{
+    rig r;
+    dropout_setup(&r, TEST_SHAPE(4, 5), 3, 0.5, false);
+    expect_shape(r.info.out, TEST_SHAPE(4, 5));
+    const rx_rng before = r.ctx.rng;
+    rig_forward(&r);
+    expect_close(r.y.data, r.x.data, 60, "dropout y");
+    assert_true(r.ctx.rng.s == before.s);  /* evaluation draws no random numbers */
+    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    rig_backward(&r, true);
+    expect_close(r.dx.data, r.dy.data, 60, "dropout dx");
+    gradcheck(&r);
+    rig_backward(&r, false);
+    rig_free(&r);
+}
+
+static void test_dropout_training(void **unused)
+{
+    const double p = 0.3;
+    rig r;
+    dropout_setup(&r, TEST_SHAPE(100, 100), 2, p, true);
+    for (int64_t i = 0; i < rx_numel(r.x.shape); i++) r.x.data[i] = uniform(&r.rng, 0.5f, 1.5f);
+    rig_forward(&r);
+    int64_t zeros = 0;
+    const int64_t n = rx_numel(r.x.shape);
+    for (int64_t i = 0; i < n; i++) {
+        if (r.y.data[i] == 0.0f) zeros++;
+        else if (fabsf(r.y.data[i] - r.x.data[i] / (float)(1 - p)) > 1e-6f * r.y.data[i])
+            fail_msg("dropout: kept y[%lld] = %g, expected x / (1 - p) = %g", (long long)i, r.y.data[i],
+                     r.x.data[i] / (1 - p));
+    }
+    /* 20000 draws: the standard deviation of the fraction is 0.003, so +-0.02 is generous */
+    const double fraction = (double)zeros / (double)n;
+    if (fabs(fraction - p) > 0.02)
+        fail_msg("dropout: zeroed %.4f of the values, expected about %.2f", fraction, p);
+    /* backward uses the same mask: zero where y was dropped, scaled where it was kept */
+    for (int64_t i = 0; i < n; i++) r.dy.data[i] = 1.0f;
+    rig_backward(&r, true);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(fabsf(r.dx.data[i] - (r.y.data[i] == 0.0f ? 0.0f : (float)(1 / (1 - p)))) < 1e-6f);
+    rig_free(&r);
+
+    dropout_setup(&r, TEST_SHAPE(3, 4), 2, 0.5, true);
+    gradcheck(&r);  /* the rng is rewound before every forward, so the mask stays fixed */
+    rig_backward(&r, false);
+    rig_free(&r);
+
+    dropout_setup(&r, TEST_SHAPE(50), 2, 0.0, true);  /* p = 0 keeps everything, unscaled */
+    rig_forward(&r);
+    expect_close(r.y.data, r.x.data, 100, "dropout y");
+    rig_free(&r);
+}
+
+static void test_dropout_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "dropout");
+    rig_arg(&r, "p")->num = 1.0;
+    EXPECT_REFUSED(&r, TEST_SHAPE(10), "p must be in [0, 1)", "got 1");
+    rig_arg(&r, "p")->num = -0.25;
+    EXPECT_REFUSED(&r, TEST_SHAPE(10), "p must be in [0, 1)", "got -0.25");
+    rig_free(&r);
+}
+
+/* ---- cross_entropy ---- */
+
+typedef struct loss_rig {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    void *self;
+    rx_ctx ctx;
+} loss_rig;
+
+static void loss_load(loss_rig *l)
+{
+    memset(l, 0, sizeof *l);
+    l->desc = test_load(&l->pl, RX_LOSS, "cross_entropy");
+    test_default_args(l->desc, l->args);
+    l->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
+}
+
+static int loss_create(loss_rig *l, rx_shape in, int nclasses)
+{
+    return l->desc->loss.create(&l->self, &l->ctx, l->args, in, nclasses);
+}
+
+static int loss_forward(loss_rig *l, const rx_tensor *logits, const int32_t *labels, float *losses,
+                        rx_tensor *dlogits)
+{
+    return l->desc->loss.forward[RX_CPU](l->self, &l->ctx, logits, labels, losses, dlogits);
+}
+
+static void loss_free(loss_rig *l)
+{
+    if (l->desc->loss.destroy) l->desc->loss.destroy(l->self);
+    plugin_unload(&l->pl);
+}
+
+static void test_cross_entropy_by_hand(void **unused)
+{
+    loss_rig l;
+    loss_load(&l);
+    if (loss_create(&l, TEST_SHAPE(3), 3) != 0) fail_msg("%s", l.ctx.err);
+    float z[2 * 3] = { 1, 2, 3, 1, 2, 3 };  /* (2, 3) */
+    const int32_t labels[2] = { 2, 0 };
+    rx_tensor logits = { .data = z, .shape = TEST_SHAPE(2, 3) };
+    rx_tensor dz = tensor_new(TEST_SHAPE(2, 3));
+    float losses[2];
+    assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+    const double lse = log(exp(1.0) + exp(2.0) + exp(3.0));
+    const float want_loss[2] = { (float)(lse - 3), (float)(lse - 1) };  /* 0.4076, 2.4076 */
+    expect_close(losses, want_loss, 2, "cross_entropy loss");
+    float want_dz[6];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            want_dz[i * 3 + j] = (float)((exp(j + 1.0 - lse) - (j == labels[i])) / 2);
+    expect_close(dz.data, want_dz, 6, "cross_entropy dlogits");
+    /* dlogits == NULL: the same losses, no gradient */
+    float again[2];
+    assert_int_equal(loss_forward(&l, &logits, labels, again, NULL), 0);
+    expect_close(again, losses, 2, "cross_entropy loss without gradient");
+    free(dz.data);
+    loss_free(&l);
+}
+
+/* d(mean loss)/dz against central differences, with the tolerance of the layer checks. */
+static void test_cross_entropy_gradient(void **unused)
+{
+    enum { N = 4, C = 5 };
+    loss_rig l;
+    loss_load(&l);
+    if (loss_create(&l, TEST_SHAPE(C), C) != 0) fail_msg("%s", l.ctx.err);
+    rx_rng rng = rx_rng_stream(3, 0);
+    rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
+    fill_uniform(&rng, &logits, -3.0f, 3.0f);
+    int32_t labels[N];
+    for (int i = 0; i < N; i++) labels[i] = (int32_t)rx_rng_below(&rng, C);
+    float losses[N];
+    assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+    for (int i = 0; i < N * C; i++) {
+        const float z0 = logits.data[i], zp = z0 + (float)GRAD_EPS, zm = z0 - (float)GRAD_EPS;
+        double mean[2] = { 0, 0 };
+        for (int side = 0; side < 2; side++) {
+            logits.data[i] = side ? zm : zp;
+            assert_int_equal(loss_forward(&l, &logits, labels, losses, NULL), 0);
+            for (int k = 0; k < N; k++) mean[side] += (double)losses[k] / N;
+        }
+        logits.data[i] = z0;
+        const double numeric = (mean[0] - mean[1]) / ((double)zp - (double)zm);
+        expect_grad(dz.data[i], numeric, "cross_entropy", "logits", i);
+    }
+    free(logits.data);
+    free(dz.data);
+    loss_free(&l);
+}
+
+static void test_cross_entropy_is_stable(void **unused)
+{
+    loss_rig l;
+    loss_load(&l);
+    if (loss_create(&l, TEST_SHAPE(3), 3) != 0) fail_msg("%s", l.ctx.err);
+    float z[3 * 3] = { 1000, 0, -1000, 1000, 1000, 1000, -1000, -1000, 1000 };  /* (3, 3) */
+    const int32_t labels[3] = { 1, 2, 2 };
+    rx_tensor logits = { .data = z, .shape = TEST_SHAPE(3, 3) };
+    rx_tensor dz = tensor_new(TEST_SHAPE(3, 3));
+    float losses[3];
+    assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+    for (int i = 0; i < 9; i++) assert_true(isfinite(dz.data[i]));
+    const float want[3] = { 1000.0f, (float)log(3.0), 0.0f };
+    expect_close(losses, want, 3, "cross_entropy loss");
+    /* the first row's softmax is (1, 0, 0): gradient (1, -1, 0) / 3 */
+    const float want_dz[3] = { 1.0f / 3, -1.0f / 3, 0.0f };
+    expect_close(dz.data, want_dz, 3, "cross_entropy dlogits");
+    free(dz.data);
+    loss_free(&l);
+}
+
+static void test_cross_entropy_refuses(void **unused)
+{
+    loss_rig l;
+    loss_load(&l);
+    assert_int_not_equal(loss_create(&l, TEST_SHAPE(5), 10), 0);
+    expect_message(l.ctx.err, "gives 5 logits");
+    expect_message(l.ctx.err, "has 10 classes");
+    assert_int_not_equal(loss_create(&l, TEST_SHAPE(2, 5), 10), 0);
+    expect_message(l.ctx.err, "got 2 dimensions");
+
+    if (loss_create(&l, TEST_SHAPE(3), 3) != 0) fail_msg("%s", l.ctx.err);
+    float z[2 * 3] = { 0 };
+    rx_tensor logits = { .data = z, .shape = TEST_SHAPE(2, 3) };
+    float losses[2];
+    const int32_t high[2] = { 0, 7 }, low[2] = { -1, 0 };
+    assert_int_equal(loss_forward(&l, &logits, high, losses, NULL), -1);
+    expect_message(l.ctx.err, "label 7 at index 1");
+    assert_int_equal(loss_forward(&l, &logits, low, losses, NULL), -1);
+    expect_message(l.ctx.err, "label -1 at index 0");
+    loss_free(&l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv2d_declares),
+        cmocka_unit_test(test_conv2d_by_hand),
+        cmocka_unit_test(test_conv2d_matches_loops),
+        cmocka_unit_test(test_conv2d_gradients),
+        cmocka_unit_test(test_conv2d_refuses),
+        cmocka_unit_test(test_linear_declares_and_computes),
+        cmocka_unit_test(test_linear_gradients),
+        cmocka_unit_test(test_linear_refuses),
+        cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_maxpool_by_hand),
+        cmocka_unit_test(test_maxpool_gradients),
+        cmocka_unit_test(test_maxpool_refuses),
+        cmocka_unit_test(test_flatten),
+        cmocka_unit_test(test_dropout_eval_is_identity),
+        cmocka_unit_test(test_dropout_training),
+        cmocka_unit_test(test_dropout_refuses),
+        cmocka_unit_test(test_cross_entropy_by_hand),
+        cmocka_unit_test(test_cross_entropy_gradient),
+        cmocka_unit_test(test_cross_entropy_is_stable),
+        cmocka_unit_test(test_cross_entropy_refuses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

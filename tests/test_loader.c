@@ -1,0 +1,153 @@
+/* test_loader.c: the plugin loader accepts a good plugin and refuses, by name and with the
+ * reason, each fixture that is wrong in one way (tests/fixtures/layers). */
+#include "helpers.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void fixture_path(plugin_path *p)
+{
+    p->n = 0;
+    plugin_path_add(p, RX_BUILD_DIR "/tests/fixtures");
+}
+
+/* Loading NAME must fail with a message that names the file and contains `why`. */
+static void expect_refused(const char *name, const char *why)
+{
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    fixture_path(&p);
+    assert_int_equal(plugin_load(&p, RX_LAYER, name, &pl, err, sizeof err), -1);
+    assert_null(pl.handle);
+    char file[64];
+    snprintf(file, sizeof file, "layers/%s.so", name);
+    if (!strstr(err, file) || !strstr(err, why)) fail_msg("loading %s: got \"%s\", wanted \"%s\"", name, err, why);
+}
+
+static void test_good_loads(void **state)
+{
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    fixture_path(&p);
+    assert_int_equal(plugin_load(&p, RX_LAYER, "good", &pl, err, sizeof err), 0);
+    assert_non_null(pl.desc);
+    assert_string_equal(pl.desc->name, "good");
+    assert_non_null(strstr(pl.file, "layers/good.so"));
+    plugin_unload(&pl);
+    assert_null(pl.handle);
+}
+
+static void test_refused(void **state)
+{
+    expect_refused("bad_abi", "built for plugin ABI 999");
+    expect_refused("wrong_size", "descriptor is");
+    expect_refused("wrong_kind", "is a plugin of kind optimizer, expected kind layer");
+    expect_refused("wrong_name", "calls itself 'other', expected 'wrong_name'");
+    expect_refused("no_backward", "layer.forward and layer.backward must be given for the same devices");
+    expect_refused("no_create", "layer.create is missing");
+    expect_refused("no_entry", "no entry function rx_plugin_no_entry()");
+}
+
+static void test_unknown_lists_known(void **state)
+{
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    fixture_path(&p);
+    assert_int_equal(plugin_load(&p, RX_LAYER, "nonesuch", &pl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown layer plugin 'nonesuch'"));
+    assert_non_null(strstr(err, "known: bad_abi, good, no_backward"));
+}
+
+static void test_names_are_not_paths(void **state)
+{
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    fixture_path(&p);
+    /* A name can never reach outside the search folders, nor into the current one. */
+    assert_int_equal(plugin_load(&p, RX_LAYER, "../layers/good", &pl, err, sizeof err), -1);
+    assert_int_equal(plugin_load(&p, RX_LAYER, "/tmp/good", &pl, err, sizeof err), -1);
+    assert_int_equal(plugin_load(&p, RX_LAYER, "", &pl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown layer plugin"));
+}
+
+static void test_not_a_shared_object(void **state)
+{
+    char *dir = test_tmpdir();
+    char sub[512], file[600];
+    snprintf(sub, sizeof sub, "%s/layers", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(file, sizeof file, "%s/junk.so", sub);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("not an ELF file\n", f);
+    fclose(f);
+    plugin_path p = { 0 };
+    plugin_path_add(&p, dir);
+    plugin pl;
+    char err[1024] = "";
+    assert_int_equal(plugin_load(&p, RX_LAYER, "junk", &pl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "junk.so: cannot load"));
+    unlink(file);
+    rmdir(sub);
+    rmdir(dir);
+    free(dir);
+}
+
+static void test_search_order(void **state)
+{
+    /* RUNEXP_PLUGIN_PATH comes first; the first folder holding the name wins. */
+    setenv("RUNEXP_PLUGIN_PATH", RX_BUILD_DIR "/tests/fixtures:/nonexistent", 1);
+    plugin_path p;
+    plugin_path_default(&p);
+    assert_true(p.n >= 3);
+    assert_string_equal(p.dir[0], RX_BUILD_DIR "/tests/fixtures");
+    assert_string_equal(p.dir[1], "/nonexistent");
+    plugin pl;
+    char err[1024] = "";
+    assert_int_equal(plugin_load(&p, RX_LAYER, "good", &pl, err, sizeof err), 0);
+    assert_non_null(strstr(pl.file, "tests/fixtures/layers/good.so"));
+    plugin_unload(&pl);
+    unsetenv("RUNEXP_PLUGIN_PATH");
+}
+
+static void test_in_tree_plugins_load(void **state)
+{
+    /* Every plugin the build made passes the loader's checks, in its own folder. */
+    static const struct { rx_kind kind; const char *name; } all[] = {
+        { RX_LAYER, "conv2d" }, { RX_LAYER, "linear" }, { RX_LAYER, "relu" }, { RX_LAYER, "maxpool" },
+        { RX_LAYER, "flatten" }, { RX_LAYER, "dropout" }, { RX_LOSS, "cross_entropy" },
+        { RX_OPTIM, "sgd" }, { RX_DATA, "cifar10" }, { RX_DATA, "synthetic" },
+    };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        plugin pl;
+        test_load(&pl, all[i].kind, all[i].name);
+        assert_int_equal(pl.desc->kind, all[i].kind);
+        plugin_unload(&pl);
+    }
+    /* And a layer asked for as a loss is refused. */
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    test_plugin_path(&p);
+    assert_int_equal(plugin_load(&p, RX_LOSS, "relu", &pl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "is a plugin of kind layer, expected kind loss"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_loads),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_unknown_lists_known),
+        cmocka_unit_test(test_names_are_not_paths),
+        cmocka_unit_test(test_not_a_shared_object),
+        cmocka_unit_test(test_search_order),
+        cmocka_unit_test(test_in_tree_plugins_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
