@@ -38,31 +38,31 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     const int64_t oc = args[ARG_OUT].i, k = args[ARG_KERNEL].i;
     const int64_t stride = args[ARG_STRIDE].i, pad = args[ARG_PADDING].i;
     if (in.ndim != 3)
-        return rx_fail(ctx, "conv2d expects a (C, H, W) input, got %d dimension%s", in.ndim,
+        return rx_fail(ctx, "expects a (C, H, W) input, got %d dimension%s", in.ndim,
                        in.ndim == 1 ? "" : "s");
-    if (oc < 1 || oc > INT_MAX) return rx_fail(ctx, "conv2d: out must be at least 1, got %" PRId64, oc);
-    if (k < 1 || k > INT_MAX) return rx_fail(ctx, "conv2d: kernel must be at least 1, got %" PRId64, k);
+    if (oc < 1 || oc > INT_MAX) return rx_fail(ctx, "out must be at least 1, got %" PRId64, oc);
+    if (k < 1 || k > INT_MAX) return rx_fail(ctx, "kernel must be at least 1, got %" PRId64, k);
     if (stride < 1 || stride > INT_MAX)
-        return rx_fail(ctx, "conv2d: stride must be at least 1, got %" PRId64, stride);
+        return rx_fail(ctx, "stride must be at least 1, got %" PRId64, stride);
     if (pad < 0 || pad > INT_MAX)
-        return rx_fail(ctx, "conv2d: padding must be 0 or more, got %" PRId64, pad);
+        return rx_fail(ctx, "padding must be 0 or more, got %" PRId64, pad);
     const int64_t c = in.d[0], h = in.d[1], w = in.d[2];
     if (c < 1 || h < 1 || w < 1 || c > INT_MAX || h > INT_MAX || w > INT_MAX)
-        return rx_fail(ctx, "conv2d: input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has an empty or "
+        return rx_fail(ctx, "input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has an empty or "
                        "oversized dimension", c, h, w);
     const int64_t ph = h + 2 * pad, pw = w + 2 * pad;
     if (k > ph || k > pw)
-        return rx_fail(ctx, "conv2d: kernel %" PRId64 " is larger than the padded input %" PRId64
+        return rx_fail(ctx, "kernel %" PRId64 " is larger than the padded input %" PRId64
                        "x%" PRId64, k, ph, pw);
     const int64_t oh = (ph - k) / stride + 1, ow = (pw - k) / stride + 1;
     /* OpenBLAS takes int dimensions; double keeps these products from overflowing. */
     if (ph > INT_MAX || pw > INT_MAX || (double)c * k * k > INT_MAX || (double)oh * ow > INT_MAX ||
         (double)c * h * w > INT_MAX || (double)oc * oh * ow > INT_MAX)
-        return rx_fail(ctx, "conv2d: input (%" PRId64 ", %" PRId64 ", %" PRId64 ") with kernel %"
+        return rx_fail(ctx, "input (%" PRId64 ", %" PRId64 ", %" PRId64 ") with kernel %"
                        PRId64 " is too large for 32-bit BLAS sizes", c, h, w, k);
 
     conv2d *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "conv2d: out of memory");
+    if (!s) return rx_fail(ctx, "out of memory");
     *s = (conv2d){ .c = (int)c, .h = (int)h, .w = (int)w, .oc = (int)oc, .oh = (int)oh,
                    .ow = (int)ow, .k = (int)k, .stride = (int)stride, .pad = (int)pad,
                    .bias = args[ARG_BIAS].b };
@@ -152,11 +152,11 @@ static int conv2d_workspace(const conv2d *s, rx_ctx *ctx, int64_t n, float **col
 {
     const size_t rows = (size_t)s->c * s->k * s->k, pixels = (size_t)s->oh * s->ow;
     if ((double)n * pixels > INT_MAX)
-        return rx_fail(ctx, "conv2d: a batch of %" PRId64 " x %zu output pixels is too large for "
+        return rx_fail(ctx, "a batch of %" PRId64 " x %zu output pixels is too large for "
                        "32-bit BLAS sizes", n, pixels);
     const size_t need = sizeof(float) * (rows + (size_t)s->oc) * pixels * (size_t)n;
     if (!ctx->workspace || ctx->workspace_bytes < need)
-        return rx_fail(ctx, "conv2d: needs %zu bytes of workspace for a batch of %" PRId64 ", got %zu",
+        return rx_fail(ctx, "needs %zu bytes of workspace for a batch of %" PRId64 ", got %zu",
                        need, n, ctx->workspace ? ctx->workspace_bytes : 0);
     *col = ctx->workspace;
     *tmp = *col + rows * pixels * (size_t)n;

@@ -15,9 +15,9 @@ static int cross_entropy_create(void **self, rx_ctx *ctx, const rx_value *args, 
                                 int nclasses)
 {
     if (in.ndim != 1)
-        return rx_fail(ctx, "cross_entropy expects 1-D logits (C) per sample, got %d dimensions", in.ndim);
+        return rx_fail(ctx, "expects 1-D logits (C) per sample, got %d dimensions", in.ndim);
     if (in.d[0] != nclasses)
-        return rx_fail(ctx, "cross_entropy: the model gives %" PRId64 " logits per sample but the data "
+        return rx_fail(ctx, "the model gives %" PRId64 " logits per sample but the data "
                        "has %d classes", in.d[0], nclasses);
     return 0;
 }
@@ -28,7 +28,7 @@ static int cross_entropy_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *l
     const int64_t n = logits->shape.d[0], c = logits->shape.d[1];
     for (int64_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= c)
-            return rx_fail(ctx, "cross_entropy: label %" PRId32 " at index %" PRId64 " is outside [0, %"
+            return rx_fail(ctx, "label %" PRId32 " at index %" PRId64 " is outside [0, %"
                            PRId64 ")", labels[i], i, c);
 
     const float inv_n = 1.0f / (float)n;

@@ -23,11 +23,11 @@ static int dropout_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
                           rx_layer_info *info)
 {
     const double p = args[ARG_P].num;
-    if (!(p >= 0.0 && p < 1.0)) return rx_fail(ctx, "dropout: p must be in [0, 1), got %g", p);
+    if (!(p >= 0.0 && p < 1.0)) return rx_fail(ctx, "p must be in [0, 1), got %g", p);
     if (in.ndim < 1)
-        return rx_fail(ctx, "dropout expects a per-sample input with at least 1 dimension, got 0");
+        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
     dropout *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "dropout: out of memory");
+    if (!s) return rx_fail(ctx, "out of memory");
     *s = (dropout){ .p = (float)p, .scale = (float)(1.0 / (1.0 - p)) };
     info->out = in;
     info->ntensors = 0;

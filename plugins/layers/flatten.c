@@ -10,7 +10,7 @@ static int flatten_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
                           rx_layer_info *info)
 {
     if (in.ndim < 1)
-        return rx_fail(ctx, "flatten expects a per-sample input with at least 1 dimension, got 0");
+        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
     info->out = (rx_shape){ .ndim = 1, .d = { rx_numel(in) } };
     info->ntensors = 0;
     info->state_bytes = 0;

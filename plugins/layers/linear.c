@@ -27,14 +27,14 @@ static int linear_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
 {
     const int64_t out = args[ARG_OUT].i;
     if (in.ndim < 1)
-        return rx_fail(ctx, "linear expects a per-sample input with at least 1 dimension, got 0");
-    if (out < 1 || out > INT_MAX) return rx_fail(ctx, "linear: out must be at least 1, got %" PRId64, out);
+        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
+    if (out < 1 || out > INT_MAX) return rx_fail(ctx, "out must be at least 1, got %" PRId64, out);
     const int64_t f = rx_numel(in);
     if (f < 1 || f > INT_MAX)
-        return rx_fail(ctx, "linear: the input has %" PRId64 " features, expected 1 to %d", f, INT_MAX);
+        return rx_fail(ctx, "the input has %" PRId64 " features, expected 1 to %d", f, INT_MAX);
 
     linear *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "linear: out of memory");
+    if (!s) return rx_fail(ctx, "out of memory");
     *s = (linear){ .in = (int)f, .out = (int)out, .bias = args[ARG_BIAS].b };
     const float scale = 1.0f / sqrtf((float)f);
     info->out = (rx_shape){ .ndim = 1, .d = { out } };
@@ -57,7 +57,7 @@ static int linear_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
 {
     const linear *s = self;
     const int64_t n = x->shape.d[0];
-    if (n > INT_MAX) return rx_fail(ctx, "linear: batch %" PRId64 " is too large for 32-bit BLAS sizes", n);
+    if (n > INT_MAX) return rx_fail(ctx, "batch %" PRId64 " is too large for 32-bit BLAS sizes", n);
     float *out = y->data;  /* (N, OUT) */
     float beta = 0.0f;
     if (s->bias) {
@@ -78,7 +78,7 @@ static int linear_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
 {
     const linear *s = self;
     const int64_t n = x->shape.d[0];
-    if (n > INT_MAX) return rx_fail(ctx, "linear: batch %" PRId64 " is too large for 32-bit BLAS sizes", n);
+    if (n > INT_MAX) return rx_fail(ctx, "batch %" PRId64 " is too large for 32-bit BLAS sizes", n);
     const float *g = dy->data;  /* (N, OUT) */
     /* dW (OUT, F) += dY^T (OUT, N) x X (N, F) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, (int)n, 1.0f,

@@ -28,26 +28,26 @@ static int maxpool_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
     const int64_t size = args[ARG_SIZE].i;
     const int64_t stride = args[ARG_STRIDE].i == 0 ? size : args[ARG_STRIDE].i;
     if (in.ndim != 3)
-        return rx_fail(ctx, "maxpool expects a (C, H, W) input, got %d dimension%s", in.ndim,
+        return rx_fail(ctx, "expects a (C, H, W) input, got %d dimension%s", in.ndim,
                        in.ndim == 1 ? "" : "s");
-    if (size < 1) return rx_fail(ctx, "maxpool: size must be at least 1, got %" PRId64, size);
+    if (size < 1) return rx_fail(ctx, "size must be at least 1, got %" PRId64, size);
     if (stride < 1 || stride > INT32_MAX)
-        return rx_fail(ctx, "maxpool: stride must be at least 1 (or 0 for size), got %" PRId64, stride);
+        return rx_fail(ctx, "stride must be at least 1 (or 0 for size), got %" PRId64, stride);
     const int64_t c = in.d[0], h = in.d[1], w = in.d[2];
     if (c < 1 || h < 1 || w < 1)
-        return rx_fail(ctx, "maxpool: input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has an empty "
+        return rx_fail(ctx, "input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has an empty "
                        "dimension", c, h, w);
     if (size > h || size > w)
-        return rx_fail(ctx, "maxpool: size %" PRId64 " is larger than the input %" PRId64 "x%" PRId64,
+        return rx_fail(ctx, "size %" PRId64 " is larger than the input %" PRId64 "x%" PRId64,
                        size, h, w);
     /* The argmax indices are int32 offsets into one sample. */
     if ((double)c * h * w > INT32_MAX)
-        return rx_fail(ctx, "maxpool: input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has more than "
+        return rx_fail(ctx, "input (%" PRId64 ", %" PRId64 ", %" PRId64 ") has more than "
                        "2^31 - 1 elements", c, h, w);
     const int64_t oh = (h - size) / stride + 1, ow = (w - size) / stride + 1;
 
     maxpool *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "maxpool: out of memory");
+    if (!s) return rx_fail(ctx, "out of memory");
     *s = (maxpool){ .c = (int)c, .h = (int)h, .w = (int)w, .oh = (int)oh, .ow = (int)ow,
                     .size = (int)size, .stride = (int)stride };
     info->out = (rx_shape){ .ndim = 3, .d = { c, oh, ow } };

@@ -10,7 +10,7 @@ static int relu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape 
                        rx_layer_info *info)
 {
     if (in.ndim < 1)
-        return rx_fail(ctx, "relu expects a per-sample input with at least 1 dimension, got 0");
+        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
     info->out = in;
     info->ntensors = 0;
     info->state_bytes = 0;
