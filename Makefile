@@ -14,6 +14,8 @@ CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -W
             -Wno-format-truncation \
             $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -ldl -lm -lpthread
+# Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
+PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka) -DRX_BUILD_DIR='"$(abspath $(BUILD))"' \
                -DRX_SOURCE_DIR='"$(abspath .)"'
 TEST_LIBS   := $(shell pkg-config --libs cmocka)
@@ -40,7 +42,7 @@ $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 # One shared object per plugin; plugins see only core/runexp.h.
 $(BUILD)/plugins/%.so: plugins/%.c core/runexp.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared $< -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -shared $< -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
 
 $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/runexp.h
 	@mkdir -p $(dir $@)
