@@ -12,8 +12,8 @@ OPT     ?= -O3 -march=native
 PKGS     := lua5.4 openblas
 CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
             -Wno-format-truncation \
-            $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -ldl -lm -lpthread
+            -fopenmp $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -fopenmp -ldl -lm -lpthread
 # Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
 PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka) -DRX_BUILD_DIR='"$(abspath $(BUILD))"' \
@@ -55,6 +55,10 @@ $(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(HEADERS)
 test: all $(FIXTURES) $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; echo "all tests passed"
 
+# One epoch of the tutorial's network at batch 20 and 128 beside PyTorch (see bench/cpu).
+bench: all
+	bench/cpu
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/runexp
 	install -m 755 $(BUILD)/runexp $(DESTDIR)$(PREFIX)/bin/runexp
@@ -65,5 +69,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test install clean
+.PHONY: all test bench install clean
 .SECONDARY:
