@@ -220,21 +220,34 @@ static int parse_entry(parser *p, entry *e)
     return 0;
 }
 
-/* Skips {"k": "v", ...}: metadata holds only strings. */
-static int skip_metadata(parser *p)
+const char *ckpt_meta_get(const ckpt_meta_buf *m, const char *key)
 {
-    char buf[4096];
+    for (int i = 0; m && i < m->n; i++)
+        if (strcmp(m->key[i], key) == 0) return m->value[i];
+    return NULL;
+}
+
+/* {"k": "v", ...}: metadata holds only strings. Kept in meta when it fits, else skipped. */
+static int parse_metadata(parser *p, ckpt_meta_buf *meta)
+{
+    char key[4096], value[4096];
     if (expect(p, '{') != 0) return -1;
     if (peek(p, '}')) return p->s++, 0;
     do {
-        if (parse_string(p, buf, sizeof buf) != 0 || expect(p, ':') != 0 || parse_string(p, buf, sizeof buf) != 0)
+        if (parse_string(p, key, sizeof key) != 0 || expect(p, ':') != 0 || parse_string(p, value, sizeof value) != 0)
             return -1;
+        if (meta && meta->n < CKPT_MAX_META && strlen(key) < sizeof meta->key[0] && strlen(value) < sizeof meta->value[0]) {
+            snprintf(meta->key[meta->n], sizeof meta->key[0], "%s", key);
+            snprintf(meta->value[meta->n], sizeof meta->value[0], "%s", value);
+            meta->n++;
+        }
     } while (peek(p, ',') && p->s++);
     return expect(p, '}');
 }
 
-int checkpoint_read(const char *path, ckpt_tensor *t, int n, char *err)
+int checkpoint_read(const char *path, ckpt_tensor *t, int n, ckpt_meta_buf *meta, char *err)
 {
+    ckpt_meta_buf scratch = { 0 }; /* metadata lands in meta only on success */
     char *file;
     size_t len;
     if (read_file(path, &file, &len, err) != 0) return -1;
@@ -265,7 +278,7 @@ int checkpoint_read(const char *path, ckpt_tensor *t, int n, char *err)
             char name[CKPT_NAME_LEN];
             if (parse_string(&p, name, sizeof name) != 0 || expect(&p, ':') != 0) goto done;
             if (strcmp(name, "__metadata__") == 0) {
-                if (skip_metadata(&p) != 0) goto done;
+                if (parse_metadata(&p, &scratch) != 0) goto done;
                 continue;
             }
             entry e = { 0 };
@@ -317,6 +330,7 @@ int checkpoint_read(const char *path, ckpt_tensor *t, int n, char *err)
         }
     /* All checked: only now copy, so a bad file changes nothing. */
     for (int i = 0; i < n; i++) memcpy(t[i].data, data + entries[i].begin, entries[i].end - entries[i].begin);
+    if (meta) *meta = scratch;
     rc = 0;
 done:
     free(found);
@@ -327,10 +341,10 @@ done:
 
 /* ---- The network ---- */
 
-/* Named views of nt's parameters in a host copy (the device's own memory on the CPU). */
-static ckpt_tensor *net_tensors(const net *nt, float *host, int *count)
+/* Named views of nt's parameters in a host copy, followed by the extra tensors. */
+static ckpt_tensor *net_tensors(const net *nt, float *host, const ckpt_tensor *extra, int nextra, int *count)
 {
-    int n = 0;
+    int n = nextra;
     for (int i = 0; i < nt->n; i++) n += nt->layers[i].info.ntensors;
     ckpt_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
     if (!t) return NULL;
@@ -343,42 +357,41 @@ static ckpt_tensor *net_tensors(const net *nt, float *host, int *count)
             t[k].data = host + at;
             at += (size_t)rx_numel(t[k].shape);
         }
+    for (int j = 0; j < nextra; j++) t[k++] = extra[j];
     *count = n;
     return t;
 }
 
-int checkpoint_save_net(const net *nt, const char *path, int64_t epoch, double valid_loss, char *err)
+int checkpoint_save_net(const net *nt, const char *path, const ckpt_tensor *extra, int nextra,
+                        const ckpt_meta *meta, int nmeta, char *err)
 {
     float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
     int n = 0;
-    ckpt_tensor *t = host ? net_tensors(nt, host, &n) : NULL;
+    ckpt_tensor *t = host ? net_tensors(nt, host, extra, nextra, &n) : NULL;
     if (!t) {
         free(host);
         snprintf(err, ERR_LEN, "%s: out of memory", path);
         return -1;
     }
     device_to_host(nt->device, host, nt->params, nt->nparams * sizeof(float));
-    char ep[32], vl[32];
-    snprintf(ep, sizeof ep, "%lld", (long long)epoch);
-    snprintf(vl, sizeof vl, "%.9g", valid_loss);
-    const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", ep }, { "valid_loss", vl } };
-    int rc = checkpoint_write(path, t, n, meta, 4, err);
+    int rc = checkpoint_write(path, t, n, meta, nmeta, err);
     free(t);
     free(host);
     return rc;
 }
 
-int checkpoint_load_net(net *nt, const char *path, char *err)
+int checkpoint_load_net(net *nt, const char *path, ckpt_tensor *extra, int nextra, ckpt_meta_buf *meta,
+                        char *err)
 {
     float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
     int n = 0;
-    ckpt_tensor *t = host ? net_tensors(nt, host, &n) : NULL;
+    ckpt_tensor *t = host ? net_tensors(nt, host, extra, nextra, &n) : NULL;
     if (!t) {
         free(host);
         snprintf(err, ERR_LEN, "%s: out of memory", path);
         return -1;
     }
-    int rc = checkpoint_read(path, t, n, err);
+    int rc = checkpoint_read(path, t, n, meta, err);
     if (rc == 0) host_to_device(nt->device, nt->params, host, nt->nparams * sizeof(float));
     free(t);
     free(host);

@@ -20,6 +20,7 @@ static const rx_param top_params[] = {
     { .key = "threads", .type = RX_INT, .def = { .i = 0 }, .help = "CPU threads; 0 means every core" },
     { .key = "device", .type = RX_STR, .def = { .s = "auto" }, .help = "auto, cpu or cuda" },
     { .key = "out", .type = RX_STR, .def = { .s = "" }, .help = "run folder; default runs/<config>-<time>" },
+    { .key = "resume", .type = RX_BOOL, .def = { .b = false }, .help = "continue the run in `out` where it stopped" },
     { 0 },
 };
 static const char *const top_tables[] = { "data", "model", "loss", "optim" };
@@ -260,6 +261,7 @@ static int read_experiment(reader *r, int idx)
     c->threads = top[2].i;
     snprintf(c->device, sizeof c->device, "%s", top[3].s);
     snprintf(c->out, sizeof c->out, "%s", top[4].s);
+    c->resume = top[5].b;
     if (c->epochs < 1) return fail(r, NULL, "'epochs' must be at least 1, got %lld", (long long)c->epochs);
     if (c->threads < 0) return fail(r, NULL, "'threads' must be 0 (every core) or more, got %lld", (long long)c->threads);
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
@@ -315,6 +317,32 @@ static int read_experiment(reader *r, int idx)
     return 0;
 }
 
+/* Pushes an override's value typed as Lua reads it: true/false, a number, a table constructor
+ * such as {0.1, 0.01} (evaluated with no globals in reach), or else the text as a string. */
+static int push_override_value(reader *r, const char *arg, const char *value)
+{
+    lua_State *L = r->L;
+    if (strcmp(value, "true") == 0) lua_pushboolean(L, 1);
+    else if (strcmp(value, "false") == 0) lua_pushboolean(L, 0);
+    else if (value[0] == '{') {
+        lua_pushfstring(L, "return %s", value);
+        int ok = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=(command line)", "t") == LUA_OK;
+        lua_remove(L, -2);
+        if (ok) {
+            lua_newtable(L); /* an empty _ENV: constants only */
+            lua_setupvalue(L, -2, 1);
+            ok = lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE;
+        }
+        if (!ok) {
+            const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "not a table";
+            fail(r, NULL, "'%s': the value is not a Lua table constructor: %s", arg, why);
+            lua_pop(L, 1);
+            return -1;
+        }
+    } else if (lua_stringtonumber(L, value) == 0) lua_pushstring(L, value);
+    return 0;
+}
+
 /* Sets table[path] = value for one "a.b.c=value" argument; numeric parts index lists. */
 static int apply_override(reader *r, int idx, const char *arg)
 {
@@ -339,9 +367,7 @@ static int apply_override(reader *r, int idx, const char *arg)
         if (is_index) lua_pushinteger(L, num);
         else lua_pushstring(L, part);
         if (!next) {
-            if (strcmp(value, "true") == 0) lua_pushboolean(L, 1);
-            else if (strcmp(value, "false") == 0) lua_pushboolean(L, 0);
-            else if (lua_stringtonumber(L, value) == 0) lua_pushstring(L, value);
+            if (push_override_value(r, arg, value) != 0) return -1;
             lua_settable(L, -3);
             lua_pop(L, 1);
             return 0;
@@ -361,40 +387,105 @@ static int apply_override(reader *r, int idx, const char *arg)
     return fail(r, NULL, "'%s': empty key", arg);
 }
 
+int config_override(lua_State *L, int idx, const char *arg, char *err)
+{
+    config scratch = { 0 };
+    reader r = { .c = &scratch, .L = L, .origin = "command line", .err = err };
+    int rc = apply_override(&r, lua_absindex(L, idx), arg);
+    for (int i = 0; i < scratch.nstrings; i++) free(scratch.strings[i]);
+    free(scratch.strings);
+    return rc;
+}
+
+/* Pushes a copy of the table at idx, nested tables copied too, so overrides never touch the
+ * caller's table. */
+static void deep_copy(lua_State *L, int idx, int depth)
+{
+    idx = lua_absindex(L, idx);
+    if (depth > 64) luaL_error(L, "the experiment table is nested more than 64 levels deep (a cycle?)");
+    lua_newtable(L);
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        lua_pushvalue(L, -2);
+        if (lua_type(L, -2) == LUA_TTABLE) deep_copy(L, -2, depth + 1);
+        else lua_pushvalue(L, -2);
+        lua_rawset(L, -5);
+    }
+}
+
+typedef struct table_job {
+    reader r;
+    int idx, noverrides;
+    char *const *overrides;
+    int rc;
+} table_job;
+
+/* The whole read, run under lua_pcall so that a Lua error (a __len that throws, out of memory)
+ * becomes a message instead of a jump out of C. */
+static int read_table_protected(lua_State *L)
+{
+    table_job *job = lua_touserdata(L, 1);
+    reader *r = &job->r;
+    job->idx = 2; /* the table, passed as the second argument */
+    job->rc = -1;
+    if (lua_type(L, job->idx) != LUA_TTABLE) {
+        char got[96];
+        describe(L, job->idx, got, sizeof got);
+        fail(r, NULL, "the experiment must be a table, got %s", got);
+        return 0;
+    }
+    if (read_experiment(r, job->idx) != 0) return 0;
+    if (job->noverrides > 0) {
+        deep_copy(L, job->idx, 0);
+        int copy = lua_gettop(L);
+        r->origin = "command line";
+        for (int i = 0; i < job->noverrides; i++)
+            if (apply_override(r, copy, job->overrides[i]) != 0) return 0;
+        if (read_experiment(r, copy) != 0) return 0;
+    }
+    job->rc = 0;
+    return 0;
+}
+
+int config_from_table(config *c, lua_State *L, int idx, const plugin_path *path, const char *file,
+                      int noverrides, char *const *overrides, char *err)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->file, sizeof c->file, "%s", file);
+    table_job job = { .r = { .c = c, .L = L, .path = path, .origin = file, .err = err },
+                      .idx = lua_absindex(L, idx), .noverrides = noverrides, .overrides = overrides };
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, read_table_protected);
+    lua_pushlightuserdata(L, &job);
+    lua_pushvalue(L, job.idx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        snprintf(err, ERR_LEN, "%s: %s", file, lua_tostring(L, -1));
+        job.rc = -1;
+    }
+    lua_settop(L, top);
+    return job.rc;
+}
+
 int config_load(config *c, const plugin_path *path, const char *file, int noverrides,
                 char *const *overrides, char *err)
 {
     memset(c, 0, sizeof *c);
-    snprintf(c->file, sizeof c->file, "%s", file);
     lua_State *L = luaL_newstate();
     if (!L) {
         snprintf(err, ERR_LEN, "%s: cannot create a Lua state (out of memory)", file);
         return -1;
     }
     luaL_openlibs(L);
-    reader r = { .c = c, .L = L, .path = path, .origin = file, .err = err };
     int rc = -1;
     /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
     if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
         snprintf(err, ERR_LEN, "%s", lua_tostring(L, -1));
-        goto done;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE) {
+    } else if (lua_type(L, -1) != LUA_TTABLE) {
         char got[96];
         describe(L, -1, got, sizeof got);
-        fail(&r, NULL, "the config must return a table (the experiment), got %s", got);
-        goto done;
+        snprintf(err, ERR_LEN, "%s: the config must return a table (the experiment), got %s", file, got);
+    } else {
+        rc = config_from_table(c, L, -1, path, file, noverrides, overrides, err);
     }
-    int idx = lua_gettop(L);
-    if (read_experiment(&r, idx) != 0) goto done;
-    if (noverrides > 0) {
-        r.origin = "command line";
-        for (int i = 0; i < noverrides; i++)
-            if (apply_override(&r, idx, overrides[i]) != 0) goto done;
-        if (read_experiment(&r, idx) != 0) goto done;
-    }
-    rc = 0;
-done:
     lua_close(L);
     return rc;
 }
@@ -477,7 +568,8 @@ static void lua_use(strbuf *b, const plugin_use *u, const char *extra)
 void config_to_lua(const config *c, strbuf *b)
 {
     char extra[64];
-    sb_printf(b, "-- The resolved experiment: %s with its overrides, every default filled in.\nreturn {\n", c->file);
+    sb_printf(b, "-- The resolved experiment: %s with its overrides, every default filled in.\n", c->file);
+    sb_printf(b, "-- Run it again to repeat the run: runexp THIS_FILE out=NEW_FOLDER\nreturn {\n");
     snprintf(extra, sizeof extra, "batch_size = %lld", (long long)c->batch_size);
     sb_printf(b, "  data = ");
     lua_use(b, &c->data, extra);
@@ -498,7 +590,6 @@ void config_to_lua(const config *c, strbuf *b)
     sb_printf(b, ",\n  epochs = %lld, seed = %lld, threads = %lld, device = ", (long long)c->epochs,
               (long long)c->seed, (long long)c->threads);
     lua_string(b, c->device);
-    sb_printf(b, ", out = ");
-    lua_string(b, c->out);
+    /* No `out`: run again, this file repeats the run in a new folder (`runexp resume` names it). */
     sb_printf(b, ",\n}\n");
 }

@@ -31,13 +31,23 @@ typedef struct config {
     double lr;
     char device[16];           /* "auto", "cpu" or "cuda" */
     char out[PATH_MAX];        /* run folder; "" means the default under runs/ */
+    bool resume;               /* continue the run in `out` from its last checkpoint */
     int nstrings;
     char **strings;            /* copies of every string argument, freed with the config */
 } config;
 
-/* Runs FILE, applies the overrides ("a.b=value"), loads the plugins it names from the path,
- * and fills c. On failure writes a one-line message to err (ERR_LEN bytes) and returns -1;
- * c needs config_free either way. */
+typedef struct lua_State lua_State;
+
+/* Reads the experiment table at index idx of L: checks it against what the host and each plugin
+ * accept, loads the plugins it names from the path, then does the same for a copy with the
+ * overrides ("a.b=value") applied; the table itself is left untouched. Messages blame `file`,
+ * or the command line for what only the overrides got wrong. On failure writes a one-line
+ * message to err (ERR_LEN bytes) and returns -1; c needs config_free either way. */
+int config_from_table(config *c, lua_State *L, int idx, const plugin_path *path, const char *file,
+                      int noverrides, char *const *overrides, char *err);
+/* Applies one "a.b=value" override to the table at idx (a Lua error may escape: call it from Lua). */
+int config_override(lua_State *L, int idx, const char *arg, char *err);
+/* Runs FILE in a fresh Lua state (without the runexp module) and reads the table it returns. */
 int config_load(config *c, const plugin_path *path, const char *file, int noverrides,
                 char *const *overrides, char *err);
 void config_free(config *c);

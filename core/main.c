@@ -1,25 +1,51 @@
-/* main.c: the runexp command line: `runexp CONFIG.lua [key=value ...]`. Everything that can go
- * wrong arrives here as one line of text, printed once, with a non-zero exit. */
+/* main.c: the runexp command line. Everything that can go wrong arrives here as one line of
+ * text, printed once, with a non-zero exit status (1 failed, 2 usage, 130 stopped by a signal). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "files.h"
+#include "script.h"
 #include "train.h"
-
-#define RUNEXP_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: runexp CONFIG.lua [key=value ...]\n"
+            "usage: runexp CONFIG.lua [key=value ...]   run the experiment(s) CONFIG.lua describes\n"
+            "       runexp resume RUN_DIR [key=value ...]  continue a stopped or crashed run\n"
+            "       runexp plugins                         list the plugins found, with their parameters\n"
             "       runexp --help | --version\n"
             "\n"
-            "Runs the experiment that CONFIG.lua returns. Each key=value overrides the config,\n"
-            "with dotted keys and values typed as Lua reads them, e.g.\n"
+            "key=value overrides the config with dotted keys, typed as Lua reads them:\n"
             "  runexp configs/cifar10.lua epochs=1 optim.lr=0.05 data.path=/x device=cpu out=runs/x\n"
+            "  epochs=5 is an integer, optim.lr=1e-3 a number, optim.nesterov=true a boolean,\n"
+            "  lrs={0.1,0.01} a table, anything else a string.\n"
             "\n"
-            "Plugins are searched in $RUNEXP_PLUGIN_PATH (colon separated), then next to the\n"
-            "executable (build/plugins), then in the install prefix (lib/runexp/plugins).\n");
+            "Ctrl-C lets the current batch finish, saves RUN_DIR/last.safetensors and prints the\n"
+            "command that resumes. Plugins are searched in $RUNEXP_PLUGIN_PATH (colon separated),\n"
+            "then next to the executable (build/plugins), then in the install prefix\n"
+            "(lib/runexp/plugins); never in the current folder.\n");
+}
+
+/* `runexp resume DIR ...` is `runexp DIR/config.lua out=DIR resume=true ...`. */
+static int resume(script *s, const char *dir, int argc, char **argv, char *err)
+{
+    char file[PATH_MAX], out[PATH_MAX + 8];
+    if (snprintf(file, sizeof file, "%s/config.lua", dir) >= (int)sizeof file) {
+        snprintf(err, ERR_LEN, "%s: path too long", dir);
+        return SCRIPT_FAILED;
+    }
+    snprintf(out, sizeof out, "out=%s", dir);
+    char **args = malloc(sizeof *args * (size_t)(argc + 2));
+    if (!args) return snprintf(err, ERR_LEN, "out of memory"), SCRIPT_FAILED;
+    args[0] = out;
+    args[1] = "resume=true";
+    for (int i = 0; i < argc; i++) args[i + 2] = argv[i];
+    s->noverrides = argc + 2;
+    s->overrides = args;
+    int rc = script_run(s, file, err);
+    free(args);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -36,15 +62,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "runexp: unknown option '%s' (try runexp --help)\n", argv[1]);
         return 2;
     }
-    plugin_path path;
-    plugin_path_default(&path);
-    config c;
-    run_summary s;
+    script s = { .log = stdout };
+    plugin_path_default(&s.path);
+    if (strcmp(argv[1], "plugins") == 0) {
+        script_print_plugins(&s.path, stdout);
+        return 0;
+    }
+    train_handle_signals();
     char err[ERR_LEN] = "";
-    int rc = 1;
-    if (config_load(&c, &path, argv[1], argc - 2, argv + 2, err) == 0 && train_run(&c, stdout, &s, err) == 0) rc = 0;
+    int rc;
+    if (strcmp(argv[1], "resume") == 0) {
+        if (argc < 3) {
+            fprintf(stderr, "runexp: resume needs the run folder: runexp resume RUN_DIR [key=value ...]\n");
+            return 2;
+        }
+        rc = resume(&s, argv[2], argc - 3, argv + 3, err);
+    } else {
+        s.noverrides = argc - 2;
+        s.overrides = argv + 2;
+        rc = script_run(&s, argv[1], err);
+    }
     fflush(stdout);
-    if (rc != 0) fprintf(stderr, "runexp: %s\n", err);
-    config_free(&c);
+    if (rc != SCRIPT_OK) fprintf(stderr, "runexp: %s\n", err);
     return rc;
 }

@@ -179,7 +179,9 @@ int plugin_load_file(const char *file, rx_kind kind, const char *name, plugin *o
 {
     memset(out, 0, sizeof *out);
     snprintf(out->file, sizeof out->file, "%s", file);
-    void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_NODELETE: a plugin stays mapped after dlclose, because threads it started (OpenMP's
+     * pool, OpenBLAS's) outlive the run that used it and would crash into unmapped code. */
+    void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!h) {
         snprintf(err, errlen, "%s: cannot load: %s", file, dlerror());
         return -1;
@@ -250,4 +252,32 @@ void plugin_unload(plugin *pl)
 {
     if (pl && pl->handle) dlclose(pl->handle);
     if (pl) memset(pl, 0, sizeof *pl);
+}
+
+plugin *plugin_catalog(const plugin_path *p, int *n, char *skipped, size_t len)
+{
+    static const rx_kind kinds[] = { RX_LAYER, RX_OPTIM, RX_DATA };
+    plugin *all = NULL;
+    *n = 0;
+    size_t used = 0;
+    if (skipped && len) skipped[0] = '\0';
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        char names[4096];
+        plugin_list_names(p, plugin_folder(kinds[k]), names, sizeof names);
+        if (strcmp(names, "none") == 0) continue;
+        char *save = NULL;
+        for (char *name = strtok_r(names, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+            plugin *grown = realloc(all, sizeof *all * (size_t)(*n + 1));
+            if (!grown) return all;
+            all = grown;
+            char err[512];
+            /* A loss lives beside the layers: try the folder's other kind before giving up. */
+            if (plugin_load(p, kinds[k], name, &all[*n], err, sizeof err) == 0 ||
+                (kinds[k] == RX_LAYER && plugin_load(p, RX_LOSS, name, &all[*n], err, sizeof err) == 0))
+                (*n)++;
+            else if (skipped && used < len)
+                used += (size_t)snprintf(skipped + used, len - used, "%s%s", used ? "\n" : "", err);
+        }
+    }
+    return all;
 }

@@ -44,6 +44,11 @@ void plugin_unload(plugin *pl);
 /* Writes the names of the plugins found in FOLDER on the path, comma separated and sorted. */
 void plugin_list_names(const plugin_path *p, const char *folder, char *buf, size_t len);
 
+/* Loads every plugin found on the path, layers (and losses), optimizers and data sets, in that
+ * order and sorted by name; *n gets their number. Files that fail to load are skipped and
+ * their reasons written to `skipped` (may be NULL). The caller unloads each and frees the array. */
+plugin *plugin_catalog(const plugin_path *p, int *n, char *skipped, size_t len);
+
 /* The index of KEY in the descriptor's parameter list, or -1. */
 int plugin_param_index(const rx_plugin *desc, const char *key);
 int plugin_param_count(const rx_plugin *desc);

@@ -2,12 +2,16 @@
  *
  * Everything that can be refused (config, plugins, data files, shapes) is checked before the
  * run folder is created, so a failed start leaves nothing behind. Then each epoch trains,
- * validates, saves the best checkpoint by validation loss (as the tutorial does) and rewrites
- * metrics.csv; at the end the best checkpoint is loaded and tested, and summary.json written. */
+ * validates, saves the best checkpoint by validation loss (as the tutorial does), rewrites
+ * metrics.csv and saves last.safetensors: the weights plus everything a resumed run needs to
+ * continue bit for bit (optimizer state, step, RNG, best-so-far record, position in the epoch).
+ * At the end the best checkpoint is loaded and tested, and summary.json written. */
 #include "train.h"
 
 #include <cblas.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +20,27 @@
 
 #include "checkpoint.h"
 #include "device.h"
+
+/* The one piece of global state: a signal handler can reach nothing else. Set by SIGINT or
+ * SIGTERM, read after every batch. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    signal(sig, SIG_DFL); /* a second Ctrl-C ends the process at once */
+}
+
+void train_handle_signals(void)
+{
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+}
+
+bool train_stop_requested(void)
+{
+    return stop_signal != 0;
+}
 
 /* Everything one run holds; torn down by run_free whatever happened. */
 typedef struct run {
@@ -35,14 +60,16 @@ typedef struct run {
     float *host_losses, *host_logits; /* host copies for the logs */
     int32_t *host_labels;
     int64_t step;                /* optimizer steps taken */
-    strbuf metrics;              /* metrics.csv so far */
+    /* Where training stands; all of it goes into last.safetensors. */
+    int64_t epochs_done, batches_done; /* whole epochs, then batches into the next one */
+    double loss_sum;             /* train loss summed over the batches done this epoch */
+    double epoch_seconds;        /* training time spent on those batches */
+    double train_seconds;        /* training time of the whole epochs done */
+    double best_valid_loss;
+    int64_t best_epoch;
+    int nhistory;
+    epoch_record *history;       /* (c->epochs) */
 } run;
-
-typedef struct eval_result {
-    double loss, accuracy;
-    int64_t correct, total;
-    int64_t class_correct[RX_MAX_CLASSES], class_total[RX_MAX_CLASSES];
-} eval_result;
 
 static double now_seconds(void)
 {
@@ -65,7 +92,18 @@ static rx_tensor batch_tensor(run *r, float *data, int64_t n, rx_shape s)
     return t;
 }
 
-static int resolve_device(run *r, char *err)
+static int join(char *buf, size_t len, const char *dir, const char *name, char *err)
+{
+    if (snprintf(buf, len, "%s/%s", dir, name) >= (int)len) {
+        snprintf(err, ERR_LEN, "%s: path too long", dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Setting up ---- */
+
+static int resolve_device(run *r, bool quiet, char *err)
 {
     if (strcmp(r->c->device, "cuda") == 0) {
         snprintf(err, ERR_LEN, "%s: device = \"cuda\", but this runexp was built without CUDA "
@@ -73,7 +111,7 @@ static int resolve_device(run *r, char *err)
         return -1;
     }
     r->device = RX_CPU;
-    if (strcmp(r->c->device, "auto") == 0) fprintf(r->log, "device: cpu (auto: this build has no CUDA)\n");
+    if (!quiet && strcmp(r->c->device, "auto") == 0) fprintf(r->log, "device: cpu (auto: this build has no CUDA)\n");
     return 0;
 }
 
@@ -132,12 +170,29 @@ static int alloc_buffers(run *r, char *err)
     r->host_losses = malloc(b * sizeof(float));
     r->host_logits = malloc(b * classes * sizeof(float));
     r->host_labels = malloc(b * sizeof(int32_t));
+    r->history = calloc((size_t)r->c->epochs, sizeof *r->history);
     if (!r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
-        !r->host_labels) {
+        !r->host_labels || !r->history) {
         snprintf(err, ERR_LEN, "out of memory allocating batch buffers (batch %zu)", b);
         return -1;
     }
     return 0;
+}
+
+/* Threads, device, plugins, network and buffers: everything but the run folder. */
+static int run_setup(run *r, config *c, FILE *log, bool quiet, char *err)
+{
+    r->c = c;
+    r->log = log;
+    r->best_valid_loss = INFINITY;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    r->ctx.threads = c->threads > 0 ? (int)c->threads : (int)(cores > 0 ? cores : 1);
+    r->ctx.rng = rx_rng_stream((uint64_t)c->seed, 0xD0);
+    /* One pool of threads: OpenBLAS's own, sized by the run. */
+    openblas_set_num_threads(r->ctx.threads);
+    if (resolve_device(r, quiet, err) != 0) return -1;
+    r->ctx.device = r->device;
+    return create_plugins(r, err) != 0 || alloc_buffers(r, err) != 0 ? -1 : 0;
 }
 
 static void run_free(run *r)
@@ -155,8 +210,10 @@ static void run_free(run *r)
     free(r->host_losses);
     free(r->host_logits);
     free(r->host_labels);
-    sb_free(&r->metrics);
+    free(r->history);
 }
+
+/* ---- One batch, one epoch, one evaluation ---- */
 
 /* Draws samples [first, first + n) of split into r->x and r->labels. */
 static int load_batch(run *r, rx_split split, int64_t first, int64_t n, rx_tensor *x, char *err)
@@ -185,38 +242,57 @@ static int compute_loss(run *r, const rx_tensor *logits, bool with_grad, double 
     return 0;
 }
 
-static int train_epoch(run *r, int64_t epoch, double *mean_loss, char *err)
+static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *err)
 {
     const config *c = r->c;
+    rx_tensor x, logits;
+    double s;
+    if (load_batch(r, RX_TRAIN, first, n, &x, err) != 0) return -1;
+    if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
+    if (compute_loss(r, &logits, true, &s, err) != 0) return -1;
+    if (!isfinite(s)) {
+        snprintf(err, ERR_LEN, "epoch %lld, batch %lld: the loss is %s; stopping (best.safetensors is kept as it "
+                 "was; try a smaller learning rate)", (long long)epoch, (long long)r->batches_done + 1,
+                 isnan(s) ? "NaN" : "infinite");
+        return -1;
+    }
+    r->loss_sum += s;
+    rx_tensor dlogits = batch_tensor(r, r->dlogits, n, r->nt.out);
+    net_zero_grads(&r->nt);
+    if (net_backward(&r->nt, &r->ctx, &x, &dlogits, err) != 0) return -1;
+    rx_step step = { .lr = (float)c->lr, .t = ++r->step };
+    r->ctx.err[0] = '\0';
+    if (c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads, r->nt.params, r->opt_state,
+                                                 r->nt.nparams, step) != 0)
+        return plugin_failed(r, &c->optim, "step", err);
+    return 0;
+}
+
+static int save_last(run *r, const char *dir, char *err);
+
+/* Trains the rest of epoch r->epochs_done + 1, from batch r->batches_done on. */
+static int train_epoch(run *r, const char *dir, char *err)
+{
+    const config *c = r->c;
+    int64_t epoch = r->epochs_done + 1;
     r->ctx.training = true;
     r->ctx.err[0] = '\0';
     if (c->data.pl.desc->data.begin_epoch(r->data, &r->ctx, RX_TRAIN, epoch) != 0)
         return plugin_failed(r, &c->data, "begin_epoch", err);
     int64_t total = r->info.size[RX_TRAIN];
-    double sum = 0;
-    for (int64_t first = 0, b = 1; first < total; first += c->batch_size, b++) {
+    for (int64_t first = r->batches_done * c->batch_size; first < total; first += c->batch_size) {
+        double t0 = now_seconds();
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
-        rx_tensor x, logits;
-        double s;
-        if (load_batch(r, RX_TRAIN, first, n, &x, err) != 0) return -1;
-        if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
-        if (compute_loss(r, &logits, true, &s, err) != 0) return -1;
-        if (!isfinite(s)) {
-            snprintf(err, ERR_LEN, "epoch %lld, batch %lld: the loss is %s; stopping (best.safetensors is kept as "
-                     "it was; try a smaller learning rate)", (long long)epoch, (long long)b, isnan(s) ? "NaN" : "infinite");
-            return -1;
+        if (train_batch(r, epoch, first, n, err) != 0) return TRAIN_FAILED;
+        r->batches_done++;
+        r->epoch_seconds += now_seconds() - t0;
+        if (train_stop_requested() && first + n < total) {
+            if (save_last(r, dir, err) != 0) return TRAIN_FAILED;
+            snprintf(err, ERR_LEN, "stopped at epoch %lld, batch %lld: saved %s/last.safetensors; resume with: "
+                     "runexp resume %s", (long long)epoch, (long long)r->batches_done, dir, dir);
+            return TRAIN_INTERRUPTED;
         }
-        sum += s;
-        rx_tensor dlogits = batch_tensor(r, r->dlogits, n, r->nt.out);
-        net_zero_grads(&r->nt);
-        if (net_backward(&r->nt, &r->ctx, &x, &dlogits, err) != 0) return -1;
-        rx_step step = { .lr = (float)c->lr, .t = ++r->step };
-        r->ctx.err[0] = '\0';
-        if (c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads, r->nt.params, r->opt_state,
-                                                     r->nt.nparams, step) != 0)
-            return plugin_failed(r, &c->optim, "step", err);
     }
-    *mean_loss = sum / (double)total;
     return 0;
 }
 
@@ -258,8 +334,13 @@ static int evaluate(run *r, rx_split split, eval_result *e, char *err)
     e->total = total;
     e->loss = sum / (double)total;
     e->accuracy = (double)e->correct / (double)total;
+    e->nclasses = r->info.nclasses;
+    for (int k = 0; k < e->nclasses; k++)
+        snprintf(e->class_names[k], CLASS_NAME_LEN, "%s", r->info.class_names[k] ? r->info.class_names[k] : "?");
     return 0;
 }
+
+/* ---- The run folder ---- */
 
 static void default_run_dir(const config *c, char *dir, size_t len)
 {
@@ -274,15 +355,6 @@ static void default_run_dir(const config *c, char *dir, size_t len)
     snprintf(dir, len, "runs/%.*s-%s", (int)n, base, stamp);
 }
 
-static int join(char *buf, size_t len, const char *dir, const char *name, char *err)
-{
-    if (snprintf(buf, len, "%s/%s", dir, name) >= (int)len) {
-        snprintf(err, ERR_LEN, "%s: path too long", dir);
-        return -1;
-    }
-    return 0;
-}
-
 static int write_text(const char *dir, const char *name, const strbuf *b, char *err)
 {
     char path[PATH_MAX];
@@ -291,15 +363,62 @@ static int write_text(const char *dir, const char *name, const strbuf *b, char *
     return write_file_atomic(path, b->s ? b->s : "", b->len, err);
 }
 
-/* Makes the run folder; refuses one that already holds a run, so nothing is overwritten. */
-static int open_run_dir(run *r, run_summary *s, char *err)
+static int write_metrics(const run *r, const char *dir, char *err)
+{
+    strbuf b = { 0 };
+    sb_printf(&b, "epoch,seconds,train_loss,valid_loss,valid_accuracy,lr,train_seconds,images_per_second\n");
+    for (int i = 0; i < r->nhistory; i++) {
+        const epoch_record *e = &r->history[i];
+        sb_printf(&b, "%lld,%.4f,%.6f,%.6f,%.6f,%g,%.4f,%.1f\n", (long long)e->epoch, e->seconds, e->train_loss,
+                  e->valid_loss, e->valid_accuracy, e->lr, e->train_seconds, e->images_per_second);
+    }
+    int rc = write_text(dir, "metrics.csv", &b, err);
+    sb_free(&b);
+    return rc;
+}
+
+/* The rows of metrics.csv for the epochs a resumed run keeps. */
+static int read_metrics(run *r, const char *dir, char *err)
+{
+    char path[PATH_MAX], *text;
+    size_t len;
+    if (join(path, sizeof path, dir, "metrics.csv", err) != 0 || read_file(path, &text, &len, err) != 0) return -1;
+    r->nhistory = 0;
+    char *save = NULL;
+    strtok_r(text, "\n", &save); /* the header */
+    for (char *line; (line = strtok_r(NULL, "\n", &save)) && r->nhistory < r->epochs_done;) {
+        epoch_record e;
+        long long epoch;
+        if (sscanf(line, "%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &epoch, &e.seconds, &e.train_loss, &e.valid_loss,
+                   &e.valid_accuracy, &e.lr, &e.train_seconds, &e.images_per_second) != 8 ||
+            epoch != r->nhistory + 1) {
+            snprintf(err, ERR_LEN, "%s: line %d is not a metrics row for epoch %d", path, r->nhistory + 2,
+                     r->nhistory + 1);
+            free(text);
+            return -1;
+        }
+        e.epoch = epoch;
+        r->history[r->nhistory++] = e;
+    }
+    free(text);
+    if (r->nhistory != r->epochs_done) {
+        snprintf(err, ERR_LEN, "%s: %d rows, but last.safetensors is at epoch %lld", path, r->nhistory,
+                 (long long)r->epochs_done);
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes the run folder; refuses one that already holds a run unless resuming it. */
+static int open_run_dir(run *r, run_summary *s, bool resuming, char *err)
 {
     if (!r->c->out[0]) default_run_dir(r->c, r->c->out, sizeof r->c->out);
     snprintf(s->dir, sizeof s->dir, "%s", r->c->out);
     char probe[PATH_MAX];
     if (join(probe, sizeof probe, s->dir, "metrics.csv", err) != 0) return -1;
-    if (access(probe, F_OK) == 0) {
-        snprintf(err, ERR_LEN, "%s already holds a run (metrics.csv); choose another out= or remove it", s->dir);
+    if (!resuming && access(probe, F_OK) == 0) {
+        snprintf(err, ERR_LEN, "%s already holds a run (metrics.csv); choose another out=, remove it, or continue "
+                 "it with: runexp resume %s", s->dir, s->dir);
         return -1;
     }
     if (make_dirs(s->dir, err) != 0) return -1;
@@ -309,11 +428,124 @@ static int open_run_dir(run *r, run_summary *s, char *err)
     int rc = write_text(s->dir, "config.lua", &lua, err);
     sb_free(&lua);
     fprintf(r->log, "run folder: %s\n", s->dir);
-    sb_printf(&r->metrics, "epoch,seconds,train_loss,valid_loss,valid_accuracy,lr,train_seconds,images_per_second\n");
     return rc;
 }
 
-static int write_summary(run *r, const run_summary *s, const eval_result *test, char *err)
+/* ---- last.safetensors: the weights and everything a resume needs ---- */
+
+static ckpt_tensor optim_tensor(run *r)
+{
+    ckpt_tensor t = { .name = "optim.state", .data = r->opt_state };
+    t.shape = (rx_shape){ .ndim = 1, .d = { (int64_t)r->state_per_param * (int64_t)r->nt.nparams } };
+    return t;
+}
+
+static int save_last(run *r, const char *dir, char *err)
+{
+    char path[PATH_MAX];
+    if (join(path, sizeof path, dir, "last.safetensors", err) != 0) return -1;
+    char v[9][40];
+    snprintf(v[0], sizeof v[0], "%lld", (long long)r->epochs_done);
+    snprintf(v[1], sizeof v[1], "%lld", (long long)r->batches_done);
+    snprintf(v[2], sizeof v[2], "%lld", (long long)r->step);
+    snprintf(v[3], sizeof v[3], "%" PRIu64, r->ctx.rng.s);
+    snprintf(v[4], sizeof v[4], "%.17g", r->best_valid_loss);
+    snprintf(v[5], sizeof v[5], "%lld", (long long)r->best_epoch);
+    snprintf(v[6], sizeof v[6], "%.17g", r->loss_sum);
+    snprintf(v[7], sizeof v[7], "%.17g", r->epoch_seconds);
+    snprintf(v[8], sizeof v[8], "%.17g", r->train_seconds);
+    const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", v[0] }, { "batch", v[1] },
+                               { "step", v[2] }, { "rng", v[3] }, { "best_valid_loss", v[4] }, { "best_epoch", v[5] },
+                               { "loss_sum", v[6] }, { "epoch_seconds", v[7] }, { "train_seconds", v[8] } };
+    /* The optimizer state lives on the device; the checkpoint wants host memory. */
+    size_t n = (size_t)r->state_per_param * r->nt.nparams;
+    float *host = malloc((n ? n : 1) * sizeof(float));
+    if (!host) return snprintf(err, ERR_LEN, "%s: out of memory", path), -1;
+    device_to_host(r->device, host, r->opt_state, n * sizeof(float));
+    ckpt_tensor opt = optim_tensor(r);
+    opt.data = host;
+    int rc = checkpoint_save_net(&r->nt, path, &opt, n ? 1 : 0, meta, (int)(sizeof meta / sizeof *meta), err);
+    free(host);
+    return rc;
+}
+
+static int meta_int(const ckpt_meta_buf *m, const char *key, const char *path, int64_t *v, char *err)
+{
+    const char *s = ckpt_meta_get(m, key);
+    char *end;
+    long long x = s ? strtoll(s, &end, 10) : 0;
+    if (!s || *end || x < 0) return snprintf(err, ERR_LEN, "%s: metadata '%s' is missing or not a count", path, key), -1;
+    *v = x;
+    return 0;
+}
+
+static int meta_double(const ckpt_meta_buf *m, const char *key, const char *path, double *v, char *err)
+{
+    const char *s = ckpt_meta_get(m, key);
+    char *end;
+    double x = s ? strtod(s, &end) : 0;
+    if (!s || *end) return snprintf(err, ERR_LEN, "%s: metadata '%s' is missing or not a number", path, key), -1;
+    *v = x;
+    return 0;
+}
+
+/* Restores the state save_last wrote, and the metrics of the epochs it covers. */
+static int resume_from(run *r, const char *dir, char *err)
+{
+    char path[PATH_MAX];
+    if (join(path, sizeof path, dir, "last.safetensors", err) != 0) return -1;
+    size_t n = (size_t)r->state_per_param * r->nt.nparams;
+    float *host = malloc((n ? n : 1) * sizeof(float));
+    if (!host) return snprintf(err, ERR_LEN, "%s: out of memory", path), -1;
+    ckpt_tensor opt = optim_tensor(r);
+    opt.data = host;
+    ckpt_meta_buf m;
+    int rc = checkpoint_load_net(&r->nt, path, &opt, n ? 1 : 0, &m, err);
+    if (rc == 0)
+        rc = meta_int(&m, "epoch", path, &r->epochs_done, err) || meta_int(&m, "batch", path, &r->batches_done, err) ||
+             meta_int(&m, "step", path, &r->step, err) || meta_int(&m, "best_epoch", path, &r->best_epoch, err) ||
+             meta_double(&m, "best_valid_loss", path, &r->best_valid_loss, err) ||
+             meta_double(&m, "loss_sum", path, &r->loss_sum, err) ||
+             meta_double(&m, "epoch_seconds", path, &r->epoch_seconds, err) ||
+             meta_double(&m, "train_seconds", path, &r->train_seconds, err) ? -1 : 0;
+    if (rc == 0) {
+        /* The RNG state is a full 64-bit value: parse it unsigned. */
+        const char *s = ckpt_meta_get(&m, "rng");
+        char *end = NULL;
+        r->ctx.rng.s = s ? strtoull(s, &end, 10) : 0;
+        if (!s || *end) rc = (snprintf(err, ERR_LEN, "%s: metadata 'rng' is missing or not a number", path), -1);
+    }
+    if (rc == 0) host_to_device(r->device, r->opt_state, host, n * sizeof(float));
+    free(host);
+    if (rc != 0) return -1;
+    if (r->epochs_done > r->c->epochs) {
+        snprintf(err, ERR_LEN, "%s: the run has done %lld epochs, more than epochs=%lld", path,
+                 (long long)r->epochs_done, (long long)r->c->epochs);
+        return -1;
+    }
+    if (read_metrics(r, dir, err) != 0) return -1;
+    fprintf(r->log, "resuming %s: %lld of %lld epochs done", dir, (long long)r->epochs_done, (long long)r->c->epochs);
+    if (r->batches_done) fprintf(r->log, ", and %lld batches of epoch %lld", (long long)r->batches_done, (long long)r->epochs_done + 1);
+    fprintf(r->log, "\n");
+    return 0;
+}
+
+/* ---- Summary and the epochs ---- */
+
+static void json_eval(strbuf *b, const eval_result *e)
+{
+    sb_printf(b, "  \"test_loss\": %.9g,\n  \"test_accuracy\": %.9g,\n  \"test_correct\": %lld,\n  \"test_total\": %lld,\n",
+              e->loss, e->accuracy, (long long)e->correct, (long long)e->total);
+    sb_printf(b, "  \"per_class_accuracy\": {");
+    for (int k = 0; k < e->nclasses; k++) {
+        sb_printf(b, "%s\n    ", k ? "," : "");
+        sb_json_string(b, e->class_names[k]);
+        sb_printf(b, ": %.9g", e->class_total[k] ? (double)e->class_correct[k] / (double)e->class_total[k] : 0.0);
+    }
+    sb_printf(b, "\n  },\n");
+}
+
+static int write_summary(run *r, const run_summary *s, char *err)
 {
     strbuf b = { 0 };
     sb_printf(&b, "{\n  \"config\": ");
@@ -323,15 +555,8 @@ static int write_summary(run *r, const run_summary *s, const eval_result *test, 
     sb_printf(&b, ",\n  \"device\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %lld,\n  \"epochs\": %lld,\n",
               s->device, s->threads, (long long)r->c->seed, (long long)s->epochs);
     sb_printf(&b, "  \"best_epoch\": %lld,\n  \"best_valid_loss\": %.9g,\n", (long long)s->best_epoch, s->best_valid_loss);
-    sb_printf(&b, "  \"test_loss\": %.9g,\n  \"test_accuracy\": %.9g,\n  \"test_correct\": %lld,\n  \"test_total\": %lld,\n",
-              test->loss, test->accuracy, (long long)test->correct, (long long)test->total);
-    sb_printf(&b, "  \"per_class_accuracy\": {");
-    for (int k = 0; k < s->nclasses; k++) {
-        sb_printf(&b, "%s\n    ", k ? "," : "");
-        sb_json_string(&b, r->info.class_names[k] ? r->info.class_names[k] : "?");
-        sb_printf(&b, ": %.9g", test->class_total[k] ? (double)test->class_correct[k] / (double)test->class_total[k] : 0.0);
-    }
-    sb_printf(&b, "\n  },\n  \"train_seconds_per_epoch\": %.6g,\n  \"images_per_second\": %.6g,\n  \"total_seconds\": %.6g\n}\n",
+    json_eval(&b, &s->test);
+    sb_printf(&b, "  \"train_seconds_per_epoch\": %.6g,\n  \"images_per_second\": %.6g,\n  \"total_seconds\": %.6g\n}\n",
               s->train_seconds_per_epoch, s->images_per_second, s->total_seconds);
     int rc = write_text(s->dir, "summary.json", &b, err);
     sb_free(&b);
@@ -341,89 +566,130 @@ static int write_summary(run *r, const run_summary *s, const eval_result *test, 
 static void print_test(run *r, const eval_result *e)
 {
     fprintf(r->log, "test loss %.4f\n", e->loss);
-    for (int k = 0; k < r->info.nclasses; k++) {
+    for (int k = 0; k < e->nclasses; k++) {
         int64_t t = e->class_total[k], ok = e->class_correct[k];
-        fprintf(r->log, "  %-12s %3.0f%% (%lld/%lld)\n", r->info.class_names[k] ? r->info.class_names[k] : "?",
-                t ? 100.0 * (double)ok / (double)t : 0.0, (long long)ok, (long long)t);
+        fprintf(r->log, "  %-12s %3.0f%% (%lld/%lld)\n", e->class_names[k], t ? 100.0 * (double)ok / (double)t : 0.0,
+                (long long)ok, (long long)t);
     }
     fprintf(r->log, "test accuracy %.2f%% (%lld/%lld)\n", 100.0 * e->accuracy, (long long)e->correct, (long long)e->total);
+}
+
+/* Validates after an epoch's training, saves the best checkpoint, metrics.csv and last. */
+static int finish_epoch(run *r, const char *dir, char *err)
+{
+    const config *c = r->c;
+    int64_t epoch = r->epochs_done + 1;
+    double valid_start = now_seconds();
+    eval_result v;
+    if (evaluate(r, RX_VALID, &v, err) != 0) return -1;
+    /* seconds: the epoch's training (summed over any resumes) plus its validation. */
+    epoch_record e = { .epoch = epoch, .seconds = now_seconds() - valid_start + r->epoch_seconds,
+                       .train_loss = r->loss_sum / (double)r->info.size[RX_TRAIN], .valid_loss = v.loss,
+                       .valid_accuracy = v.accuracy, .lr = c->lr, .train_seconds = r->epoch_seconds,
+                       .images_per_second = (double)r->info.size[RX_TRAIN] / r->epoch_seconds };
+    fprintf(r->log, "epoch %lld/%lld  %.2f s (train %.2f s, %.0f img/s)  train loss %.4f  valid loss %.4f  "
+            "valid accuracy %.2f%%\n", (long long)epoch, (long long)c->epochs, e.seconds, e.train_seconds,
+            e.images_per_second, e.train_loss, v.loss, 100.0 * v.accuracy);
+    if (v.loss < r->best_valid_loss) {
+        char best[PATH_MAX], ep[24], vl[40];
+        snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+        snprintf(vl, sizeof vl, "%.9g", v.loss);
+        const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", ep }, { "valid_loss", vl } };
+        if (join(best, sizeof best, dir, "best.safetensors", err) != 0 ||
+            checkpoint_save_net(&r->nt, best, NULL, 0, meta, 4, err) != 0)
+            return -1;
+        fprintf(r->log, "  validation loss decreased (%.4f -> %.4f): saved %s\n", r->best_valid_loss, v.loss, best);
+        r->best_valid_loss = v.loss;
+        r->best_epoch = epoch;
+    }
+    r->history[r->nhistory++] = e;
+    r->epochs_done = epoch;
+    r->batches_done = 0;
+    r->train_seconds += r->epoch_seconds;
+    r->loss_sum = 0;
+    r->epoch_seconds = 0;
+    if (write_metrics(r, dir, err) != 0 || save_last(r, dir, err) != 0) return -1;
+    fflush(r->log);
+    return 0;
 }
 
 static int run_epochs(run *r, run_summary *s, char *err)
 {
     config *c = r->c;
-    char best_path[PATH_MAX], last_path[PATH_MAX];
-    if (join(best_path, sizeof best_path, s->dir, "best.safetensors", err) != 0 ||
-        join(last_path, sizeof last_path, s->dir, "last.safetensors", err) != 0)
-        return -1;
-    double train_seconds = 0, start = now_seconds();
-    s->best_valid_loss = INFINITY;
-    for (int64_t epoch = 1; epoch <= c->epochs; epoch++) {
-        double t0 = now_seconds(), train_loss;
-        if (train_epoch(r, epoch, &train_loss, err) != 0) return -1;
-        double t1 = now_seconds();
-        eval_result v;
-        if (evaluate(r, RX_VALID, &v, err) != 0) return -1;
-        double t2 = now_seconds();
-        train_seconds += t1 - t0;
-        double ips = (double)r->info.size[RX_TRAIN] / (t1 - t0);
-        fprintf(r->log, "epoch %lld/%lld  %.2f s (train %.2f s, %.0f img/s)  train loss %.4f  valid loss %.4f  "
-                "valid accuracy %.2f%%\n", (long long)epoch, (long long)c->epochs, t2 - t0, t1 - t0, ips, train_loss,
-                v.loss, 100.0 * v.accuracy);
-        if (v.loss < s->best_valid_loss) {
-            if (checkpoint_save_net(&r->nt, best_path, epoch, v.loss, err) != 0) return -1;
-            fprintf(r->log, "  validation loss decreased (%.4f -> %.4f): saved %s\n", s->best_valid_loss, v.loss,
-                    best_path);
-            s->best_valid_loss = v.loss;
-            s->best_epoch = epoch;
-        }
-        if (checkpoint_save_net(&r->nt, last_path, epoch, v.loss, err) != 0) return -1;
-        sb_printf(&r->metrics, "%lld,%.4f,%.6f,%.6f,%.6f,%g,%.4f,%.1f\n", (long long)epoch, t2 - t0, train_loss, v.loss,
-                  v.accuracy, c->lr, t1 - t0, ips);
-        if (write_text(s->dir, "metrics.csv", &r->metrics, err) != 0) return -1;
-        fflush(r->log);
+    double start = now_seconds();
+    while (r->epochs_done < c->epochs) {
+        int rc = train_epoch(r, s->dir, err);
+        if (rc != 0) return rc;
+        if (finish_epoch(r, s->dir, err) != 0) return TRAIN_FAILED;
     }
     s->epochs = c->epochs;
-    s->train_seconds_per_epoch = train_seconds / (double)c->epochs;
-    s->images_per_second = (double)r->info.size[RX_TRAIN] * (double)c->epochs / train_seconds;
+    s->best_epoch = r->best_epoch;
+    s->best_valid_loss = r->best_valid_loss;
+    s->train_seconds_per_epoch = r->train_seconds / (double)c->epochs;
+    s->images_per_second = (double)r->info.size[RX_TRAIN] * (double)c->epochs / r->train_seconds;
 
     /* Test the best weights, as the tutorial does. */
-    if (checkpoint_load_net(&r->nt, best_path, err) != 0) return -1;
-    fprintf(r->log, "loaded %s (epoch %lld) for the test\n", best_path, (long long)s->best_epoch);
-    eval_result test;
-    if (evaluate(r, RX_TEST, &test, err) != 0) return -1;
-    print_test(r, &test);
-    s->test_loss = test.loss;
-    s->test_accuracy = test.accuracy;
-    s->nclasses = r->info.nclasses;
-    memcpy(s->class_correct, test.class_correct, sizeof s->class_correct);
-    memcpy(s->class_total, test.class_total, sizeof s->class_total);
+    char best[PATH_MAX];
+    if (join(best, sizeof best, s->dir, "best.safetensors", err) != 0 ||
+        checkpoint_load_net(&r->nt, best, NULL, 0, NULL, err) != 0)
+        return TRAIN_FAILED;
+    fprintf(r->log, "loaded %s (epoch %lld) for the test\n", best, (long long)r->best_epoch);
+    if (evaluate(r, RX_TEST, &s->test, err) != 0) return TRAIN_FAILED;
+    print_test(r, &s->test);
     s->total_seconds = now_seconds() - start;
-    return write_summary(r, s, &test, err);
+    return write_summary(r, s, err) != 0 ? TRAIN_FAILED : 0;
 }
 
 int train_run(config *c, FILE *log, run_summary *s, char *err)
 {
     memset(s, 0, sizeof *s);
-    run r = { .c = c, .log = log };
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    r.ctx.threads = c->threads > 0 ? (int)c->threads : (int)(cores > 0 ? cores : 1);
-    r.ctx.rng = rx_rng_stream((uint64_t)c->seed, 0xD0);
-    /* One pool of threads: OpenBLAS's own, sized by the run. */
-    openblas_set_num_threads(r.ctx.threads);
-    int rc = -1;
-    if (resolve_device(&r, err) != 0) goto done;
-    r.ctx.device = r.device;
-    if (create_plugins(&r, err) != 0 || alloc_buffers(&r, err) != 0) goto done;
+    run r = { 0 };
+    int rc = TRAIN_FAILED;
+    if (c->resume && !c->out[0]) {
+        snprintf(err, ERR_LEN, "%s: resume = true needs out= (the run folder to continue)", c->file);
+        return TRAIN_FAILED;
+    }
+    char last[PATH_MAX];
+    bool resuming = false;
+    if (c->resume) {
+        if (join(last, sizeof last, c->out, "last.safetensors", err) != 0) return TRAIN_FAILED;
+        resuming = access(last, F_OK) == 0;
+    }
+    if (run_setup(&r, c, log, false, err) != 0) goto done;
     snprintf(s->device, sizeof s->device, "%s", device_name(r.device));
     s->threads = r.ctx.threads;
-    if (open_run_dir(&r, s, err) != 0) goto done;
+    if (resuming && (snprintf(s->dir, sizeof s->dir, "%s", c->out), resume_from(&r, s->dir, err) != 0)) goto done;
+    if (open_run_dir(&r, s, resuming, err) != 0) goto done;
     fprintf(log, "data: %lld train, %lld valid, %lld test images of shape", (long long)r.info.size[RX_TRAIN],
             (long long)r.info.size[RX_VALID], (long long)r.info.size[RX_TEST]);
     for (int i = 0; i < r.info.sample.ndim; i++) fprintf(log, "%s%lld", i ? "x" : " ", (long long)r.info.sample.d[i]);
     fprintf(log, "; %zu parameters; %s, %d threads\n", r.nt.nparams, s->device, s->threads);
     rc = run_epochs(&r, s, err);
 done:
+    /* The history outlives the run, for the caller (runexp.train returns it to Lua). */
+    s->history = r.history;
+    s->nhistory = r.nhistory;
+    r.history = NULL;
     run_free(&r);
+    return rc;
+}
+
+void run_summary_free(run_summary *s)
+{
+    free(s->history);
+    s->history = NULL;
+    s->nhistory = 0;
+}
+
+int train_evaluate(config *c, const char *checkpoint, rx_split split, eval_result *e, char *err)
+{
+    run r = { 0 };
+    FILE *quiet = fopen("/dev/null", "w");
+    int rc = -1;
+    if (run_setup(&r, c, quiet ? quiet : stderr, true, err) == 0 &&
+        checkpoint_load_net(&r.nt, checkpoint, NULL, 0, NULL, err) == 0 && evaluate(&r, split, e, err) == 0)
+        rc = 0;
+    run_free(&r);
+    if (quiet) fclose(quiet);
     return rc;
 }

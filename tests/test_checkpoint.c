@@ -60,11 +60,14 @@ static void test_round_trip_and_layout(void **state)
     free(file);
 
     float w2[6] = { 0 }, b2[2] = { 0 };
+    ckpt_meta_buf got_meta;
     ckpt_tensor back[2] = { { .name = "0.bias", .shape = TEST_SHAPE(2), .data = b2 },
                             { .name = "0.weight", .shape = TEST_SHAPE(2, 3), .data = w2 } };
-    assert_int_equal(checkpoint_read(path, back, 2, err), 0);
+    assert_int_equal(checkpoint_read(path, back, 2, &got_meta, err), 0);
     assert_memory_equal(w2, w, sizeof w);
     assert_memory_equal(b2, b, sizeof b);
+    assert_string_equal(ckpt_meta_get(&got_meta, "epoch"), "3");
+    assert_null(ckpt_meta_get(&got_meta, "step"));
     unlink(path);
     rmdir(dir);
     free(dir);
@@ -76,7 +79,7 @@ static void expect_refused(const char *path, const char *why)
     float w[6] = { 9, 9, 9, 9, 9, 9 };
     ckpt_tensor t[1] = { { .name = "0.weight", .shape = TEST_SHAPE(2, 3), .data = w } };
     char err[ERR_LEN] = "";
-    assert_int_equal(checkpoint_read(path, t, 1, err), -1);
+    assert_int_equal(checkpoint_read(path, t, 1, NULL, err), -1);
     if (!strstr(err, why) || !strstr(err, path)) fail_msg("got \"%s\", wanted \"%s\"", err, why);
     for (int i = 0; i < 6; i++) assert_true(w[i] == 9);
 }
@@ -90,7 +93,7 @@ static void test_broken_files(void **state)
     float w[6];
     ckpt_tensor ok[1] = { { .name = "0.weight", .shape = TEST_SHAPE(2, 3), .data = w } };
     char err[ERR_LEN];
-    assert_int_equal(checkpoint_read(path, ok, 1, err), 0); /* the hand-made file itself is valid */
+    assert_int_equal(checkpoint_read(path, ok, 1, NULL, err), 0); /* the hand-made file itself is valid */
 
     write_safetensors(path, "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[3,3],\"data_offsets\":[0,36]}}", 36);
     expect_refused(path, "tensor '0.weight' has shape (3, 3), the network expects (2, 3)");
@@ -139,7 +142,7 @@ static void test_tutorial_names(void **state)
 
     char *dir = test_tmpdir();
     char *path = tmp_file(dir, "best.safetensors");
-    assert_int_equal(checkpoint_save_net(&a, path, 3, 1.25, err), 0);
+    assert_int_equal(checkpoint_save_net(&a, path, NULL, 0, NULL, 0, err), 0);
 
     /* The names and shapes PyTorch's nn.Sequential gives the same model. */
     static const struct { const char *name; rx_shape shape; } want[] = {
@@ -162,10 +165,10 @@ static void test_tutorial_names(void **state)
         t[i].data = host + at;
         at += (int)rx_numel(want[i].shape);
     }
-    if (checkpoint_read(path, t, N, err) != 0) fail_msg("%s", err);
+    if (checkpoint_read(path, t, N, NULL, err) != 0) fail_msg("%s", err);
     assert_memory_equal(host, a.params, total * sizeof(float)); /* same order as the flat buffer */
 
-    assert_int_equal(checkpoint_load_net(&b, path, err), 0);
+    assert_int_equal(checkpoint_load_net(&b, path, NULL, 0, NULL, err), 0);
     assert_memory_equal(a.params, b.params, a.nparams * sizeof(float));
 
     free(host);

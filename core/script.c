@@ -1,0 +1,426 @@
+/* script.c: the `runexp` Lua module and the running of a config file (see script.h).
+ *
+ * Every module function that can fail raises a Lua error carrying exactly the message the
+ * command line would print, so `pcall(runexp.train, cfg)` lets a sweep go on past a bad run.
+ * C resources are released before any error is raised: lua_error never jumps over a malloc. */
+#include "script.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "files.h"
+#include "train.h"
+
+/* runexp.with, written in Lua because it is clearest there. */
+static const char *prelude =
+    "local runexp = ...\n"
+    "local function copy(t)\n"
+    "  if type(t) ~= 'table' then return t end\n"
+    "  local c = {}\n"
+    "  for k, v in pairs(t) do c[k] = copy(v) end\n"
+    "  return c\n"
+    "end\n"
+    "local function merge(into, changes)\n"
+    "  for k, v in pairs(changes) do\n"
+    "    if type(v) == 'table' and type(into[k]) == 'table' then merge(into[k], v) else into[k] = copy(v) end\n"
+    "  end\n"
+    "  return into\n"
+    "end\n"
+    "function runexp.with(base, changes)\n"
+    "  if type(base) ~= 'table' then error('runexp.with: base must be a table, got ' .. type(base), 2) end\n"
+    "  if changes ~= nil and type(changes) ~= 'table' then\n"
+    "    error('runexp.with: changes must be a table, got ' .. type(changes), 2)\n"
+    "  end\n"
+    "  return merge(copy(base), changes or {})\n"
+    "end\n";
+
+static script *self_of(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* Raises err as a Lua error; never returns. */
+static int raise(lua_State *L, const char *err)
+{
+    lua_pushstring(L, err);
+    return lua_error(L);
+}
+
+/* The overrides runexp.options has not taken: they apply to every experiment. */
+static int remaining_overrides(script *s, char **out)
+{
+    int n = 0;
+    for (int i = 0; i < s->noverrides; i++)
+        if (!s->taken[i]) out[n++] = s->overrides[i];
+    return n;
+}
+
+static void set_number(lua_State *L, const char *key, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, key);
+}
+
+static void set_integer(lua_State *L, const char *key, int64_t v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, key);
+}
+
+static void set_string(lua_State *L, const char *key, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, key);
+}
+
+/* Adds an evaluation's fields with a prefix ("test_" for a run, "" for runexp.evaluate). */
+static void set_eval(lua_State *L, const char *prefix, const eval_result *e)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%sloss", prefix);
+    set_number(L, key, e->loss);
+    snprintf(key, sizeof key, "%saccuracy", prefix);
+    set_number(L, key, e->accuracy);
+    snprintf(key, sizeof key, "%scorrect", prefix);
+    set_integer(L, key, e->correct);
+    snprintf(key, sizeof key, "%stotal", prefix);
+    set_integer(L, key, e->total);
+    lua_createtable(L, 0, e->nclasses);
+    for (int k = 0; k < e->nclasses; k++)
+        set_number(L, e->class_names[k], e->class_total[k] ? (double)e->class_correct[k] / (double)e->class_total[k] : 0);
+    lua_setfield(L, -2, "per_class_accuracy");
+}
+
+/* The fields of summary.json, plus `history`: one table per epoch, as in metrics.csv. */
+static void push_summary(lua_State *L, const config *c, const run_summary *s)
+{
+    lua_newtable(L);
+    set_string(L, "config", c->file);
+    set_string(L, "run_dir", s->dir);
+    set_string(L, "device", s->device);
+    set_integer(L, "threads", s->threads);
+    set_integer(L, "seed", c->seed);
+    set_integer(L, "epochs", s->epochs);
+    set_integer(L, "best_epoch", s->best_epoch);
+    set_number(L, "best_valid_loss", s->best_valid_loss);
+    set_eval(L, "test_", &s->test);
+    set_number(L, "train_seconds_per_epoch", s->train_seconds_per_epoch);
+    set_number(L, "images_per_second", s->images_per_second);
+    set_number(L, "total_seconds", s->total_seconds);
+    lua_createtable(L, s->nhistory, 0);
+    for (int i = 0; i < s->nhistory; i++) {
+        const epoch_record *e = &s->history[i];
+        lua_createtable(L, 0, 8);
+        set_integer(L, "epoch", e->epoch);
+        set_number(L, "seconds", e->seconds);
+        set_number(L, "train_loss", e->train_loss);
+        set_number(L, "valid_loss", e->valid_loss);
+        set_number(L, "valid_accuracy", e->valid_accuracy);
+        set_number(L, "lr", e->lr);
+        set_number(L, "train_seconds", e->train_seconds);
+        set_number(L, "images_per_second", e->images_per_second);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "history");
+}
+
+/* runexp.train(cfg) -> results */
+static int l_train(lua_State *L)
+{
+    script *s = self_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    char err[ERR_LEN];
+    if (train_stop_requested()) return raise(L, "stopped by a signal before this run started");
+    char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
+    if (!rest) return raise(L, "out of memory");
+    config c;
+    run_summary sum = { 0 };
+    int rc = config_from_table(&c, L, 1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
+    free(rest);
+    if (rc == 0) {
+        rc = train_run(&c, s->log, &sum, err);
+        if (rc == TRAIN_INTERRUPTED) s->interrupted = true;
+    }
+    if (rc == 0) push_summary(L, &c, &sum);
+    run_summary_free(&sum);
+    config_free(&c);
+    return rc == 0 ? 1 : raise(L, err);
+}
+
+static int split_of(lua_State *L, int idx, rx_split *split)
+{
+    static const char *const names[] = { "train", "valid", "test", NULL };
+    int i = luaL_checkoption(L, idx, "test", names);
+    *split = (rx_split)i;
+    return 0;
+}
+
+/* runexp.evaluate(checkpoint, cfg [, split]) -> { loss, accuracy, correct, total, per_class_accuracy } */
+static int l_evaluate(lua_State *L)
+{
+    script *s = self_of(L);
+    const char *checkpoint = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rx_split split;
+    split_of(L, 3, &split);
+    char err[ERR_LEN];
+    char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
+    if (!rest) return raise(L, "out of memory");
+    config c;
+    eval_result *e = calloc(1, sizeof *e);
+    int rc = e ? config_from_table(&c, L, 2, &s->path, s->file, remaining_overrides(s, rest), rest, err) : -1;
+    if (!e) snprintf(err, sizeof err, "out of memory");
+    free(rest);
+    if (rc == 0) rc = train_evaluate(&c, checkpoint, split, e, err);
+    if (rc == 0) {
+        lua_newtable(L);
+        set_string(L, "checkpoint", checkpoint);
+        set_string(L, "split", lua_tostring(L, 3) ? lua_tostring(L, 3) : "test");
+        set_eval(L, "", e);
+    }
+    if (e) config_free(&c);
+    free(e);
+    return rc == 0 ? 1 : raise(L, err);
+}
+
+/* runexp.options(defaults) -> a copy with the overrides whose first key it has applied */
+static int l_options(lua_State *L)
+{
+    script *s = self_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, lua_upvalueindex(2), "with"); /* runexp.with(defaults): a deep copy */
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    int copy = lua_gettop(L);
+    for (int i = 0; i < s->noverrides; i++) {
+        const char *arg = s->overrides[i];
+        size_t first = strcspn(arg, ".=");
+        lua_pushlstring(L, arg, first);
+        bool mine = lua_rawget(L, 1) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (!mine) continue;
+        char err[ERR_LEN];
+        if (config_override(L, copy, arg, err) != 0) return raise(L, err);
+        s->taken[i] = true;
+    }
+    return 1;
+}
+
+static void push_default(lua_State *L, const rx_param *p)
+{
+    if (p->required) {
+        lua_pushnil(L);
+        return;
+    }
+    switch (p->type) {
+    case RX_INT: lua_pushinteger(L, p->def.i); break;
+    case RX_NUM: lua_pushnumber(L, p->def.num); break;
+    case RX_BOOL: lua_pushboolean(L, p->def.b); break;
+    case RX_STR: lua_pushstring(L, p->def.s ? p->def.s : ""); break;
+    case RX_NUMS:
+        lua_createtable(L, p->def.len, 0);
+        for (int i = 0; i < p->def.len; i++) {
+            lua_pushnumber(L, p->def.list[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        break;
+    }
+}
+
+static const char *type_word(rx_type t)
+{
+    switch (t) {
+    case RX_INT: return "integer";
+    case RX_NUM: return "number";
+    case RX_BOOL: return "boolean";
+    case RX_STR: return "string";
+    case RX_NUMS: return "numbers";
+    }
+    return "?";
+}
+
+/* runexp.plugins() -> { { name, kind, summary, file, params = { { name, type, default, required, help } } } } */
+static int l_plugins(lua_State *L)
+{
+    script *s = self_of(L);
+    int n;
+    plugin *all = plugin_catalog(&s->path, &n, NULL, 0);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        const rx_plugin *d = all[i].desc;
+        lua_newtable(L);
+        set_string(L, "name", d->name);
+        set_string(L, "kind", plugin_kind_name(d->kind));
+        set_string(L, "summary", d->summary);
+        set_string(L, "file", all[i].file);
+        lua_newtable(L);
+        for (int k = 0; d->params[k].key; k++) {
+            const rx_param *p = &d->params[k];
+            lua_newtable(L);
+            set_string(L, "name", p->key);
+            set_string(L, "type", type_word(p->type));
+            push_default(L, p);
+            lua_setfield(L, -2, "default");
+            lua_pushboolean(L, p->required);
+            lua_setfield(L, -2, "required");
+            set_string(L, "help", p->help ? p->help : "");
+            lua_rawseti(L, -2, k + 1);
+        }
+        lua_setfield(L, -2, "params");
+        lua_rawseti(L, -2, i + 1);
+    }
+    for (int i = 0; i < n; i++) plugin_unload(&all[i]);
+    free(all);
+    return 1;
+}
+
+/* runexp.write_file(path, text): whole or not at all, parent folders created. */
+static int l_write_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    char err[ERR_LEN], dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (make_dirs(dir, err) != 0) return raise(L, err);
+    }
+    if (write_file_atomic(path, text, len, err) != 0) return raise(L, err);
+    return 0;
+}
+
+/* Creates the module as the global `runexp`, each function holding the script as an upvalue. */
+static void open_module(lua_State *L, script *s)
+{
+    static const luaL_Reg funcs[] = {
+        { "train", l_train }, { "evaluate", l_evaluate }, { "options", l_options },
+        { "plugins", l_plugins }, { "write_file", l_write_file }, { NULL, NULL },
+    };
+    lua_newtable(L);
+    int module = lua_gettop(L);
+    for (const luaL_Reg *f = funcs; f->name; f++) {
+        lua_pushlightuserdata(L, s);
+        lua_pushvalue(L, module);
+        lua_pushcclosure(L, f->func, 2);
+        lua_setfield(L, module, f->name);
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", s->file);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    set_string(L, "dir", dir);
+    lua_pushliteral(L, RUNEXP_VERSION);
+    lua_setfield(L, module, "version");
+    if (luaL_loadbufferx(L, prelude, strlen(prelude), "=runexp", "t") == LUA_OK) {
+        lua_pushvalue(L, module);
+        lua_call(L, 1, 0);
+    }
+    lua_setglobal(L, "runexp");
+}
+
+/* Runs the experiment a config returned, as the command line does. */
+static int run_returned_table(script *s, lua_State *L, char *err)
+{
+    char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
+    if (!rest) return snprintf(err, ERR_LEN, "out of memory"), SCRIPT_FAILED;
+    config c;
+    run_summary sum = { 0 };
+    int rc = config_from_table(&c, L, -1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
+    free(rest);
+    if (rc == 0) rc = train_run(&c, s->log, &sum, err);
+    run_summary_free(&sum);
+    config_free(&c);
+    return rc == 0 ? SCRIPT_OK : rc == TRAIN_INTERRUPTED ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+}
+
+int script_run(script *s, const char *file, char *err)
+{
+    s->file = file;
+    s->interrupted = false;
+    s->taken = calloc((size_t)s->noverrides + 1, sizeof *s->taken);
+    lua_State *L = luaL_newstate();
+    if (!L || !s->taken) {
+        free(s->taken);
+        if (L) lua_close(L);
+        snprintf(err, ERR_LEN, "%s: out of memory", file);
+        return SCRIPT_FAILED;
+    }
+    luaL_openlibs(L);
+    open_module(L, s);
+    int rc;
+    /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
+    if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        snprintf(err, ERR_LEN, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error without a message");
+        rc = s->interrupted ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+        rc = run_returned_table(s, L, err);
+    } else if (lua_isnil(L, -1)) {
+        rc = s->interrupted ? SCRIPT_INTERRUPTED : SCRIPT_OK; /* a program that ran its own experiments */
+        if (rc) snprintf(err, ERR_LEN, "stopped by a signal");
+    } else {
+        char got[64];
+        snprintf(got, sizeof got, "%s", luaL_typename(L, -1));
+        snprintf(err, ERR_LEN, "%s: the config must return a table (the experiment) or nothing, got %s", file, got);
+        rc = SCRIPT_FAILED;
+    }
+    lua_close(L);
+    free(s->taken);
+    s->taken = NULL;
+    return rc;
+}
+
+static void print_default(FILE *out, const rx_param *p)
+{
+    char buf[160];
+    if (p->required) {
+        snprintf(buf, sizeof buf, "(required)");
+    } else {
+        switch (p->type) {
+        case RX_INT: snprintf(buf, sizeof buf, "%lld", (long long)p->def.i); break;
+        case RX_NUM: snprintf(buf, sizeof buf, "%g", p->def.num); break;
+        case RX_BOOL: snprintf(buf, sizeof buf, "%s", p->def.b ? "true" : "false"); break;
+        case RX_STR: snprintf(buf, sizeof buf, "\"%s\"", p->def.s ? p->def.s : ""); break;
+        case RX_NUMS: {
+            size_t used = (size_t)snprintf(buf, sizeof buf, "{");
+            for (int i = 0; i < p->def.len && used < sizeof buf; i++)
+                used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%g", i ? ", " : "", p->def.list[i]);
+            if (used < sizeof buf) snprintf(buf + used, sizeof buf - used, "}");
+            break;
+        }
+        }
+    }
+    fprintf(out, "%-14s", buf);
+}
+
+void script_print_plugins(const plugin_path *p, FILE *out)
+{
+    int n;
+    char skipped[4096];
+    plugin *all = plugin_catalog(p, &n, skipped, sizeof skipped);
+    const char *kind = "";
+    for (int i = 0; i < n; i++) {
+        const rx_plugin *d = all[i].desc;
+        const char *folder = plugin_folder(d->kind);
+        if (strcmp(folder, kind) != 0) fprintf(out, "%s%s\n", i ? "\n" : "", folder);
+        kind = folder;
+        fprintf(out, "  %-14s %-9s %s\n", d->name, plugin_kind_name(d->kind), d->summary);
+        for (int k = 0; d->params[k].key; k++) {
+            const rx_param *pr = &d->params[k];
+            fprintf(out, "      %-16s %-8s ", pr->key, type_word(pr->type));
+            print_default(out, pr);
+            fprintf(out, " %s\n", pr->help ? pr->help : "");
+        }
+        fprintf(out, "      (%s)\n", all[i].file);
+    }
+    if (skipped[0]) fprintf(out, "\nnot loaded:\n%s\n", skipped);
+    for (int i = 0; i < n; i++) plugin_unload(&all[i]);
+    free(all);
+}

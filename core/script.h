@@ -1,0 +1,42 @@
+/* script.h: a config run as a Lua program, with the `runexp` module in its state.
+ *
+ * A config that returns a table is one experiment, run once. A config that calls the module
+ * runs as many as it likes, and reads their results back as tables:
+ *   runexp.train(cfg)                 run one experiment; its summary and per-epoch history
+ *   runexp.evaluate(checkpoint, cfg [, split])   test saved weights ("test", "valid", "train")
+ *   runexp.with(base, changes)        a deep-merged copy; base is left untouched
+ *   runexp.options(defaults)          the script's own options, with key=value overrides applied
+ *   runexp.plugins()                  every plugin found, with kind, summary and parameters
+ *   runexp.write_file(path, text)     an atomic write (folders created), e.g. for a sweep's table
+ *   runexp.dir                        the folder of the running config, for dofile
+ * Command-line key=value overrides apply to every experiment the program runs, except those
+ * that runexp.options takes for the script itself. */
+#ifndef RUNEXP_SCRIPT_H
+#define RUNEXP_SCRIPT_H
+
+#include <stdio.h>
+
+#include "plugin.h"
+
+#define RUNEXP_VERSION "0.2.0"
+
+typedef struct script {
+    plugin_path path;
+    int noverrides;
+    char *const *overrides;
+    bool *taken;            /* (noverrides) overrides runexp.options consumed */
+    FILE *log;
+    const char *file;       /* the config being run */
+    bool interrupted;       /* a run was stopped by SIGINT / SIGTERM */
+} script;
+
+enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };
+
+/* Runs FILE with the overrides; returns a SCRIPT_* exit status, with a one-line message in err
+ * (ERR_LEN bytes) unless SCRIPT_OK. */
+int script_run(script *s, const char *file, char *err);
+
+/* `runexp plugins`: every plugin found, readable. */
+void script_print_plugins(const plugin_path *p, FILE *out);
+
+#endif
