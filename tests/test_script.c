@@ -351,6 +351,36 @@ static void test_resume(void **state)
     assert_same_tensors(whole, stopped);
 }
 
+static void test_resume_errors(void **state)
+{
+    fixture *f = *state;
+    static char out[1 << 16];
+    char run[700], args[1600];
+    snprintf(run, sizeof run, "%s/short", f->dir);
+    snprintf(args, sizeof args, "'%s' out='%s' epochs=2 data.train=1000", f->base, run);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 0);
+    /* Fewer epochs than the run has done. */
+    snprintf(args, sizeof args, "resume '%s' epochs=1", run);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "last.safetensors: the run has done 2 epochs, more than epochs=1"));
+    /* A network that no longer fits the checkpoint: both shapes named. */
+    snprintf(args, sizeof args, "resume '%s' model.1.out=8", run);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "tensor '0.weight' has shape (16, 3, 3, 3), the network expects (8, 3, 3, 3)"));
+    /* resume = true needs to know which folder. */
+    char err[ERR_LEN];
+    char *ov[] = { "resume=true" };
+    char program[600];
+    snprintf(program, sizeof program, "return dofile(runexp.dir .. '/base.lua')\n");
+    assert_int_equal(run_program(f, "noout.lua", program, 1, ov, err), SCRIPT_FAILED);
+    assert_non_null(strstr(err, "resume = true needs out="));
+    /* Extending a finished run continues it. */
+    snprintf(args, sizeof args, "resume '%s' epochs=3", run);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "resuming "));
+    assert_int_equal(metrics_rows(run), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +391,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plugins_listed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
