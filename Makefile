@@ -9,7 +9,7 @@ WERROR  ?= 1
 CC      ?= cc
 OPT     ?= -O3 -march=native
 
-PKGS     := lua5.4 openblas
+PKGS     := lua5.4 openblas libpng
 CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
             -Wno-format-truncation \
             -fopenmp $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
@@ -59,6 +59,10 @@ test: all $(FIXTURES) $(TESTS)
 bench: all
 	bench/cpu
 
+# Renders a run's report.html in headless Chromium and checks it (see scripts/check-report).
+report-check: all
+	scripts/check-report
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/runexp
 	install -m 755 $(BUILD)/runexp $(DESTDIR)$(PREFIX)/bin/runexp
@@ -69,5 +73,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench install clean
+.PHONY: all test bench report-check install clean
 .SECONDARY:
