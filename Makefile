@@ -52,7 +52,14 @@ $(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(BUILD)/libruncore.a $(TEST_LIBS) $(LDLIBS)
 
-test: all $(FIXTURES) $(TESTS)
+# The out-of-tree example plugins, each built by its own Makefile as a user would, against
+# this tree's header; the tests run `runexp check` and a training run on them.
+EXAMPLES := $(notdir $(wildcard examples/plugins/*))
+examples: all
+	@for e in $(EXAMPLES); do $(MAKE) -s -C examples/plugins/$$e RUNEXP_CFLAGS=-I$(abspath core) \
+	    OUT=$(abspath $(BUILD))/examples || exit 1; done
+
+test: all examples $(FIXTURES) $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; echo "all tests passed"
 
 # One epoch of the tutorial's network at batch 20 and 128 beside PyTorch (see bench/cpu).
@@ -63,15 +70,20 @@ bench: all
 report-check: all
 	scripts/check-report
 
+# The SDK for plugin authors: the header and runexp-plugin.pc, so that an outside plugin builds
+# with  cc -shared -fPIC $(pkg-config --cflags runexp-plugin) ...
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/runexp
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/runexp $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(BUILD)/runexp $(DESTDIR)$(PREFIX)/bin/runexp
 	install -m 644 core/runexp.h $(DESTDIR)$(PREFIX)/include/runexp/runexp.h
+	printf 'prefix=%s\nincludedir=$${prefix}/include\nplugindir=$${prefix}/lib/runexp/plugins\n\nName: runexp-plugin\nDescription: The header runexp plugins (layers, losses, optimizers, data sets) build against\nVersion: %s\nCflags: -I$${includedir}/runexp\n' \
+	    '$(PREFIX)' "$$(sed -n 's/^#define RUNEXP_VERSION "\(.*\)"/\1/p' core/script.h)" \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/runexp-plugin.pc
 	for f in $(PLUGINS); do \
 	  d=$(DESTDIR)$(PREFIX)/lib/runexp/$${f#$(BUILD)/}; install -d $$(dirname $$d); install -m 755 $$f $$d; done
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench report-check install clean
+.PHONY: all examples test bench report-check install clean
 .SECONDARY:

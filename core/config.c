@@ -387,6 +387,18 @@ static int apply_override(reader *r, int idx, const char *arg)
     return fail(r, NULL, "'%s': empty key", arg);
 }
 
+int config_read_plugin(config *c, lua_State *L, int idx, rx_kind kind, const plugin_path *path, const char *origin,
+                       plugin_use *u, char *err)
+{
+    reader r = { .c = c, .L = L, .path = path, .origin = origin, .err = err };
+    rx_value unused[1];
+    lua_pushvalue(L, idx); /* read_use reads the top of the stack */
+    int rc = read_use(&r, kind, kind == RX_DATA ? "data" : kind == RX_OPTIM ? "optim" : "plugin", 0, no_params,
+                      unused, u);
+    lua_pop(L, 1);
+    return rc;
+}
+
 int config_override(lua_State *L, int idx, const char *arg, char *err)
 {
     config scratch = { 0 };

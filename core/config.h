@@ -45,6 +45,10 @@ typedef struct lua_State lua_State;
  * message to err (ERR_LEN bytes) and returns -1; c needs config_free either way. */
 int config_from_table(config *c, lua_State *L, int idx, const plugin_path *path, const char *file,
                       int noverrides, char *const *overrides, char *err);
+/* Reads one plugin use ("name" or {"name", key = value}) at idx into u, checked against the
+ * plugin's parameters; strings are kept in c. Messages blame `origin`. */
+int config_read_plugin(config *c, lua_State *L, int idx, rx_kind kind, const plugin_path *path, const char *origin,
+                       plugin_use *u, char *err);
 /* Applies one "a.b=value" override to the table at idx (a Lua error may escape: call it from Lua). */
 int config_override(lua_State *L, int idx, const char *arg, char *err);
 /* Runs FILE in a fresh Lua state (without the runexp module) and reads the table it returns. */

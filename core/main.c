@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "check.h"
 #include "files.h"
 #include "script.h"
 #include "train.h"
@@ -14,6 +18,9 @@ static void usage(FILE *f)
             "usage: runexp CONFIG.lua [key=value ...]   run the experiment(s) CONFIG.lua describes\n"
             "       runexp resume RUN_DIR [key=value ...]  continue a stopped or crashed run\n"
             "       runexp plugins                         list the plugins found, with their parameters\n"
+            "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
+            "                                              test a layer or loss plugin: gradients, writes,\n"
+            "                                              determinism, speed\n"
             "       runexp --help | --version\n"
             "\n"
             "key=value overrides the config with dotted keys, typed as Lua reads them:\n"
@@ -48,6 +55,61 @@ static int resume(script *s, const char *dir, int argc, char **argv, char *err)
     return rc;
 }
 
+/* "--shape=3,8,8" into a per-sample shape. */
+static int parse_shape(const char *text, rx_shape *s)
+{
+    s->ndim = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 1 || s->ndim == RX_MAX_DIMS - 1) return -1;
+        s->d[s->ndim++] = v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return s->ndim ? 0 : -1;
+}
+
+/* `runexp check NAME [key=value ...] [--shape=...] [--batch=N] [--seed=N]` */
+static int check(const plugin_path *path, int argc, char **argv)
+{
+    check_options o = { .in = { 3, { 3, 8, 8 } }, .batch = 4, .seed = 1, .out = stdout };
+    const char *name = argv[0];
+    lua_State *L = luaL_newstate();
+    if (!L) return fprintf(stderr, "runexp: out of memory\n"), 1;
+    luaL_openlibs(L);
+    lua_newtable(L);
+    lua_pushstring(L, name);
+    lua_rawseti(L, -2, 1);
+    char err[ERR_LEN] = "";
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        if (strncmp(argv[i], "--shape=", 8) == 0) {
+            if (parse_shape(argv[i] + 8, &o.in) != 0) rc = snprintf(err, sizeof err, "'%s': expected --shape=C,H,W", argv[i]);
+        } else if (strncmp(argv[i], "--batch=", 8) == 0) {
+            o.batch = atoll(argv[i] + 8);
+            if (o.batch < 1) rc = snprintf(err, sizeof err, "'%s': expected a batch of at least 1", argv[i]);
+        } else if (strncmp(argv[i], "--seed=", 7) == 0) {
+            o.seed = strtoull(argv[i] + 7, NULL, 10);
+        } else if (config_override(L, -1, argv[i], err) != 0) {
+            rc = 1;
+        }
+    }
+    config c = { 0 };
+    plugin_use u = { 0 };
+    if (rc == 0) {
+        /* A layer, or else a loss (both live in plugins/layers). */
+        rc = config_read_plugin(&c, L, -1, RX_LAYER, path, "command line", &u, err) == 0 ? 0 : 1;
+        if (rc && strstr(err, "expected kind layer")) rc = config_read_plugin(&c, L, -1, RX_LOSS, path, "command line", &u, err) == 0 ? 0 : 1;
+    }
+    int failures = rc == 0 ? check_plugin(&u, &o, err) : -1;
+    plugin_unload(&u.pl);
+    config_free(&c);
+    lua_close(L);
+    if (failures < 0) fprintf(stderr, "runexp: %s\n", err);
+    return failures == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -67,6 +129,13 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "plugins") == 0) {
         script_print_plugins(&s.path, stdout);
         return 0;
+    }
+    if (strcmp(argv[1], "check") == 0) {
+        if (argc < 3) {
+            fprintf(stderr, "runexp: check needs a plugin name: runexp check PLUGIN [key=value ...]\n");
+            return 2;
+        }
+        return check(&s.path, argc - 2, argv + 2);
     }
     train_handle_signals();
     char err[ERR_LEN] = "";

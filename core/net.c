@@ -30,8 +30,7 @@ static rx_shape batched(int64_t n, rx_shape s)
     return b;
 }
 
-/* Checks what a plugin's create reported before the host trusts it with memory. */
-static const char *check_info(const rx_layer_info *info)
+const char *layer_info_problem(const rx_layer_info *info)
 {
     if (!shape_ok(info->out)) return "create reported an invalid output shape";
     if (info->ntensors < 0 || info->ntensors > RX_MAX_TENSORS) return "create reported an invalid tensor count";
@@ -70,7 +69,7 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
                      ctx->err[0] ? ctx->err : "create failed", s);
             return -1;
         }
-        const char *why = check_info(&l->info);
+        const char *why = layer_info_problem(&l->info);
         if (why) {
             snprintf(err, ERR_LEN, "%s: %s: plugin error: %s", c->file, l->use->where, why);
             return -1;

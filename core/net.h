@@ -42,6 +42,10 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
 int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, char *err);
 void net_zero_grads(net *nt);
 
+/* What is wrong with what a plugin's create reported (a shape, a tensor), or NULL: checked
+ * before the host trusts it with memory. */
+const char *layer_info_problem(const rx_layer_info *info);
+
 /* Checkpoint names as PyTorch's nn.Sequential gives them: "<index>.<tensor>", e.g. "11.weight". */
 void net_tensor_name(const net *nt, int index, int tensor, char *buf, size_t len);
 
