@@ -174,13 +174,23 @@ typedef struct rx_layer_info {
 } rx_layer_info;
 
 typedef struct rx_layer_ops {
-    /* in: per-sample input shape, without N. Fills info; *self may stay NULL for stateless layers. */
+    /* REQUIRED. Called once per run, on the CPU, before any memory is allocated. in: the
+     * per-sample input shape, without N. args: the values of the plugin's params[], in order.
+     * Fills info (zeroed by the host). May allocate a small *self that the plugin owns (or leave
+     * it NULL); on failure frees what it allocated and returns rx_fail(...). */
     int (*create)(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in, rx_layer_info *info);
-    void (*destroy)(void *self); /* NULL-safe; may itself be NULL when create allocates nothing */
-    /* x: (N, in...), y: (N, out...), w: the declared tensors, state: state_bytes * N bytes. */
+    /* OPTIONAL (NULL when create allocates nothing). Frees *self; must accept NULL. */
+    void (*destroy)(void *self);
+    /* REQUIRED for at least one device, with backward for the same devices. All memory is the
+     * host's, on ctx->device: x (N, in...) to read; y (N, out...) to write entirely; w the
+     * declared tensors, in declaration order, to read; state (state_bytes * N bytes) to write
+     * what backward will need. ctx->workspace is scratch valid during this call only. */
     int (*forward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                                 rx_tensor *y, void *state);
-    /* dy: gradient of the loss wrt y. Adds into dw; writes dx unless it is NULL. */
+    /* Called after the forward of the same batch, with the same x, y and state. dy: gradient of
+     * the loss wrt y. ADDS the gradient wrt each tensor into dw (same order and shapes as w;
+     * zeroed by the host once per batch). WRITES the whole gradient wrt x into dx unless dx is
+     * NULL (the first layer's input gradient is never needed). */
     int (*backward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
                                  const rx_tensor *dy, const rx_tensor *w, const void *state,
                                  rx_tensor *dx, rx_tensor *dw);
@@ -189,9 +199,10 @@ typedef struct rx_layer_ops {
 /* ---- Losses: softmax and friends are fused in, so forward also yields the gradient. ---- */
 
 typedef struct rx_loss_ops {
-    /* in: per-sample shape of the logits; nclasses: how many labels the data set has. */
+    /* REQUIRED. in: per-sample shape of the logits; nclasses: how many labels the data set has. */
     int (*create)(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in, int nclasses);
-    void (*destroy)(void *self);
+    void (*destroy)(void *self); /* OPTIONAL, NULL-safe */
+    /* REQUIRED for at least one device. All buffers are the host's, on ctx->device. */
     /* logits: (N, C); labels: N ints on ctx->device. Writes the per-sample losses (N floats, on
      * the device) and, unless dlogits is NULL, the gradient of their MEAN wrt the logits. */
     int (*forward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *logits,
@@ -206,10 +217,12 @@ typedef struct rx_step {
 } rx_step;
 
 typedef struct rx_optim_ops {
-    /* Says how many floats of state it keeps per parameter (momentum: 1, adam: 2). */
+    /* REQUIRED. Says how many floats of state it keeps per parameter (momentum: 1, adam: 2). */
     int (*create)(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param);
-    void (*destroy)(void *self);
-    /* w, g, state: n floats each (state: state_per_param * n, zeroed by the host at start). */
+    void (*destroy)(void *self); /* OPTIONAL, NULL-safe */
+    /* REQUIRED for at least one device. Reads g, updates w and state in place; all host memory on
+     * ctx->device: w, g n floats each, state state_per_param * n (zeroed by the host at the start,
+     * saved and restored with the run). */
     int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
                              size_t n, rx_step s);
 } rx_optim_ops;
@@ -226,13 +239,15 @@ typedef struct rx_data_info {
 } rx_data_info;
 
 typedef struct rx_data_ops {
-    /* seed: the run's seed, for the train/valid split and the epoch shuffles. */
+    /* REQUIRED. seed: the run's seed, for the train/valid split and the epoch shuffles. Loads (or
+     * generates) the data set, which the plugin owns, and fills info. */
     int (*create)(void **self, rx_ctx *ctx, const rx_value *args, uint64_t seed, rx_data_info *info);
-    void (*destroy)(void *self);
-    /* Fixes the order of `split` for one epoch (train is reshuffled; valid and test are not). */
+    void (*destroy)(void *self); /* OPTIONAL, NULL-safe */
+    /* REQUIRED. Fixes the order of `split` for one epoch (train is reshuffled; valid and test are
+     * not). The order must depend only on (seed, split, epoch), so a resumed run repeats it. */
     int (*begin_epoch)(void *self, rx_ctx *ctx, rx_split split, int64_t epoch);
-    /* Samples [first, first + x->shape.d[0]) of the epoch's order into x (N, sample...) and labels
-     * (N ints), both on ctx->device. */
+    /* REQUIRED for at least one device. Samples [first, first + x->shape.d[0]) of the epoch's
+     * order into x (N, sample...) and labels (N ints), both host-allocated on ctx->device. */
     int (*batch[RX_NDEVICES])(void *self, rx_ctx *ctx, rx_split split, int64_t first,
                               rx_tensor *x, int32_t *labels);
 } rx_data_ops;
