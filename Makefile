@@ -4,7 +4,9 @@
 # intended, hence -Wno-format-truncation. Dependencies come from pkg-config.
 
 PREFIX  ?= /usr/local
-BUILD   ?= build
+SANITIZE ?= 0
+# SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer, in a build folder of its own.
+BUILD   ?= $(if $(filter 1,$(SANITIZE)),build-sanitize,build)
 WERROR  ?= 1
 CC      ?= cc
 OPT     ?= -O3 -march=native
@@ -14,6 +16,12 @@ CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -W
             -Wno-format-truncation \
             -fopenmp $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -fopenmp -ldl -lm -lpthread
+ifeq ($(SANITIZE),1)
+  SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  CFLAGS += $(SAN_FLAGS)
+  LDLIBS += $(SAN_FLAGS)
+  OPT := -O1
+endif
 # Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
 PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka) -DRX_BUILD_DIR='"$(abspath $(BUILD))"' \

@@ -66,6 +66,7 @@ static int run(fixture *f, int n, char *const *overrides, run_summary *s, char *
     assert_non_null(log);
     int rc = config_load(&c, &pp, f->config, n, overrides, err);
     if (rc == 0) rc = train_run(&c, log, s, err);
+    run_summary_free(s); /* these tests read the summary, not its history */
     fclose(log);
     config_free(&c);
     return rc;
