@@ -6,16 +6,23 @@
 PREFIX  ?= /usr/local
 SANITIZE ?= 0
 # SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer, in a build folder of its own.
-BUILD   ?= $(if $(filter 1,$(SANITIZE)),build-sanitize,build)
+BUILD   ?= $(if $(filter 1,$(FUZZ)),build-fuzz,$(if $(filter 1,$(SANITIZE)),build-sanitize,build))
 WERROR  ?= 1
 CC      ?= cc
 OPT     ?= -O3 -march=native
 
 PKGS     := lua5.4 openblas libpng
+OPENMP  ?= -fopenmp
 CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
-            -Wno-format-truncation \
-            -fopenmp $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -fopenmp -ldl -lm -lpthread
+            -Wno-format-truncation $(if $(findstring clang,$(CC)),-Wno-unknown-warning-option -Wno-pass-failed) \
+            $(OPENMP) $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) $(OPENMP) -ldl -lm -lpthread
+# FUZZ=1 (with CC=clang): libFuzzer's coverage in everything, sanitizers on, OpenMP off.
+ifeq ($(FUZZ),1)
+  SANITIZE := 1
+  OPENMP :=
+  CFLAGS += -fsanitize=fuzzer-no-link -Wno-unknown-pragmas
+endif
 ifeq ($(SANITIZE),1)
   SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
   CFLAGS += $(SAN_FLAGS)
@@ -70,6 +77,30 @@ examples: all
 test: all examples $(FIXTURES) $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; echo "all tests passed"
 
+# Fuzzing (docs/reliability.md). `make fuzz` runs every target in fuzz/ under libFuzzer (clang)
+# for FUZZ_SECONDS each, growing fuzz/corpus/<target>; `make fuzz-replay` runs that corpus
+# through every target under the sanitizers without libFuzzer (gcc is enough), as CI does.
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(filter-out fuzz/replay.c,$(wildcard fuzz/*.c)))
+FUZZ_SECONDS ?= 600
+FUZZ_DEFS = -DFUZZ_PLUGIN_DIR='"$(abspath $(BUILD))/plugins"'
+
+$(BUILD)/fuzz/replay-%: fuzz/%.c fuzz/replay.c $(BUILD)/libruncore.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FUZZ_DEFS) fuzz/replay.c $< -o $@ $(BUILD)/libruncore.a $(LDLIBS)
+
+$(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/libruncore.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FUZZ_DEFS) -fsanitize=fuzzer $< -o $@ $(BUILD)/libruncore.a $(LDLIBS)
+
+fuzz-replay:
+	$(MAKE) SANITIZE=1 all $(FUZZ_TARGETS:%=build-sanitize/fuzz/replay-%)
+	@for t in $(FUZZ_TARGETS); do build-sanitize/fuzz/replay-$$t fuzz/corpus/$$t || exit 1; done
+
+fuzz:
+	$(MAKE) CC=clang FUZZ=1 all $(FUZZ_TARGETS:%=build-fuzz/fuzz/%)
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; \
+	    build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 fuzz/corpus/$$t || exit 1; done
+
 # One epoch of the tutorial's network at batch 20 and 128 beside PyTorch (see bench/cpu).
 bench: all
 	bench/cpu
@@ -91,7 +122,7 @@ install: all
 	  d=$(DESTDIR)$(PREFIX)/lib/runexp/$${f#$(BUILD)/}; install -d $$(dirname $$d); install -m 755 $$f $$d; done
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf build build-sanitize build-fuzz
 
-.PHONY: all examples test bench report-check install clean
+.PHONY: all examples test bench report-check fuzz fuzz-replay install clean
 .SECONDARY:

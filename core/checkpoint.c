@@ -247,10 +247,18 @@ static int parse_metadata(parser *p, ckpt_meta_buf *meta)
 
 int checkpoint_read(const char *path, ckpt_tensor *t, int n, ckpt_meta_buf *meta, char *err)
 {
-    ckpt_meta_buf scratch = { 0 }; /* metadata lands in meta only on success */
     char *file;
     size_t len;
     if (read_file(path, &file, &len, err) != 0) return -1;
+    int rc = checkpoint_parse(path, file, len, t, n, meta, err);
+    free(file);
+    return rc;
+}
+
+int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor *t, int n, ckpt_meta_buf *meta,
+                     char *err)
+{
+    ckpt_meta_buf scratch = { 0 }; /* metadata lands in meta only on success */
     int rc = -1;
     bool *found = calloc((size_t)(n > 0 ? n : 1), sizeof *found);
     entry *entries = calloc((size_t)(n > 0 ? n : 1), sizeof *entries);
@@ -335,7 +343,6 @@ int checkpoint_read(const char *path, ckpt_tensor *t, int n, ckpt_meta_buf *meta
 done:
     free(found);
     free(entries);
-    free(file);
     return rc;
 }
 

@@ -37,6 +37,9 @@ int checkpoint_write(const char *path, const ckpt_tensor *t, int n, const ckpt_m
  * and the same shape, and the file must hold no others. Nothing is written on failure. The
  * metadata goes to meta unless it is NULL. */
 int checkpoint_read(const char *path, ckpt_tensor *t, int n, ckpt_meta_buf *meta, char *err);
+/* The same, from a file already in memory (path only names it in messages). */
+int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor *t, int n, ckpt_meta_buf *meta,
+                     char *err);
 
 /* The network's parameters under PyTorch's names, plus `extra` tensors (host memory, e.g. the
  * optimizer's state) and metadata. */

@@ -317,8 +317,16 @@ static int read_experiment(reader *r, int idx)
     return 0;
 }
 
+/* Stops a command-line table constructor that runs too long (a loop in a function call). */
+static void too_long(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    luaL_error(L, "it runs too long for a constant");
+}
+
 /* Pushes an override's value typed as Lua reads it: true/false, a number, a table constructor
- * such as {0.1, 0.01} (evaluated with no globals in reach), or else the text as a string. */
+ * such as {0.1, 0.01} (evaluated with no globals in reach and a bounded number of
+ * instructions), or else the text as a string. */
 static int push_override_value(reader *r, const char *arg, const char *value)
 {
     lua_State *L = r->L;
@@ -331,7 +339,9 @@ static int push_override_value(reader *r, const char *arg, const char *value)
         if (ok) {
             lua_newtable(L); /* an empty _ENV: constants only */
             lua_setupvalue(L, -2, 1);
+            lua_sethook(L, too_long, LUA_MASKCOUNT, 1000000);
             ok = lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE;
+            lua_sethook(L, NULL, 0, 0);
         }
         if (!ok) {
             const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "not a table";

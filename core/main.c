@@ -1,5 +1,6 @@
 /* main.c: the runexp command line. Everything that can go wrong arrives here as one line of
  * text, printed once, with a non-zero exit status (1 failed, 2 usage, 130 stopped by a signal). */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <lualib.h>
 
 #include "check.h"
+#include "crash.h"
 #include "files.h"
 #include "script.h"
 #include "train.h"
@@ -138,6 +140,9 @@ int main(int argc, char **argv)
         return check(&s.path, argc - 2, argv + 2);
     }
     train_handle_signals();
+    crash_handle_signals();
+    /* A file-size limit (ulimit -f) or a full disk should fail a write with a message, not kill. */
+    signal(SIGXFSZ, SIG_IGN);
     char err[ERR_LEN] = "";
     int rc;
     if (strcmp(argv[1], "resume") == 0) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crash.h"
 #include "device.h"
 
 static int shape_ok(rx_shape s)
@@ -62,7 +63,10 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
         l->use = &c->layers[i];
         l->in = shape;
         ctx->err[0] = '\0';
-        if (l->use->pl.desc->layer.create(&l->self, ctx, l->use->args, shape, &l->info) != 0) {
+        crash_enter(l->use->where, "create");
+        int created = l->use->pl.desc->layer.create(&l->self, ctx, l->use->args, shape, &l->info);
+        crash_leave();
+        if (created != 0) {
             char s[96];
             shape_str(shape, s, sizeof s);
             snprintf(err, ERR_LEN, "%s: %s: %s (input shape %s)", c->file, l->use->where,
@@ -181,8 +185,10 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
         layer *l = &nt->layers[i];
         rx_tensor out = { .data = l->out, .shape = batched(n, l->info.out), .device = nt->device };
         ctx->err[0] = '\0';
-        if (l->use->pl.desc->layer.forward[nt->device](l->self, ctx, &in, l->w, &out, l->state) != 0)
-            return layer_failed(l, ctx, "forward", err);
+        crash_enter(l->use->where, "forward");
+        int rc = l->use->pl.desc->layer.forward[nt->device](l->self, ctx, &in, l->w, &out, l->state);
+        crash_leave();
+        if (rc != 0) return layer_failed(l, ctx, "forward", err);
         in = out;
     }
     *logits = in;
@@ -202,9 +208,11 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
         /* The first layer's input gradient is never needed: skip it. */
         dx = (rx_tensor){ .data = nt->dbuf[k], .shape = batched(n, l->in), .device = nt->device };
         ctx->err[0] = '\0';
-        if (l->use->pl.desc->layer.backward[nt->device](l->self, ctx, &in, &out, &dy, l->w, l->state,
-                                                         i > 0 ? &dx : NULL, l->dw) != 0)
-            return layer_failed(l, ctx, "backward", err);
+        crash_enter(l->use->where, "backward");
+        int rc = l->use->pl.desc->layer.backward[nt->device](l->self, ctx, &in, &out, &dy, l->w, l->state,
+                                                              i > 0 ? &dx : NULL, l->dw);
+        crash_leave();
+        if (rc != 0) return layer_failed(l, ctx, "backward", err);
         dy = dx;
         k ^= 1;
     }

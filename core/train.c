@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "crash.h"
 #include "device.h"
 
 /* The one piece of global state: a signal handler can reach nothing else. Set by SIGINT or
@@ -124,8 +125,10 @@ static int create_plugins(run *r, char *err)
         snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->data.where, device_name(r->device));
         return -1;
     }
-    if (d->data.create(&r->data, ctx, c->data.args, (uint64_t)c->seed, &r->info) != 0)
-        return plugin_failed(r, &c->data, "", err);
+    crash_enter(c->data.where, "create");
+    int rc = d->data.create(&r->data, ctx, c->data.args, (uint64_t)c->seed, &r->info);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &c->data, "", err);
     rx_data_info *in = &r->info;
     if (in->sample.ndim < 1 || in->sample.ndim >= RX_MAX_DIMS || rx_numel(in->sample) < 1 || in->nclasses < 2 ||
         in->nclasses > RX_MAX_CLASSES || in->size[RX_TRAIN] < 1 || in->size[RX_TEST] < 1)
@@ -142,16 +145,20 @@ static int create_plugins(run *r, char *err)
         snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->loss.where, device_name(r->device));
         return -1;
     }
-    if (l->loss.create(&r->loss, ctx, c->loss.args, r->nt.out, in->nclasses) != 0)
-        return plugin_failed(r, &c->loss, "", err);
+    crash_enter(c->loss.where, "create");
+    rc = l->loss.create(&r->loss, ctx, c->loss.args, r->nt.out, in->nclasses);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &c->loss, "", err);
 
     const rx_plugin *o = c->optim.pl.desc;
     if (!o->optim.step[r->device]) {
         snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->optim.where, device_name(r->device));
         return -1;
     }
-    if (o->optim.create(&r->optim, ctx, c->optim.args, &r->state_per_param) != 0)
-        return plugin_failed(r, &c->optim, "", err);
+    crash_enter(c->optim.where, "create");
+    rc = o->optim.create(&r->optim, ctx, c->optim.args, &r->state_per_param);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &c->optim, "", err);
     if (r->state_per_param < 0 || r->state_per_param > 16)
         return snprintf(err, ERR_LEN, "%s: %s: the plugin asked for %d state values per parameter", c->file,
                         c->optim.where, r->state_per_param), -1;
@@ -220,8 +227,10 @@ static int load_batch(run *r, rx_split split, int64_t first, int64_t n, rx_tenso
 {
     *x = batch_tensor(r, r->x, n, r->info.sample);
     r->ctx.err[0] = '\0';
-    if (r->c->data.pl.desc->data.batch[r->device](r->data, &r->ctx, split, first, x, r->labels) != 0)
-        return plugin_failed(r, &r->c->data, "batch", err);
+    crash_enter(r->c->data.where, "batch");
+    int rc = r->c->data.pl.desc->data.batch[r->device](r->data, &r->ctx, split, first, x, r->labels);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &r->c->data, "batch", err);
     return 0;
 }
 
@@ -232,9 +241,11 @@ static int compute_loss(run *r, const rx_tensor *logits, bool with_grad, double 
     int64_t n = logits->shape.d[0];
     rx_tensor dl = batch_tensor(r, r->dlogits, n, r->nt.out);
     r->ctx.err[0] = '\0';
-    if (r->c->loss.pl.desc->loss.forward[r->device](r->loss, &r->ctx, logits, r->labels, r->losses,
-                                                     with_grad ? &dl : NULL) != 0)
-        return plugin_failed(r, &r->c->loss, "forward", err);
+    crash_enter(r->c->loss.where, "forward");
+    int rc = r->c->loss.pl.desc->loss.forward[r->device](r->loss, &r->ctx, logits, r->labels, r->losses,
+                                                          with_grad ? &dl : NULL);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &r->c->loss, "forward", err);
     device_to_host(r->device, r->host_losses, r->losses, (size_t)n * sizeof(float));
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += r->host_losses[i];
@@ -262,9 +273,11 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *er
     if (net_backward(&r->nt, &r->ctx, &x, &dlogits, err) != 0) return -1;
     rx_step step = { .lr = (float)c->lr, .t = ++r->step };
     r->ctx.err[0] = '\0';
-    if (c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads, r->nt.params, r->opt_state,
-                                                 r->nt.nparams, step) != 0)
-        return plugin_failed(r, &c->optim, "step", err);
+    crash_enter(c->optim.where, "step");
+    int rc = c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads, r->nt.params, r->opt_state,
+                                                      r->nt.nparams, step);
+    crash_leave();
+    if (rc != 0) return plugin_failed(r, &c->optim, "step", err);
     return 0;
 }
 
