@@ -77,6 +77,23 @@ examples: all
 test: all examples $(FIXTURES) $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; echo "all tests passed"
 
+# Everything CI runs: the suite, the suite under the sanitizers, the fuzz corpus, cppcheck.
+check: test
+	$(MAKE) test SANITIZE=1
+	$(MAKE) fuzz-replay
+	$(MAKE) lint
+
+# cppcheck on the project's own code; every suppression is inline, with its reason.
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --std=c11 -Icore \
+	    --suppress=missingIncludeSystem --inline-suppr core plugins fuzz examples
+
+# A short real run under valgrind memcheck (no -march=native: valgrind lacks AVX-512).
+valgrind:
+	$(MAKE) BUILD=build-valgrind OPT=-O1 all
+	valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite,indirect \
+	    build-valgrind/runexp configs/synthetic.lua epochs=1 threads=1 out=$$(mktemp -d)/run
+
 # Fuzzing (docs/reliability.md). `make fuzz` runs every target in fuzz/ under libFuzzer (clang)
 # for FUZZ_SECONDS each, growing fuzz/corpus/<target>; `make fuzz-replay` runs that corpus
 # through every target under the sanitizers without libFuzzer (gcc is enough), as CI does.
@@ -122,7 +139,7 @@ install: all
 	  d=$(DESTDIR)$(PREFIX)/lib/runexp/$${f#$(BUILD)/}; install -d $$(dirname $$d); install -m 755 $$f $$d; done
 
 clean:
-	rm -rf build build-sanitize build-fuzz
+	rm -rf build build-sanitize build-fuzz build-valgrind
 
-.PHONY: all examples test bench report-check fuzz fuzz-replay install clean
+.PHONY: all examples test check lint valgrind bench report-check fuzz fuzz-replay install clean
 .SECONDARY:

@@ -39,7 +39,8 @@ typedef struct harness {
     rx_rng rng0;                 /* rewound to before every forward */
     rx_layer_info info;
     int64_t n;                   /* batch */
-    buffer x, y, dy, dx, state, labels;
+    buffer x, y, dy, dx, state;
+    int32_t *labels;             /* (batch), for a loss */
     buffer w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
     int failures;
 } harness;
@@ -352,7 +353,7 @@ static double loss_mean(harness *h, bool with_grad)
 {
     rx_tensor logits = tensor_of(&h->x, h->n, h->o->in), dl = tensor_of(&h->dx, h->n, h->o->in);
     h->ctx.err[0] = '\0';
-    if (h->d->loss.forward[RX_CPU](h->self, &h->ctx, &logits, (const int32_t *)h->labels.data, h->y.data,
+    if (h->d->loss.forward[RX_CPU](h->self, &h->ctx, &logits, h->labels, h->y.data,
                                    with_grad ? &dl : NULL) != 0)
         return NAN;
     double l = 0;
@@ -382,14 +383,13 @@ static int check_loss(harness *h, char *err)
     report(h, "create", "pass", "logits %s, %d classes", in, classes);
     rx_rng rng = rx_rng_stream(o->seed, 0xC4EC);
     size_t nx = (size_t)(h->n * classes);
-    if (buffer_alloc(&h->x, nx) | buffer_alloc(&h->dx, nx) | buffer_alloc(&h->y, (size_t)h->n) |
-        buffer_alloc(&h->labels, (size_t)h->n)) {
+    h->labels = malloc((size_t)h->n * sizeof *h->labels);
+    if (buffer_alloc(&h->x, nx) | buffer_alloc(&h->dx, nx) | buffer_alloc(&h->y, (size_t)h->n) || !h->labels) {
         snprintf(err, ERR_LEN, "out of memory for the checks");
         return -1;
     }
     fill_uniform(h->x.data, nx, &rng, 3.0f);
-    int32_t *labels = (int32_t *)h->labels.data;
-    for (int64_t i = 0; i < h->n; i++) labels[i] = (int32_t)rx_rng_below(&rng, (uint64_t)classes);
+    for (int64_t i = 0; i < h->n; i++) h->labels[i] = (int32_t)rx_rng_below(&rng, (uint64_t)classes);
 
     double mean = loss_mean(h, true);
     bool written = isfinite(mean) && guard_intact(&h->y) && guard_intact(&h->dx) && count_nonfinite(&h->dx) == 0;
@@ -434,7 +434,7 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
     free(h.dy.data);
     free(h.dx.data);
     free(h.state.data);
-    free(h.labels.data);
+    free(h.labels);
     for (int t = 0; t < RX_MAX_TENSORS; t++) {
         free(h.w[t].data);
         free(h.dw[t].data);

@@ -103,7 +103,7 @@ void plugin_list_names(const plugin_path *p, const char *folder, char *buf, size
         }
         closedir(d);
     }
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str);
     size_t used = 0;
     buf[0] = '\0';
     for (int i = 0; i < n; i++) {
