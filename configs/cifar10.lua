@@ -9,7 +9,8 @@
 -- ("0.weight" is the first convolution, "11.weight" the first linear layer).
 return {
   data = { "cifar10", path = "data/cifar-10-batches-bin", valid_fraction = 0.2, batch_size = 20,
-           mean = { 0.5, 0.5, 0.5 }, std = { 0.5, 0.5, 0.5 } },
+           mean = { 0.5, 0.5, 0.5 }, std = { 0.5, 0.5, 0.5 },
+           download = true },  -- fetched, checked and extracted on first use (README: getting CIFAR-10)
   model = {
     { "conv2d", out = 16, kernel = 3, padding = 1 }, { "relu" }, { "maxpool", size = 2 },
     { "conv2d", out = 32, kernel = 3, padding = 1 }, { "relu" }, { "maxpool", size = 2 },

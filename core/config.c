@@ -126,8 +126,11 @@ static int convert(reader *r, const char *where, int idx, const rx_param *p, rx_
         }
         break;
     case RX_STR:
-        if (t == LUA_TSTRING) {
-            v->s = keep_string(r->c, lua_tostring(L, idx));
+        /* A number where text is wanted (out=123 on the command line) is taken as its text. */
+        if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+            lua_pushvalue(L, idx);
+            v->s = keep_string(r->c, lua_tostring(L, -1)); /* converts the copy, not the table's value */
+            lua_pop(L, 1);
             return v->s ? 0 : fail(r, where, "out of memory");
         }
         break;
