@@ -1,6 +1,7 @@
 -- Sweeps the tutorial's learning rate: a few epochs at each rate, every run in its own folder
 -- under the sweep's folder, then a table sorted by best validation loss, printed and written
--- to sweep.csv there. A run that fails is reported and the sweep goes on.
+-- to sweep.csv there, and sweep.html: every run's validation curves on one chart, and the
+-- table. A run that fails is reported and the sweep goes on.
 --
 --   runexp configs/sweep_lr.lua                                   the tutorial on CIFAR-10
 --   runexp configs/sweep_lr.lua lrs={0.1,0.01} epochs=1 data=synthetic dir=runs/quick
@@ -20,7 +21,7 @@ for _, lr in ipairs(opt.lrs) do
   local ok, r = pcall(runexp.train, runexp.with(base, { optim = { lr = lr }, out = out }))
   if ok then
     rows[#rows + 1] = { lr = lr, best_valid_loss = r.best_valid_loss, best_epoch = r.best_epoch,
-                        test_accuracy = r.test_accuracy, seconds = r.total_seconds, dir = out }
+                        test_accuracy = r.test_accuracy, seconds = r.total_seconds, dir = out, history = r.history }
   else
     print(("lr %g failed: %s"):format(lr, r))
     rows[#rows + 1] = { lr = lr, error = r, dir = out }
@@ -42,4 +43,10 @@ for _, r in ipairs(rows) do
   end
 end
 runexp.write_file(opt.dir .. "/sweep.csv", table.concat(csv, "\n") .. "\n")
-print("wrote " .. opt.dir .. "/sweep.csv")
+local report = {}
+for _, r in ipairs(rows) do
+  report[#report + 1] = { label = ("lr %g"):format(r.lr), history = r.history, best_valid_loss = r.best_valid_loss,
+                          best_epoch = r.best_epoch, test_accuracy = r.test_accuracy, run_dir = r.dir, error = r.error }
+end
+runexp.sweep_report(opt.dir .. "/sweep.html", report)
+print("wrote " .. opt.dir .. "/sweep.csv and sweep.html")

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "files.h"
+#include "report.h"
 #include "train.h"
 
 /* runexp.with, written in Lua because it is clearest there. */
@@ -296,12 +297,75 @@ static int l_write_file(lua_State *L)
     return 0;
 }
 
+static double field_number(lua_State *L, int idx, const char *key, double otherwise)
+{
+    lua_getfield(L, idx, key);
+    double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : otherwise;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* runexp.sweep_report(path, rows): rows = { { label, history, best_valid_loss, best_epoch,
+ * test_accuracy, run_dir, error }, ... }, as runexp.train's results give them. Writes one HTML
+ * page with every run's curves and the results table. Strings stay on the Lua stack (the rows
+ * table holds them) until the page is written. */
+static int l_sweep_report(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int nruns = (int)luaL_len(L, 2);
+    sweep_run *runs = lua_newuserdatauv(L, sizeof *runs * (size_t)(nruns + 1), 0); /* freed by Lua */
+    memset(runs, 0, sizeof *runs * (size_t)(nruns + 1));
+    for (int i = 0; i < nruns; i++) {
+        luaL_checkstack(L, 8, "runexp.sweep_report: too many rows");
+        lua_rawgeti(L, 2, i + 1);
+        int row = lua_gettop(L);
+        if (!lua_istable(L, row)) return luaL_error(L, "runexp.sweep_report: row %d is not a table", i + 1);
+        sweep_run *u = &runs[i];
+        lua_getfield(L, row, "label");
+        u->label = lua_tostring(L, -1) ? lua_tostring(L, -1) : "?";
+        lua_getfield(L, row, "run_dir");
+        u->run_dir = lua_tostring(L, -1);
+        lua_getfield(L, row, "error");
+        u->error = lua_tostring(L, -1);
+        u->best_valid_loss = field_number(L, row, "best_valid_loss", 0);
+        u->best_epoch = (int64_t)field_number(L, row, "best_epoch", 0);
+        u->test_accuracy = field_number(L, row, "test_accuracy", 0);
+        lua_getfield(L, row, "history");
+        if (lua_istable(L, -1)) {
+            int h = lua_gettop(L), n = (int)luaL_len(L, h);
+            epoch_record *e = lua_newuserdatauv(L, sizeof *e * (size_t)(n + 1), 0);
+            for (int k = 0; k < n; k++) {
+                lua_rawgeti(L, h, k + 1);
+                int t = lua_gettop(L);
+                e[k] = (epoch_record){ .epoch = (int64_t)field_number(L, t, "epoch", k + 1),
+                                       .seconds = field_number(L, t, "seconds", 0),
+                                       .train_loss = field_number(L, t, "train_loss", 0),
+                                       .valid_loss = field_number(L, t, "valid_loss", 0),
+                                       .valid_accuracy = field_number(L, t, "valid_accuracy", 0),
+                                       .lr = field_number(L, t, "lr", 0),
+                                       .train_seconds = field_number(L, t, "train_seconds", 0),
+                                       .images_per_second = field_number(L, t, "images_per_second", 0) };
+                lua_pop(L, 1);
+            }
+            u->history = e;
+            u->nhistory = n;
+        }
+        /* label, run_dir, error, history (and its records) stay on the stack until the end */
+    }
+    char err[ERR_LEN];
+    sweep_input in = { .title = path, .runs = runs, .nruns = nruns };
+    if (report_write_sweep_html(path, &in, err) != 0) return raise(L, err);
+    return 0;
+}
+
 /* Creates the module as the global `runexp`, each function holding the script as an upvalue. */
 static void open_module(lua_State *L, script *s)
 {
     static const luaL_Reg funcs[] = {
         { "train", l_train }, { "evaluate", l_evaluate }, { "options", l_options },
-        { "plugins", l_plugins }, { "write_file", l_write_file }, { NULL, NULL },
+        { "plugins", l_plugins }, { "write_file", l_write_file }, { "sweep_report", l_sweep_report },
+        { NULL, NULL },
     };
     lua_newtable(L);
     int module = lua_gettop(L);

@@ -8,6 +8,7 @@
  *   runexp.options(defaults)          the script's own options, with key=value overrides applied
  *   runexp.plugins()                  every plugin found, with kind, summary and parameters
  *   runexp.write_file(path, text)     an atomic write (folders created), e.g. for a sweep's table
+ *   runexp.sweep_report(path, rows)   one HTML page: every run's curves and the results table
  *   runexp.dir                        the folder of the running config, for dofile
  * Command-line key=value overrides apply to every experiment the program runs, except those
  * that runexp.options takes for the script itself. */

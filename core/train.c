@@ -21,6 +21,9 @@
 #include "checkpoint.h"
 #include "crash.h"
 #include "device.h"
+#include "image.h"
+#include "progress.h"
+#include "report.h"
 
 /* The one piece of global state: a signal handler can reach nothing else. Set by SIGINT or
  * SIGTERM, read after every batch. */
@@ -70,7 +73,13 @@ typedef struct run {
     int64_t best_epoch;
     int nhistory;
     epoch_record *history;       /* (c->epochs) */
+    char *config_text;           /* the resolved config, for report.html */
+    int64_t *confusion;          /* (nclasses, nclasses) test counts, [true * nclasses + predicted] */
+    float *host_x;               /* (batch, sample...) host copy for the pictures */
+    progress bar;                /* the epoch's progress bar (a no-op off a terminal) */
 } run;
+
+#define GRID_IMAGES 32           /* pictures in train_batch.png and test_predictions.png */
 
 static double now_seconds(void)
 {
@@ -178,7 +187,9 @@ static int alloc_buffers(run *r, char *err)
     r->host_logits = malloc(b * classes * sizeof(float));
     r->host_labels = malloc(b * sizeof(int32_t));
     r->history = calloc((size_t)r->c->epochs, sizeof *r->history);
-    if (!r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
+    r->confusion = calloc((size_t)r->info.nclasses * (size_t)r->info.nclasses, sizeof *r->confusion);
+    r->host_x = malloc(b * sample * sizeof(float));
+    if (!r->confusion || !r->host_x || !r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
         !r->host_labels || !r->history) {
         snprintf(err, ERR_LEN, "out of memory allocating batch buffers (batch %zu)", b);
         return -1;
@@ -218,6 +229,9 @@ static void run_free(run *r)
     free(r->host_logits);
     free(r->host_labels);
     free(r->history);
+    free(r->config_text);
+    free(r->confusion);
+    free(r->host_x);
 }
 
 /* ---- One batch, one epoch, one evaluation ---- */
@@ -253,12 +267,52 @@ static int compute_loss(run *r, const rx_tensor *logits, bool with_grad, double 
     return 0;
 }
 
-static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *err)
+/* The pictures and the report are for looking at: a failure to write one is said, once per
+ * picture, and the run goes on. */
+static void warn(run *r, const char *what, const char *why)
+{
+    progress_end(&r->bar);
+    fprintf(r->log, "warning: %s not written: %s\n", what, why);
+}
+
+/* The first images of the batch in r->x, with their classes (and predictions), as a PNG grid. */
+static void write_grid(run *r, const char *dir, const char *name, int64_t n, const int32_t *labels,
+                       const int32_t *predicted)
+{
+    char path[PATH_MAX], err[ERR_LEN];
+    int64_t count = n < GRID_IMAGES ? n : GRID_IMAGES;
+    rx_shape s = r->info.sample;
+    if (s.ndim != 3) return; /* only images are drawn */
+    device_to_host(r->device, r->host_x, r->x, (size_t)(count * rx_numel(s)) * sizeof(float));
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
+        image_grid_png(path, r->host_x, (int)count, (int)s.d[0], (int)s.d[1], (int)s.d[2], labels, predicted,
+                       r->info.class_names, r->info.nclasses, err) != 0)
+        warn(r, name, err);
+}
+
+/* report.html: rewritten after every epoch (test NULL) and at the end. */
+static void write_report(run *r, const char *dir, const eval_result *test, const run_summary *s)
+{
+    char path[PATH_MAX], err[ERR_LEN];
+    report_input in = { .title = dir, .config_text = r->config_text, .history = r->history, .nhistory = r->nhistory,
+                        .epochs = r->c->epochs, .device = device_name(r->device), .test = test,
+                        .confusion = test ? r->confusion : NULL, .train_png = "train_batch.png",
+                        .predictions_png = "test_predictions.png" };
+    if (s) in.timings = (report_timings){ s->train_seconds_per_epoch, s->images_per_second, s->total_seconds };
+    if (snprintf(path, sizeof path, "%s/report.html", dir) >= (int)sizeof path || report_write_html(path, &in, err) != 0)
+        warn(r, "report.html", err);
+}
+
+static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const char *picture_dir, char *err)
 {
     const config *c = r->c;
     rx_tensor x, logits;
     double s;
     if (load_batch(r, RX_TRAIN, first, n, &x, err) != 0) return -1;
+    if (picture_dir) {
+        device_to_host(r->device, r->host_labels, r->labels, (size_t)n * sizeof(int32_t));
+        write_grid(r, picture_dir, "train_batch.png", n, r->host_labels, NULL);
+    }
     if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
     if (compute_loss(r, &logits, true, &s, err) != 0) return -1;
     if (!isfinite(s)) {
@@ -293,25 +347,33 @@ static int train_epoch(run *r, const char *dir, char *err)
     if (c->data.pl.desc->data.begin_epoch(r->data, &r->ctx, RX_TRAIN, epoch) != 0)
         return plugin_failed(r, &c->data, "begin_epoch", err);
     int64_t total = r->info.size[RX_TRAIN];
+    progress_begin(&r->bar, r->log, (total + c->batch_size - 1) / c->batch_size, epoch, c->epochs);
     for (int64_t first = r->batches_done * c->batch_size; first < total; first += c->batch_size) {
         double t0 = now_seconds();
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
-        if (train_batch(r, epoch, first, n, err) != 0) return TRAIN_FAILED;
+        /* The run's very first batch is also drawn, as train_batch.png. */
+        const char *pictures = r->epochs_done == 0 && r->batches_done == 0 ? dir : NULL;
+        if (train_batch(r, epoch, first, n, pictures, err) != 0) return progress_end(&r->bar), TRAIN_FAILED;
         r->batches_done++;
         r->epoch_seconds += now_seconds() - t0;
+        progress_update(&r->bar, r->batches_done, first + n, r->loss_sum / (double)(first + n));
         if (train_stop_requested() && first + n < total) {
+            progress_end(&r->bar);
             if (save_last(r, dir, err) != 0) return TRAIN_FAILED;
             snprintf(err, ERR_LEN, "stopped at epoch %lld, batch %lld: saved %s/last.safetensors; resume with: "
                      "runexp resume %s", (long long)epoch, (long long)r->batches_done, dir, dir);
             return TRAIN_INTERRUPTED;
         }
     }
+    progress_end(&r->bar);
     return 0;
 }
 
-/* Mean loss, accuracy and per-class counts of the current weights on a split. */
-static int evaluate(run *r, rx_split split, eval_result *e, char *err)
+/* Mean loss, accuracy and per-class counts of the current weights on a split. With a folder,
+ * also the confusion matrix (r->confusion) and the first batch drawn as test_predictions.png. */
+static int evaluate(run *r, rx_split split, eval_result *e, const char *picture_dir, char *err)
 {
+    if (picture_dir) memset(r->confusion, 0, sizeof *r->confusion * (size_t)r->info.nclasses * (size_t)r->info.nclasses);
     const config *c = r->c;
     memset(e, 0, sizeof *e);
     r->ctx.training = false;
@@ -320,6 +382,7 @@ static int evaluate(run *r, rx_split split, eval_result *e, char *err)
         return plugin_failed(r, &c->data, "begin_epoch", err);
     int64_t total = r->info.size[split];
     int64_t classes = rx_numel(r->nt.out);
+    int32_t predicted[GRID_IMAGES];
     double sum = 0;
     for (int64_t first = 0; first < total; first += c->batch_size) {
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
@@ -340,9 +403,12 @@ static int evaluate(run *r, rx_split split, eval_result *e, char *err)
             if (y >= 0 && y < r->info.nclasses) {
                 e->class_total[y]++;
                 e->class_correct[y] += best == y;
+                if (picture_dir && best < r->info.nclasses) r->confusion[y * r->info.nclasses + best]++;
             }
             e->correct += best == y;
+            if (picture_dir && first == 0 && i < GRID_IMAGES) predicted[i] = (int32_t)best;
         }
+        if (picture_dir && first == 0) write_grid(r, picture_dir, "test_predictions.png", n, r->host_labels, predicted);
     }
     e->total = total;
     e->loss = sum / (double)total;
@@ -439,7 +505,7 @@ static int open_run_dir(run *r, run_summary *s, bool resuming, char *err)
     config_to_lua(r->c, &lua);
     fprintf(r->log, "%s", lua.s ? lua.s : "");
     int rc = write_text(s->dir, "config.lua", &lua, err);
-    sb_free(&lua);
+    r->config_text = lua.s; /* kept for report.html; freed with the run */
     fprintf(r->log, "run folder: %s\n", s->dir);
     return rc;
 }
@@ -594,7 +660,7 @@ static int finish_epoch(run *r, const char *dir, char *err)
     int64_t epoch = r->epochs_done + 1;
     double valid_start = now_seconds();
     eval_result v;
-    if (evaluate(r, RX_VALID, &v, err) != 0) return -1;
+    if (evaluate(r, RX_VALID, &v, NULL, err) != 0) return -1;
     /* seconds: the epoch's training (summed over any resumes) plus its validation. */
     epoch_record e = { .epoch = epoch, .seconds = now_seconds() - valid_start + r->epoch_seconds,
                        .train_loss = r->loss_sum / (double)r->info.size[RX_TRAIN], .valid_loss = v.loss,
@@ -622,6 +688,7 @@ static int finish_epoch(run *r, const char *dir, char *err)
     r->loss_sum = 0;
     r->epoch_seconds = 0;
     if (write_metrics(r, dir, err) != 0 || save_last(r, dir, err) != 0) return -1;
+    write_report(r, dir, NULL, NULL);
     fflush(r->log);
     return 0;
 }
@@ -647,10 +714,12 @@ static int run_epochs(run *r, run_summary *s, char *err)
         checkpoint_load_net(&r->nt, best, NULL, 0, NULL, err) != 0)
         return TRAIN_FAILED;
     fprintf(r->log, "loaded %s (epoch %lld) for the test\n", best, (long long)r->best_epoch);
-    if (evaluate(r, RX_TEST, &s->test, err) != 0) return TRAIN_FAILED;
+    if (evaluate(r, RX_TEST, &s->test, s->dir, err) != 0) return TRAIN_FAILED;
     print_test(r, &s->test);
     s->total_seconds = now_seconds() - start;
-    return write_summary(r, s, err) != 0 ? TRAIN_FAILED : 0;
+    if (write_summary(r, s, err) != 0) return TRAIN_FAILED;
+    write_report(r, s->dir, &s->test, s);
+    return 0;
 }
 
 int train_run(config *c, FILE *log, run_summary *s, char *err)
@@ -700,7 +769,7 @@ int train_evaluate(config *c, const char *checkpoint, rx_split split, eval_resul
     FILE *quiet = fopen("/dev/null", "w");
     int rc = -1;
     if (run_setup(&r, c, quiet ? quiet : stderr, true, err) == 0 &&
-        checkpoint_load_net(&r.nt, checkpoint, NULL, 0, NULL, err) == 0 && evaluate(&r, split, e, err) == 0)
+        checkpoint_load_net(&r.nt, checkpoint, NULL, 0, NULL, err) == 0 && evaluate(&r, split, e, NULL, err) == 0)
         rc = 0;
     run_free(&r);
     if (quiet) fclose(quiet);

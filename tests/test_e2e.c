@@ -127,18 +127,19 @@ static void test_learns_and_writes_the_run(void **state)
     free(log);
 
     /* Exactly the promised files, and no temporary file left over. */
-    const char *want[] = { "best.safetensors", "config.lua", "last.safetensors", "metrics.csv", "summary.json" };
+    const char *want[] = { "best.safetensors", "config.lua", "last.safetensors", "metrics.csv", "summary.json",
+                           "report.html", "train_batch.png", "test_predictions.png" };
     int found = 0;
     DIR *d = opendir(f->run);
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         bool ok = false;
-        for (size_t i = 0; i < 5; i++) ok |= strcmp(e->d_name, want[i]) == 0;
+        for (size_t i = 0; i < sizeof want / sizeof *want; i++) ok |= strcmp(e->d_name, want[i]) == 0;
         if (!ok) fail_msg("unexpected file in the run folder: %s", e->d_name);
         found++;
     }
     closedir(d);
-    assert_int_equal(found, 5);
+    assert_int_equal(found, (int)(sizeof want / sizeof *want));
 
     /* A second run into the same folder is refused: nothing is overwritten. */
     assert_int_equal(run(f, 1, ov, &s, err), -1);
