@@ -12,6 +12,16 @@ CC      ?= cc
 OPT     ?= -O3 -march=native
 
 PKGS     := lua5.4 openblas libpng
+
+# CUDA: compiled in when nvcc is found (CUDA=auto), on demand (CUDA=1), or left out (CUDA=0).
+# CUDA_ARCH picks the GPU to build for (sm_90 on an H200); empty: nvcc's default.
+CUDA    ?= auto
+NVCC    ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?=
+ifeq ($(CUDA),auto)
+  override CUDA := $(if $(NVCC),1,0)
+endif
 OPENMP  ?= -fopenmp
 CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
             -Wno-format-truncation $(if $(findstring clang,$(CC)),-Wno-unknown-warning-option -Wno-pass-failed) \
@@ -28,6 +38,11 @@ ifeq ($(SANITIZE),1)
   CFLAGS += $(SAN_FLAGS)
   LDLIBS += $(SAN_FLAGS)
   OPT := -O1
+endif
+ifeq ($(CUDA),1)
+  CFLAGS += -DRX_WITH_CUDA -isystem $(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  NVCCFLAGS := -O3 -std=c++17 -Xcompiler -fPIC,-Wall -Icore -DRX_WITH_CUDA $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH))
 endif
 # Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
 PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)
@@ -54,10 +69,17 @@ $(BUILD)/libruncore.a: $(CORE_OBJ)
 $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-# One shared object per plugin; plugins see only core/runexp.h.
-$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h
+# One shared object per plugin; plugins see only core/runexp.h. A plugin's CUDA path, NAME.cu
+# beside NAME.c, is compiled by nvcc into the same shared object in a CUDA build.
+.SECONDEXPANSION:
+PLUGIN_CUDA_OBJ = $(if $(filter 1,$(CUDA)),$(patsubst plugins/%.cu,$(BUILD)/plugins/%.cu.o,$(wildcard plugins/$*.cu)))
+$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h $$(PLUGIN_CUDA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared $< -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
+	$(CC) $(CFLAGS) -shared $< $(PLUGIN_CUDA_OBJ) -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
+
+$(BUILD)/plugins/%.cu.o: plugins/%.cu core/runexp.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # Headers a plugin includes beside runexp.h.
 $(BUILD)/plugins/data/cifar10.so: plugins/data/download.h

@@ -1,17 +1,35 @@
-/* device.h: memory on a device. The host owns every buffer a plugin sees; this is the one place
- * that allocates them, so the CUDA build adds its cases here and nowhere else. */
+/* device.h: memory on a device, and whether a device can be used. The host owns every buffer a
+ * plugin sees; this is the one place that allocates them. A build with CUDA (RX_WITH_CUDA, set
+ * by the Makefile when nvcc is found) adds the GPU here and nowhere else in the host. All GPU
+ * work goes on the default stream, in order, so nothing in the training loop has to wait for
+ * anything but the few scalars copied back for the logs. */
 #ifndef RUNEXP_DEVICE_H
 #define RUNEXP_DEVICE_H
+
+#include <stdbool.h>
 
 #include "runexp.h"
 
 const char *device_name(rx_device d);
+/* Whether this build has CUDA compiled in. */
+bool device_cuda_built(void);
+/* Whether d can run here; if not, why (one line) in why (ERR_LEN bytes). */
+bool device_usable(rx_device d, char *why);
+
 /* Zeroed memory of `bytes` on the device, aligned for vector loads; NULL when out of memory. */
 void *device_alloc(rx_device d, size_t bytes);
 void device_free(rx_device d, void *p);
 void device_zero(rx_device d, void *p, size_t bytes);
-/* Copies between host memory and the device (plain memcpy on the CPU). */
+/* Copies between host memory and the device (plain memcpy on the CPU). device_to_host waits
+ * for the device's queued work; host_to_device is queued after it. */
 void device_to_host(rx_device d, void *host, const void *src, size_t bytes);
 void host_to_device(rx_device d, void *dst, const void *host, size_t bytes);
+/* Host memory the device copies from without staging (pinned on CUDA). */
+void *host_alloc_pinned(rx_device d, size_t bytes);
+void host_free_pinned(rx_device d, void *p);
+
+/* The per-run handles a CUDA context carries (cuBLAS); no-ops on the CPU. */
+int device_open_context(rx_device d, rx_ctx *ctx, char *why);
+void device_close_context(rx_device d, rx_ctx *ctx);
 
 #endif

@@ -62,6 +62,8 @@ typedef struct run {
     float *opt_state;            /* (state_per_param * nparams) on the device */
     int state_per_param;
     float *host_losses, *host_logits; /* host copies for the logs */
+    float *staged_x;             /* pinned host batch, when the data plugin has no path on the device */
+    int32_t *staged_labels;
     int32_t *host_labels;
     int64_t step;                /* optimizer steps taken */
     /* Where training stands; all of it goes into last.safetensors. */
@@ -113,15 +115,27 @@ static int join(char *buf, size_t len, const char *dir, const char *name, char *
 
 /* ---- Setting up ---- */
 
+/* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
+ * usable, else the CPU, said once). Never a silent change of device. */
 static int resolve_device(run *r, bool quiet, char *err)
 {
-    if (strcmp(r->c->device, "cuda") == 0) {
-        snprintf(err, ERR_LEN, "%s: device = \"cuda\", but this runexp was built without CUDA "
-                 "(use device=cpu, or rebuild on a machine with nvcc)", r->c->file);
+    char why[ERR_LEN];
+    const char *asked = r->c->device;
+    r->device = RX_CPU;
+    if (strcmp(asked, "cuda") == 0) {
+        if (!device_usable(RX_CUDA, why)) {
+            snprintf(err, ERR_LEN, "%s: device = \"cuda\", but %s (use device=cpu or device=auto)", r->c->file, why);
+            return -1;
+        }
+        r->device = RX_CUDA;
+    } else if (strcmp(asked, "auto") == 0) {
+        if (device_usable(RX_CUDA, why)) r->device = RX_CUDA;
+        else if (!quiet) fprintf(r->log, "device: cpu (auto: %s)\n", why);
+    }
+    if (device_open_context(r->device, &r->ctx, why) != 0) {
+        snprintf(err, ERR_LEN, "%s: %s", r->c->file, why);
         return -1;
     }
-    r->device = RX_CPU;
-    if (!quiet && strcmp(r->c->device, "auto") == 0) fprintf(r->log, "device: cpu (auto: this build has no CUDA)\n");
     return 0;
 }
 
@@ -130,7 +144,7 @@ static int create_plugins(run *r, char *err)
     config *c = r->c;
     rx_ctx *ctx = &r->ctx;
     const rx_plugin *d = c->data.pl.desc;
-    if (!d->data.batch[r->device]) {
+    if (!d->data.batch[r->device] && !d->data.batch[RX_CPU]) {
         snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->data.where, device_name(r->device));
         return -1;
     }
@@ -189,6 +203,14 @@ static int alloc_buffers(run *r, char *err)
     r->history = calloc((size_t)r->c->epochs, sizeof *r->history);
     r->confusion = calloc((size_t)r->info.nclasses * (size_t)r->info.nclasses, sizeof *r->confusion);
     r->host_x = malloc(b * sample * sizeof(float));
+    if (!r->c->data.pl.desc->data.batch[r->device]) { /* drawn on the CPU, copied over */
+        r->staged_x = host_alloc_pinned(r->device, b * sample * sizeof(float));
+        r->staged_labels = host_alloc_pinned(r->device, b * sizeof(int32_t));
+        if (!r->staged_x || !r->staged_labels) {
+            snprintf(err, ERR_LEN, "out of memory allocating pinned batch buffers (batch %zu)", b);
+            return -1;
+        }
+    }
     if (!r->confusion || !r->host_x || !r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
         !r->host_labels || !r->history) {
         snprintf(err, ERR_LEN, "out of memory allocating batch buffers (batch %zu)", b);
@@ -232,19 +254,37 @@ static void run_free(run *r)
     free(r->config_text);
     free(r->confusion);
     free(r->host_x);
+    host_free_pinned(r->device, r->staged_x);
+    host_free_pinned(r->device, r->staged_labels);
+    device_close_context(r->device, &r->ctx);
 }
 
 /* ---- One batch, one epoch, one evaluation ---- */
 
-/* Draws samples [first, first + n) of split into r->x and r->labels. */
+/* Draws samples [first, first + n) of split into r->x and r->labels: by the data plugin on the
+ * run's device, or on the CPU into pinned memory and then copied over (queued, not waited for). */
 static int load_batch(run *r, rx_split split, int64_t first, int64_t n, rx_tensor *x, char *err)
 {
-    *x = batch_tensor(r, r->x, n, r->info.sample);
+    const rx_data_ops *ops = &r->c->data.pl.desc->data;
+    bool staged = !ops->batch[r->device];
+    *x = batch_tensor(r, staged ? r->staged_x : r->x, n, r->info.sample);
+    if (staged) x->device = RX_CPU;
     r->ctx.err[0] = '\0';
     crash_enter(r->c->data.where, "batch");
-    int rc = r->c->data.pl.desc->data.batch[r->device](r->data, &r->ctx, split, first, x, r->labels);
+    rx_ctx cpu = r->ctx;
+    cpu.device = RX_CPU;
+    int rc = staged ? ops->batch[RX_CPU](r->data, &cpu, split, first, x, r->staged_labels)
+                    : ops->batch[r->device](r->data, &r->ctx, split, first, x, r->labels);
     crash_leave();
-    if (rc != 0) return plugin_failed(r, &r->c->data, "batch", err);
+    if (rc != 0) {
+        if (staged) snprintf(r->ctx.err, sizeof r->ctx.err, "%s", cpu.err);
+        return plugin_failed(r, &r->c->data, "batch", err);
+    }
+    if (staged) {
+        host_to_device(r->device, r->x, r->staged_x, (size_t)rx_numel(x->shape) * sizeof(float));
+        host_to_device(r->device, r->labels, r->staged_labels, (size_t)n * sizeof(int32_t));
+        *x = batch_tensor(r, r->x, n, r->info.sample);
+    }
     return 0;
 }
 
