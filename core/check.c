@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "device.h"
 #include "net.h"
 
 #define GUARD(n) ((n) + 16)       /* floats after each buffer: overruns up to its own size are caught */
@@ -202,6 +203,95 @@ static bool same_floats(const buffer *a, const float *b)
     return memcmp(a->data, b, a->n * sizeof(float)) == 0;
 }
 
+/* Largest |a - b| / (|b| + 1e-3) over n values: the relative error, safe near zero. */
+static double max_relative_error(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-3);
+        if (!(e <= worst)) worst = e; /* NaN counts as the worst */
+    }
+    return worst;
+}
+
+/* Runs the same forward and backward on the GPU and compares y, dx and every dw with the CPU's
+ * (y1, dx1, dw1). Bound: a relative error of 1e-3, room for a different summation order in
+ * cuBLAS and in reductions, far below what a wrong index or a missing term gives. */
+static void compare_devices(harness *h, const float *y1, const float *dx1, const float *dw1)
+{
+    if (!h->d->layer.forward[RX_CUDA]) {
+        report(h, "cpu vs cuda", "skip", "the plugin has no CUDA path");
+        return;
+    }
+    char why[ERR_LEN];
+    if (!device_usable(RX_CUDA, why)) {
+        report(h, "cpu vs cuda", "skip", "%s", why);
+        return;
+    }
+    rx_ctx ctx = h->ctx;
+    ctx.device = RX_CUDA;
+    if (device_open_context(RX_CUDA, &ctx, why) != 0) {
+        report(h, "cpu vs cuda", "FAIL", "%s", why);
+        return;
+    }
+    size_t nx = h->x.n, ny = h->y.n, ns = h->state.n * sizeof(float), nwk = h->info.workspace_bytes * (size_t)h->n;
+    float *x = device_alloc(RX_CUDA, nx * 4), *y = device_alloc(RX_CUDA, ny * 4), *dy = device_alloc(RX_CUDA, ny * 4);
+    float *dx = device_alloc(RX_CUDA, nx * 4), *host = malloc((nx + ny + 1) * sizeof(float));
+    void *state = device_alloc(RX_CUDA, ns), *work = device_alloc(RX_CUDA, nwk);
+    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
+    bool ok = x && y && dy && dx && host && state && work;
+    for (int t = 0; t < h->info.ntensors; t++) {
+        size_t n = h->w[t].n;
+        w[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, n * 4), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
+        dw[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, n * 4), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
+        ok = ok && w[t].data && dw[t].data;
+        if (ok) host_to_device(RX_CUDA, w[t].data, h->w[t].data, n * 4);
+    }
+    double ey = 0, edx = 0, edw = 0;
+    if (ok) {
+        host_to_device(RX_CUDA, x, h->x.data, nx * 4);
+        host_to_device(RX_CUDA, dy, h->dy.data, ny * 4);
+        rx_tensor tx = tensor_of(&h->x, h->n, h->o->in), ty = tensor_of(&h->y, h->n, h->info.out);
+        rx_tensor tdy = ty, tdx = tx;
+        tx.data = x, ty.data = y, tdy.data = dy, tdx.data = dx;
+        tx.device = ty.device = tdy.device = tdx.device = RX_CUDA;
+        ctx.workspace = work;
+        ctx.workspace_bytes = nwk;
+        ctx.rng = h->rng0;
+        ok = h->d->layer.forward[RX_CUDA](h->self, &ctx, &tx, w, &ty, state) == 0 &&
+             h->d->layer.backward[RX_CUDA](h->self, &ctx, &tx, &ty, &tdy, w, state, &tdx, dw) == 0;
+    }
+    if (ok) {
+        device_to_host(RX_CUDA, host, y, ny * 4);
+        ey = max_relative_error(host, y1, ny);
+        device_to_host(RX_CUDA, host, dx, nx * 4);
+        edx = max_relative_error(host, dx1, nx);
+        for (int t = 0, at = 0; t < h->info.ntensors; at += (int)h->w[t].n, t++) {
+            float *back = malloc(h->w[t].n * sizeof(float));
+            if (!back) continue;
+            device_to_host(RX_CUDA, back, dw[t].data, h->w[t].n * 4);
+            edw = fmax(edw, max_relative_error(back, dw1 + at, h->w[t].n));
+            free(back);
+        }
+    }
+    if (!ok) report(h, "cpu vs cuda", "FAIL", "the CUDA path failed: %s", ctx.err[0] ? ctx.err : "out of GPU memory");
+    else if (ey > 1e-3 || edx > 1e-3 || edw > 1e-3)
+        report(h, "cpu vs cuda", "FAIL", "relative error y %.2g, dx %.2g, dw %.2g (bound 1e-3)", ey, edx, edw);
+    else report(h, "cpu vs cuda", "pass", "relative error y %.2g, dx %.2g, dw %.2g (bound 1e-3)", ey, edx, edw);
+    for (int t = 0; t < h->info.ntensors; t++) {
+        device_free(RX_CUDA, w[t].data);
+        device_free(RX_CUDA, dw[t].data);
+    }
+    device_free(RX_CUDA, x);
+    device_free(RX_CUDA, y);
+    device_free(RX_CUDA, dy);
+    device_free(RX_CUDA, dx);
+    device_free(RX_CUDA, state);
+    device_free(RX_CUDA, work);
+    free(host);
+    device_close_context(RX_CUDA, &ctx);
+}
+
 static int check_layer(harness *h, char *err)
 {
     const check_options *o = h->o;
@@ -325,8 +415,7 @@ static int check_layer(harness *h, char *err)
         gradient_check(h, what, h->w[t].data, h->w[t].n, dw1 + at, layer_objective, &rng);
     }
 
-    if (h->d->layer.forward[RX_CUDA]) report(h, "cpu vs cuda", "skip", "this runexp is built without CUDA");
-    else report(h, "cpu vs cuda", "skip", "the plugin has no CUDA path");
+    compare_devices(h, y1, dx1, dw1);
 
     /* Speed: forward and backward, repeated for about 0.2 s. */
     int reps = 0;
