@@ -228,8 +228,9 @@ static int run_setup(run *r, config *c, FILE *log, bool quiet, char *err)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->ctx.threads = c->threads > 0 ? (int)c->threads : (int)(cores > 0 ? cores : 1);
     r->ctx.rng = rx_rng_stream((uint64_t)c->seed, 0xD0);
-    /* One pool of threads: OpenBLAS's own, sized by the run. */
-    openblas_set_num_threads(r->ctx.threads);
+    /* One pool of threads: the plugins' own (OpenMP, ctx.threads of them, splitting the batch or
+     * the work); OpenBLAS runs single-threaded inside them, so its pool never fights theirs. */
+    openblas_set_num_threads(1);
     if (resolve_device(r, quiet, err) != 0) return -1;
     r->ctx.device = r->device;
     return create_plugins(r, err) != 0 || alloc_buffers(r, err) != 0 ? -1 : 0;

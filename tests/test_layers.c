@@ -251,6 +251,43 @@ static void expect_shape(rx_shape got, rx_shape want)
     for (int i = 0; i < want.ndim; i++) assert_int_equal(got.d[i], want.d[i]);
 }
 
+/* ---- Threads: the same inputs through different thread counts ---- */
+
+/* Forward and backward (with dx) at a given thread count, from the rig's x, w and dy. */
+static void rig_pass(rig *r, int threads)
+{
+    r->ctx.threads = threads;
+    rig_forward(r);
+    rig_zero_grads(r);
+    rig_backward(r, true);
+}
+
+static void expect_same_bits(const float *got, const float *want, int64_t n, const char *what, int threads)
+{
+    if (memcmp(got, want, sizeof(float) * (size_t)n) != 0)
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+                fail_msg("%s[%lld] with %d threads is %.9g, with 1 thread %.9g", what, (long long)i, threads,
+                         got[i], want[i]);
+}
+
+/* A copy of every output of a pass: y, dx, then each dw. */
+static float *rig_outputs(const rig *r, int64_t *n)
+{
+    *n = rx_numel(r->y.shape) + rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) *n += rx_numel(r->dw[i].shape);
+    float *all = floats(*n), *at = all;
+    memcpy(at, r->y.data, sizeof(float) * (size_t)rx_numel(r->y.shape));
+    at += rx_numel(r->y.shape);
+    memcpy(at, r->dx.data, sizeof(float) * (size_t)rx_numel(r->dx.shape));
+    at += rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        memcpy(at, r->dw[i].data, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
+        at += rx_numel(r->dw[i].shape);
+    }
+    return all;
+}
+
 /* ---- conv2d ---- */
 
 typedef struct conv_case {
@@ -297,6 +334,19 @@ static const conv_case conv_cases[] = {
     { .n = 3, .c = 2, .h = 4, .w = 4, .out = 2, .k = 1, .stride = 1, .pad = 0, .bias = false },
     { .n = 1, .c = 1, .h = 4, .w = 7, .out = 2, .k = 2, .stride = 3, .pad = 2, .bias = true },
     { .n = 2, .c = 2, .h = 3, .w = 3, .out = 2, .k = 4, .stride = 1, .pad = 1, .bias = false },
+    /* the widths im2col and col2im copy as constants (8, 16, 32), and a wide kernel */
+    { .n = 2, .c = 2, .h = 8, .w = 8, .out = 3, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    { .n = 1, .c = 2, .h = 16, .w = 16, .out = 2, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    { .n = 1, .c = 1, .h = 32, .w = 32, .out = 2, .k = 3, .stride = 1, .pad = 1, .bias = false },
+    { .n = 2, .c = 1, .h = 8, .w = 8, .out = 2, .k = 5, .stride = 1, .pad = 2, .bias = true },
+    /* Winograd (3x3, stride 1, padding up to 2, 8 or more channels in and out): odd outputs
+     * (partial tiles), the row widths it passes as constants (4 and 8 tiles), a wider one, and
+     * padding 0 and 2 */
+    { .n = 2, .c = 8, .h = 5, .w = 6, .out = 8, .k = 3, .stride = 1, .pad = 0, .bias = true },
+    { .n = 2, .c = 8, .h = 8, .w = 8, .out = 9, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    { .n = 1, .c = 9, .h = 16, .w = 16, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = false },
+    { .n = 1, .c = 8, .h = 20, .w = 22, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    { .n = 2, .c = 8, .h = 7, .w = 5, .out = 8, .k = 3, .stride = 1, .pad = 2, .bias = true },
 };
 
 static void test_conv2d_declares(void **unused)
@@ -383,6 +433,129 @@ static void test_conv2d_gradients(void **unused)
     }
 }
 
+/* conv2d splits the batch across threads. y and dx are computed sample by sample, so they must
+ * not change by a bit with the thread count; dW and db are summed per thread and then in thread
+ * order, so they may differ in the last bits from one thread count to another, but never from
+ * one run to the next at the same count. More threads than samples must work too. */
+static void test_conv2d_threads(void **unused)
+{
+    static const conv_case cases[] = {
+        { .n = 5, .c = 3, .h = 8, .w = 8, .out = 4, .k = 3, .stride = 1, .pad = 1, .bias = true },
+        { .n = 1, .c = 2, .h = 6, .w = 6, .out = 3, .k = 3, .stride = 2, .pad = 1, .bias = true },
+        { .n = 4, .c = 4, .h = 5, .w = 5, .out = 2, .k = 1, .stride = 1, .pad = 0, .bias = false },
+        { .n = 5, .c = 8, .h = 7, .w = 8, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = true },  /* Winograd */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        rig r;
+        conv_setup(&r, cases[t]);
+        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        rig_pass(&r, 1);
+        int64_t n;
+        float *one = rig_outputs(&r, &n);
+        const int64_t ny = rx_numel(r.y.shape), ndx = rx_numel(r.dx.shape);
+        for (int threads = 2; threads <= 3; threads++) {
+            rig_pass(&r, threads);
+            float *first = rig_outputs(&r, &n);
+            expect_same_bits(first, one, ny, "conv2d y", threads);
+            expect_same_bits(first + ny, one + ny, ndx, "conv2d dx", threads);
+            expect_close(first + ny + ndx, one + ny + ndx, n - ny - ndx, "conv2d dw with threads");
+            rig_pass(&r, threads);
+            float *again = rig_outputs(&r, &n);
+            expect_same_bits(again, first, n, "conv2d outputs, second run", threads);
+            free(first);
+            free(again);
+        }
+        free(one);
+        rig_free(&r);
+    }
+}
+
+/* The largest |v[i]|: the scale rounding differences are measured against. */
+static float max_abs(const float *v, int64_t n)
+{
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; i++) m = fmaxf(m, fabsf(v[i]));
+    return m;
+}
+
+/* dx, dW and db of r's x, w and dy by the definition, in double: every (output, tap) pair. */
+static void conv_reference_backward(const rig *r, conv_case cc, double *dx, double *dweight, double *dbias)
+{
+    const int oh = (int)r->info.out.d[1], ow = (int)r->info.out.d[2];
+    const float *wt = r->w[0].data;  /* (OUT, C, K, K) */
+    memset(dx, 0, sizeof(double) * (size_t)rx_numel(r->x.shape));
+    memset(dweight, 0, sizeof(double) * (size_t)rx_numel(r->w[0].shape));
+    memset(dbias, 0, sizeof(double) * (size_t)cc.out);
+    for (int n = 0; n < cc.n; n++)
+        for (int o = 0; o < cc.out; o++)
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++) {
+                    const double g = r->dy.data[((n * cc.out + o) * oh + i) * ow + j];
+                    dbias[o] += g;
+                    for (int c = 0; c < cc.c; c++)
+                        for (int ki = 0; ki < cc.k; ki++)
+                            for (int kj = 0; kj < cc.k; kj++) {
+                                const int ih = i * cc.stride - cc.pad + ki, iw = j * cc.stride - cc.pad + kj;
+                                if (ih < 0 || ih >= cc.h || iw < 0 || iw >= cc.w) continue;
+                                const int at = ((n * cc.c + c) * cc.h + ih) * cc.w + iw;
+                                const int tap = ((o * cc.c + c) * cc.k + ki) * cc.k + kj;
+                                dweight[tap] += g * r->x.data[at];
+                                dx[at] += g * wt[tap];
+                            }
+                }
+}
+
+static void expect_near_reference(const float *got, const double *want, int64_t n, const char *what)
+{
+    float scale = 0.0f;
+    for (int64_t i = 0; i < n; i++) scale = fmaxf(scale, (float)fabs(want[i]));
+    const double tol = 1e-5 * scale;
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= tol))
+            fail_msg("conv2d %s[%lld] is %.9g, the definition gives %.9g (tolerance %.3g)", what, (long long)i,
+                     got[i], want[i], tol);
+}
+
+/* Backward against the definition, to 1e-5 of the largest value in each tensor (the gradient
+ * checks above allow 1e-2): the tutorial's second layer (Winograd), an odd-sized Winograd layer,
+ * and the tutorial's first (im2col), with two threads. */
+static void test_conv2d_backward_matches_definition(void **unused)
+{
+    static const conv_case cases[] = {
+        { .n = 3, .c = 16, .h = 16, .w = 16, .out = 32, .k = 3, .stride = 1, .pad = 1, .bias = true },
+        { .n = 2, .c = 8, .h = 9, .w = 7, .out = 12, .k = 3, .stride = 1, .pad = 0, .bias = true },
+        { .n = 3, .c = 3, .h = 32, .w = 32, .out = 16, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        rig r;
+        conv_setup(&r, cases[t]);
+        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        rig_pass(&r, 2);
+        const int64_t nx = rx_numel(r.x.shape), nw = rx_numel(r.w[0].shape);
+        double *dx = malloc(sizeof(double) * (size_t)nx), *dweight = malloc(sizeof(double) * (size_t)nw);
+        double *dbias = malloc(sizeof(double) * (size_t)cases[t].out);
+        assert_non_null(dx);
+        assert_non_null(dweight);
+        assert_non_null(dbias);
+        conv_reference_backward(&r, cases[t], dx, dweight, dbias);
+        expect_near_reference(r.dx.data, dx, nx, "dx");
+        expect_near_reference(r.dw[0].data, dweight, nw, "dweight");
+        expect_near_reference(r.dw[1].data, dbias, cases[t].out, "dbias");
+        /* and the forward, on the same scale */
+        float *y = floats(rx_numel(r.y.shape));
+        conv_reference(&r, cases[t], y);
+        const float tol = 1e-5f * max_abs(y, rx_numel(r.y.shape));
+        for (int64_t i = 0; i < rx_numel(r.y.shape); i++)
+            if (!(fabsf(r.y.data[i] - y[i]) <= tol))
+                fail_msg("conv2d y[%lld] is %.9g, the definition gives %.9g", (long long)i, r.y.data[i], y[i]);
+        free(y);
+        free(dx);
+        free(dweight);
+        free(dbias);
+        rig_free(&r);
+    }
+}
+
 static void test_conv2d_refuses(void **unused)
 {
     rig r;
@@ -465,6 +638,39 @@ static void test_linear_gradients(void **unused)
     rig_free(&r);
 }
 
+/* Large enough (8 x 130 x 1024 multiply-adds) for linear to split its products across threads,
+ * with 130 outputs so that the blocks, cut on multiples of 16, come out uneven. Each block is its
+ * own SGEMM, so thread counts may differ in the last bits, but never one run from the next. */
+static void test_linear_threads(void **unused)
+{
+    rig r;
+    linear_setup(&r, 8, TEST_SHAPE(16, 8, 8), 130, true);
+    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    rig_pass(&r, 1);
+    int64_t n;
+    float *one = rig_outputs(&r, &n);
+    float want[8 * 130];  /* (N, OUT) */
+    for (int i = 0; i < 8; i++)
+        for (int o = 0; o < 130; o++) {
+            double sum = r.w[1].data[o];
+            for (int f = 0; f < 1024; f++) sum += (double)r.w[0].data[o * 1024 + f] * r.x.data[i * 1024 + f];
+            want[i * 130 + o] = (float)sum;
+        }
+    for (int threads = 2; threads <= 3; threads++) {
+        rig_pass(&r, threads);
+        expect_close(r.y.data, want, 8 * 130, "linear y with threads");
+        float *first = rig_outputs(&r, &n);
+        expect_close(first, one, n, "linear outputs with threads");
+        rig_pass(&r, threads);
+        float *again = rig_outputs(&r, &n);
+        expect_same_bits(again, first, n, "linear outputs, second run", threads);
+        free(first);
+        free(again);
+    }
+    free(one);
+    rig_free(&r);
+}
+
 static void test_linear_refuses(void **unused)
 {
     rig r;
@@ -490,6 +696,24 @@ static void test_relu(void **unused)
         assert_true(r.y.data[i] == (r.x.data[i] > 0 ? r.x.data[i] : 0.0f));
     gradcheck(&r);
     rig_backward(&r, false);  /* dx == NULL: nothing to do, and no crash */
+    rig_free(&r);
+}
+
+/* Elementwise layers split long tensors across threads; the values cannot change. */
+static void test_relu_threads(void **unused)
+{
+    rig r;
+    rig_load(&r, "relu");
+    rig_build(&r, TEST_SHAPE(8, 32, 32), 6);  /* 49152 values: enough to be split */
+    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    rig_pass(&r, 1);
+    int64_t n;
+    float *one = rig_outputs(&r, &n);
+    rig_pass(&r, 2);
+    float *two = rig_outputs(&r, &n);
+    expect_same_bits(two, one, n, "relu outputs", 2);
+    free(one);
+    free(two);
     rig_free(&r);
 }
 
@@ -565,6 +789,87 @@ static void test_maxpool_gradients(void **unused)
         gradcheck(&r);
         rig_free(&r);
     }
+}
+
+/* The rule every maxpool path must follow, written as plainly as possible: scan each window in
+ * row-major order, a tap replaces the best so far when it is larger or NaN. y (N, C, OH, OW) and
+ * dx (N, C, H, W) for the rig's x and dy. */
+static void maxpool_reference(const rig *r, int size, int stride, float *y, float *dx)
+{
+    const int64_t n = r->x.shape.d[0], c = r->x.shape.d[1], h = r->x.shape.d[2], w = r->x.shape.d[3];
+    const int64_t oh = r->y.shape.d[2], ow = r->y.shape.d[3];
+    memset(dx, 0, sizeof(float) * (size_t)rx_numel(r->x.shape));
+    for (int64_t p = 0; p < n * c; p++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) {
+                int64_t best = (i * stride) * w + j * stride;
+                for (int ki = 0; ki < size; ki++)
+                    for (int kj = 0; kj < size; kj++) {
+                        const int64_t at = (i * stride + ki) * w + j * stride + kj;
+                        const float v = r->x.data[p * h * w + at];
+                        if (v > r->x.data[p * h * w + best] || isnan(v)) best = at;
+                    }
+                y[(p * oh + i) * ow + j] = r->x.data[p * h * w + best];
+                dx[p * h * w + best] += r->dy.data[(p * oh + i) * ow + j];
+            }
+}
+
+/* NaN-aware bit equality: the fast 2x2 path and the reference must agree exactly. */
+static void expect_same_floats(const float *got, const float *want, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(got[i] == want[i] || (isnan(got[i]) && isnan(want[i]))))
+            fail_msg("%s[%lld] is %.9g, expected %.9g", what, (long long)i, got[i], want[i]);
+}
+
+/* 2x2 windows at stride 2 take a vectorized path with the width as a constant for 4 and 8
+ * outputs per row; odd sizes leave a row and a column out. Inputs drawn from five values make
+ * ties common, and a few NaNs test that a NaN wins its window, the last one when there are two. */
+static void test_maxpool_2x2_paths(void **unused)
+{
+    static const struct { int c, h, w, size, stride; } cases[] = {
+        { 3, 8, 8, 2, 2 },   /* 4 outputs a row */
+        { 2, 16, 16, 2, 2 }, /* 8 */
+        { 2, 32, 32, 2, 2 }, /* 16 */
+        { 2, 5, 9, 2, 2 },   /* odd: the last row and column belong to no window */
+        { 2, 6, 6, 2, 0 },   /* stride 0 means the size: the same path */
+        { 2, 7, 7, 3, 2 },   /* overlapping windows: the general path, against the same rule */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        rig r;
+        maxpool_setup(&r, TEST_SHAPE(cases[t].c, cases[t].h, cases[t].w), 3, cases[t].size, cases[t].stride);
+        const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
+        for (int64_t i = 0; i < nx; i++) r.x.data[i] = (float)rx_rng_below(&r.rng, 5) - 2.0f;
+        for (int k = 0; k < 6; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = NAN;
+        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        rig_forward(&r);
+        rig_backward(&r, true);
+        float *y = floats(ny), *dx = floats(nx);
+        const int stride = cases[t].stride ? cases[t].stride : cases[t].size;
+        maxpool_reference(&r, cases[t].size, stride, y, dx);
+        expect_same_floats(r.y.data, y, ny, "maxpool y");
+        expect_same_floats(r.dx.data, dx, nx, "maxpool dx");
+        free(y);
+        free(dx);
+        rig_free(&r);
+    }
+}
+
+/* Large batches are split across threads (planes forward, samples backward): same bits. */
+static void test_maxpool_threads(void **unused)
+{
+    rig r;
+    maxpool_setup(&r, TEST_SHAPE(8, 32, 32), 6, 2, 2);
+    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    rig_pass(&r, 1);
+    int64_t n;
+    float *one = rig_outputs(&r, &n);
+    rig_pass(&r, 2);
+    float *two = rig_outputs(&r, &n);
+    expect_same_bits(two, one, n, "maxpool outputs", 2);
+    free(one);
+    free(two);
+    rig_free(&r);
 }
 
 static void test_maxpool_refuses(void **unused)
@@ -814,13 +1119,19 @@ int main(void)
         cmocka_unit_test(test_conv2d_by_hand),
         cmocka_unit_test(test_conv2d_matches_loops),
         cmocka_unit_test(test_conv2d_gradients),
+        cmocka_unit_test(test_conv2d_threads),
+        cmocka_unit_test(test_conv2d_backward_matches_definition),
         cmocka_unit_test(test_conv2d_refuses),
         cmocka_unit_test(test_linear_declares_and_computes),
         cmocka_unit_test(test_linear_gradients),
+        cmocka_unit_test(test_linear_threads),
         cmocka_unit_test(test_linear_refuses),
         cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_relu_threads),
         cmocka_unit_test(test_maxpool_by_hand),
         cmocka_unit_test(test_maxpool_gradients),
+        cmocka_unit_test(test_maxpool_2x2_paths),
+        cmocka_unit_test(test_maxpool_threads),
         cmocka_unit_test(test_maxpool_refuses),
         cmocka_unit_test(test_flatten),
         cmocka_unit_test(test_dropout_eval_is_identity),

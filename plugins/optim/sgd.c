@@ -65,7 +65,8 @@ static int sgd_create(void **self, rx_ctx *ctx, const rx_value *args, int *state
 }
 
 /* g, w, buf: (n). buf is NULL without momentum. The branches do not depend on i, so they cost
- * nothing next to the memory traffic. */
+ * nothing next to the memory traffic. Elementwise, so the vector is split across ctx->threads
+ * when it is long enough to pay for a parallel region, with the same result as one thread. */
 static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const sgd *o = self;
@@ -74,6 +75,9 @@ static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float
     const bool momentum = o->momentum > 0, first = s.t == 1;
     if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
     const float lr = s.lr, wd = o->weight_decay, mu = o->momentum, keep = o->keep;
+    const int threads = n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
+    (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
+#pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float d = wd != 0 ? g[i] + wd * w[i] : g[i];
         if (momentum) {
