@@ -536,7 +536,10 @@ static int open_run_dir(run *r, run_summary *s, bool resuming, char *err)
     snprintf(s->dir, sizeof s->dir, "%s", r->c->out);
     char probe[PATH_MAX];
     if (join(probe, sizeof probe, s->dir, "metrics.csv", err) != 0) return -1;
-    if (!resuming && access(probe, F_OK) == 0) {
+    /* resume = true with no last.safetensors (killed before the first epoch's end): start over. */
+    if (!resuming && r->c->resume && access(probe, F_OK) == 0)
+        fprintf(r->log, "%s holds no last.safetensors to resume from: starting the run over\n", s->dir);
+    else if (!resuming && access(probe, F_OK) == 0) {
         snprintf(err, ERR_LEN, "%s already holds a run (metrics.csv); choose another out=, remove it, or continue "
                  "it with: runexp resume %s", s->dir, s->dir);
         return -1;
