@@ -73,11 +73,11 @@ $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 # beside NAME.c, is compiled by nvcc into the same shared object in a CUDA build.
 .SECONDEXPANSION:
 PLUGIN_CUDA_OBJ = $(if $(filter 1,$(CUDA)),$(patsubst plugins/%.cu,$(BUILD)/plugins/%.cu.o,$(wildcard plugins/$*.cu)))
-$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h $$(PLUGIN_CUDA_OBJ)
+$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h $$(wildcard plugins/$$*.h) $$(PLUGIN_CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared $< $(PLUGIN_CUDA_OBJ) -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
 
-$(BUILD)/plugins/%.cu.o: plugins/%.cu core/runexp.h
+$(BUILD)/plugins/%.cu.o: plugins/%.cu plugins/%.h plugins/cuda_util.cuh core/runexp.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

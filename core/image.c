@@ -267,7 +267,7 @@ typedef struct channel_range {
 
 static channel_range batch_range(const float *images, int n, int c, int h, int w)
 {
-    channel_range r;
+    channel_range r = { { 0 }, { 0 } }; /* channels past `shown` stay 0 */
     int shown = c < 3 ? c : 3;
     size_t plane = (size_t)h * (size_t)w;
     for (int k = 0; k < shown; k++) {

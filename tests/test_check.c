@@ -109,7 +109,7 @@ static void test_examples_train(void **state)
         char *dir = test_tmpdir();
         char cmd[2048];
         snprintf(cmd, sizeof cmd,
-                 "RUNEXP_PLUGIN_PATH='%s/examples' '%s/runexp' '%s/examples/plugins/%s/%s.lua' out='%s/run' epochs=2 "
+                 "RUNEXP_PLUGIN_PATH='%s/examples' '%s/runexp' '%s/examples/plugins/%s/%s.lua' out='%s/run' epochs=2 device=cpu "
                  ">'%s/log' 2>&1 && grep -q 'test accuracy 9' '%s/log'",
                  RX_BUILD_DIR, RX_BUILD_DIR, RX_SOURCE_DIR, examples[i], examples[i], dir, dir, dir);
         if (system(cmd) != 0) fail_msg("%s did not train to 90%%: see %s/log", examples[i], dir);

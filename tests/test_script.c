@@ -23,7 +23,7 @@ static const char *experiment =
     "  },\n"
     "  loss = 'cross_entropy',\n"
     "  optim = { 'sgd', lr = 0.01, momentum = 0.9 },\n"
-    "  epochs = 4, threads = 2,\n"
+    "  epochs = 4, threads = 2, device = 'cpu',\n" /* the CPU even where a GPU is usable */
     "}\n";
 
 typedef struct fixture {

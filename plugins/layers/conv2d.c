@@ -29,7 +29,12 @@
  * in chunk order, so the same thread count gives the same bits, run after run.
  *
  * Workspace: a batch of N lends N slots (declared per sample) and uses min(N, threads) of them,
- * one per chunk (see conv2d_scratch). */
+ * one per chunk (see conv2d_scratch). create declares the larger of a slot and what the CUDA path
+ * needs per sample (conv2d.h), so that the same layer runs on either device.
+ *
+ * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
+ * algorithm the CPU chose (the two agree to rounding). The layer's struct is in conv2d.h, which
+ * both files share. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -37,7 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runexp.h"
+#include "conv2d.h"
 
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output channels" },
@@ -51,41 +56,6 @@ enum { ARG_OUT, ARG_KERNEL, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
 /* Winograd tiles: 2x2 outputs from 4x4 inputs, 16 transformed planes. */
 enum { WINO_PLANES = 16 };
-
-
-/* One 3x3, stride-1 convolution as Winograd sees it: cin (h, w) -> cout (oh, ow). The layer
- * has two: the forward one, and the one that computes dx from dY. */
-typedef struct wino_geom {
-    int cin, h, w;     /* input */
-    int cout, oh, ow;  /* output: oh = h + 2*pad - 2 */
-    int pad;
-    int th, tw;        /* rows and columns of 2x2 output tiles: ceil(oh / 2), ceil(ow / 2) */
-    int tiles;         /* th * tw */
-    int ph, pw;        /* the zero-padded input every tile reads from: (2*th + 2, 2*tw + 2),
-                        * the input at (pad, pad); large enough for the last, partial tiles */
-    size_t vplane;     /* floats from one transformed-input plane (cin, tiles) to the next */
-    size_t mplane;     /* floats from one product plane (cout, tiles) to the next */
-} wino_geom;
-
-typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
-
-typedef struct conv2d {
-    int c, h, w;       /* input (C, H, W) */
-    int oc, oh, ow;    /* output (OC, OH, OW) */
-    int k, stride, pad;
-    bool bias;
-    conv2d_algo algo;
-    int rows;          /* C*K*K: the length of one im2col column, the fan-in */
-    int pixels;        /* OH*OW: the columns of one sample's im2col matrix */
-    bool pointwise;    /* 1x1, stride 1, no padding: im2col would copy x unchanged */
-    size_t padded;     /* im2col: C*(H+2P)*(W+2P), one sample with its zero border */
-    wino_geom fwd;     /* Winograd: x -> y */
-    wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
-    size_t uplane;     /* Winograd: floats from one transformed-kernel plane (OC*C) to the next */
-    float *u;          /* Winograd: (16, OC, C) transformed kernels, redone every forward */
-    float *u_back;     /* Winograd: (16, C, OC) the same for dx, redone every backward */
-    size_t slot;       /* floats in one workspace slot, see conv2d_scratch */
-} conv2d;
 
 /* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
  * Winograd uses xpad, dypad, v, m, stage, dw (its 16 planes of dU) and db. */
@@ -246,7 +216,10 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
         info->tensors[1] = (rx_tensor_decl){ .name = "bias", .shape = { .ndim = 1, .d = { oc } },
                                              .init = RX_INIT_UNIFORM, .scale = scale };
     info->state_bytes = 0;
-    info->workspace_bytes = sizeof(float) * s->slot;
+    /* The CPU path uses one slot per chunk of the batch, the CUDA path the per-sample im2col and
+     * dW of every sample at once (conv2d.h): the larger, so either device can run. */
+    const size_t cuda_floats = conv2d_cuda_floats_per_sample(s);
+    info->workspace_bytes = sizeof(float) * (s->slot > cuda_floats ? s->slot : cuda_floats);
     *self = s;
     return 0;
 }
@@ -789,8 +762,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = conv2d_create,
         .destroy = conv2d_destroy,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = conv2d_forward_cpu, [RX_CUDA] = conv2d_forward_cuda },
+        .backward = { [RX_CPU] = conv2d_backward_cpu, [RX_CUDA] = conv2d_backward_cuda },
+#else
         .forward = { [RX_CPU] = conv2d_forward_cpu },
         .backward = { [RX_CPU] = conv2d_backward_cpu },
+#endif
     },
 };
 

@@ -3,11 +3,14 @@
  *
  * Each row is shifted by its maximum before exponentiating (log-softmax via log-sum-exp), so
  * logits in the thousands give finite losses and gradients:
- *     loss_i = logsumexp(z_i) - z_i[label_i],   dz_i = (softmax(z_i) - onehot(label_i)) / N. */
+ *     loss_i = logsumexp(z_i) - z_i[label_i],   dz_i = (softmax(z_i) - onehot(label_i)) / N.
+ *
+ * CUDA path: cross_entropy.cu, one warp per row (a label outside [0, C) gives a NaN loss there,
+ * see cross_entropy.h, where this file refuses the batch). */
 #include <inttypes.h>
 #include <math.h>
 
-#include "runexp.h"
+#include "cross_entropy.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -63,7 +66,11 @@ static const rx_plugin desc = {
     .loss = {
         .create = cross_entropy_create,
         .destroy = NULL,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = cross_entropy_forward_cpu, [RX_CUDA] = cross_entropy_forward_cuda },
+#else
         .forward = { [RX_CPU] = cross_entropy_forward_cpu },
+#endif
     },
 };
 

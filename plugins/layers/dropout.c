@@ -1,11 +1,13 @@
 /* dropout.c: inverted dropout, like torch.nn.Dropout. While training, each element is kept with
  * probability 1 - p and scaled by 1 / (1 - p), so evaluation is the identity with no rescaling.
  * The keep mask (one byte per element) lives in the per-sample state for backward; random
- * numbers come from ctx->rng, so a run replays exactly from its seed. */
+ * numbers come from ctx->rng, so a run replays exactly from its seed.
+ * CUDA path: dropout.cu, which draws the very same mask from ctx->rng; dropout.h holds the
+ * struct both files share. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "runexp.h"
+#include "dropout.h"
 
 static const rx_param params[] = {
     { .key = "p", .type = RX_NUM, .def = { .num = 0.5 },
@@ -13,11 +15,6 @@ static const rx_param params[] = {
     { 0 },
 };
 enum { ARG_P };
-
-typedef struct dropout {
-    float p;      /* drop probability */
-    float scale;  /* 1 / (1 - p), applied to the kept elements */
-} dropout;
 
 static int dropout_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
                           rx_layer_info *info)
@@ -84,8 +81,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = dropout_create,
         .destroy = dropout_destroy,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = dropout_forward_cpu, [RX_CUDA] = dropout_forward_cuda },
+        .backward = { [RX_CPU] = dropout_backward_cpu, [RX_CUDA] = dropout_backward_cuda },
+#else
         .forward = { [RX_CPU] = dropout_forward_cpu },
         .backward = { [RX_CPU] = dropout_backward_cpu },
+#endif
     },
 };
 

@@ -1,8 +1,9 @@
 /* flatten.c: reshapes each sample, typically (C, H, W), into a vector (C*H*W), like
- * torch.nn.Flatten. Row-major data is already in that order, so both passes are plain copies. */
+ * torch.nn.Flatten. Row-major data is already in that order, so both passes are plain copies.
+ * CUDA path: flatten.cu (device-to-device copies). */
 #include <string.h>
 
-#include "runexp.h"
+#include "flatten.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -46,8 +47,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = flatten_create,
         .destroy = NULL,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = flatten_forward_cpu, [RX_CUDA] = flatten_forward_cuda },
+        .backward = { [RX_CPU] = flatten_backward_cpu, [RX_CUDA] = flatten_backward_cuda },
+#else
         .forward = { [RX_CPU] = flatten_forward_cpu },
         .backward = { [RX_CPU] = flatten_backward_cpu },
+#endif
     },
 };
 

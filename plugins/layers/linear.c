@@ -8,14 +8,17 @@
  *               is then transposed into y with the bias added. W x^T rather than x W^T because
  *               OpenBLAS runs the tall product about 1.7x faster for small batches.
  *     backward  dW += dY^T x and dX = dY W, blocks of input features;  db += column sums of dY.
- * No block adds into another's output, so the result never depends on which thread ran what. */
+ * No block adds into another's output, so the result never depends on which thread ran what.
+ *
+ * CUDA path: linear.cu, the same three products through cuBLAS over the whole batch; linear.h
+ * holds the struct both files share. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
-#include "runexp.h"
+#include "linear.h"
 
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output features" },
@@ -23,11 +26,6 @@ static const rx_param params[] = {
     { 0 },
 };
 enum { ARG_OUT, ARG_BIAS };
-
-typedef struct linear {
-    int in, out;  /* F input features, `out` outputs */
-    bool bias;
-} linear;
 
 static int linear_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
                          rx_layer_info *info)
@@ -150,8 +148,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = linear_create,
         .destroy = linear_destroy,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = linear_forward_cpu, [RX_CUDA] = linear_forward_cuda },
+        .backward = { [RX_CPU] = linear_backward_cpu, [RX_CUDA] = linear_backward_cuda },
+#else
         .forward = { [RX_CPU] = linear_forward_cpu },
         .backward = { [RX_CPU] = linear_backward_cpu },
+#endif
     },
 };
 

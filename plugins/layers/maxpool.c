@@ -3,13 +3,15 @@
  * the per-sample state; backward routes each upstream gradient to that one input. Ties go to the
  * first maximum in row-major order; a NaN in a window wins, as in PyTorch. 2x2 windows at stride
  * 2 (the usual case) take a branch-free loop the compiler vectorizes; planes (forward) and
- * samples (backward) are split across ctx->threads when the batch is large enough to pay. */
+ * samples (backward) are split across ctx->threads when the batch is large enough to pay.
+ * CUDA path: maxpool.cu, with the same state and tie rule; maxpool.h holds the struct both files
+ * share. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runexp.h"
+#include "maxpool.h"
 
 static const rx_param params[] = {
     { .key = "size", .type = RX_INT, .def = { .i = 2 }, .help = "window height and width" },
@@ -17,12 +19,6 @@ static const rx_param params[] = {
     { 0 },
 };
 enum { ARG_SIZE, ARG_STRIDE };
-
-typedef struct maxpool {
-    int c, h, w;   /* input (C, H, W) */
-    int oh, ow;    /* output (C, OH, OW) */
-    int size, stride;
-} maxpool;
 
 static int maxpool_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
                           rx_layer_info *info)
@@ -234,8 +230,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = maxpool_create,
         .destroy = maxpool_destroy,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = maxpool_forward_cpu, [RX_CUDA] = maxpool_forward_cuda },
+        .backward = { [RX_CPU] = maxpool_backward_cpu, [RX_CUDA] = maxpool_backward_cuda },
+#else
         .forward = { [RX_CPU] = maxpool_forward_cpu },
         .backward = { [RX_CPU] = maxpool_backward_cpu },
+#endif
     },
 };
 

@@ -1,10 +1,10 @@
 /* relu.c: rectified linear unit, y = max(x, 0), elementwise on any shape.
  * Stateless: backward masks dy with x > 0, so it needs neither self nor state. Both passes are one
  * vectorized loop, split across ctx->threads when the tensor is large enough to pay for it;
- * elementwise, so the result never depends on the thread count. */
+ * elementwise, so the result never depends on the thread count. CUDA path: relu.cu. */
 #include <stdlib.h>
 
-#include "runexp.h"
+#include "relu.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -66,8 +66,13 @@ static const rx_plugin desc = {
     .layer = {
         .create = relu_create,
         .destroy = NULL,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = relu_forward_cpu, [RX_CUDA] = relu_forward_cuda },
+        .backward = { [RX_CPU] = relu_backward_cpu, [RX_CUDA] = relu_backward_cuda },
+#else
         .forward = { [RX_CPU] = relu_forward_cpu },
         .backward = { [RX_CPU] = relu_backward_cpu },
+#endif
     },
 };
 

@@ -9,11 +9,13 @@
  *     w = w - lr * g
  *
  * The momentum buffer is the one float of state per parameter the host keeps (and checkpoints).
+ * CUDA path: sgd.cu, one elementwise kernel, rounded step for step as here; sgd.h holds the
+ * struct both files share.
  */
 #include <math.h>
 #include <stdlib.h>
 
-#include "runexp.h"
+#include "sgd.h"
 
 enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_WEIGHT_DECAY, ARG_DAMPENING };
 
@@ -25,12 +27,6 @@ static const rx_param params[] = {
     { .key = "dampening", .type = RX_NUM, .def = { .num = 0 }, .help = "dampening for momentum" },
     { 0 },
 };
-
-typedef struct sgd {
-    float momentum, weight_decay;
-    float keep;     /* 1 - dampening: the share of the new gradient that enters the buffer */
-    bool nesterov;
-} sgd;
 
 static void sgd_destroy(void *self) { free(self); }
 
@@ -99,7 +95,11 @@ static const rx_plugin desc = {
     .optim = {
         .create = sgd_create,
         .destroy = sgd_destroy,
+#ifdef RX_WITH_CUDA
+        .step = { [RX_CPU] = sgd_step_cpu, [RX_CUDA] = sgd_step_cuda },
+#else
         .step = { [RX_CPU] = sgd_step_cpu },
+#endif
     },
 };
 

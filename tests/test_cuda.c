@@ -1,0 +1,577 @@
+/* test_cuda.c: the CUDA path of every in-tree plugin against its CPU twin, and whole runs on the
+ * GPU against the same runs on the CPU. Without a usable GPU, or in a build without CUDA, every
+ * test is skipped and says why; nothing here fails for want of a GPU.
+ *
+ * Layers: `runexp check NAME` runs a layer's CUDA forward and backward on the same random inputs
+ * as its CPU path (whose gradients it has just checked by finite differences) and prints a
+ * "cpu vs cuda" row with the largest relative errors of y, dx and dw. These tests run it, as a
+ * child process, on shapes chosen to exercise the kernels' index arithmetic (stride, padding,
+ * odd and non-square sizes, 1x1 kernels, overlapping and gapped pooling windows, batches that
+ * leave a block partly full, a batch of 1) and assert that the row passes check.c's bound of
+ * 1e-3 and, where both paths do the same arithmetic in the same order, a tighter bound given
+ * with each case.
+ * Loss and optimizer: `runexp check` compares layers only, so cross_entropy and sgd are compared
+ * here, in this process, through the plugins' own tables.
+ * Whole runs: configs/synthetic.lua, and a network with every in-tree layer (with sgd's Nesterov
+ * and weight decay too), on both devices: the same first-epoch loss and test accuracy within
+ * the bounds given at expect_same_run.
+ *
+ * Inputs are fresh each run: the seed is the time, printed with every result and failure, and
+ * RX_TEST_SEED=N repeats a run. Whether a GPU is usable is read from `runexp check relu`'s own
+ * row, so this process touches CUDA only in the in-process tests, which come last and run only
+ * when a GPU is there (CUDA does not survive a fork, and `runexp check` forks). */
+#include "helpers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "device.h"
+#include "files.h"  /* ERR_LEN: the size device_open_context writes its reason into */
+
+#ifdef RX_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#define OUTPUT_MAX 65536  /* bytes of a child's output kept */
+
+/* What the probe found, shared by every test as cmocka's group state. */
+typedef struct gpu_probe {
+    bool usable;        /* a GPU is there and this build has CUDA */
+    char why[1024];     /* when not usable: the reason, for the skip message */
+    char problem[1024]; /* set when the probe itself shows a bug (e.g. relu without a CUDA path) */
+    unsigned seed;      /* for every random input of this run */
+} gpu_probe;
+
+/* One row of `runexp check`'s table: "  NAME (padded)  VERDICT DETAIL". */
+typedef struct check_row {
+    char verdict[16];
+    char detail[512];
+} check_row;
+
+/* Runs a shell command, keeping its output (stdout and stderr) in out; returns its exit status,
+ * or -1 when it could not run or was killed. */
+static int run_capture(const char *cmd, char *out, size_t len)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) {
+        snprintf(out, len, "popen failed");
+        return -1;
+    }
+    size_t n = 0, got;
+    char chunk[4096];
+    while ((got = fread(chunk, 1, sizeof chunk, p)) > 0)
+        for (size_t i = 0; i < got && n + 1 < len; i++) out[n++] = chunk[i];
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Finds the row named `name` in a check table; false when it is not there. */
+static bool find_row(const char *table, const char *name, check_row *r)
+{
+    char key[64];
+    snprintf(key, sizeof key, "  %s ", name);
+    const char *at = strstr(table, key);
+    if (!at) return false;
+    at += strlen(key);
+    while (*at == ' ') at++;
+    size_t v = strcspn(at, " \n");
+    snprintf(r->verdict, sizeof r->verdict, "%.*s", (int)v, at);
+    at += v;
+    while (*at == ' ') at++;
+    snprintf(r->detail, sizeof r->detail, "%.*s", (int)strcspn(at, "\n"), at);
+    return true;
+}
+
+static int probe_gpu(void **state)
+{
+    gpu_probe *g = calloc(1, sizeof *g);
+    if (!g) return -1;
+    const char *seed = getenv("RX_TEST_SEED");
+    g->seed = seed ? (unsigned)strtoul(seed, NULL, 10) : (unsigned)time(NULL);
+#ifndef RX_WITH_CUDA
+    snprintf(g->why, sizeof g->why, "this build has no CUDA (make CUDA=1, with nvcc)");
+#else
+    static char out[OUTPUT_MAX];
+    check_row r;
+    run_capture(RX_BUILD_DIR "/runexp check relu", out, sizeof out);
+    if (!find_row(out, "cpu vs cuda", &r))
+        snprintf(g->problem, sizeof g->problem, "runexp check relu printed no 'cpu vs cuda' row:\n%s", out);
+    else if (strstr(r.detail, "no CUDA path"))
+        snprintf(g->problem, sizeof g->problem, "relu has no CUDA path in a CUDA build: %s", r.detail);
+    else if (strcmp(r.verdict, "skip") == 0)
+        snprintf(g->why, sizeof g->why, "%s", r.detail);
+    else
+        g->usable = true;
+#endif
+    if (!g->usable && !g->problem[0]) printf("test_cuda: every test here skips: %s\n", g->why);
+    else if (g->usable) printf("test_cuda: a GPU is usable; random inputs from seed %u (RX_TEST_SEED=%u repeats)\n",
+                               g->seed, g->seed);
+    *state = g;
+    return 0;
+}
+
+static int free_probe(void **state)
+{
+    free(*state);
+    return 0;
+}
+
+/* Skips the calling test, saying why, unless a GPU is usable. */
+#define REQUIRE_GPU(state)                                                          \
+    do {                                                                            \
+        const gpu_probe *g_ = *(state);                                             \
+        if (g_->problem[0]) fail_msg("%s", g_->problem);                            \
+        if (!g_->usable) {                                                          \
+            print_message("skipped: %s\n", g_->why);                                \
+            skip();                                                                 \
+        }                                                                           \
+    } while (0)
+
+/* ---- Layers, through `runexp check` ---- */
+
+/* `runexp check NAME ARGS`'s cpu-vs-cuda row must pass and show relative errors (|gpu - cpu| /
+ * (|cpu| + 1e-3), the largest over y, dx and dw) of at most `bound`. The other rows test the CPU
+ * path, which test_check.c covers on fixed seeds; here a failure among them is only reported. */
+static void expect_devices_agree(const gpu_probe *g, const char *name, const char *args, double bound)
+{
+    static char out[OUTPUT_MAX];
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, RX_BUILD_DIR "/runexp check %s %s --seed=%u", name, args, g->seed);
+    int status = run_capture(cmd, out, sizeof out);
+    check_row r;
+    if (!find_row(out, "cpu vs cuda", &r)) fail_msg("%s: no 'cpu vs cuda' row:\n%s", cmd, out);
+    if (strcmp(r.verdict, "pass") != 0) fail_msg("%s: cpu vs cuda %s: %s\n%s", cmd, r.verdict, r.detail, out);
+    double ey, edx, edw;
+    if (sscanf(r.detail, "relative error y %lf, dx %lf, dw %lf", &ey, &edx, &edw) != 3)
+        fail_msg("%s: cannot read the errors in '%s'", cmd, r.detail);
+    if (ey > bound || edx > bound || edw > bound)
+        fail_msg("%s: relative error y %.3g, dx %.3g, dw %.3g; this case allows %.3g", cmd, ey, edx, edw, bound);
+    print_message("  %-14s %-58s %s\n", name, args, r.detail);
+    if (status != 0) print_message("  (note: another of its checks failed, seed %u:)\n%s", g->seed, out);
+}
+
+/* Bounds. GEMM layers: check.c's 1e-3. cuBLAS and OpenBLAS add the products in other orders, so
+ * each side carries float rounding of its own, and check.c's measure divides by |cpu| + 1e-3,
+ * so near-zero entries turn an absolute 1e-7 into a relative 1e-4. The shapes below keep every
+ * sum short (at most a few hundred terms: y over C*K*K or F, dW over N*OH*OW or N, dx over OC);
+ * on them the CPU's own error, against a double-precision reference, stayed below 3.3e-4 over
+ * 40 seeds, so two such errors stay under 1e-3, while a wrong index or a missing term gives
+ * errors of order 1. (The tutorial's 32x32 layer at batch 20 sums 20480 terms for dW: its
+ * rounding alone can pass 1e-3 on this measure, so it is left to the whole-run tests.)
+ * Layers that only select, copy or multiply elementwise do the same arithmetic in the same order
+ * on both devices and must agree to the bit (bound 0). */
+#define GEMM_BOUND 1e-3
+#define SAME_BITS 0.0
+
+static void test_conv2d_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "conv2d", "out=5 kernel=3 padding=1 stride=2 --shape=3,9,9 --batch=4", GEMM_BOUND);
+    expect_devices_agree(g, "conv2d", "out=8 kernel=3 padding=1 --shape=3,16,16 --batch=1", GEMM_BOUND);
+    expect_devices_agree(g, "conv2d", "out=7 kernel=5 stride=3 bias=false --shape=2,11,13 --batch=3", GEMM_BOUND);
+    expect_devices_agree(g, "conv2d", "out=8 kernel=1 --shape=6,5,7 --batch=5", GEMM_BOUND);           /* pointwise */
+    expect_devices_agree(g, "conv2d", "out=4 kernel=2 padding=2 stride=3 --shape=5,4,6 --batch=1", GEMM_BOUND);
+    expect_devices_agree(g, "conv2d", "out=3 kernel=1 stride=2 --shape=3,6,6 --batch=2", GEMM_BOUND);  /* col < x */
+    expect_devices_agree(g, "conv2d", "out=12 kernel=3 padding=1 --shape=8,6,6 --batch=2", GEMM_BOUND);
+}
+
+static void test_linear_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "linear", "out=7 --shape=3,4,4 --batch=4", GEMM_BOUND);
+    expect_devices_agree(g, "linear", "out=32 --shape=128 --batch=8", GEMM_BOUND);
+    expect_devices_agree(g, "linear", "out=10 bias=false --shape=60 --batch=1", GEMM_BOUND);
+    expect_devices_agree(g, "linear", "out=20 --shape=40 --batch=33", GEMM_BOUND);
+}
+
+static void test_relu_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "relu", "--shape=3,8,8 --batch=4", SAME_BITS);
+    expect_devices_agree(g, "relu", "--shape=16,32,32 --batch=20", SAME_BITS);  /* many blocks */
+    expect_devices_agree(g, "relu", "--shape=7 --batch=1", SAME_BITS);           /* one partial block */
+}
+
+static void test_maxpool_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "maxpool", "--shape=4,8,8 --batch=4", SAME_BITS);
+    expect_devices_agree(g, "maxpool", "size=3 stride=2 --shape=3,9,9 --batch=5", SAME_BITS);    /* overlapping */
+    expect_devices_agree(g, "maxpool", "size=2 stride=3 --shape=2,8,7 --batch=3", SAME_BITS);    /* gaps, odd */
+    expect_devices_agree(g, "maxpool", "--shape=3,7,9 --batch=2", SAME_BITS);                     /* uncovered edge */
+    expect_devices_agree(g, "maxpool", "--shape=16,32,32 --batch=20", SAME_BITS);
+}
+
+static void test_flatten_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "flatten", "--shape=3,8,8 --batch=4", SAME_BITS);
+    expect_devices_agree(g, "flatten", "--shape=64,4,4 --batch=20", SAME_BITS);
+}
+
+/* The same mask on both devices (the GPU computes the CPU's random draws by their counter), so
+ * the same bits; a different mask would show as errors of order 1. */
+static void test_dropout_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    const gpu_probe *g = *state;
+    expect_devices_agree(g, "dropout", "p=0.3 --shape=3,8,8 --batch=4", SAME_BITS);
+    expect_devices_agree(g, "dropout", "p=0.25 --shape=1024 --batch=20", SAME_BITS);
+    expect_devices_agree(g, "dropout", "p=0.9 --shape=5,3,3 --batch=7", SAME_BITS);
+}
+
+/* ---- Loss and optimizer, in this process ---- */
+
+#ifdef RX_WITH_CUDA
+/* Fails the test unless everything queued on the GPU so far ran without error. */
+static void expect_gpu_clean(const char *what)
+{
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
+}
+
+/* Largest |a - b| / (|b| + 1e-3) over n values, check.c's measure; NaN counts as the worst. */
+static double max_relative_error(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-3);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+static void fill_uniform(float *v, size_t n, rx_rng *rng, float scale)
+{
+    for (size_t i = 0; i < n; i++) v[i] = scale * (2.0f * rx_rng_uniform(rng) - 1.0f);
+}
+
+static void *gpu_alloc_or_fail(size_t bytes)
+{
+    void *p = device_alloc(RX_CUDA, bytes);
+    if (!p) fail_msg("out of GPU memory for %zu bytes", bytes);
+    return p;
+}
+#endif
+
+/* Bound for the loss: both sides compute exp of the same floats and sum in double, but CUDA's
+ * expf is within 2 ulp, not correctly rounded, so losses and gradients differ by a few 1e-7;
+ * 1e-5 is far below what a wrong label, class or scale gives. */
+#define LOSS_BOUND 1e-5
+
+#ifdef RX_WITH_CUDA
+static void compare_cross_entropy(const rx_plugin *d, const gpu_probe *g, int64_t n, int64_t c)
+{
+    rx_ctx cpu = { .device = RX_CPU, .threads = 1 }, gpu = { .device = RX_CUDA, .threads = 1 };
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
+    rx_value args[TEST_MAX_ARGS];
+    test_default_args(d, args);
+    void *self = NULL;
+    rx_shape in = { .ndim = 1, .d = { c } };
+    if (d->loss.create(&self, &cpu, args, in, (int)c) != 0) fail_msg("create: %s", cpu.err);
+
+    const size_t nz = (size_t)(n * c);
+    float *z = malloc(nz * sizeof(float)), *dz_cpu = malloc(nz * sizeof(float)), *dz_gpu = malloc(nz * sizeof(float));
+    float *loss_cpu = malloc((size_t)n * sizeof(float)), *loss_gpu = malloc((size_t)n * sizeof(float));
+    float *loss_nograd = malloc((size_t)n * sizeof(float));
+    int32_t *labels = malloc((size_t)n * sizeof(int32_t));
+    assert_true(z && dz_cpu && dz_gpu && loss_cpu && loss_gpu && loss_nograd && labels);
+    rx_rng rng = rx_rng_stream(g->seed, (uint64_t)c);
+    fill_uniform(z, nz, &rng, 3.0f);
+    for (int64_t j = 0; j < c; j++) z[j] += 1000.0f;  /* row 0: logits in the thousands must stay finite */
+    for (int64_t i = 0; i < n; i++) labels[i] = (int32_t)rx_rng_below(&rng, (uint64_t)c);
+
+    rx_tensor logits = { .data = z, .shape = { .ndim = 2, .d = { n, c } }, .device = RX_CPU };
+    rx_tensor dl = logits;
+    dl.data = dz_cpu;
+    if (d->loss.forward[RX_CPU](self, &cpu, &logits, labels, loss_cpu, &dl) != 0) fail_msg("cpu: %s", cpu.err);
+
+    float *z_d = gpu_alloc_or_fail(nz * sizeof(float)), *dz_d = gpu_alloc_or_fail(nz * sizeof(float));
+    float *loss_d = gpu_alloc_or_fail((size_t)n * sizeof(float));
+    int32_t *labels_d = gpu_alloc_or_fail((size_t)n * sizeof(int32_t));
+    host_to_device(RX_CUDA, z_d, z, nz * sizeof(float));
+    host_to_device(RX_CUDA, labels_d, labels, (size_t)n * sizeof(int32_t));
+    rx_tensor logits_d = logits, dl_d = logits;
+    logits_d.data = z_d;
+    dl_d.data = dz_d;
+    logits_d.device = dl_d.device = RX_CUDA;
+    if (d->loss.forward[RX_CUDA](self, &gpu, &logits_d, labels_d, loss_d, &dl_d) != 0) fail_msg("cuda: %s", gpu.err);
+    expect_gpu_clean("cross_entropy forward");
+    device_to_host(RX_CUDA, loss_gpu, loss_d, (size_t)n * sizeof(float));
+    device_to_host(RX_CUDA, dz_gpu, dz_d, nz * sizeof(float));
+    double el = max_relative_error(loss_gpu, loss_cpu, (size_t)n), edz = max_relative_error(dz_gpu, dz_cpu, nz);
+    if (el > LOSS_BOUND || edz > LOSS_BOUND)
+        fail_msg("cross_entropy N=%lld C=%lld (seed %u): relative error losses %.3g, dlogits %.3g (bound %g)",
+                 (long long)n, (long long)c, g->seed, el, edz, LOSS_BOUND);
+    print_message("  cross_entropy  N=%-4lld C=%-5lld relative error losses %.2g, dlogits %.2g (bound %g)\n",
+                  (long long)n, (long long)c, el, edz, LOSS_BOUND);
+
+    /* Without the gradient: the same losses, to the bit. */
+    if (d->loss.forward[RX_CUDA](self, &gpu, &logits_d, labels_d, loss_d, NULL) != 0) fail_msg("cuda: %s", gpu.err);
+    expect_gpu_clean("cross_entropy forward without dlogits");
+    device_to_host(RX_CUDA, loss_nograd, loss_d, (size_t)n * sizeof(float));
+    assert_memory_equal(loss_nograd, loss_gpu, (size_t)n * sizeof(float));
+
+    /* A label outside [0, C): the CPU refuses the batch; the GPU, which cannot stop without
+     * waiting, gives that sample a NaN loss and gradient row and leaves the others alone. */
+    labels[n - 1] = (int32_t)c;
+    if (d->loss.forward[RX_CPU](self, &cpu, &logits, labels, loss_cpu, &dl) == 0) fail_msg("cpu took label %lld", (long long)c);
+    host_to_device(RX_CUDA, labels_d, labels, (size_t)n * sizeof(int32_t));
+    if (d->loss.forward[RX_CUDA](self, &gpu, &logits_d, labels_d, loss_d, &dl_d) != 0) fail_msg("cuda: %s", gpu.err);
+    expect_gpu_clean("cross_entropy forward with a bad label");
+    device_to_host(RX_CUDA, loss_gpu, loss_d, (size_t)n * sizeof(float));
+    device_to_host(RX_CUDA, dz_gpu, dz_d, nz * sizeof(float));
+    assert_true(isnan(loss_gpu[n - 1]));
+    for (int64_t j = 0; j < c; j++) assert_true(isnan(dz_gpu[(n - 1) * c + j]));
+    for (int64_t i = 0; i < n - 1; i++) assert_true(isfinite(loss_gpu[i]));
+
+    device_free(RX_CUDA, z_d);
+    device_free(RX_CUDA, dz_d);
+    device_free(RX_CUDA, loss_d);
+    device_free(RX_CUDA, labels_d);
+    free(z);
+    free(dz_cpu);
+    free(dz_gpu);
+    free(loss_cpu);
+    free(loss_gpu);
+    free(loss_nograd);
+    free(labels);
+    if (d->loss.destroy) d->loss.destroy(self);
+    device_close_context(RX_CUDA, &gpu);
+}
+#endif
+
+static void test_cross_entropy_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+#ifdef RX_WITH_CUDA
+    const gpu_probe *g = *state;
+    plugin pl;
+    const rx_plugin *d = test_load(&pl, RX_LOSS, "cross_entropy");
+    if (!d->loss.forward[RX_CUDA]) fail_msg("cross_entropy has no CUDA path");
+    compare_cross_entropy(d, g, 37, 10);    /* the tutorial's classes; rows spread over 5 blocks */
+    compare_cross_entropy(d, g, 5, 1000);   /* each lane strides over 31 or 32 classes */
+    compare_cross_entropy(d, g, 2, 2);      /* 30 idle lanes per warp */
+    plugin_unload(&pl);
+#endif
+}
+
+/* Bound for sgd: the GPU rounds every product and sum on its own, as the CPU build does (gcc in
+ * ISO C mode fuses no multiply-adds), so the same bits are expected after every step; 1e-6
+ * leaves room for a CPU compiler that fuses them (clang does by default: an ulp or two), far
+ * below what a wrong momentum, dampening or decay term gives. */
+#define SGD_BOUND 1e-6
+
+#ifdef RX_WITH_CUDA
+static void compare_sgd(const rx_plugin *d, const gpu_probe *g, size_t n, double momentum, bool nesterov,
+                        double dampening, double weight_decay)
+{
+    rx_ctx cpu = { .device = RX_CPU, .threads = 2 }, gpu = { .device = RX_CUDA, .threads = 1 };
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
+    rx_value args[TEST_MAX_ARGS];
+    test_default_args(d, args);
+    test_arg(d, args, "momentum")->num = momentum;
+    test_arg(d, args, "nesterov")->b = nesterov;
+    test_arg(d, args, "dampening")->num = dampening;
+    test_arg(d, args, "weight_decay")->num = weight_decay;
+    void *self = NULL;
+    int per_param = 0;
+    if (d->optim.create(&self, &cpu, args, &per_param) != 0) fail_msg("create: %s", cpu.err);
+    const size_t nbuf = (size_t)per_param * n;
+
+    float *gr = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float)), *buf = calloc(nbuf + 1, sizeof(float));
+    float *w_back = malloc(n * sizeof(float)), *buf_back = malloc((nbuf + 1) * sizeof(float));
+    assert_true(gr && w && buf && w_back && buf_back);
+    rx_rng rng = rx_rng_stream(g->seed, n);
+    fill_uniform(w, n, &rng, 1.0f);
+    float *g_d = gpu_alloc_or_fail(n * sizeof(float)), *w_d = gpu_alloc_or_fail(n * sizeof(float));
+    float *buf_d = gpu_alloc_or_fail((nbuf + 1) * sizeof(float));  /* zeroed, as the host's state */
+    host_to_device(RX_CUDA, w_d, w, n * sizeof(float));
+    for (int64_t t = 1; t <= 3; t++) {
+        fill_uniform(gr, n, &rng, 0.1f);
+        host_to_device(RX_CUDA, g_d, gr, n * sizeof(float));
+        rx_step s = { .lr = 0.05f, .t = t };
+        if (d->optim.step[RX_CPU](self, &cpu, gr, w, buf, n, s) != 0) fail_msg("cpu: %s", cpu.err);
+        if (d->optim.step[RX_CUDA](self, &gpu, g_d, w_d, buf_d, n, s) != 0) fail_msg("cuda: %s", gpu.err);
+        expect_gpu_clean("sgd step");
+        device_to_host(RX_CUDA, w_back, w_d, n * sizeof(float));
+        device_to_host(RX_CUDA, buf_back, buf_d, nbuf * sizeof(float));
+        double ew = max_relative_error(w_back, w, n), eb = max_relative_error(buf_back, buf, nbuf);
+        if (ew > SGD_BOUND || eb > SGD_BOUND)
+            fail_msg("sgd n=%zu momentum %g nesterov %d dampening %g weight_decay %g, step %lld (seed %u): relative "
+                     "error w %.3g, momentum buffer %.3g (bound %g)", n, momentum, nesterov, dampening, weight_decay,
+                     (long long)t, g->seed, ew, eb, SGD_BOUND);
+    }
+    print_message("  sgd  n=%-8zu momentum %-3g nesterov %d dampening %-3g weight_decay %-6g: 3 steps within %g\n", n,
+                  momentum, nesterov, dampening, weight_decay, SGD_BOUND);
+    device_free(RX_CUDA, g_d);
+    device_free(RX_CUDA, w_d);
+    device_free(RX_CUDA, buf_d);
+    free(gr);
+    free(w);
+    free(buf);
+    free(w_back);
+    free(buf_back);
+    d->optim.destroy(self);
+    device_close_context(RX_CUDA, &gpu);
+}
+#endif
+
+static void test_sgd_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+#ifdef RX_WITH_CUDA
+    const gpu_probe *g = *state;
+    plugin pl;
+    const rx_plugin *d = test_load(&pl, RX_OPTIM, "sgd");
+    if (!d->optim.step[RX_CUDA]) fail_msg("sgd has no CUDA path");
+    compare_sgd(d, g, 100003, 0.0, false, 0.0, 0.0);       /* plain: no state */
+    compare_sgd(d, g, 100003, 0.9, false, 0.0, 0.0);       /* the tutorial's */
+    compare_sgd(d, g, 100003, 0.9, true, 0.0, 5e-4);       /* Nesterov with weight decay */
+    compare_sgd(d, g, (1 << 21) + 5, 0.9, false, 0.1, 1e-4); /* dampening; more than one grid-stride pass */
+    plugin_unload(&pl);
+#endif
+}
+
+/* ---- Whole runs ---- */
+
+/* Every in-tree layer in one small network, on a synthetic task hard enough (noise 1.5) that
+ * three epochs end near 80% rather than at 100%, so that a difference between the devices
+ * would show in the accuracy. */
+static const char *every_layer =
+    "return {\n"
+    "  data = { 'synthetic', classes = 10, size = 8, train = 2000, noise = 1.5, batch_size = 32 },\n"
+    "  model = {\n"
+    "    { 'conv2d', out = 16, kernel = 3, padding = 1 }, { 'relu' }, { 'maxpool', size = 2 },\n"
+    "    { 'flatten' }, { 'dropout', p = 0.25 }, { 'linear', out = 32 }, { 'relu' }, { 'linear', out = 10 },\n"
+    "  },\n"
+    "  loss = 'cross_entropy',\n"
+    "  optim = { 'sgd', lr = 0.02, momentum = 0.9 },\n"
+    "  epochs = 3,\n"
+    "}\n";
+
+typedef struct run_result {
+    double train_loss;  /* epoch 1's, from metrics.csv */
+    double accuracy;    /* on the test split, from summary.json */
+} run_result;
+
+static char *read_text(const char *path, const char *cmd)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("%s: no %s", cmd, path);
+    static char text[OUTPUT_MAX];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+/* Runs `config` with `overrides` on `device` into dir/device and reads what it reached; checks
+ * that it ran on that device. */
+static run_result run_on(const char *dir, const char *config, const char *device, const char *overrides)
+{
+    static char out[OUTPUT_MAX];
+    char cmd[2048], path[700];
+    snprintf(cmd, sizeof cmd, "cd " RX_SOURCE_DIR " && " RX_BUILD_DIR "/runexp %s device=%s out=%s/%s %s", config,
+             device, dir, device, overrides);
+    if (run_capture(cmd, out, sizeof out) != 0) fail_msg("%s failed:\n%s", cmd, out);
+    run_result r;
+    snprintf(path, sizeof path, "%s/%s/metrics.csv", dir, device);
+    const char *csv = strchr(read_text(path, cmd), '\n');  /* past the header */
+    if (!csv || sscanf(csv + 1, "1,%*[^,],%lf", &r.train_loss) != 1) fail_msg("%s: no epoch 1 in %s", cmd, path);
+    snprintf(path, sizeof path, "%s/%s/summary.json", dir, device);
+    const char *json = read_text(path, cmd);
+    char want[64];
+    snprintf(want, sizeof want, "\"device\": \"%s\"", device);
+    if (!strstr(json, want)) fail_msg("%s: summary.json lacks %s:\n%s", cmd, want, json);
+    const char *at = strstr(json, "\"test_accuracy\": ");
+    if (!at || sscanf(at + strlen("\"test_accuracy\": "), "%lf", &r.accuracy) != 1)
+        fail_msg("%s: no test_accuracy in summary.json:\n%s", cmd, json);
+    return r;
+}
+
+/* The same run on both devices: the same data order, initial weights and dropout masks (the
+ * GPU draws the CPU's random numbers), so the two differ only by float rounding in the sums.
+ * Bounds: epoch 1's mean training loss within 1e-3 relative (after an epoch the weights differ
+ * by rounding, about 1e-6 relative, while a wrong gradient changes the loss in the first
+ * digits); test accuracy within one point (1% of the test images: rounding flips at most the
+ * few predictions that sit on a decision boundary). `config` is a path from the source tree, or
+ * NULL for every_layer. */
+static void expect_same_run(const char *config, const char *overrides)
+{
+    char *dir = test_tmpdir(), file[600];
+    if (!config) {
+        snprintf(file, sizeof file, "%s/every_layer.lua", dir);
+        FILE *f = fopen(file, "w");
+        assert_non_null(f);
+        fputs(every_layer, f);
+        fclose(f);
+        config = file;
+    }
+    run_result cpu = run_on(dir, config, "cpu", overrides), gpu = run_on(dir, config, "cuda", overrides);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+    const double loss_error = fabs(gpu.train_loss - cpu.train_loss) / fabs(cpu.train_loss);
+    print_message("  %s%s%s: epoch 1 train loss cpu %.6f, cuda %.6f; test accuracy cpu %.4f, cuda %.4f\n", config,
+                  overrides[0] ? " " : "", overrides, cpu.train_loss, gpu.train_loss, cpu.accuracy, gpu.accuracy);
+    if (!(loss_error <= 1e-3))
+        fail_msg("%s %s: epoch 1 train loss %.6f on the CPU, %.6f on the GPU (bound: 1e-3 relative)", config,
+                 overrides, cpu.train_loss, gpu.train_loss);
+    if (fabs(cpu.accuracy - gpu.accuracy) > 0.01)
+        fail_msg("%s %s: test accuracy %.4f on the CPU, %.4f on the GPU (bound: 1 point)", config, overrides,
+                 cpu.accuracy, gpu.accuracy);
+}
+
+static void test_synthetic_run_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    expect_same_run("configs/synthetic.lua", "");
+}
+
+static void test_every_layer_run_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    expect_same_run(NULL, "");
+}
+
+/* sgd's other options end to end: Nesterov and weight decay, two epochs. */
+static void test_sgd_run_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    expect_same_run(NULL, "epochs=2 optim.nesterov=true optim.weight_decay=5e-4");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        /* Child processes first: this process has not touched CUDA yet. */
+        cmocka_unit_test(test_conv2d_cpu_vs_cuda),
+        cmocka_unit_test(test_linear_cpu_vs_cuda),
+        cmocka_unit_test(test_relu_cpu_vs_cuda),
+        cmocka_unit_test(test_maxpool_cpu_vs_cuda),
+        cmocka_unit_test(test_flatten_cpu_vs_cuda),
+        cmocka_unit_test(test_dropout_cpu_vs_cuda),
+        cmocka_unit_test(test_synthetic_run_cpu_vs_cuda),
+        cmocka_unit_test(test_every_layer_run_cpu_vs_cuda),
+        cmocka_unit_test(test_sgd_run_cpu_vs_cuda),
+        /* Then the tests that use the GPU from this process. */
+        cmocka_unit_test(test_cross_entropy_cpu_vs_cuda),
+        cmocka_unit_test(test_sgd_cpu_vs_cuda),
+    };
+    return cmocka_run_group_tests(tests, probe_gpu, free_probe);
+}
