@@ -88,14 +88,6 @@ static rx_tensor tensor_of(const buffer *b, int64_t n, rx_shape per_sample)
     return t;
 }
 
-static void shape_str(rx_shape s, char *buf, size_t len)
-{
-    size_t used = (size_t)snprintf(buf, len, "(");
-    for (int i = 0; i < s.ndim && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)s.d[i]);
-    if (used < len) snprintf(buf + used, len - used, ")");
-}
-
 static void report(harness *h, const char *what, const char *verdict, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void report(harness *h, const char *what, const char *verdict, const char *fmt, ...)
@@ -296,7 +288,7 @@ static int check_layer(harness *h, char *err)
 {
     const check_options *o = h->o;
     char in[96], out[96];
-    shape_str(o->in, in, sizeof in);
+    shape_format(o->in, in, sizeof in);
     if (h->d->layer.create(&h->self, &h->ctx, h->u->args, o->in, &h->info) != 0) {
         snprintf(err, ERR_LEN, "%s: create refused the input %s: %s", h->d->name, in, h->ctx.err);
         return -1;
@@ -306,12 +298,12 @@ static int check_layer(harness *h, char *err)
         report(h, "create", "FAIL", "%s", problem);
         return 0;
     }
-    shape_str(h->info.out, out, sizeof out);
+    shape_format(h->info.out, out, sizeof out);
     char tensors[256] = "";
     size_t used = 0;
     for (int t = 0; t < h->info.ntensors && used < sizeof tensors; t++) {
         char s[64];
-        shape_str(h->info.tensors[t].shape, s, sizeof s);
+        shape_format(h->info.tensors[t].shape, s, sizeof s);
         used += (size_t)snprintf(tensors + used, sizeof tensors - used, ", %s %s", h->info.tensors[t].name, s);
     }
     report(h, "create", "pass", "%s -> %s%s", in, out, tensors);
@@ -459,7 +451,7 @@ static int check_loss(harness *h, char *err)
 {
     const check_options *o = h->o;
     char in[96];
-    shape_str(o->in, in, sizeof in);
+    shape_format(o->in, in, sizeof in);
     if (o->in.ndim != 1) {
         snprintf(err, ERR_LEN, "%s: a loss is checked on 1-D logits, e.g. --shape=10; got %s", h->d->name, in);
         return -1;

@@ -16,14 +16,6 @@
 
 #define MAX_HEADER (64u << 20)
 
-static void shape_str(rx_shape s, char *buf, size_t len)
-{
-    size_t used = (size_t)snprintf(buf, len, "(");
-    for (int i = 0; i < s.ndim && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)s.d[i]);
-    if (used < len) snprintf(buf + used, len - used, ")");
-}
-
 int checkpoint_write(const char *path, const ckpt_tensor *t, int n, const ckpt_meta *meta, int nmeta,
                      char *err)
 {
@@ -309,8 +301,8 @@ int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor
             for (int d = 0; same && d < e.shape.ndim; d++) same = e.shape.d[d] == t[i].shape.d[d];
             if (!same) {
                 char got[96], want[96];
-                shape_str(e.shape, got, sizeof got);
-                shape_str(t[i].shape, want, sizeof want);
+                shape_format(e.shape, got, sizeof got);
+                shape_format(t[i].shape, want, sizeof want);
                 snprintf(err, ERR_LEN, "%s: tensor '%s' has shape %s, the network expects %s", path, name, got, want);
                 goto done;
             }

@@ -15,7 +15,7 @@ static int shape_ok(rx_shape s)
     return 1;
 }
 
-static void shape_str(rx_shape s, char *buf, size_t len)
+void shape_format(rx_shape s, char *buf, size_t len)
 {
     size_t used = (size_t)snprintf(buf, len, "(");
     for (int i = 0; i < s.ndim && used < len; i++)
@@ -68,7 +68,7 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
         crash_leave();
         if (created != 0) {
             char s[96];
-            shape_str(shape, s, sizeof s);
+            shape_format(shape, s, sizeof s);
             snprintf(err, ERR_LEN, "%s: %s: %s (input shape %s)", c->file, l->use->where,
                      ctx->err[0] ? ctx->err : "create failed", s);
             return -1;

@@ -42,6 +42,9 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
 int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, char *err);
 void net_zero_grads(net *nt);
 
+/* "(16, 3, 3, 3)": a shape as every message writes it. */
+void shape_format(rx_shape s, char *buf, size_t len);
+
 /* What is wrong with what a plugin's create reported (a shape, a tensor), or NULL: checked
  * before the host trusts it with memory. */
 const char *layer_info_problem(const rx_layer_info *info);
