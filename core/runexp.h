@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RX_ABI_VERSION 1
+#define RX_ABI_VERSION 2
 #define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
@@ -158,10 +158,14 @@ typedef enum {
 } rx_init;
 
 typedef struct rx_tensor_decl {
-    const char *name;   /* PyTorch's name within the module: "weight", "bias" */
+    const char *name;   /* PyTorch's name within the module: "weight", "bias", "running_mean" */
     rx_shape shape;
     rx_init init;
     float scale;
+    /* A buffer (batchnorm's running statistics) is saved and restored with the parameters but
+     * never trained: no gradient is asked for it and the optimizer never sees it. forward may
+     * update it in place while ctx->training; in evaluation it is read only. */
+    bool buffer;
 } rx_tensor_decl;
 
 /* What create tells the host about a layer built for one input shape. */
@@ -212,8 +216,9 @@ typedef struct rx_loss_ops {
 /* ---- Optimizers: one step over one flat vector of parameters. ---- */
 
 typedef struct rx_step {
-    float lr;        /* this step's learning rate (the host owns schedules) */
-    int64_t t;       /* 1 for the first step */
+    float lr;           /* this step's learning rate (the host owns schedules and groups) */
+    float weight_decay; /* this group's weight decay (L2 for sgd and adam, decoupled for adamw) */
+    int64_t t;          /* 1 for the first step */
 } rx_step;
 
 typedef struct rx_optim_ops {
@@ -221,8 +226,10 @@ typedef struct rx_optim_ops {
     int (*create)(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param);
     void (*destroy)(void *self); /* OPTIONAL, NULL-safe */
     /* REQUIRED for at least one device. Reads g, updates w and state in place; all host memory on
-     * ctx->device: w, g n floats each, state state_per_param * n (zeroed by the host at the start,
-     * saved and restored with the run). */
+     * ctx->device: w, g n floats each, state state_per_param * n laid out as state_per_param
+     * blocks of n (zeroed by the host at the start, saved and restored with the run). The host
+     * calls it once per group of tensors that share a learning rate and weight decay, so one
+     * step may be several calls, each with its own slice of w, g and state. */
     int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
                              size_t n, rx_step s);
 } rx_optim_ops;
@@ -235,7 +242,8 @@ typedef struct rx_data_info {
     rx_shape sample;                       /* per-sample shape, e.g. (3, 32, 32) */
     int nclasses;
     const char *class_names[RX_MAX_CLASSES]; /* owned by the plugin, valid until destroy */
-    int64_t size[RX_NSPLITS];              /* samples in train, valid and test */
+    int64_t size[RX_NSPLITS];              /* samples in train, valid and test (valid may be 0) */
+    int views;  /* test-time augmentation: views of each sample evaluation averages (0 or 1: none) */
 } rx_data_info;
 
 typedef struct rx_data_ops {
@@ -247,8 +255,11 @@ typedef struct rx_data_ops {
      * not). The order must depend only on (seed, split, epoch), so a resumed run repeats it. */
     int (*begin_epoch)(void *self, rx_ctx *ctx, rx_split split, int64_t epoch);
     /* REQUIRED for at least one device. Samples [first, first + x->shape.d[0]) of the epoch's
-     * order into x (N, sample...) and labels (N ints), both host-allocated on ctx->device. */
-    int (*batch[RX_NDEVICES])(void *self, rx_ctx *ctx, rx_split split, int64_t first,
+     * order into x (N, sample...) and labels (N ints), both host-allocated on ctx->device.
+     * Training batches carry the plugin's augmentation, which must depend only on (seed, epoch,
+     * sample), never on batch size or device. view: 0 for training and plain evaluation; for
+     * valid and test, 0 .. info.views - 1 selects a test-time augmentation view. */
+    int (*batch[RX_NDEVICES])(void *self, rx_ctx *ctx, rx_split split, int64_t first, int view,
                               rx_tensor *x, int32_t *labels);
 } rx_data_ops;
 

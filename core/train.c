@@ -264,7 +264,7 @@ static void run_free(run *r)
 
 /* Draws samples [first, first + n) of split into r->x and r->labels: by the data plugin on the
  * run's device, or on the CPU into pinned memory and then copied over (queued, not waited for). */
-static int load_batch(run *r, rx_split split, int64_t first, int64_t n, rx_tensor *x, char *err)
+static int load_batch(run *r, rx_split split, int64_t first, int view, int64_t n, rx_tensor *x, char *err)
 {
     const rx_data_ops *ops = &r->c->data.pl.desc->data;
     bool staged = !ops->batch[r->device];
@@ -274,8 +274,8 @@ static int load_batch(run *r, rx_split split, int64_t first, int64_t n, rx_tenso
     crash_enter(r->c->data.where, "batch");
     rx_ctx cpu = r->ctx;
     cpu.device = RX_CPU;
-    int rc = staged ? ops->batch[RX_CPU](r->data, &cpu, split, first, x, r->staged_labels)
-                    : ops->batch[r->device](r->data, &r->ctx, split, first, x, r->labels);
+    int rc = staged ? ops->batch[RX_CPU](r->data, &cpu, split, first, view, x, r->staged_labels)
+                    : ops->batch[r->device](r->data, &r->ctx, split, first, view, x, r->labels);
     crash_leave();
     if (rc != 0) {
         if (staged) snprintf(r->ctx.err, sizeof r->ctx.err, "%s", cpu.err);
@@ -349,7 +349,7 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const ch
     const config *c = r->c;
     rx_tensor x, logits;
     double s;
-    if (load_batch(r, RX_TRAIN, first, n, &x, err) != 0) return -1;
+    if (load_batch(r, RX_TRAIN, first, 0, n, &x, err) != 0) return -1;
     if (picture_dir) {
         device_to_host(r->device, r->host_labels, r->labels, (size_t)n * sizeof(int32_t));
         write_grid(r, picture_dir, "train_batch.png", n, r->host_labels, NULL);
@@ -429,7 +429,7 @@ static int evaluate(run *r, rx_split split, eval_result *e, const char *picture_
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
         rx_tensor x, logits;
         double s;
-        if (load_batch(r, split, first, n, &x, err) != 0) return -1;
+        if (load_batch(r, split, first, 0, n, &x, err) != 0) return -1;
         if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
         if (compute_loss(r, &logits, false, &s, err) != 0) return -1;
         sum += s;

@@ -105,7 +105,7 @@ static void exercise(const rx_plugin *d, const char *dir)
         for (int s = 0; s < RX_NSPLITS; s++) {
             rx_tensor t = { .data = x, .shape = { 4, { 4, 3, 32, 32 } }, .device = RX_CPU };
             if (info.size[s] < 4 || d->data.begin_epoch(self, &ctx, (rx_split)s, 1) != 0) continue;
-            d->data.batch[RX_CPU](self, &ctx, (rx_split)s, info.size[s] - 4, &t, labels);
+            d->data.batch[RX_CPU](self, &ctx, (rx_split)s, info.size[s] - 4, 0, &t, labels);
         }
     }
     if (d->data.destroy) d->data.destroy(self);

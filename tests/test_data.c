@@ -187,7 +187,7 @@ static void data_batch(data_set *ds, rx_split split, int64_t first, int64_t n, f
 {
     rx_tensor t = { .data = x, .device = RX_CPU, .shape = { .ndim = 4, .d = { n } } };
     for (int i = 0; i < 3; i++) t.shape.d[i + 1] = ds->info.sample.d[i];
-    if (ds->desc->data.batch[RX_CPU](ds->self, &ds->ctx, split, first, &t, labels) != 0)
+    if (ds->desc->data.batch[RX_CPU](ds->self, &ds->ctx, split, first, 0, &t, labels) != 0)
         fail_msg("batch failed: %s", ds->ctx.err);
 }
 
@@ -449,10 +449,10 @@ static void test_cifar10_refuses_bad_batches(void **state)
     float x[4 * PIXELS];
     int32_t labels[4];
     rx_tensor t = { .data = x, .device = RX_CPU, .shape = { .ndim = 4, .d = { 4, 3, 32, 32 } } };
-    assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 7, &t, labels), -1);
+    assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 7, 0, &t, labels), -1);
     assert_non_null(strstr(ds.ctx.err, "samples [7, 11) are outside the test split's 10"));
     t.shape.d[2] = 28;
-    assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 0, &t, labels), -1);
+    assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 0, 0, &t, labels), -1);
     assert_non_null(strstr(ds.ctx.err, "expected (N, 3, 32, 32)"));
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TRAIN, -1), -1);
     ds.desc->data.destroy(NULL); /* NULL-safe */

@@ -574,10 +574,11 @@ static int cifar10_check_batch(const cifar10 *d, rx_ctx *ctx, rx_split split, in
     return 0;
 }
 
-static int cifar10_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t first, rx_tensor *x,
+static int cifar10_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t first, int view, rx_tensor *x,
                              int32_t *labels)
 {
     cifar10 *d = self;
+    (void)view; /* no test-time views yet */
     if (check_split(ctx, split) != 0 || cifar10_check_batch(d, ctx, split, first, x) != 0) return -1;
     const int32_t *order = d->order[split] + first; /* (N) image indices */
     for (int64_t n = 0; n < x->shape.d[0]; n++) {

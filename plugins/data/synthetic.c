@@ -222,10 +222,11 @@ static int synthetic_check_batch(const synthetic *d, rx_ctx *ctx, rx_split split
     return 0;
 }
 
-static int synthetic_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t first, rx_tensor *x,
+static int synthetic_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t first, int view, rx_tensor *x,
                                int32_t *labels)
 {
     synthetic *d = self;
+    (void)view; /* no test-time views yet */
     if (check_split(ctx, split) != 0 || synthetic_check_batch(d, ctx, split, first, x) != 0) return -1;
     size_t bytes = (size_t)d->sample_numel * sizeof(float);
     for (int64_t n = 0; n < x->shape.d[0]; n++) {

@@ -2,7 +2,7 @@
  * host's flat parameter vector. The learning rate arrives with every step (the host owns the
  * schedule); the rest is fixed at create:
  *
- *     g = g + weight_decay * w                          (when weight_decay != 0)
+ *     g = g + weight_decay * w     (when the step's weight_decay != 0: the host's optim.weight_decay)
  *     buf = g on the first step,                        (when momentum != 0)
  *           momentum * buf + (1 - dampening) * g after
  *     g = nesterov ? g + momentum * buf : buf
@@ -17,13 +17,12 @@
 
 #include "sgd.h"
 
-enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_WEIGHT_DECAY, ARG_DAMPENING };
+enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_DAMPENING };
 
 static const rx_param params[] = {
     { .key = "momentum", .type = RX_NUM, .def = { .num = 0 }, .help = "momentum factor (0: none)" },
     { .key = "nesterov", .type = RX_BOOL, .def = { .b = false },
       .help = "Nesterov momentum (needs momentum > 0 and dampening 0)" },
-    { .key = "weight_decay", .type = RX_NUM, .def = { .num = 0 }, .help = "L2 penalty added to the gradient" },
     { .key = "dampening", .type = RX_NUM, .def = { .num = 0 }, .help = "dampening for momentum" },
     { 0 },
 };
@@ -33,9 +32,8 @@ static void sgd_destroy(void *self) { free(self); }
 /* The checks torch.optim.SGD makes when it is built. */
 static int sgd_check_args(rx_ctx *ctx, const rx_value *args)
 {
-    double momentum = args[ARG_MOMENTUM].num, wd = args[ARG_WEIGHT_DECAY].num, damp = args[ARG_DAMPENING].num;
+    double momentum = args[ARG_MOMENTUM].num, damp = args[ARG_DAMPENING].num;
     if (!(momentum >= 0 && isfinite(momentum))) return rx_fail(ctx, "momentum must be >= 0, got %g", momentum);
-    if (!(wd >= 0 && isfinite(wd))) return rx_fail(ctx, "weight_decay must be >= 0, got %g", wd);
     if (!isfinite(damp)) return rx_fail(ctx, "dampening must be finite, got %g", damp);
     if (args[ARG_NESTEROV].b && (momentum <= 0 || damp != 0))
         return rx_fail(ctx, "nesterov requires momentum > 0 and dampening 0, got momentum %g and dampening %g",
@@ -51,7 +49,6 @@ static int sgd_create(void **self, rx_ctx *ctx, const rx_value *args, int *state
     if (!o) return rx_fail(ctx, "out of memory");
     *o = (sgd){
         .momentum = (float)args[ARG_MOMENTUM].num,
-        .weight_decay = (float)args[ARG_WEIGHT_DECAY].num,
         .keep = (float)(1.0 - args[ARG_DAMPENING].num),
         .nesterov = args[ARG_NESTEROV].b,
     };
@@ -70,7 +67,7 @@ static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float
     if (s.t < 1) return rx_fail(ctx, "step t must be >= 1, got %lld", (long long)s.t);
     const bool momentum = o->momentum > 0, first = s.t == 1;
     if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
-    const float lr = s.lr, wd = o->weight_decay, mu = o->momentum, keep = o->keep;
+    const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
     const int threads = n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 #pragma omp parallel for simd num_threads(threads) schedule(static)

@@ -38,6 +38,6 @@ extern "C" int sgd_step_cuda(void *self, rx_ctx *ctx, const float *g, float *w, 
     if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
     if (n == 0) return 0;
     sgd_step_elementwise<<<rx_cuda_blocks((int64_t)n), RX_CUDA_THREADS, 0, rx_cuda_stream(ctx)>>>(
-        g, w, momentum ? buf : NULL, (int64_t)n, s.lr, o->weight_decay, o->momentum, o->keep, s.t == 1, o->nesterov);
+        g, w, momentum ? buf : NULL, (int64_t)n, s.lr, s.weight_decay, o->momentum, o->keep, s.t == 1, o->nesterov);
     return RX_CUDA_LAUNCHED(ctx, "sgd step");
 }

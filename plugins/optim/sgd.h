@@ -9,7 +9,7 @@
 #include "runexp.h"
 
 typedef struct sgd {
-    float momentum, weight_decay;
+    float momentum;
     float keep;     /* 1 - dampening: the share of the new gradient that enters the buffer */
     bool nesterov;
 } sgd;
