@@ -21,6 +21,8 @@ static const rx_param top_params[] = {
     { .key = "device", .type = RX_STR, .def = { .s = "auto" }, .help = "auto, cpu or cuda" },
     { .key = "out", .type = RX_STR, .def = { .s = "" }, .help = "run folder; default runs/<config>-<time>" },
     { .key = "resume", .type = RX_BOOL, .def = { .b = false }, .help = "continue the run in `out` where it stopped" },
+    { .key = "ema", .type = RX_NUM, .def = { .num = 0 },
+      .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
     { 0 },
 };
 static const char *const top_tables[] = { "data", "model", "loss", "optim" };
@@ -31,7 +33,19 @@ static const rx_param data_host_params[] = {
     { 0 },
 };
 static const rx_param optim_host_params[] = {
-    { .key = "lr", .type = RX_NUM, .def = { .num = 0.01 }, .help = "learning rate" },
+    { .key = "lr", .type = RX_NUM, .def = { .num = 0.01 }, .help = "learning rate (or a Lua function of the step)" },
+    { .key = "weight_decay", .type = RX_NUM, .def = { .num = 0 }, .help = "weight decay of every trained tensor" },
+    { .key = "schedule", .type = RX_STR, .def = { .s = "constant" },
+      .help = "constant, or {\"step\", every=, gamma=}, {\"cosine\", warmup=, start=, final=}, {\"onecycle\", ...}" },
+    { 0 },
+};
+/* Keys the host reads in every layer's table. */
+static const rx_param layer_host_params[] = {
+    { .key = "lr_scale", .type = RX_NUM, .help = "multiplies the learning rate (a number, or {tensor = number})" },
+    { .key = "weight_decay", .type = RX_NUM, .help = "instead of optim.weight_decay (a number, or {tensor = number})" },
+    { .key = "frozen", .type = RX_BOOL, .help = "never trained (true, or {tensor = true})" },
+    { .key = "train_epochs", .type = RX_INT, .help = "trained in the first N epochs only (N, or {tensor = N})" },
+    { .key = "init", .type = RX_STR, .def = { .s = "default" }, .help = "default, or whiten (from the training data)" },
     { 0 },
 };
 static const rx_param no_params[] = { { 0 } };
@@ -178,9 +192,191 @@ static int find_param(const rx_param *ps, const char *key)
     return -1;
 }
 
+static tensor_rule *rule_for(plugin_use *u, const char *tensor)
+{
+    for (int i = 0; i < u->nrules; i++)
+        if (strcmp(u->rules[i].tensor, tensor) == 0) return &u->rules[i];
+    if (u->nrules == CONFIG_MAX_RULES) return NULL;
+    tensor_rule *t = &u->rules[u->nrules++];
+    *t = (tensor_rule){ .lr_scale = NAN, .weight_decay = NAN, .frozen = -1, .train_epochs = -1 };
+    snprintf(t->tensor, sizeof t->tensor, "%s", tensor);
+    return t;
+}
+
+/* Stores one converted rule value, checked, into the rule for `tensor`. */
+static int set_rule(reader *r, plugin_use *u, const rx_param *p, const char *tensor, const rx_value *v)
+{
+    tensor_rule *t = rule_for(u, tensor);
+    if (!t) return fail(r, u->where, "'%s': more than %d tensors named", p->key, CONFIG_MAX_RULES);
+    const char *what = strcmp(tensor, "*") ? tensor : NULL;
+    char place[128];
+    snprintf(place, sizeof place, "%s%s%s", p->key, what ? "." : "", what ? what : "");
+    if (p->type == RX_NUM && (!(v->num >= 0) || !isfinite(v->num)))
+        return fail(r, u->where, "'%s' must be a finite number >= 0, got %g", place, v->num);
+    if (p->type == RX_INT && v->i < 1) return fail(r, u->where, "'%s' must be at least 1, got %lld", place, (long long)v->i);
+    if (strcmp(p->key, "lr_scale") == 0) t->lr_scale = v->num;
+    else if (strcmp(p->key, "weight_decay") == 0) t->weight_decay = v->num;
+    else if (strcmp(p->key, "frozen") == 0) t->frozen = v->b;
+    else t->train_epochs = v->i;
+    return 0;
+}
+
+/* A layer's lr_scale, weight_decay, frozen or train_epochs (at the top of the stack): one value
+ * for every tensor, or a table {tensor_name = value}. */
+static int read_rule(reader *r, plugin_use *u, const rx_param *p)
+{
+    lua_State *L = r->L;
+    int idx = lua_gettop(L);
+    rx_value v = { 0 };
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        if (convert(r, u->where, idx, p, &v) != 0) return -1;
+        return set_rule(r, u, p, "*", &v);
+    }
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            char got[96];
+            describe(L, -2, got, sizeof got);
+            lua_pop(L, 2);
+            return fail(r, u->where, "'%s': expected tensor names as keys ({bias = ...}), got %s", p->key, got);
+        }
+        rx_param named = *p;
+        char key[128];
+        snprintf(key, sizeof key, "%s.%s", p->key, lua_tostring(L, -2));
+        named.key = key;
+        if (convert(r, u->where, -1, &named, &v) != 0 || set_rule(r, u, p, lua_tostring(L, -2), &v) != 0) return -1;
+    }
+    return 0;
+}
+
+/* optim.schedule (at the top of the stack): "name" or {"name", key = value}. */
+static int read_schedule(reader *r, plugin_use *u)
+{
+    static const struct { const char *name; schedule_kind kind; rx_param params[4]; } kinds[] = {
+        { "constant", SCHED_CONSTANT, { { 0 } } },
+        { "step", SCHED_STEP,
+          { { .key = "every", .type = RX_INT, .required = true, .help = "epochs between decays" },
+            { .key = "gamma", .type = RX_NUM, .def = { .num = 0.1 }, .help = "factor per decay" }, { 0 } } },
+        { "cosine", SCHED_COSINE,
+          { { .key = "warmup", .type = RX_NUM, .def = { .num = 0 }, .help = "share of the steps rising from start" },
+            { .key = "start", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the first step" },
+            { .key = "final", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the last step" } } },
+        { "onecycle", SCHED_ONECYCLE,
+          { { .key = "warmup", .type = RX_NUM, .def = { .num = 0.3 }, .help = "share of the steps rising from start" },
+            { .key = "start", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the first step" },
+            { .key = "final", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the last step" } } },
+    };
+    lua_State *L = r->L;
+    config *c = r->c;
+    int idx = lua_gettop(L);
+    char got[96];
+    describe(L, idx, got, sizeof got);
+    if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, 1);
+    else lua_pushvalue(L, idx);
+    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int k = -1;
+    for (int i = 0; name && i < (int)(sizeof kinds / sizeof *kinds); i++)
+        if (strcmp(kinds[i].name, name) == 0) k = i;
+    lua_pop(L, 1);
+    if (k < 0)
+        return fail(r, u->where, "'schedule' must be constant, step, cosine or onecycle (a name or {\"name\", key = "
+                    "value}), got %s", got);
+    const rx_param *ps = kinds[k].params;
+    rx_value v[3];
+    for (int i = 0; ps[i].key; i++) v[i] = ps[i].def;
+    bool given[3] = { false };
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+            if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1) continue;
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+            int i = find_param(ps, key);
+            if (i < 0) {
+                char keys[128];
+                list_keys(ps, no_params, keys, sizeof keys);
+                lua_pop(L, 2);
+                return fail(r, u->where, "schedule %s: unknown key '%s' (accepted: %s)", kinds[k].name, key, keys);
+            }
+            if (convert(r, u->where, -1, &ps[i], &v[i]) != 0) return -1;
+            given[i] = true;
+        }
+    }
+    for (int i = 0; ps[i].key; i++)
+        if (ps[i].required && !given[i]) return fail(r, u->where, "schedule %s: missing key '%s' (%s)", kinds[k].name, ps[i].key, ps[i].help);
+    schedule *s = &c->sched;
+    *s = (schedule){ .kind = kinds[k].kind, .ref = LUA_NOREF };
+    if (s->kind == SCHED_STEP) {
+        s->every = v[0].i;
+        s->gamma = v[1].num;
+        if (s->every < 1) return fail(r, u->where, "schedule step: 'every' must be at least 1 epoch, got %lld", (long long)s->every);
+        if (!(s->gamma >= 0) || !isfinite(s->gamma)) return fail(r, u->where, "schedule step: 'gamma' must be a finite number >= 0, got %g", s->gamma);
+    } else if (s->kind != SCHED_CONSTANT) {
+        s->warmup = v[0].num;
+        s->start = v[1].num;
+        s->final = v[2].num;
+        if (!(s->warmup >= 0 && s->warmup < 1)) return fail(r, u->where, "schedule %s: 'warmup' is a share of the steps in [0, 1), got %g", kinds[k].name, s->warmup);
+        for (int i = 1; i < 3; i++)
+            if (!(v[i].num >= 0) || !isfinite(v[i].num))
+                return fail(r, u->where, "schedule %s: '%s' must be a finite factor >= 0, got %g", kinds[k].name, ps[i].key, v[i].num);
+    }
+    return 0;
+}
+
+/* The text of the Lua function at the top of the stack, from its file, for the resolved config;
+ * a comment when it cannot be had. */
+static void function_source(lua_State *L, char *buf, size_t len)
+{
+    lua_Debug ar;
+    lua_pushvalue(L, -1);
+    lua_getinfo(L, ">S", &ar);
+    snprintf(buf, len, "nil --[[ a Lua function defined in %s, line %d ]]", ar.short_src, ar.linedefined);
+    FILE *f = ar.source[0] == '@' && ar.linedefined > 0 ? fopen(ar.source + 1, "r") : NULL;
+    if (!f) return;
+    char line[1024];
+    strbuf text = { 0 };
+    for (int n = 1; fgets(line, sizeof line, f) && n <= ar.lastlinedefined; n++)
+        if (n >= ar.linedefined) sb_printf(&text, "%s", line);
+    fclose(f);
+    /* From "function" to the last "end": the definition without what surrounds it on its lines. */
+    char *from = text.s ? strstr(text.s, "function") : NULL, *to = NULL;
+    for (char *p = from; p && (p = strstr(p, "end")); p++) to = p + 3;
+    if (from && to && (size_t)(to - from) < len) snprintf(buf, len, "%.*s", (int)(to - from), from);
+    sb_free(&text);
+}
+
+/* Keys the host reads beside a plugin's own: those that need more than one rx_type. Returns 1
+ * when it took the key, 0 when not, -1 on an error. The value is at the top of the stack. */
+static int read_host_special(reader *r, rx_kind kind, plugin_use *u, const char *key)
+{
+    lua_State *L = r->L;
+    if (kind == RX_LAYER) {
+        int i = find_param(layer_host_params, key);
+        if (i < 0) return 0;
+        if (strcmp(key, "init") == 0) {
+            rx_value v;
+            if (convert(r, u->where, -1, &layer_host_params[i], &v) != 0) return -1;
+            if (strcmp(v.s, "default") && strcmp(v.s, "whiten"))
+                return fail(r, u->where, "'init' must be default or whiten, got '%s'", v.s);
+            snprintf(u->init, sizeof u->init, "%s", v.s);
+            return 1;
+        }
+        return read_rule(r, u, &layer_host_params[i]) != 0 ? -1 : 1;
+    }
+    if (kind == RX_OPTIM && strcmp(key, "schedule") == 0) return read_schedule(r, u) != 0 ? -1 : 1;
+    if (kind == RX_OPTIM && strcmp(key, "lr") == 0 && lua_type(L, -1) == LUA_TFUNCTION) {
+        config *c = r->c;
+        if (c->sched.kind == SCHED_FUNCTION) luaL_unref(L, LUA_REGISTRYINDEX, c->sched.ref);
+        c->sched = (schedule){ .kind = SCHED_FUNCTION };
+        function_source(L, c->sched.source, sizeof c->sched.source);
+        lua_pushvalue(L, -1);
+        c->sched.ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->L = L;
+        return 1;
+    }
+    return 0;
+}
+
 /* Reads the plugin use at the top of the stack: "name" or {"name", key = value, ...}. The host's
  * keys for this kind (host) are converted into host_args. */
-static int read_use(reader *r, rx_kind kind, const char *place, int index, const rx_param *host,
+static int read_use(reader *r, rx_kind kind, const char *place, const char *path, const rx_param *host,
                     rx_value *host_args, plugin_use *u)
 {
     lua_State *L = r->L;
@@ -198,7 +394,9 @@ static int read_use(reader *r, rx_kind kind, const char *place, int index, const
     snprintf(u->name, sizeof u->name, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
     snprintf(u->where, sizeof u->where, "%s (%s)", place, u->name);
-    u->index = index;
+    snprintf(u->path, sizeof u->path, "%s", path);
+    u->nrules = 0;
+    snprintf(u->init, sizeof u->init, "default");
 
     char lerr[ERR_LEN];
     if (plugin_load(r->path, kind, u->name, &u->pl, lerr, sizeof lerr) != 0) return fail(r, place, "%s", lerr);
@@ -217,15 +415,17 @@ static int read_use(reader *r, rx_kind kind, const char *place, int index, const
                 return fail(r, u->where, "unexpected positional value at key %s (only the plugin name comes first)", got);
             }
             const char *key = lua_tostring(L, -2);
-            int i = find_param(ps, key);
+            int i = find_param(ps, key), special;
             if (i >= 0) {
                 if (convert(r, u->where, -1, &ps[i], &u->args[i]) != 0) return -1;
                 given[i] = true;
+            } else if ((special = read_host_special(r, kind, u, key)) != 0) {
+                if (special < 0) return -1;
             } else if ((i = find_param(host, key)) >= 0) {
                 if (convert(r, u->where, -1, &host[i], &host_args[i]) != 0) return -1;
             } else {
                 char keys[512];
-                list_keys(host, ps, keys, sizeof keys);
+                list_keys(kind == RX_LAYER ? layer_host_params : host, ps, keys, sizeof keys);
                 return fail(r, u->where, "unknown key '%s' (accepted: %s)", key, keys);
             }
         }
@@ -236,13 +436,102 @@ static int read_use(reader *r, rx_kind kind, const char *place, int index, const
     return 0;
 }
 
+/* Is the value at idx a residual block, {"residual", {layers...}}? */
+static bool is_residual(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) return false;
+    bool yes = lua_rawgeti(L, idx, 1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "residual") == 0;
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* Checks the layer list at idx (place names it in messages) and returns how many layers it holds,
+ * residual blocks' included, or -1. */
+static int64_t count_layers(reader *r, int idx, const char *place, int depth)
+{
+    lua_State *L = r->L;
+    char got[96];
+    idx = lua_absindex(L, idx);
+    if (depth > 16) return fail(r, place, "residual blocks nested more than 16 deep");
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        describe(L, idx, got, sizeof got);
+        return fail(r, NULL, "'%s' must be a list of layers, got %s", place, got);
+    }
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) {
+            describe(L, -2, got, sizeof got);
+            lua_pop(L, 2);
+            return fail(r, place, "unexpected key %s (%s is a list of layers)", got, place);
+        }
+    }
+    if (n < 1) return fail(r, place, "the list of layers is empty");
+    int64_t total = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        int64_t k = 1;
+        if (is_residual(L, -1)) {
+            char inner[96];
+            snprintf(inner, sizeof inner, "%s[%lld]", place, (long long)i);
+            lua_pushnil(L);
+            bool extra = false;
+            while (lua_next(L, -2)) {
+                lua_pop(L, 1);
+                extra |= !lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 2;
+            }
+            if (extra || lua_rawgeti(L, -1, 2) != LUA_TTABLE) {
+                lua_pop(L, extra ? 1 : 2);
+                return fail(r, inner, "a residual block is {\"residual\", {layers...}}: y = x + layers(x)");
+            }
+            k = count_layers(r, -1, inner, depth + 1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (k < 0) return -1;
+        total += k;
+        if (total > 4096) return fail(r, "model", "more than 4096 layers");
+    }
+    return total;
+}
+
+/* Reads the (checked) layer list at idx into c->layers from *at on. Places read "model[3][2]";
+ * checkpoint paths "2.1", as PyTorch names a Sequential inside a Sequential. */
+static int read_layers(reader *r, int idx, const char *place, const char *path, int *at)
+{
+    lua_State *L = r->L;
+    config *c = r->c;
+    idx = lua_absindex(L, idx);
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+        char here[96], where[64];
+        snprintf(where, sizeof where, "%s[%lld]", place, (long long)i);
+        snprintf(here, sizeof here, "%s%s%lld", path, path[0] ? "." : "", (long long)(i - 1));
+        lua_rawgeti(L, idx, i);
+        if (is_residual(L, -1)) {
+            int first = *at;
+            lua_rawgeti(L, -1, 2);
+            if (read_layers(r, -1, where, here, at) != 0) return -1;
+            lua_pop(L, 1);
+            c->layers[first].opens++;
+            c->layers[*at - 1].closes++;
+        } else {
+            rx_value host[1];
+            plugin_use *u = &c->layers[(*at)++];
+            u->opens = u->closes = 0;
+            if (read_use(r, RX_LAYER, where, here, no_params, host, u) != 0) return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* Reads the whole experiment table at stack index idx into r->c. */
 static int read_experiment(reader *r, int idx)
 {
     lua_State *L = r->L;
     config *c = r->c;
     char got[96];
-    rx_value top[8];
+    rx_value top[10];
     for (int i = 0; top_params[i].key; i++) top[i] = top_params[i].def;
 
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
@@ -265,6 +554,8 @@ static int read_experiment(reader *r, int idx)
     snprintf(c->device, sizeof c->device, "%s", top[3].s);
     snprintf(c->out, sizeof c->out, "%s", top[4].s);
     c->resume = top[5].b;
+    c->ema = top[6].num;
+    if (!(c->ema >= 0 && c->ema < 1)) return fail(r, NULL, "'ema' must be a decay in [0, 1) (0: off), got %g", c->ema);
     if (c->epochs < 1) return fail(r, NULL, "'epochs' must be at least 1, got %lld", (long long)c->epochs);
     if (c->threads < 0) return fail(r, NULL, "'threads' must be 0 (every core) or more, got %lld", (long long)c->threads);
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
@@ -272,36 +563,29 @@ static int read_experiment(reader *r, int idx)
 
     rx_value host[4];
     if (lua_getfield(L, idx, "data") == LUA_TNIL) return fail(r, NULL, "missing key 'data' (the data set, e.g. {\"cifar10\", path = ...})");
-    if (read_use(r, RX_DATA, "data", 0, data_host_params, host, &c->data) != 0) return -1;
+    if (read_use(r, RX_DATA, "data", "", data_host_params, host, &c->data) != 0) return -1;
     lua_pop(L, 1);
     c->batch_size = host[0].i;
     if (c->batch_size < 1) return fail(r, c->data.where, "'batch_size' must be at least 1, got %lld", (long long)c->batch_size);
 
     if (lua_getfield(L, idx, "loss") == LUA_TNIL) return fail(r, NULL, "missing key 'loss' (e.g. \"cross_entropy\")");
-    if (read_use(r, RX_LOSS, "loss", 0, no_params, host, &c->loss) != 0) return -1;
+    if (read_use(r, RX_LOSS, "loss", "", no_params, host, &c->loss) != 0) return -1;
     lua_pop(L, 1);
 
     if (lua_getfield(L, idx, "optim") == LUA_TNIL) return fail(r, NULL, "missing key 'optim' (e.g. {\"sgd\", lr = 0.01})");
-    if (read_use(r, RX_OPTIM, "optim", 0, optim_host_params, host, &c->optim) != 0) return -1;
+    if (c->sched.kind == SCHED_FUNCTION) luaL_unref(L, LUA_REGISTRYINDEX, c->sched.ref);
+    c->sched = (schedule){ .kind = SCHED_CONSTANT, .ref = LUA_NOREF };
+    if (read_use(r, RX_OPTIM, "optim", "", optim_host_params, host, &c->optim) != 0) return -1;
     lua_pop(L, 1);
-    c->lr = host[0].num;
+    c->lr = c->sched.kind == SCHED_FUNCTION ? 1 : host[0].num;
+    c->weight_decay = host[1].num;
+    if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
+        return fail(r, c->optim.where, "'weight_decay' must be a finite number >= 0, got %g", c->weight_decay);
     if (!(c->lr >= 0) || !isfinite(c->lr)) return fail(r, c->optim.where, "'lr' must be a finite number >= 0, got %g", c->lr);
 
-    int midx = lua_gettop(L) + 1;
-    if (lua_getfield(L, idx, "model") != LUA_TTABLE) {
-        describe(L, -1, got, sizeof got);
-        return fail(r, NULL, "'model' must be a list of layers, got %s", got);
-    }
-    lua_Integer n = luaL_len(L, midx);
-    for (lua_pushnil(L); lua_next(L, midx); lua_pop(L, 1)) {
-        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) {
-            describe(L, -2, got, sizeof got);
-            lua_pop(L, 2);
-            return fail(r, "model", "unexpected key %s (model is a list of layers)", got);
-        }
-    }
-    if (n < 1) return fail(r, "model", "the list of layers is empty");
-    if (n > 4096) return fail(r, "model", "%lld layers, at most 4096 are allowed", (long long)n);
+    lua_getfield(L, idx, "model");
+    int64_t n = count_layers(r, -1, "model", 0);
+    if (n < 0) return -1;
     if (c->nlayers != n) {
         for (int i = 0; i < c->nlayers; i++) plugin_unload(&c->layers[i].pl);
         free(c->layers);
@@ -309,13 +593,8 @@ static int read_experiment(reader *r, int idx)
         if (!c->layers) return fail(r, NULL, "out of memory");
         c->nlayers = (int)n;
     }
-    for (int i = 0; i < c->nlayers; i++) {
-        char place[32];
-        snprintf(place, sizeof place, "model[%d]", i + 1);
-        lua_rawgeti(L, midx, i + 1);
-        if (read_use(r, RX_LAYER, place, i, no_params, host, &c->layers[i]) != 0) return -1;
-        lua_pop(L, 1);
-    }
+    int at = 0;
+    if (read_layers(r, -1, "model", "", &at) != 0) return -1;
     lua_pop(L, 1);
     return 0;
 }
@@ -406,7 +685,7 @@ int config_read_plugin(config *c, lua_State *L, int idx, rx_kind kind, const plu
     reader r = { .c = c, .L = L, .path = path, .origin = origin, .err = err };
     rx_value unused[1];
     lua_pushvalue(L, idx); /* read_use reads the top of the stack */
-    int rc = read_use(&r, kind, kind == RX_DATA ? "data" : kind == RX_OPTIM ? "optim" : "plugin", 0, no_params,
+    int rc = read_use(&r, kind, kind == RX_DATA ? "data" : kind == RX_OPTIM ? "optim" : "plugin", "", no_params,
                       unused, u);
     lua_pop(L, 1);
     return rc;
@@ -511,12 +790,15 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
     } else {
         rc = config_from_table(c, L, -1, path, file, noverrides, overrides, err);
     }
-    lua_close(L);
+    if (c->sched.kind == SCHED_FUNCTION) c->owns_L = true; /* the schedule lives on in this state */
+    else lua_close(L);
     return rc;
 }
 
 void config_free(config *c)
 {
+    if (c->owns_L) lua_close(c->L);
+    else if (c->L && c->sched.kind == SCHED_FUNCTION) luaL_unref(c->L, LUA_REGISTRYINDEX, c->sched.ref);
     plugin_unload(&c->data.pl);
     plugin_unload(&c->loss.pl);
     plugin_unload(&c->optim.pl);
@@ -531,6 +813,64 @@ const rx_value *config_arg(const plugin_use *u, const char *key)
 {
     int i = u->pl.desc ? plugin_param_index(u->pl.desc, key) : -1;
     return i >= 0 ? &u->args[i] : NULL;
+}
+
+int config_lr_factor(const config *c, int64_t step, int64_t steps, int64_t epoch, double *factor, char *err)
+{
+    const schedule *s = &c->sched;
+    double t = steps > 1 ? (double)step / (double)(steps - 1) : 1; /* 0 at the first step, 1 at the last */
+    switch (s->kind) {
+    case SCHED_CONSTANT: *factor = 1; return 0;
+    case SCHED_STEP: *factor = pow(s->gamma, (double)((epoch - 1) / s->every)); return 0;
+    case SCHED_COSINE:
+    case SCHED_ONECYCLE:
+        if (t < s->warmup) {
+            *factor = s->start + (1 - s->start) * t / s->warmup;
+        } else {
+            double u = s->warmup < 1 ? (t - s->warmup) / (1 - s->warmup) : 1; /* 0 .. 1 after the warm-up */
+            double down = s->kind == SCHED_COSINE ? 0.5 * (1 + cos(M_PI * u)) : 1 - u;
+            *factor = s->final + (1 - s->final) * down;
+        }
+        return 0;
+    case SCHED_FUNCTION: {
+        lua_State *L = c->L;
+        int top = lua_gettop(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+        lua_pushinteger(L, step);
+        lua_pushinteger(L, steps);
+        int ok = lua_pcall(L, 2, 1, 0) == LUA_OK;
+        double v = ok && lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
+        if (!ok || !(v >= 0) || !isfinite(v)) {
+            char got[96];
+            if (ok) describe(L, -1, got, sizeof got);
+            snprintf(err, ERR_LEN, "%s: optim: the lr function %s at step %lld of %lld: %s", c->file,
+                     ok ? "must return a finite number >= 0" : "failed", (long long)step, (long long)steps,
+                     ok ? got : lua_tostring(L, -1));
+            lua_settop(L, top);
+            return -1;
+        }
+        lua_settop(L, top);
+        *factor = v;
+        return 0;
+    }
+    }
+    *factor = 1;
+    return 0;
+}
+
+void config_tensor_rule(const config *c, const plugin_use *u, const char *name, tensor_rule *out)
+{
+    *out = (tensor_rule){ .lr_scale = 1, .weight_decay = c->weight_decay, .frozen = 0, .train_epochs = 0 };
+    snprintf(out->tensor, sizeof out->tensor, "%s", name);
+    for (int pass = 0; pass < 2; pass++) /* "*" first, then the tensor's own rule over it */
+        for (int i = 0; i < u->nrules; i++) {
+            const tensor_rule *t = &u->rules[i];
+            if (strcmp(t->tensor, pass ? name : "*") != 0) continue;
+            if (!isnan(t->lr_scale)) out->lr_scale = t->lr_scale;
+            if (!isnan(t->weight_decay)) out->weight_decay = t->weight_decay;
+            if (t->frozen >= 0) out->frozen = t->frozen;
+            if (t->train_epochs >= 0) out->train_epochs = t->train_epochs;
+        }
 }
 
 /* ---- The resolved config, as Lua ---- */
@@ -577,6 +917,40 @@ static void lua_value(strbuf *b, rx_type t, const rx_value *v)
     }
 }
 
+/* A layer's rules for one key: "lr_scale = 2" or "lr_scale = { bias = 64, ["*"] = 2 }". */
+static void lua_rules(strbuf *b, const plugin_use *u, int field)
+{
+    static const char *const keys[] = { "lr_scale", "weight_decay", "frozen", "train_epochs" };
+    int set = 0;
+    bool only_all = true;
+    for (int i = 0; i < u->nrules; i++) {
+        const tensor_rule *t = &u->rules[i];
+        bool has = field == 0 ? !isnan(t->lr_scale) : field == 1 ? !isnan(t->weight_decay)
+                 : field == 2 ? t->frozen >= 0 : t->train_epochs >= 0;
+        if (!has) continue;
+        set++;
+        only_all &= strcmp(t->tensor, "*") == 0;
+    }
+    if (!set) return;
+    sb_printf(b, ", %s = %s", keys[field], only_all ? "" : "{ ");
+    for (int i = 0, k = 0; i < u->nrules; i++) {
+        const tensor_rule *t = &u->rules[i];
+        bool has = field == 0 ? !isnan(t->lr_scale) : field == 1 ? !isnan(t->weight_decay)
+                 : field == 2 ? t->frozen >= 0 : t->train_epochs >= 0;
+        if (!has) continue;
+        if (!only_all) {
+            sb_printf(b, "%s[", k++ ? ", " : "");
+            lua_string(b, t->tensor);
+            sb_printf(b, "] = ");
+        }
+        if (field == 0) lua_number(b, t->lr_scale);
+        else if (field == 1) lua_number(b, t->weight_decay);
+        else if (field == 2) sb_printf(b, "%s", t->frozen ? "true" : "false");
+        else sb_printf(b, "%lld", (long long)t->train_epochs);
+    }
+    if (!only_all) sb_printf(b, " }");
+}
+
 static void lua_use(strbuf *b, const plugin_use *u, const char *extra)
 {
     sb_printf(b, "{ ");
@@ -587,7 +961,34 @@ static void lua_use(strbuf *b, const plugin_use *u, const char *extra)
         sb_printf(b, ", %s = ", ps[i].key);
         lua_value(b, ps[i].type, &u->args[i]);
     }
+    if (u->pl.desc->kind == RX_LAYER) {
+        for (int f = 0; f < 4; f++) lua_rules(b, u, f);
+        if (strcmp(u->init, "default") != 0) sb_printf(b, ", init = \"%s\"", u->init);
+    }
     sb_printf(b, " }");
+}
+
+static void lua_schedule(strbuf *b, const schedule *s)
+{
+    switch (s->kind) {
+    case SCHED_CONSTANT: sb_printf(b, "\"constant\""); break;
+    case SCHED_STEP:
+        sb_printf(b, "{ \"step\", every = %lld, gamma = ", (long long)s->every);
+        lua_number(b, s->gamma);
+        sb_printf(b, " }");
+        break;
+    case SCHED_COSINE:
+    case SCHED_ONECYCLE:
+        sb_printf(b, "{ \"%s\", warmup = ", s->kind == SCHED_COSINE ? "cosine" : "onecycle");
+        lua_number(b, s->warmup);
+        sb_printf(b, ", start = ");
+        lua_number(b, s->start);
+        sb_printf(b, ", final = ");
+        lua_number(b, s->final);
+        sb_printf(b, " }");
+        break;
+    case SCHED_FUNCTION: break;
+    }
 }
 
 void config_to_lua(const config *c, strbuf *b)
@@ -599,21 +1000,34 @@ void config_to_lua(const config *c, strbuf *b)
     sb_printf(b, "  data = ");
     lua_use(b, &c->data, extra);
     sb_printf(b, ",\n  model = {\n");
+    int depth = 0;
     for (int i = 0; i < c->nlayers; i++) {
-        sb_printf(b, "    ");
+        for (int k = 0; k < c->layers[i].opens; k++, depth++) sb_printf(b, "    %*s{ \"residual\", {\n", 2 * depth, "");
+        sb_printf(b, "    %*s", 2 * depth, "");
         lua_use(b, &c->layers[i], NULL);
         sb_printf(b, ",\n");
+        for (int k = 0; k < c->layers[i].closes; k++) sb_printf(b, "    %*s} },\n", 2 * --depth, "");
     }
     sb_printf(b, "  },\n  loss = ");
     lua_use(b, &c->loss, NULL);
     strbuf lr = { 0 };
     sb_printf(&lr, "lr = ");
-    lua_number(&lr, c->lr);
+    if (c->sched.kind == SCHED_FUNCTION) {
+        sb_printf(&lr, "%s", c->sched.source);
+    } else {
+        lua_number(&lr, c->lr);
+        sb_printf(&lr, ", schedule = ");
+        lua_schedule(&lr, &c->sched);
+    }
+    sb_printf(&lr, ", weight_decay = ");
+    lua_number(&lr, c->weight_decay);
     sb_printf(b, ",\n  optim = ");
     lua_use(b, &c->optim, lr.s);
     sb_free(&lr);
-    sb_printf(b, ",\n  epochs = %lld, seed = %lld, threads = %lld, device = ", (long long)c->epochs,
+    sb_printf(b, ",\n  epochs = %lld, seed = %lld, threads = %lld, ema = ", (long long)c->epochs,
               (long long)c->seed, (long long)c->threads);
+    lua_number(b, c->ema);
+    sb_printf(b, ", device = ");
     lua_string(b, c->device);
     /* No `out`: run again, this file repeats the run in a new folder (`runexp resume` names it). */
     sb_printf(b, ",\n}\n");

@@ -13,14 +13,47 @@
 
 #define CONFIG_MAX_ARGS 64
 
+typedef struct lua_State lua_State;
+
+/* How the optimizer treats a layer's tensor named `tensor` ("*": every tensor of the layer that
+ * no other rule names). A field left unset (NAN, -1) falls back to the "*" rule, then to the
+ * optimizer's own setting. */
+typedef struct tensor_rule {
+    char tensor[32];
+    double lr_scale;           /* this tensor's learning rate is lr * lr_scale */
+    double weight_decay;       /* instead of optim.weight_decay */
+    int frozen;                /* 1: never trained */
+    int64_t train_epochs;      /* > 0: trained during the first train_epochs epochs only */
+} tensor_rule;
+
+#define CONFIG_MAX_RULES (RX_MAX_TENSORS + 1)
+
 /* One plugin as the config uses it: which one, where, and its arguments. */
 typedef struct plugin_use {
     char where[96];            /* "model[4] (conv2d)", "optim (sgd)": the place, for messages */
     char name[72];
-    int index;                 /* position in the model list, from 0 (PyTorch's Sequential index) */
+    char path[48];             /* checkpoint prefix, PyTorch's module path: "4", or "4.1" inside a residual */
     plugin pl;                 /* loaded and validated */
     rx_value args[CONFIG_MAX_ARGS]; /* in the order of pl.desc->params, defaults filled in */
+    /* Layers only: */
+    int opens, closes;         /* residual blocks that begin before / end after this layer */
+    int nrules;
+    tensor_rule rules[CONFIG_MAX_RULES];
+    char init[16];             /* "default", or "whiten": weights from the training data's patches */
 } plugin_use;
+
+/* The learning rate over training: lr times a factor of the step (see README "Schedules"). */
+typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE, SCHED_ONECYCLE, SCHED_FUNCTION } schedule_kind;
+
+typedef struct schedule {
+    schedule_kind kind;
+    double warmup;             /* cosine, onecycle: share of all steps spent rising from start to 1 */
+    double start, final;       /* the factor at the first and the last step */
+    int64_t every;             /* step: epochs between decays */
+    double gamma;              /* step: the factor each decay multiplies by */
+    int ref;                   /* function: the Lua function's registry reference in config.L */
+    char source[2048];         /* function: its source text, for the resolved config */
+} schedule;
 
 typedef struct config {
     char file[PATH_MAX];
@@ -28,15 +61,17 @@ typedef struct config {
     int nlayers;
     plugin_use *layers;        /* (nlayers) */
     int64_t epochs, seed, threads, batch_size;
-    double lr;
+    double lr, weight_decay;   /* optim.lr and optim.weight_decay, read by the host */
+    schedule sched;            /* optim.schedule, or optim.lr given as a function */
+    double ema;                /* decay of the weights' moving average used for evaluation; 0: off */
+    lua_State *L;              /* the state holding a schedule function, or NULL */
+    bool owns_L;               /* config_free closes it (config_load's own state) */
     char device[16];           /* "auto", "cpu" or "cuda" */
     char out[PATH_MAX];        /* run folder; "" means the default under runs/ */
     bool resume;               /* continue the run in `out` from its last checkpoint */
     int nstrings;
     char **strings;            /* copies of every string argument, freed with the config */
 } config;
-
-typedef struct lua_State lua_State;
 
 /* Reads the experiment table at index idx of L: checks it against what the host and each plugin
  * accept, loads the plugins it names from the path, then does the same for a copy with the
@@ -61,5 +96,12 @@ void config_to_lua(const config *c, strbuf *b);
 
 /* The value of one argument of a plugin use, by key (NULL if the plugin has no such key). */
 const rx_value *config_arg(const plugin_use *u, const char *key);
+
+/* The learning rate factor at step (0-based) of steps in all, epoch (1-based) of epochs; a Lua
+ * schedule function that fails or returns something unusable gives -1 and a message. */
+int config_lr_factor(const config *c, int64_t step, int64_t steps, int64_t epoch, double *factor, char *err);
+
+/* The rule values that apply to tensor `name` of layer u, resolved. */
+void config_tensor_rule(const config *c, const plugin_use *u, const char *name, tensor_rule *out);
 
 #endif

@@ -112,6 +112,36 @@ void host_to_device(rx_device d, void *dst, const void *host, size_t bytes)
     memcpy(dst, host, bytes);
 }
 
+void device_copy(rx_device d, void *dst, const void *src, size_t bytes)
+{
+#ifdef RX_WITH_CUDA
+    if (d == RX_CUDA) {
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0);
+        return;
+    }
+#endif
+    memcpy(dst, src, bytes);
+}
+
+void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float *x, float b, float *y)
+{
+#ifdef RX_WITH_CUDA
+    if (d == RX_CUDA) {
+        cublasHandle_t h = (cublasHandle_t)ctx->cublas;
+        for (size_t at = 0; at < n; at += 1u << 30) { /* cuBLAS counts in int */
+            int k = (int)(n - at < (1u << 30) ? n - at : (1u << 30));
+            if (b != 1) cublasSscal(h, k, &b, y + at, 1);
+            cublasSaxpy(h, k, &a, x + at, 1, y + at, 1);
+        }
+        return;
+    }
+#endif
+    int threads = n >= 65536 && ctx->threads > 1 ? ctx->threads : 1;
+    (void)threads; /* read only by the pragma */
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
+}
+
 void *host_alloc_pinned(rx_device d, size_t bytes)
 {
 #ifdef RX_WITH_CUDA

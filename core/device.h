@@ -24,6 +24,11 @@ void device_zero(rx_device d, void *p, size_t bytes);
  * for the device's queued work; host_to_device is queued after it. */
 void device_to_host(rx_device d, void *host, const void *src, size_t bytes);
 void host_to_device(rx_device d, void *dst, const void *host, size_t bytes);
+/* Copies between two buffers of the same device (queued on the GPU). */
+void device_copy(rx_device d, void *dst, const void *src, size_t bytes);
+/* y = a * x + b * y over n floats of the device: residual sums, averages of views, the weights'
+ * moving average. cuBLAS on the GPU, ctx->threads on the CPU. */
+void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float *x, float b, float *y);
 /* Host memory the device copies from without staging (pinned on CUDA). */
 void *host_alloc_pinned(rx_device d, size_t bytes);
 void host_free_pinned(rx_device d, void *p);

@@ -14,11 +14,35 @@ typedef struct layer {
     rx_tensor *w, *dw;     /* (info.ntensors) views into net.params and net.grads */
     void *state;           /* info.state_bytes * max_batch bytes */
     float *out;            /* (max_batch, info.out...) */
+    const float *x;        /* the input of the last forward, for backward */
 } layer;
+
+/* The network runs as a list of steps: layers, and the two ends of each residual block
+ * (y = x + f(x)): BEGIN keeps x, END adds it to f(x). */
+typedef enum { STEP_LAYER, STEP_BEGIN, STEP_END } step_kind;
+
+typedef struct net_step {
+    step_kind kind;
+    int layer;             /* LAYER: which; BEGIN/END: the first/last layer of the block */
+    rx_shape shape;        /* BEGIN/END: per-sample shape of x and of the sum */
+    float *out;            /* END: (max_batch, shape...) the sum */
+    float *dskip;          /* END: the gradient kept for the skip path */
+} net_step;
+
+/* A run of trained tensors, contiguous in net.params, that the optimizer steps together. */
+typedef struct param_group {
+    size_t offset, n;
+    float lr_scale, weight_decay;
+    int64_t train_epochs;  /* > 0: trained in the first train_epochs epochs only */
+} param_group;
 
 typedef struct net {
     int n;
     layer *layers;         /* (n) */
+    int nsteps;
+    net_step *steps;       /* (nsteps) */
+    int ngroups;
+    param_group *groups;   /* what the optimizer trains; buffers and frozen tensors are in none */
     rx_device device;
     int64_t max_batch;
     rx_shape in, out;      /* per sample: the data's sample shape, the logits' shape */
@@ -35,6 +59,12 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
 void net_free(net *nt);
 /* Draws every parameter from its declared init, on the CPU from seed, then copies it over. */
 int net_init_params(net *nt, uint64_t seed, char *err);
+/* For the layer with init = "whiten" (the first): weights that whiten its k x k patches, computed
+ * from n sample images (CPU memory), as airbench does: the eigenvectors of the patches' second
+ * moment scaled by 1 / sqrt(eigenvalue + eps), and their negatives. */
+int net_init_whitening(net *nt, const float *images, int64_t n, double eps, char *err);
+/* Which layer asks for init = "whiten", or -1. */
+int net_whitening_layer(const net *nt);
 
 /* x: (N, in...). Returns the logits (N, out...), which stay valid until the next forward. */
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err);
@@ -49,7 +79,8 @@ void shape_format(rx_shape s, char *buf, size_t len);
  * before the host trusts it with memory. */
 const char *layer_info_problem(const rx_layer_info *info);
 
-/* Checkpoint names as PyTorch's nn.Sequential gives them: "<index>.<tensor>", e.g. "11.weight". */
+/* Checkpoint names as PyTorch's nn.Sequential gives them: "<index>.<tensor>", e.g. "11.weight",
+ * and "4.1.weight" inside a residual block (a Sequential whose forward adds its input). */
 void net_tensor_name(const net *nt, int index, int tensor, char *buf, size_t len);
 
 #endif

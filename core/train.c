@@ -60,6 +60,11 @@ typedef struct run {
     float *losses;               /* (batch) on the device */
     float *dlogits;              /* (batch, classes) on the device */
     float *opt_state;            /* (state_per_param * nparams) on the device */
+    float *ema;                  /* (nparams) the weights' moving average, when c->ema > 0 */
+    float *trained;              /* (nparams) the trained weights while the average is evaluated */
+    float *avg_logits;           /* (batch, classes) the mean over test-time views */
+    int64_t total_steps;         /* optimizer steps in the whole run, for the schedule */
+    double lr_now;               /* the last step's learning rate, for the logs */
     int state_per_param;
     float *host_losses, *host_logits; /* host copies for the logs */
     float *staged_x;             /* pinned host batch, when the data plugin has no path on the device */
@@ -139,6 +144,32 @@ static int resolve_device(run *r, bool quiet, char *err)
     return 0;
 }
 
+/* init = "whiten": the first layer's weights from the patches of the first training images of
+ * epoch 1 (at most WHITEN_IMAGES, as airbench takes 5000), drawn on the CPU. */
+#define WHITEN_IMAGES 5000
+static int init_whitening(run *r, char *err)
+{
+    const config *c = r->c;
+    const rx_data_ops *ops = &c->data.pl.desc->data;
+    if (!ops->batch[RX_CPU])
+        return snprintf(err, ERR_LEN, "%s: init = \"whiten\" needs a data plugin that draws batches on the CPU", c->file), -1;
+    int64_t n = r->info.size[RX_TRAIN] < WHITEN_IMAGES ? r->info.size[RX_TRAIN] : WHITEN_IMAGES;
+    rx_tensor x = { .data = malloc((size_t)(n * rx_numel(r->info.sample)) * sizeof(float)), .device = RX_CPU,
+                    .shape = { .ndim = r->info.sample.ndim + 1, .d = { n } } };
+    int32_t *labels = malloc((size_t)n * sizeof *labels);
+    for (int i = 0; i < r->info.sample.ndim; i++) x.shape.d[i + 1] = r->info.sample.d[i];
+    rx_ctx cpu = r->ctx;
+    cpu.device = RX_CPU;
+    int rc = -1;
+    if (!x.data || !labels) snprintf(err, ERR_LEN, "out of memory drawing %lld images for whitening", (long long)n);
+    else if (ops->begin_epoch(r->data, &cpu, RX_TRAIN, 1) != 0 || ops->batch[RX_CPU](r->data, &cpu, RX_TRAIN, 0, 0, &x, labels) != 0)
+        snprintf(err, ERR_LEN, "%s: %s: drawing images for whitening: %s", c->file, c->data.where, cpu.err);
+    else rc = net_init_whitening(&r->nt, x.data, n, 5e-4, err);
+    free(x.data);
+    free(labels);
+    return rc;
+}
+
 static int create_plugins(run *r, char *err)
 {
     config *c = r->c;
@@ -156,12 +187,10 @@ static int create_plugins(run *r, char *err)
     if (in->sample.ndim < 1 || in->sample.ndim >= RX_MAX_DIMS || rx_numel(in->sample) < 1 || in->nclasses < 2 ||
         in->nclasses > RX_MAX_CLASSES || in->size[RX_TRAIN] < 1 || in->size[RX_TEST] < 1)
         return snprintf(err, ERR_LEN, "%s: %s: the plugin described an unusable data set", c->file, c->data.where), -1;
-    if (in->size[RX_VALID] < 1)
-        return snprintf(err, ERR_LEN, "%s: %s: the validation split is empty; the best checkpoint is chosen by "
-                        "validation loss, so give it some images (valid_fraction > 0)", c->file, c->data.where), -1;
 
     if (net_build(&r->nt, ctx, c, in->sample, c->batch_size, err) != 0) return -1;
     if (net_init_params(&r->nt, (uint64_t)c->seed, err) != 0) return -1;
+    if (net_whitening_layer(&r->nt) >= 0 && init_whitening(r, err) != 0) return -1;
 
     const rx_plugin *l = c->loss.pl.desc;
     if (!l->loss.forward[r->device]) {
@@ -197,6 +226,15 @@ static int alloc_buffers(run *r, char *err)
     r->losses = device_alloc(r->device, b * sizeof(float));
     r->dlogits = device_alloc(r->device, b * classes * sizeof(float));
     r->opt_state = device_alloc(r->device, (size_t)r->state_per_param * r->nt.nparams * sizeof(float));
+    r->avg_logits = device_alloc(r->device, b * classes * sizeof(float));
+    if (r->c->ema > 0) {
+        r->ema = device_alloc(r->device, r->nt.nparams * sizeof(float));
+        r->trained = device_alloc(r->device, r->nt.nparams * sizeof(float));
+        if (!r->ema || !r->trained) return snprintf(err, ERR_LEN, "out of memory for the moving average"), -1;
+        device_copy(r->device, r->ema, r->nt.params, r->nt.nparams * sizeof(float));
+    }
+    int64_t batches = (r->info.size[RX_TRAIN] + r->c->batch_size - 1) / r->c->batch_size;
+    r->total_steps = batches * r->c->epochs;
     r->host_losses = malloc(b * sizeof(float));
     r->host_logits = malloc(b * classes * sizeof(float));
     r->host_labels = malloc(b * sizeof(int32_t));
@@ -211,7 +249,7 @@ static int alloc_buffers(run *r, char *err)
             return -1;
         }
     }
-    if (!r->confusion || !r->host_x || !r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
+    if (!r->confusion || !r->host_x || !r->avg_logits || !r->x || !r->labels || !r->losses || !r->dlogits || !r->opt_state || !r->host_losses || !r->host_logits ||
         !r->host_labels || !r->history) {
         snprintf(err, ERR_LEN, "out of memory allocating batch buffers (batch %zu)", b);
         return -1;
@@ -248,6 +286,9 @@ static void run_free(run *r)
     device_free(r->device, r->losses);
     device_free(r->device, r->dlogits);
     device_free(r->device, r->opt_state);
+    device_free(r->device, r->ema);
+    device_free(r->device, r->trained);
+    device_free(r->device, r->avg_logits);
     free(r->host_losses);
     free(r->host_logits);
     free(r->host_labels);
@@ -344,9 +385,50 @@ static void write_report(run *r, const char *dir, const eval_result *test, const
         warn(r, "report.html", err);
 }
 
-static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const char *picture_dir, char *err)
+/* One step of every group the optimizer trains, at the schedule's learning rate; then the
+ * moving average, if any, follows the weights (with timm's warm-up, so that the first steps'
+ * weights do not linger: decay min(ema, (1 + t) / (10 + t))). */
+static int optimizer_step(run *r, int64_t epoch, char *err)
 {
     const config *c = r->c;
+    double factor;
+    if (config_lr_factor(c, r->step, r->total_steps, epoch, &factor, err) != 0) return -1;
+    r->lr_now = c->lr * factor;
+    int64_t t = ++r->step;
+    for (int i = 0; i < r->nt.ngroups; i++) {
+        const param_group *g = &r->nt.groups[i];
+        if (g->train_epochs > 0 && epoch > g->train_epochs) continue;
+        rx_step step = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = t };
+        r->ctx.err[0] = '\0';
+        crash_enter(c->optim.where, "step");
+        int rc = c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads + g->offset,
+                                                          r->nt.params + g->offset,
+                                                          r->opt_state + (size_t)r->state_per_param * g->offset, g->n, step);
+        crash_leave();
+        if (rc != 0) return plugin_failed(r, &c->optim, "step", err);
+    }
+    if (r->ema) {
+        double d = fmin(c->ema, (1.0 + (double)t) / (10.0 + (double)t));
+        device_axpby(r->device, &r->ctx, r->nt.nparams, (float)(1 - d), r->nt.params, (float)d, r->ema);
+    }
+    return 0;
+}
+
+/* With a moving average, evaluation sees it: swap it in (and back out after). */
+static void use_average(run *r, bool on)
+{
+    if (!r->ema) return;
+    size_t bytes = r->nt.nparams * sizeof(float);
+    if (on) {
+        device_copy(r->device, r->trained, r->nt.params, bytes);
+        device_copy(r->device, r->nt.params, r->ema, bytes);
+    } else {
+        device_copy(r->device, r->nt.params, r->trained, bytes);
+    }
+}
+
+static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const char *picture_dir, char *err)
+{
     rx_tensor x, logits;
     double s;
     if (load_batch(r, RX_TRAIN, first, 0, n, &x, err) != 0) return -1;
@@ -366,14 +448,7 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const ch
     rx_tensor dlogits = batch_tensor(r, r->dlogits, n, r->nt.out);
     net_zero_grads(&r->nt);
     if (net_backward(&r->nt, &r->ctx, &x, &dlogits, err) != 0) return -1;
-    rx_step step = { .lr = (float)c->lr, .t = ++r->step };
-    r->ctx.err[0] = '\0';
-    crash_enter(c->optim.where, "step");
-    int rc = c->optim.pl.desc->optim.step[r->device](r->optim, &r->ctx, r->nt.grads, r->nt.params, r->opt_state,
-                                                      r->nt.nparams, step);
-    crash_leave();
-    if (rc != 0) return plugin_failed(r, &c->optim, "step", err);
-    return 0;
+    return optimizer_step(r, epoch, err);
 }
 
 static int save_last(run *r, const char *dir, char *err);
@@ -425,12 +500,25 @@ static int evaluate(run *r, rx_split split, eval_result *e, const char *picture_
     int64_t classes = rx_numel(r->nt.out);
     int32_t predicted[GRID_IMAGES];
     double sum = 0;
+    int views = r->info.views > 1 ? r->info.views : 1;
     for (int64_t first = 0; first < total; first += c->batch_size) {
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
         rx_tensor x, logits;
         double s;
-        if (load_batch(r, split, first, 0, n, &x, err) != 0) return -1;
-        if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
+        /* Test-time augmentation: the mean of the logits over the views, the plain view last so
+         * that r->x holds it for the pictures. */
+        for (int v = views - 1; v >= 0; v--) {
+            if (load_batch(r, split, first, v, n, &x, err) != 0) return -1;
+            if (net_forward(&r->nt, &r->ctx, &x, &logits, err) != 0) return -1;
+            if (views == 1) break;
+            size_t len = (size_t)rx_numel(logits.shape);
+            if (v == views - 1) device_copy(r->device, r->avg_logits, logits.data, len * sizeof(float));
+            else device_axpby(r->device, &r->ctx, len, 1.0f, logits.data, 1.0f, r->avg_logits);
+            if (v == 0) {
+                device_axpby(r->device, &r->ctx, len, 0.0f, logits.data, 1.0f / (float)views, r->avg_logits);
+                logits.data = r->avg_logits;
+            }
+        }
         if (compute_loss(r, &logits, false, &s, err) != 0) return -1;
         sum += s;
         device_to_host(r->device, r->host_logits, logits.data, (size_t)(n * classes) * sizeof(float));
@@ -452,8 +540,8 @@ static int evaluate(run *r, rx_split split, eval_result *e, const char *picture_
         if (picture_dir && first == 0) write_grid(r, picture_dir, "test_predictions.png", n, r->host_labels, predicted);
     }
     e->total = total;
-    e->loss = sum / (double)total;
-    e->accuracy = (double)e->correct / (double)total;
+    e->loss = total ? sum / (double)total : NAN;
+    e->accuracy = total ? (double)e->correct / (double)total : NAN;
     e->nclasses = r->info.nclasses;
     for (int k = 0; k < e->nclasses; k++)
         snprintf(e->class_names[k], CLASS_NAME_LEN, "%s", r->info.class_names[k] ? r->info.class_names[k] : "?");
@@ -563,6 +651,11 @@ static ckpt_tensor optim_tensor(run *r)
     return t;
 }
 
+static ckpt_tensor ema_tensor(run *r)
+{
+    return (ckpt_tensor){ .name = "ema.weights", .data = r->ema, .shape = { .ndim = 1, .d = { (int64_t)r->nt.nparams } } };
+}
+
 static int save_last(run *r, const char *dir, char *err)
 {
     char path[PATH_MAX];
@@ -580,14 +673,19 @@ static int save_last(run *r, const char *dir, char *err)
     const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", v[0] }, { "batch", v[1] },
                                { "step", v[2] }, { "rng", v[3] }, { "best_valid_loss", v[4] }, { "best_epoch", v[5] },
                                { "loss_sum", v[6] }, { "epoch_seconds", v[7] }, { "train_seconds", v[8] } };
-    /* The optimizer state lives on the device; the checkpoint wants host memory. */
-    size_t n = (size_t)r->state_per_param * r->nt.nparams;
-    float *host = malloc((n ? n : 1) * sizeof(float));
+    /* The optimizer state (and the moving average) live on the device; the checkpoint wants
+     * host memory. */
+    size_t n = (size_t)r->state_per_param * r->nt.nparams, na = r->ema ? r->nt.nparams : 0;
+    float *host = malloc((n + na ? n + na : 1) * sizeof(float));
     if (!host) return snprintf(err, ERR_LEN, "%s: out of memory", path), -1;
     device_to_host(r->device, host, r->opt_state, n * sizeof(float));
-    ckpt_tensor opt = optim_tensor(r);
-    opt.data = host;
-    int rc = checkpoint_save_net(&r->nt, path, &opt, n ? 1 : 0, meta, (int)(sizeof meta / sizeof *meta), err);
+    if (na) device_to_host(r->device, host + n, r->ema, na * sizeof(float));
+    ckpt_tensor extra[2] = { optim_tensor(r), ema_tensor(r) }, *e = extra;
+    extra[0].data = host;
+    extra[1].data = host + n;
+    int count = (n ? 1 : 0) + (na ? 1 : 0);
+    if (!n) e++; /* no optimizer state: only the average, if any */
+    int rc = checkpoint_save_net(&r->nt, path, e, count, meta, (int)(sizeof meta / sizeof *meta), err);
     free(host);
     return rc;
 }
@@ -617,13 +715,15 @@ static int resume_from(run *r, const char *dir, char *err)
 {
     char path[PATH_MAX];
     if (join(path, sizeof path, dir, "last.safetensors", err) != 0) return -1;
-    size_t n = (size_t)r->state_per_param * r->nt.nparams;
-    float *host = malloc((n ? n : 1) * sizeof(float));
+    size_t n = (size_t)r->state_per_param * r->nt.nparams, na = r->ema ? r->nt.nparams : 0;
+    float *host = malloc((n + na ? n + na : 1) * sizeof(float));
     if (!host) return snprintf(err, ERR_LEN, "%s: out of memory", path), -1;
-    ckpt_tensor opt = optim_tensor(r);
-    opt.data = host;
+    ckpt_tensor extra[2] = { optim_tensor(r), ema_tensor(r) }, *e = extra;
+    extra[0].data = host;
+    extra[1].data = host + n;
+    if (!n) e++;
     ckpt_meta_buf m;
-    int rc = checkpoint_load_net(&r->nt, path, &opt, n ? 1 : 0, &m, err);
+    int rc = checkpoint_load_net(&r->nt, path, e, (n ? 1 : 0) + (na ? 1 : 0), &m, err);
     if (rc == 0)
         rc = meta_int(&m, "epoch", path, &r->epochs_done, err) || meta_int(&m, "batch", path, &r->batches_done, err) ||
              meta_int(&m, "step", path, &r->step, err) || meta_int(&m, "best_epoch", path, &r->best_epoch, err) ||
@@ -639,6 +739,7 @@ static int resume_from(run *r, const char *dir, char *err)
         if (!s || *end) rc = (snprintf(err, ERR_LEN, "%s: metadata 'rng' is missing or not a number", path), -1);
     }
     if (rc == 0) host_to_device(r->device, r->opt_state, host, n * sizeof(float));
+    if (rc == 0 && na) host_to_device(r->device, r->ema, host + n, na * sizeof(float));
     free(host);
     if (rc != 0) return -1;
     if (r->epochs_done > r->c->epochs) {
@@ -677,7 +778,9 @@ static int write_summary(run *r, const run_summary *s, char *err)
     sb_json_string(&b, s->dir);
     sb_printf(&b, ",\n  \"device\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %lld,\n  \"epochs\": %lld,\n",
               s->device, s->threads, (long long)r->c->seed, (long long)s->epochs);
-    sb_printf(&b, "  \"best_epoch\": %lld,\n  \"best_valid_loss\": %.9g,\n", (long long)s->best_epoch, s->best_valid_loss);
+    sb_printf(&b, "  \"best_epoch\": %lld,\n  \"best_valid_loss\": ", (long long)s->best_epoch);
+    if (isfinite(s->best_valid_loss)) sb_printf(&b, "%.9g,\n", s->best_valid_loss);
+    else sb_printf(&b, "null,\n"); /* no validation split */
     json_eval(&b, &s->test);
     sb_printf(&b, "  \"train_seconds_per_epoch\": %.6g,\n  \"images_per_second\": %.6g,\n  \"total_seconds\": %.6g\n}\n",
               s->train_seconds_per_epoch, s->images_per_second, s->total_seconds);
@@ -697,34 +800,42 @@ static void print_test(run *r, const eval_result *e)
     fprintf(r->log, "test accuracy %.2f%% (%lld/%lld)\n", 100.0 * e->accuracy, (long long)e->correct, (long long)e->total);
 }
 
-/* Validates after an epoch's training, saves the best checkpoint, metrics.csv and last. */
+/* Validates after an epoch's training (the moving average, if any), saves the best checkpoint
+ * (by validation loss; the last epoch's without a validation split), metrics.csv and last. */
 static int finish_epoch(run *r, const char *dir, char *err)
 {
     const config *c = r->c;
     int64_t epoch = r->epochs_done + 1;
+    bool validating = r->info.size[RX_VALID] > 0;
     double valid_start = now_seconds();
-    eval_result v;
-    if (evaluate(r, RX_VALID, &v, NULL, err) != 0) return -1;
+    eval_result v = { .loss = NAN, .accuracy = NAN };
+    use_average(r, true);
+    if (validating && evaluate(r, RX_VALID, &v, NULL, err) != 0) return use_average(r, false), -1;
     /* seconds: the epoch's training (summed over any resumes) plus its validation. */
     epoch_record e = { .epoch = epoch, .seconds = now_seconds() - valid_start + r->epoch_seconds,
                        .train_loss = r->loss_sum / (double)r->info.size[RX_TRAIN], .valid_loss = v.loss,
-                       .valid_accuracy = v.accuracy, .lr = c->lr, .train_seconds = r->epoch_seconds,
+                       .valid_accuracy = v.accuracy, .lr = r->lr_now, .train_seconds = r->epoch_seconds,
                        .images_per_second = (double)r->info.size[RX_TRAIN] / r->epoch_seconds };
-    fprintf(r->log, "epoch %lld/%lld  %.2f s (train %.2f s, %.0f img/s)  train loss %.4f  valid loss %.4f  "
-            "valid accuracy %.2f%%\n", (long long)epoch, (long long)c->epochs, e.seconds, e.train_seconds,
-            e.images_per_second, e.train_loss, v.loss, 100.0 * v.accuracy);
-    if (v.loss < r->best_valid_loss) {
+    fprintf(r->log, "epoch %lld/%lld  %.2f s (train %.2f s, %.0f img/s)  lr %.4g  train loss %.4f", (long long)epoch,
+            (long long)c->epochs, e.seconds, e.train_seconds, e.images_per_second, e.lr, e.train_loss);
+    if (validating) fprintf(r->log, "  valid loss %.4f  valid accuracy %.2f%%", v.loss, 100.0 * v.accuracy);
+    fprintf(r->log, "\n");
+    if (validating ? v.loss < r->best_valid_loss : epoch == c->epochs) {
         char best[PATH_MAX], ep[24], vl[40];
         snprintf(ep, sizeof ep, "%lld", (long long)epoch);
         snprintf(vl, sizeof vl, "%.9g", v.loss);
         const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", ep }, { "valid_loss", vl } };
         if (join(best, sizeof best, dir, "best.safetensors", err) != 0 ||
-            checkpoint_save_net(&r->nt, best, NULL, 0, meta, 4, err) != 0)
-            return -1;
-        fprintf(r->log, "  validation loss decreased (%.4f -> %.4f): saved %s\n", r->best_valid_loss, v.loss, best);
+            checkpoint_save_net(&r->nt, best, NULL, 0, meta, validating ? 4 : 3, err) != 0)
+            return use_average(r, false), -1;
+        if (validating)
+            fprintf(r->log, "  validation loss decreased (%.4f -> %.4f): saved %s\n", r->best_valid_loss, v.loss, best);
+        else
+            fprintf(r->log, "  no validation split: saved the last epoch's weights as %s\n", best);
         r->best_valid_loss = v.loss;
         r->best_epoch = epoch;
     }
+    use_average(r, false);
     r->history[r->nhistory++] = e;
     r->epochs_done = epoch;
     r->batches_done = 0;
