@@ -45,7 +45,8 @@ static const rx_param layer_host_params[] = {
     { .key = "weight_decay", .type = RX_NUM, .help = "instead of optim.weight_decay (a number, or {tensor = number})" },
     { .key = "frozen", .type = RX_BOOL, .help = "never trained (true, or {tensor = true})" },
     { .key = "train_epochs", .type = RX_INT, .help = "trained in the first N epochs only (N, or {tensor = N})" },
-    { .key = "init", .type = RX_STR, .def = { .s = "default" }, .help = "default, or whiten (from the training data)" },
+    { .key = "init", .type = RX_STR, .def = { .s = "default" },
+      .help = "default; dirac (a convolution starts as the identity on its first channels); whiten (from the data)" },
     { 0 },
 };
 static const rx_param no_params[] = { { 0 } };
@@ -353,8 +354,8 @@ static int read_host_special(reader *r, rx_kind kind, plugin_use *u, const char 
         if (strcmp(key, "init") == 0) {
             rx_value v;
             if (convert(r, u->where, -1, &layer_host_params[i], &v) != 0) return -1;
-            if (strcmp(v.s, "default") && strcmp(v.s, "whiten"))
-                return fail(r, u->where, "'init' must be default or whiten, got '%s'", v.s);
+            if (strcmp(v.s, "default") && strcmp(v.s, "whiten") && strcmp(v.s, "dirac"))
+                return fail(r, u->where, "'init' must be default, dirac or whiten, got '%s'", v.s);
             snprintf(u->init, sizeof u->init, "%s", v.s);
             return 1;
         }

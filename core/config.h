@@ -39,7 +39,7 @@ typedef struct plugin_use {
     int opens, closes;         /* residual blocks that begin before / end after this layer */
     int nrules;
     tensor_rule rules[CONFIG_MAX_RULES];
-    char init[16];             /* "default", or "whiten": weights from the training data's patches */
+    char init[16];             /* "default"; "dirac": identity on the first channels; "whiten": from the data */
 } plugin_use;
 
 /* The learning rate over training: lr times a factor of the step (see README "Schedules"). */

@@ -173,6 +173,12 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
             return -1;
         }
         if (check_rules(c, l, err) != 0) return -1;
+        if (strcmp(l->use->init, "dirac") == 0 &&
+            (!l->info.ntensors || l->info.tensors[0].shape.ndim != 4 || l->info.tensors[0].shape.d[2] % 2 == 0 ||
+             l->info.tensors[0].shape.d[3] % 2 == 0)) {
+            snprintf(err, ERR_LEN, "%s: %s: init = \"dirac\" is for a convolution with an odd kernel", c->file, l->use->where);
+            return -1;
+        }
         if (strcmp(l->use->init, "whiten") == 0) {
             const rx_shape *w = l->info.ntensors ? &l->info.tensors[0].shape : NULL;
             int64_t k = w && w->ndim == 4 ? w->d[2] : 0;
@@ -274,6 +280,14 @@ int net_init_params(net *nt, uint64_t seed, char *err)
                 case RX_INIT_ZEROS: host[at + k] = 0.0f; break;
                 case RX_INIT_ONES: host[at + k] = 1.0f; break;
                 case RX_INIT_UNIFORM: host[at + k] = d->scale * (2.0f * rx_rng_uniform(&rng) - 1.0f); break;
+                }
+            }
+            /* dirac: output channel o < C passes input channel o through (torch.nn.init.dirac_). */
+            if (t == 0 && strcmp(nt->layers[i].use->init, "dirac") == 0) {
+                const int64_t *s = d->shape.d, per = s[1] * s[2] * s[3];
+                for (int64_t o = 0; o < s[0] && o < s[1]; o++) {
+                    memset(host + at + o * per, 0, sizeof(float) * (size_t)per);
+                    host[at + o * per + (o * s[2] + s[2] / 2) * s[3] + s[3] / 2] = 1.0f;
                 }
             }
             at += n;
