@@ -1,0 +1,96 @@
+/* scale.c: multiplies by a constant, y = by * x, elementwise on any shape; e.g. the 1/9 that
+ * scales airbench94's logits (its final Mul layer), as `x * by` does in PyTorch: the factor is
+ * rounded to float once and every product is one float multiply. No tensors and no state;
+ * backward is dx = by * dy. Split across ctx->threads when the tensor is large enough to pay for
+ * it; elementwise, so the result never depends on the thread count. CUDA path: scale.cu, with
+ * the same single multiply, so both devices give the same bits. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "scale.h"
+
+static const rx_param params[] = {
+    { .key = "by", .type = RX_NUM, .required = true, .help = "the factor, a finite number" },
+    { 0 },
+};
+enum { ARG_BY };
+
+static int scale_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
+                        rx_layer_info *info)
+{
+    const double by = args[ARG_BY].num;
+    if (isnan(by)) return rx_fail(ctx, "by must be a finite number, got nan");  /* %g may say -nan */
+    if (!isfinite(by)) return rx_fail(ctx, "by must be a finite number, got %g", by);
+    if (fabs(by) > FLT_MAX)
+        return rx_fail(ctx, "by must fit in a float (magnitude at most %g), got %g", (double)FLT_MAX, by);
+    if (in.ndim < 1)
+        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
+    scale *s = malloc(sizeof *s);
+    if (!s) return rx_fail(ctx, "out of memory");
+    *s = (scale){ .by = (float)by };
+    info->out = in;
+    info->ntensors = 0;
+    info->state_bytes = 0;
+    info->workspace_bytes = 0;
+    *self = s;
+    return 0;
+}
+
+static void scale_destroy(void *self) { free(self); }
+
+/* Threads for a pass over n floats: a parallel region costs a few microseconds, a pass over 32K
+ * floats about as much, so smaller tensors stay on one. */
+static int scale_threads(const rx_ctx *ctx, size_t n)
+{
+    return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
+}
+
+/* out = by * in over n floats: forward with (x, y), backward with (dy, dx). */
+static void scale_multiply(const rx_ctx *ctx, float by, const float *restrict in, float *restrict out, size_t n)
+{
+    const int threads = scale_threads(ctx, n);
+    (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = by * in[i];
+}
+
+static int scale_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
+                             rx_tensor *y, void *state)
+{
+    const scale *s = self;
+    scale_multiply(ctx, s->by, x->data, y->data, (size_t)rx_numel(x->shape));  /* (N, ...) */
+    return 0;
+}
+
+static int scale_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
+                              const rx_tensor *dy, const rx_tensor *w, const void *state,
+                              rx_tensor *dx, rx_tensor *dw)
+{
+    if (!dx) return 0;
+    const scale *s = self;
+    scale_multiply(ctx, s->by, dy->data, dx->data, (size_t)rx_numel(dy->shape));  /* (N, ...) */
+    return 0;
+}
+
+static const rx_plugin desc = {
+    .abi = RX_ABI_VERSION,
+    .size = sizeof(rx_plugin),
+    .kind = RX_LAYER,
+    .name = "scale",
+    .summary = "multiplies by a constant, y = by * x, like `x * by` in PyTorch",
+    .params = params,
+    .layer = {
+        .create = scale_create,
+        .destroy = scale_destroy,
+#ifdef RX_WITH_CUDA
+        .forward = { [RX_CPU] = scale_forward_cpu, [RX_CUDA] = scale_forward_cuda },
+        .backward = { [RX_CPU] = scale_backward_cpu, [RX_CUDA] = scale_backward_cuda },
+#else
+        .forward = { [RX_CPU] = scale_forward_cpu },
+        .backward = { [RX_CPU] = scale_backward_cpu },
+#endif
+    },
+};
+
+RX_EXPORT(scale) { return &desc; }

@@ -1,0 +1,600 @@
+/* test_global_pool.c: the global_pool layer plugin, (C, H, W) -> (C, 1, 1) by max or mean,
+ * driven the way the host drives it (create, lend tensors and state, forward, backward).
+ *
+ * - By hand: small planes in both modes, with ties (the first maximum wins, as in maxpool and
+ *   PyTorch) and NaNs (a NaN wins; the last of several), including the state and dx.
+ * - Odd and edge shapes (1x1, a single row or column, fewer and more elements than a warp's 32
+ *   lanes) against plain reference loops; the mean's documented summation order.
+ * - Central differences of the plugin's own forward (test_layers.c's tolerances), max inputs
+ *   spaced so that no probe moves the maximum.
+ * - The same bits with 1 and 2 threads; global max equal, bit for bit with state and dx, to
+ *   maxpool with one window over the whole (odd) plane; create's refusals.
+ * - CPU vs CUDA on the same inputs, to the bit (y, dx and the state), skipped (saying why)
+ *   without CUDA or a usable GPU, as test_cuda.c does; never a failure for want of a GPU. */
+#include "helpers.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "device.h"
+#include "files.h"  /* ERR_LEN, the size device_usable writes its reason into */
+
+#ifdef RX_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#define GRAD_EPS  1e-3  /* central-difference step on the float forward */
+#define GRAD_RTOL 1e-2
+#define GRAD_ATOL 1e-3
+
+/* ---- A layer with every buffer the host would lend it (pooling layers have no tensors) ---- */
+
+typedef struct rig {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    void *self;
+    rx_ctx ctx;
+    rx_layer_info info;
+    rx_tensor x, dx;  /* (N, C, H, W) */
+    rx_tensor y, dy;  /* (N, C, 1, 1), or maxpool's (N, C, OH, OW) */
+    void *state;      /* info.state_bytes * N */
+    rx_rng rng;       /* the test's own random numbers */
+} rig;
+
+static float *floats(int64_t n)
+{
+    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+static rx_shape batched(int64_t n, rx_shape per)
+{
+    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
+    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
+    return s;
+}
+
+static rx_tensor tensor_new(rx_shape s)
+{
+    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
+}
+
+static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
+{
+    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
+}
+
+/* Loads global_pool in `mode` (NULL: the default). */
+static void rig_load(rig *r, const char *mode)
+{
+    memset(r, 0, sizeof *r);
+    r->desc = test_load(&r->pl, RX_LAYER, "global_pool");
+    test_default_args(r->desc, r->args);
+    if (mode) test_arg(r->desc, r->args, "mode")->s = mode;
+    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
+    r->rng = rx_rng_stream(17, 0);
+}
+
+static int rig_create(rig *r, rx_shape in)
+{
+    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+}
+
+/* create, which must succeed, then every buffer; x is U(-1, 1) and dy U(-1, 1). */
+static void rig_build(rig *r, rx_shape in, int64_t n)
+{
+    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
+    r->x = tensor_new(batched(n, in));
+    r->dx = tensor_new(batched(n, in));
+    r->y = tensor_new(batched(n, r->info.out));
+    r->dy = tensor_new(batched(n, r->info.out));
+    if (r->info.state_bytes) {
+        r->state = calloc(r->info.state_bytes, (size_t)n);
+        assert_non_null(r->state);
+    }
+    fill_uniform(&r->rng, &r->x, -1.0f, 1.0f);
+    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+}
+
+static void rig_forward(rig *r)
+{
+    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, NULL, &r->y, r->state) != 0)
+        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static void rig_backward(rig *r, bool want_dx)
+{
+    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, NULL, r->state,
+                                        want_dx ? &r->dx : NULL, NULL) != 0)
+        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static void rig_free(rig *r)
+{
+    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
+    free(r->x.data);
+    free(r->dx.data);
+    free(r->y.data);
+    free(r->dy.data);
+    free(r->state);
+    plugin_unload(&r->pl);
+}
+
+static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
+{
+    r->ctx.err[0] = '\0';
+    r->self = NULL;
+    if (rig_create(r, in) == 0) {
+        r->desc->layer.destroy(r->self);
+        r->self = NULL;
+        fail_msg("global_pool: create accepted what it should refuse (expected \"%s\")", fragments[0]);
+    }
+    assert_null(r->self);
+    for (int i = 0; fragments[i]; i++)
+        if (!strstr(r->ctx.err, fragments[i])) fail_msg("message \"%s\" lacks \"%s\"", r->ctx.err, fragments[i]);
+}
+#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* NaN-aware equality of floats, and of their bits otherwise (so -0 and +0 differ). */
+static void expect_same_floats(const float *got, const float *want, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(memcmp(&got[i], &want[i], sizeof(float)) == 0 || (isnan(got[i]) && isnan(want[i]))))
+            fail_msg("%s[%lld] is %.9g, expected %.9g", what, (long long)i, got[i], want[i]);
+}
+
+/* Inputs drawn from five values (ties everywhere), with `nans` NaNs dropped in at random. */
+static void fill_ties(rig *r, int nans)
+{
+    const int64_t n = rx_numel(r->x.shape);
+    for (int64_t i = 0; i < n; i++) r->x.data[i] = (float)rx_rng_below(&r->rng, 5) - 2.0f;
+    for (int k = 0; k < nans; k++) r->x.data[rx_rng_below(&r->rng, (uint64_t)n)] = NAN;
+}
+
+/* Distinct values 10 * eps apart in a random order: no tie, and no perturbation moves a maximum. */
+static void fill_separated(rig *r)
+{
+    const int64_t n = rx_numel(r->x.shape);
+    for (int64_t i = 0; i < n; i++) r->x.data[i] = (float)(i - n / 2) * 10 * (float)GRAD_EPS;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)rx_rng_below(&r->rng, (uint64_t)i + 1);
+        const float t = r->x.data[i];
+        r->x.data[i] = r->x.data[j];
+        r->x.data[j] = t;
+    }
+}
+
+/* ---- The rule, written as plainly as possible ---- */
+
+/* Max mode for the rig's x and dy: y (N, C), arg (N, C) as indices into each sample, dx. Scan
+ * each plane in row-major order; a later element wins when it is larger or NaN. */
+static void max_reference(const rig *r, float *y, int32_t *arg, float *dx)
+{
+    const int64_t n = r->x.shape.d[0], c = r->x.shape.d[1], hw = r->x.shape.d[2] * r->x.shape.d[3];
+    memset(dx, 0, sizeof(float) * (size_t)(n * c * hw));
+    for (int64_t p = 0; p < n * c; p++) {
+        const float *xp = r->x.data + p * hw;
+        int64_t best = 0;
+        for (int64_t i = 1; i < hw; i++)
+            if (xp[i] > xp[best] || isnan(xp[i])) best = i;
+        y[p] = xp[best];
+        arg[p] = (int32_t)((p % c) * hw + best);
+        dx[p * hw + best] = r->dy.data[p];
+    }
+}
+
+/* ---- By hand ---- */
+
+static void test_global_pool_max_by_hand(void **unused)
+{
+    static const float x[3 * 6] = {  /* (3, 2, 3) */
+        1, 5, 2,      -1, 5, 0,       /* tie at 5: the first, index 1 */
+        -4, -3, -9,   -3.5f, -8, -7,  /* all negative: -3 at index 1 */
+        0, NAN, 7,    NAN, 9, 1,      /* NaNs win, the last one: index 3 */
+    };
+    rig r;
+    rig_load(&r, NULL);  /* the default mode is max */
+    rig_build(&r, TEST_SHAPE(3, 2, 3), 1);
+    assert_int_equal(r.info.out.ndim, 3);
+    assert_int_equal(r.info.out.d[0], 3);
+    assert_int_equal(r.info.out.d[1], 1);
+    assert_int_equal(r.info.out.d[2], 1);
+    assert_int_equal(r.info.ntensors, 0);
+    assert_int_equal(r.info.state_bytes, sizeof(int32_t) * 3);
+    memcpy(r.x.data, x, sizeof x);
+    for (int i = 0; i < 3; i++) r.dy.data[i] = (float)(i + 1);
+    memset(r.dx.data, 0x7f, sizeof x);  /* backward must write every element, zeros included */
+    rig_forward(&r);
+    rig_backward(&r, true);
+    assert_true(r.y.data[0] == 5.0f && r.y.data[1] == -3.0f && isnan(r.y.data[2]));
+    const int32_t *arg = r.state;
+    assert_int_equal(arg[0], 1);
+    assert_int_equal(arg[1], 6 + 1);
+    assert_int_equal(arg[2], 12 + 3);
+    float dx[3 * 6] = { 0 };
+    dx[1] = 1;
+    dx[6 + 1] = 2;
+    dx[12 + 3] = 3;
+    expect_same_floats(r.dx.data, dx, 18, "global_pool max dx");
+    rig_backward(&r, false);
+    rig_free(&r);
+}
+
+static void test_global_pool_avg_by_hand(void **unused)
+{
+    static const float x[2 * 2 * 9] = {  /* (2, 2, 3, 3): two samples */
+        1, 2, 3, 4, 5, 6, 7, 8, 9,          /* mean 5 */
+        -1, -1, -1, -1, -1, -1, -1, -1, 17, /* mean 1 */
+        0, 0, 0, 0, 0, 0, 0, 0, 4.5f,       /* mean 0.5 */
+        -9, 0, 0, 0, 0, 0, 0, 0, 0,         /* mean -1 */
+    };
+    rig r;
+    rig_load(&r, "avg");
+    rig_build(&r, TEST_SHAPE(2, 3, 3), 2);
+    assert_int_equal(r.info.state_bytes, 0);  /* the mean needs nothing kept */
+    memcpy(r.x.data, x, sizeof x);
+    const float dy[4] = { 9, -18, 1, 0.5f };
+    memcpy(r.dy.data, dy, sizeof dy);
+    rig_forward(&r);
+    rig_backward(&r, true);
+    const float want[4] = { 5, 1, 0.5f, -1 };
+    expect_same_floats(r.y.data, want, 4, "global_pool avg y");
+    for (int p = 0; p < 4; p++)
+        for (int i = 0; i < 9; i++)
+            if (r.dx.data[p * 9 + i] != dy[p] / 9.0f)
+                fail_msg("global_pool avg dx[%d] is %.9g, expected %.9g / 9", p * 9 + i, r.dx.data[p * 9 + i], dy[p]);
+    rig_backward(&r, false);
+    rig_free(&r);
+}
+
+/* The mean sums as a CUDA warp does (lanes l, l + 32, ..., then folded), the order the GPU must
+ * match for the same bits. 33 elements: 1e8, 31 ones, -1e8. Lane 0 adds 1e8 and -1e8 (0), the
+ * others hold a 1 each: 31. Left to right in float the ones vanish into 1e8 and the sum is 0. */
+static void test_global_pool_avg_order(void **unused)
+{
+    rig r;
+    rig_load(&r, "avg");
+    rig_build(&r, TEST_SHAPE(1, 33, 1), 1);
+    for (int i = 0; i < 33; i++) r.x.data[i] = 1.0f;
+    r.x.data[0] = 1e8f;
+    r.x.data[32] = -1e8f;
+    rig_forward(&r);
+    assert_true(r.y.data[0] == 31.0f / 33.0f);
+    rig_free(&r);
+}
+
+/* ---- Shapes ---- */
+
+/* Odd and edge planes in both modes against the reference loops: max bit for bit (with ties and
+ * NaNs), the mean against a double-precision mean within float rounding. */
+static void test_global_pool_shapes(void **unused)
+{
+    static const struct { int64_t c, h, w, n; } shapes[] = {
+        { 3, 1, 1, 2 },   /* nothing to pool */
+        { 2, 1, 7, 3 },   /* one row */
+        { 3, 33, 1, 2 },  /* one column, one more than a warp's lanes */
+        { 2, 5, 3, 1 },
+        { 4, 7, 7, 2 },
+        { 2, 8, 8, 3 },   /* 64: two elements a lane */
+        { 1, 31, 31, 2 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t c = shapes[s].c, hw = shapes[s].h * shapes[s].w, n = shapes[s].n;
+        rig r;
+        rig_load(&r, "max");
+        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        fill_ties(&r, s % 2 ? 3 : 0);
+        rig_forward(&r);
+        rig_backward(&r, true);
+        float *y = floats(n * c), *dx = floats(n * c * hw);
+        int32_t *arg = calloc((size_t)(n * c), sizeof *arg);
+        assert_non_null(arg);
+        max_reference(&r, y, arg, dx);
+        expect_same_floats(r.y.data, y, n * c, "global_pool max y");
+        assert_memory_equal(r.state, arg, sizeof *arg * (size_t)(n * c));
+        expect_same_floats(r.dx.data, dx, n * c * hw, "global_pool max dx");
+        free(y);
+        free(dx);
+        free(arg);
+        rig_free(&r);
+
+        rig_load(&r, "avg");
+        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        rig_forward(&r);
+        rig_backward(&r, true);
+        for (int64_t p = 0; p < n * c; p++) {
+            double sum = 0, size = 0;
+            for (int64_t i = 0; i < hw; i++) {
+                sum += r.x.data[p * hw + i];
+                size += fabs(r.x.data[p * hw + i]);
+            }
+            if (!(fabs(r.y.data[p] - sum / (double)hw) <= 4e-6 * (size / (double)hw) + 1e-12))
+                fail_msg("global_pool avg (%lld, %lld, %lld): y[%lld] is %.9g, the mean %.9g", (long long)c,
+                         (long long)shapes[s].h, (long long)shapes[s].w, (long long)p, r.y.data[p], sum / (double)hw);
+            for (int64_t i = 0; i < hw; i++)
+                if (r.dx.data[p * hw + i] != r.dy.data[p] / (float)hw)
+                    fail_msg("global_pool avg: dx[%lld] is %.9g, expected dy / %lld = %.9g", (long long)(p * hw + i),
+                             r.dx.data[p * hw + i], (long long)hw, r.dy.data[p] / (float)hw);
+        }
+        rig_free(&r);
+    }
+}
+
+/* ---- Gradients ---- */
+
+/* The project's finite-difference check (as in test_layers.c): L = sum(y * dy), each x moved by
+ * +-eps through the plugin's own float forward, L summed in double. */
+static void gradcheck(rig *r)
+{
+    rig_forward(r);
+    rig_backward(r, true);
+    for (int64_t i = 0; i < rx_numel(r->x.shape); i++) {
+        const float v0 = r->x.data[i], vp = v0 + (float)GRAD_EPS, vm = v0 - (float)GRAD_EPS;
+        double l[2] = { 0, 0 };
+        for (int side = 0; side < 2; side++) {
+            r->x.data[i] = side ? vm : vp;
+            rig_forward(r);
+            for (int64_t j = 0; j < rx_numel(r->y.shape); j++) l[side] += (double)r->y.data[j] * r->dy.data[j];
+        }
+        r->x.data[i] = v0;
+        const double numeric = (l[0] - l[1]) / ((double)vp - (double)vm), analytic = r->dx.data[i];
+        if (!(fabs(analytic - numeric) <= GRAD_RTOL * fmax(fabs(analytic), fabs(numeric)) + GRAD_ATOL))
+            fail_msg("global_pool: dx[%lld]: backward gives %.7g, central differences %.7g", (long long)i, analytic,
+                     numeric);
+    }
+}
+
+static void test_global_pool_gradients(void **unused)
+{
+    static const struct { int64_t c, h, w; } shapes[] = { { 2, 3, 3 }, { 3, 5, 4 }, { 2, 1, 6 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int mode = 0; mode < 2; mode++) {
+            rig r;
+            rig_load(&r, mode ? "avg" : "max");
+            rig_build(&r, TEST_SHAPE(shapes[s].c, shapes[s].h, shapes[s].w), 2);
+            if (!mode) fill_separated(&r);
+            gradcheck(&r);
+            rig_free(&r);
+        }
+}
+
+/* ---- Threads ---- */
+
+/* 16384 values a sample, 4 samples: planes split across threads, each plane one thread's. */
+static void test_global_pool_threads(void **unused)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        rig r;
+        rig_load(&r, mode ? "avg" : "max");
+        rig_build(&r, TEST_SHAPE(64, 16, 16), 4);
+        if (!mode) fill_ties(&r, 5);
+        const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
+        const size_t ns = r.info.state_bytes * 4;
+        float *y1 = floats(ny), *dx1 = floats(nx);
+        void *s1 = malloc(ns + 1);
+        assert_non_null(s1);
+        rig_forward(&r);
+        rig_backward(&r, true);
+        memcpy(y1, r.y.data, sizeof(float) * (size_t)ny);
+        memcpy(dx1, r.dx.data, sizeof(float) * (size_t)nx);
+        if (ns) memcpy(s1, r.state, ns);
+        memset(r.y.data, 0, sizeof(float) * (size_t)ny);
+        memset(r.dx.data, 0, sizeof(float) * (size_t)nx);
+        if (ns) memset(r.state, 0, ns);
+        r.ctx.threads = 2;
+        rig_forward(&r);
+        rig_backward(&r, true);
+        expect_same_floats(r.y.data, y1, ny, mode ? "avg y with 2 threads" : "max y with 2 threads");
+        expect_same_floats(r.dx.data, dx1, nx, mode ? "avg dx with 2 threads" : "max dx with 2 threads");
+        if (ns && memcmp(r.state, s1, ns) != 0) fail_msg("global_pool max: state with 2 threads differs from 1");
+        free(y1);
+        free(dx1);
+        free(s1);
+        rig_free(&r);
+    }
+}
+
+/* ---- maxpool with one window over the plane is the same layer ---- */
+
+/* On square planes global max pooling is maxpool(size = H), so both must give the same bits, the
+ * same state and the same dx: the tie and NaN rules agree. Odd sizes too: maxpool's floor mode
+ * must give a 1x1 output from a 3x3 plane with size 3, as torch.nn.MaxPool2d(3) does (airbench94's
+ * last pooling), and 2x2 (its vectorized path) is included. */
+static void test_global_pool_matches_maxpool(void **unused)
+{
+    static const int sizes[] = { 2, 3, 5, 7 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        const int s = sizes[k];
+        rig g, m;
+        rig_load(&g, "max");
+        rig_build(&g, TEST_SHAPE(6, s, s), 3);
+        fill_ties(&g, 2);
+
+        memset(&m, 0, sizeof m);
+        m.desc = test_load(&m.pl, RX_LAYER, "maxpool");
+        test_default_args(m.desc, m.args);
+        test_arg(m.desc, m.args, "size")->i = s;
+        m.ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
+        m.rng = rx_rng_stream(19, 0);
+        rig_build(&m, TEST_SHAPE(6, s, s), 3);
+        assert_int_equal(m.info.out.d[1], 1);
+        assert_int_equal(m.info.out.d[2], 1);
+        assert_int_equal(m.info.state_bytes, g.info.state_bytes);
+        memcpy(m.x.data, g.x.data, sizeof(float) * (size_t)rx_numel(g.x.shape));
+        memcpy(m.dy.data, g.dy.data, sizeof(float) * (size_t)rx_numel(g.dy.shape));
+
+        rig_forward(&g);
+        rig_backward(&g, true);
+        rig_forward(&m);
+        rig_backward(&m, true);
+        expect_same_floats(g.y.data, m.y.data, rx_numel(g.y.shape), "global_pool y vs maxpool's");
+        assert_memory_equal(g.state, m.state, g.info.state_bytes * 3);
+        expect_same_floats(g.dx.data, m.dx.data, rx_numel(g.x.shape), "global_pool dx vs maxpool's");
+        rig_free(&g);
+        rig_free(&m);
+    }
+}
+
+/* ---- Refusals ---- */
+
+static void test_global_pool_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "mean");
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8, 8), "mode", "'max' or 'avg'", "got 'mean'");
+    test_arg(r.desc, r.args, "mode")->s = "MAX";  /* names are exact */
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8, 8), "mode", "got 'MAX'");
+    test_arg(r.desc, r.args, "mode")->s = "";
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8, 8), "mode", "got ''");
+    test_arg(r.desc, r.args, "mode")->s = "avg";
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 8), "(C, H, W)", "got 2 dimensions");
+    EXPECT_REFUSED(&r, TEST_SHAPE(64), "(C, H, W)", "got 1 dimension");
+    EXPECT_REFUSED(&r, TEST_SHAPE(4, 0, 8), "empty dimension");
+    EXPECT_REFUSED(&r, TEST_SHAPE(65536, 256, 256), "more than 2^31 - 1 elements");
+    rig_free(&r);
+}
+
+/* ---- CPU vs CUDA ---- */
+
+/* Whether the CUDA path can run here; if not, why. A CUDA build whose global_pool lacks a CUDA
+ * path fails: that is a bug, not a missing GPU. */
+static bool gpu_usable(const rx_plugin *d, char *why)
+{
+#ifndef RX_WITH_CUDA
+    (void)d;
+    snprintf(why, ERR_LEN, "this build has no CUDA (make CUDA=1, with nvcc)");
+    return false;
+#else
+    if (!d->layer.forward[RX_CUDA] || !d->layer.backward[RX_CUDA])
+        fail_msg("global_pool has no CUDA path in a CUDA build");
+    return device_usable(RX_CUDA, why);
+#endif
+}
+
+#ifdef RX_WITH_CUDA
+static void expect_gpu_clean(const char *what)
+{
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
+}
+
+static void *gpu_alloc_or_fail(size_t bytes)
+{
+    void *p = device_alloc(RX_CUDA, bytes);
+    if (!p) fail_msg("out of GPU memory for %zu bytes", bytes);
+    return p;
+}
+
+/* The rig's CPU results (already in y, dx and the state) against the CUDA path on the same x
+ * and dy: the same selections and the same summation order, so the same bits. */
+static void compare_devices(rig *r, const char *what)
+{
+    rx_ctx gpu = r->ctx;
+    gpu.device = RX_CUDA;
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
+    const int64_t nx = rx_numel(r->x.shape), ny = rx_numel(r->y.shape);
+    const size_t ns = r->info.state_bytes * (size_t)r->x.shape.d[0];
+    rx_tensor x = r->x, y = r->y, dy = r->dy, dx = r->dx;
+    x.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
+    y.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
+    dy.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
+    dx.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
+    void *state = gpu_alloc_or_fail(ns);
+    x.device = y.device = dy.device = dx.device = RX_CUDA;
+    host_to_device(RX_CUDA, x.data, r->x.data, sizeof(float) * (size_t)nx);
+    host_to_device(RX_CUDA, dy.data, r->dy.data, sizeof(float) * (size_t)ny);
+    if (r->desc->layer.forward[RX_CUDA](r->self, &gpu, &x, NULL, &y, state) != 0) fail_msg("cuda forward: %s", gpu.err);
+    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, state, &dx, NULL) != 0)
+        fail_msg("cuda backward: %s", gpu.err);
+    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, state, NULL, NULL) != 0)
+        fail_msg("cuda backward with dx = NULL: %s", gpu.err);
+    expect_gpu_clean(what);
+    float *y_back = floats(ny), *dx_back = floats(nx);
+    void *state_back = malloc(ns + 1);
+    assert_non_null(state_back);
+    device_to_host(RX_CUDA, y_back, y.data, sizeof(float) * (size_t)ny);
+    device_to_host(RX_CUDA, dx_back, dx.data, sizeof(float) * (size_t)nx);
+    device_to_host(RX_CUDA, state_back, state, ns);
+    char label[160];
+    snprintf(label, sizeof label, "%s: y on the GPU", what);
+    expect_same_floats(y_back, r->y.data, ny, label);
+    snprintf(label, sizeof label, "%s: dx on the GPU", what);
+    expect_same_floats(dx_back, r->dx.data, nx, label);
+    if (ns && memcmp(state_back, r->state, ns) != 0) {
+        const int32_t *got = state_back, *want = r->state;
+        for (size_t i = 0; i < ns / sizeof(int32_t); i++)
+            if (got[i] != want[i])
+                fail_msg("%s: argmax[%zu] is %d on the GPU, %d on the CPU", what, i, (int)got[i], (int)want[i]);
+    }
+    print_message("  %-40s y, dx and state: the same bits\n", what);
+    free(y_back);
+    free(dx_back);
+    free(state_back);
+    device_free(RX_CUDA, x.data);
+    device_free(RX_CUDA, y.data);
+    device_free(RX_CUDA, dy.data);
+    device_free(RX_CUDA, dx.data);
+    device_free(RX_CUDA, state);
+    device_close_context(RX_CUDA, &gpu);
+}
+#endif
+
+static void test_global_pool_cpu_vs_cuda(void **unused)
+{
+    static const struct { int64_t c, h, w, n; } shapes[] = {
+        { 3, 8, 8, 4 },     /* two elements a lane */
+        { 5, 3, 3, 7 },     /* fewer elements than lanes */
+        { 4, 1, 1, 3 },     /* one element: 31 idle lanes */
+        { 3, 5, 7, 33 },    /* 99 planes: warps in a partly full block */
+        { 16, 32, 32, 20 }, /* 320 planes of 1024 */
+        { 2, 33, 1, 2 },    /* one lane with two elements */
+    };
+    char why[ERR_LEN] = "";
+    {
+        plugin pl;
+        const bool usable = gpu_usable(test_load(&pl, RX_LAYER, "global_pool"), why);
+        plugin_unload(&pl);
+        if (!usable) {
+            print_message("skipped: %s\n", why);
+            skip();
+        }
+    }
+#ifdef RX_WITH_CUDA
+    for (int mode = 0; mode < 2; mode++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            rig r;
+            rig_load(&r, mode ? "avg" : "max");
+            rig_build(&r, TEST_SHAPE(shapes[s].c, shapes[s].h, shapes[s].w), shapes[s].n);
+            if (!mode) fill_ties(&r, (int)s);  /* ties everywhere, and a few NaNs */
+            rig_forward(&r);
+            rig_backward(&r, true);
+            char what[96];
+            snprintf(what, sizeof what, "global_pool %s (%lld, %lld, %lld) x %lld", mode ? "avg" : "max",
+                     (long long)shapes[s].c, (long long)shapes[s].h, (long long)shapes[s].w, (long long)shapes[s].n);
+            compare_devices(&r, what);
+            rig_free(&r);
+        }
+#else
+    (void)shapes;
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_global_pool_max_by_hand),
+        cmocka_unit_test(test_global_pool_avg_by_hand),
+        cmocka_unit_test(test_global_pool_avg_order),
+        cmocka_unit_test(test_global_pool_shapes),
+        cmocka_unit_test(test_global_pool_gradients),
+        cmocka_unit_test(test_global_pool_threads),
+        cmocka_unit_test(test_global_pool_matches_maxpool),
+        cmocka_unit_test(test_global_pool_refuses),
+        cmocka_unit_test(test_global_pool_cpu_vs_cuda),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
