@@ -73,16 +73,15 @@ $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 # beside NAME.c, is compiled by nvcc into the same shared object in a CUDA build.
 .SECONDEXPANSION:
 PLUGIN_CUDA_OBJ = $(if $(filter 1,$(CUDA)),$(patsubst plugins/%.cu,$(BUILD)/plugins/%.cu.o,$(wildcard plugins/$*.cu)))
-$(BUILD)/plugins/%.so: plugins/%.c core/runexp.h $$(wildcard plugins/$$*.h) $$(PLUGIN_CUDA_OBJ)
+# A plugin depends on every header of its folder (adamw.c includes adam.h, cifar10 download.h).
+PLUGIN_HEADERS = $(wildcard $(dir plugins/$*)*.h) plugins/cuda_util.cuh core/runexp.h
+$(BUILD)/plugins/%.so: plugins/%.c $$(PLUGIN_HEADERS) $$(PLUGIN_CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared $< $(PLUGIN_CUDA_OBJ) -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
 
-$(BUILD)/plugins/%.cu.o: plugins/%.cu plugins/%.h plugins/cuda_util.cuh core/runexp.h
+$(BUILD)/plugins/%.cu.o: plugins/%.cu $$(PLUGIN_HEADERS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
-
-# Headers a plugin includes beside runexp.h.
-$(BUILD)/plugins/data/cifar10.so: plugins/data/download.h
 
 $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/runexp.h
 	@mkdir -p $(dir $@)

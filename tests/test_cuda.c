@@ -10,8 +10,10 @@
  * leave a block partly full, a batch of 1) and assert that the row passes check.c's bound of
  * 1e-3 and, where both paths do the same arithmetic in the same order, a tighter bound given
  * with each case.
- * Loss and optimizer: `runexp check` compares layers only, so cross_entropy and sgd are compared
- * here, in this process, through the plugins' own tables.
+ * Loss and optimizers: `runexp check` compares layers only, so cross_entropy (with and without
+ * label smoothing), sgd, adam and adamw are compared here, in this process, through the plugins'
+ * own tables; the optimizers also take their steps on the GPU as two calls on slices, the way
+ * the host steps parameter groups.
  * Whole runs: configs/synthetic.lua, and a network with every in-tree layer (with sgd's Nesterov
  * and weight decay too), on both devices: the same first-epoch loss and test accuracy within
  * the bounds given at expect_same_run.
@@ -271,13 +273,14 @@ static void *gpu_alloc_or_fail(size_t bytes)
 #define LOSS_BOUND 1e-5
 
 #ifdef RX_WITH_CUDA
-static void compare_cross_entropy(const rx_plugin *d, const gpu_probe *g, int64_t n, int64_t c)
+static void compare_cross_entropy(const rx_plugin *d, const gpu_probe *g, int64_t n, int64_t c, double smoothing)
 {
     rx_ctx cpu = { .device = RX_CPU, .threads = 1 }, gpu = { .device = RX_CUDA, .threads = 1 };
     char why[ERR_LEN];
     if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
     rx_value args[TEST_MAX_ARGS];
     test_default_args(d, args);
+    test_arg(d, args, "label_smoothing")->num = smoothing;
     void *self = NULL;
     rx_shape in = { .ndim = 1, .d = { c } };
     if (d->loss.create(&self, &cpu, args, in, (int)c) != 0) fail_msg("create: %s", cpu.err);
@@ -313,10 +316,10 @@ static void compare_cross_entropy(const rx_plugin *d, const gpu_probe *g, int64_
     device_to_host(RX_CUDA, dz_gpu, dz_d, nz * sizeof(float));
     double el = max_relative_error(loss_gpu, loss_cpu, (size_t)n), edz = max_relative_error(dz_gpu, dz_cpu, nz);
     if (el > LOSS_BOUND || edz > LOSS_BOUND)
-        fail_msg("cross_entropy N=%lld C=%lld (seed %u): relative error losses %.3g, dlogits %.3g (bound %g)",
-                 (long long)n, (long long)c, g->seed, el, edz, LOSS_BOUND);
-    print_message("  cross_entropy  N=%-4lld C=%-5lld relative error losses %.2g, dlogits %.2g (bound %g)\n",
-                  (long long)n, (long long)c, el, edz, LOSS_BOUND);
+        fail_msg("cross_entropy N=%lld C=%lld label_smoothing %g (seed %u): relative error losses %.3g, dlogits %.3g "
+                 "(bound %g)", (long long)n, (long long)c, smoothing, g->seed, el, edz, LOSS_BOUND);
+    print_message("  cross_entropy  N=%-4lld C=%-5lld label_smoothing %-4g relative error losses %.2g, dlogits %.2g "
+                  "(bound %g)\n", (long long)n, (long long)c, smoothing, el, edz, LOSS_BOUND);
 
     /* Without the gradient: the same losses, to the bit. */
     if (d->loss.forward[RX_CUDA](self, &gpu, &logits_d, labels_d, loss_d, NULL) != 0) fail_msg("cuda: %s", gpu.err);
@@ -361,9 +364,12 @@ static void test_cross_entropy_cpu_vs_cuda(void **state)
     plugin pl;
     const rx_plugin *d = test_load(&pl, RX_LOSS, "cross_entropy");
     if (!d->loss.forward[RX_CUDA]) fail_msg("cross_entropy has no CUDA path");
-    compare_cross_entropy(d, g, 37, 10);    /* the tutorial's classes; rows spread over 5 blocks */
-    compare_cross_entropy(d, g, 5, 1000);   /* each lane strides over 31 or 32 classes */
-    compare_cross_entropy(d, g, 2, 2);      /* 30 idle lanes per warp */
+    compare_cross_entropy(d, g, 37, 10, 0);    /* the tutorial's classes; rows spread over 5 blocks */
+    compare_cross_entropy(d, g, 5, 1000, 0);   /* each lane strides over 31 or 32 classes */
+    compare_cross_entropy(d, g, 2, 2, 0);      /* 30 idle lanes per warp */
+    compare_cross_entropy(d, g, 37, 10, 0.1);  /* label smoothing: its sum over the classes too */
+    compare_cross_entropy(d, g, 5, 1000, 0.3);
+    compare_cross_entropy(d, g, 2, 2, 0.5);
     plugin_unload(&pl);
 #endif
 }
@@ -375,8 +381,11 @@ static void test_cross_entropy_cpu_vs_cuda(void **state)
 #define SGD_BOUND 1e-6
 
 #ifdef RX_WITH_CUDA
+/* CPU: one call per step on the whole vector. GPU: the same steps as two calls, one per half
+ * (with its own slice of w, g and the state, as the host steps parameter groups), so the
+ * slicing is compared too. */
 static void compare_sgd(const rx_plugin *d, const gpu_probe *g, size_t n, double momentum, bool nesterov,
-                        double dampening, double weight_decay)
+                        double dampening, float weight_decay)
 {
     rx_ctx cpu = { .device = RX_CPU, .threads = 2 }, gpu = { .device = RX_CUDA, .threads = 1 };
     char why[ERR_LEN];
@@ -386,7 +395,6 @@ static void compare_sgd(const rx_plugin *d, const gpu_probe *g, size_t n, double
     test_arg(d, args, "momentum")->num = momentum;
     test_arg(d, args, "nesterov")->b = nesterov;
     test_arg(d, args, "dampening")->num = dampening;
-    test_arg(d, args, "weight_decay")->num = weight_decay;
     void *self = NULL;
     int per_param = 0;
     if (d->optim.create(&self, &cpu, args, &per_param) != 0) fail_msg("create: %s", cpu.err);
@@ -403,9 +411,12 @@ static void compare_sgd(const rx_plugin *d, const gpu_probe *g, size_t n, double
     for (int64_t t = 1; t <= 3; t++) {
         fill_uniform(gr, n, &rng, 0.1f);
         host_to_device(RX_CUDA, g_d, gr, n * sizeof(float));
-        rx_step s = { .lr = 0.05f, .t = t };
+        rx_step s = { .lr = 0.05f, .weight_decay = weight_decay, .t = t };
         if (d->optim.step[RX_CPU](self, &cpu, gr, w, buf, n, s) != 0) fail_msg("cpu: %s", cpu.err);
-        if (d->optim.step[RX_CUDA](self, &gpu, g_d, w_d, buf_d, n, s) != 0) fail_msg("cuda: %s", gpu.err);
+        const size_t half = n / 2;  /* momentum's state is 1 block of n: the halves' buffers are its halves */
+        if (d->optim.step[RX_CUDA](self, &gpu, g_d, w_d, per_param ? buf_d : NULL, half, s) != 0 ||
+            d->optim.step[RX_CUDA](self, &gpu, g_d + half, w_d + half, per_param ? buf_d + half : NULL, n - half, s) != 0)
+            fail_msg("cuda: %s", gpu.err);
         expect_gpu_clean("sgd step");
         device_to_host(RX_CUDA, w_back, w_d, n * sizeof(float));
         device_to_host(RX_CUDA, buf_back, buf_d, nbuf * sizeof(float));
@@ -438,11 +449,107 @@ static void test_sgd_cpu_vs_cuda(void **state)
     plugin pl;
     const rx_plugin *d = test_load(&pl, RX_OPTIM, "sgd");
     if (!d->optim.step[RX_CUDA]) fail_msg("sgd has no CUDA path");
-    compare_sgd(d, g, 100003, 0.0, false, 0.0, 0.0);       /* plain: no state */
-    compare_sgd(d, g, 100003, 0.9, false, 0.0, 0.0);       /* the tutorial's */
-    compare_sgd(d, g, 100003, 0.9, true, 0.0, 5e-4);       /* Nesterov with weight decay */
-    compare_sgd(d, g, (1 << 21) + 5, 0.9, false, 0.1, 1e-4); /* dampening; more than one grid-stride pass */
+    compare_sgd(d, g, 100003, 0.0, false, 0.0, 0.0f);        /* plain: no state */
+    compare_sgd(d, g, 100003, 0.9, false, 0.0, 0.0f);        /* the tutorial's */
+    compare_sgd(d, g, 100003, 0.9, true, 0.0, 5e-4f);        /* Nesterov with weight decay */
+    compare_sgd(d, g, (1 << 21) + 5, 0.9, false, 0.1, 1e-4f); /* dampening; more than one grid-stride pass */
     plugin_unload(&pl);
+#endif
+}
+
+/* Bound for adam and adamw: as for sgd, every operation is rounded on its own on both devices
+ * (adam.h's adam_update is the one function both run; division and square root are correctly
+ * rounded on both) and the step's scalars are worked out on the host, so the same bits are
+ * expected; 1e-6 leaves room for a CPU compiler that fuses multiply-adds. A wrong bias
+ * correction, beta or decay term gives errors of 1e-3 and more. */
+#define ADAM_BOUND 1e-6
+
+#ifdef RX_WITH_CUDA
+/* CPU: one call per step on the whole vector, state (2, n). GPU: two calls per step, one per
+ * half, each with its own state slice (2, half), the way the host steps parameter groups. */
+static void compare_adam(const rx_plugin *d, const gpu_probe *g, size_t n, double beta1, double beta2, double eps,
+                         float weight_decay)
+{
+    enum { T = 5 };
+    rx_ctx cpu = { .device = RX_CPU, .threads = 2 }, gpu = { .device = RX_CUDA, .threads = 1 };
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
+    rx_value args[TEST_MAX_ARGS];
+    test_default_args(d, args);
+    test_arg(d, args, "beta1")->num = beta1;
+    test_arg(d, args, "beta2")->num = beta2;
+    test_arg(d, args, "eps")->num = eps;
+    void *self = NULL;
+    int per_param = 0;
+    if (d->optim.create(&self, &cpu, args, &per_param) != 0) fail_msg("create: %s", cpu.err);
+    assert_int_equal(per_param, 2);
+    const size_t half = n / 2, rest = n - half;
+
+    float *gr = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float)), *st = calloc(2 * n, sizeof(float));
+    float *w_back = malloc(n * sizeof(float)), *st_back = malloc(2 * n * sizeof(float));
+    float *st_gathered = malloc(2 * n * sizeof(float)); /* the GPU's slices in the CPU's (2, n) order */
+    assert_true(gr && w && st && w_back && st_back && st_gathered);
+    rx_rng rng = rx_rng_stream(g->seed, 0xADA0 + n);
+    fill_uniform(w, n, &rng, 1.0f);
+    float *g_d = gpu_alloc_or_fail(n * sizeof(float)), *w_d = gpu_alloc_or_fail(n * sizeof(float));
+    float *st_d = gpu_alloc_or_fail(2 * n * sizeof(float));  /* zeroed, as the host's state */
+    float *st_a = st_d, *st_b = st_d + 2 * half;             /* (2, half) and (2, rest) */
+    host_to_device(RX_CUDA, w_d, w, n * sizeof(float));
+    for (int64_t t = 1; t <= T; t++) {
+        fill_uniform(gr, n, &rng, 0.1f);
+        if (t == 3) gr[0] = 0.0f;  /* a zero gradient: the moments decay, eps keeps the step finite */
+        host_to_device(RX_CUDA, g_d, gr, n * sizeof(float));
+        rx_step s = { .lr = 1e-3f, .weight_decay = weight_decay, .t = t };
+        if (d->optim.step[RX_CPU](self, &cpu, gr, w, st, n, s) != 0) fail_msg("cpu: %s", cpu.err);
+        if (d->optim.step[RX_CUDA](self, &gpu, g_d, w_d, st_a, half, s) != 0 ||
+            d->optim.step[RX_CUDA](self, &gpu, g_d + half, w_d + half, st_b, rest, s) != 0)
+            fail_msg("cuda: %s", gpu.err);
+        expect_gpu_clean("adam step");
+        device_to_host(RX_CUDA, w_back, w_d, n * sizeof(float));
+        device_to_host(RX_CUDA, st_back, st_d, 2 * n * sizeof(float));
+        memcpy(st_gathered, st_back, half * sizeof(float));                              /* m, first half */
+        memcpy(st_gathered + half, st_back + 2 * half, rest * sizeof(float));            /* m, second half */
+        memcpy(st_gathered + n, st_back + half, half * sizeof(float));                   /* v, first half */
+        memcpy(st_gathered + n + half, st_back + 2 * half + rest, rest * sizeof(float)); /* v, second half */
+        double ew = max_relative_error(w_back, w, n), em = max_relative_error(st_gathered, st, n);
+        double ev = max_relative_error(st_gathered + n, st + n, n);
+        if (ew > ADAM_BOUND || em > ADAM_BOUND || ev > ADAM_BOUND)
+            fail_msg("%s n=%zu betas %g %g eps %g weight_decay %g, step %lld (seed %u): relative error w %.3g, "
+                     "m %.3g, v %.3g (bound %g)", d->name, n, beta1, beta2, eps, weight_decay, (long long)t, g->seed,
+                     ew, em, ev, ADAM_BOUND);
+    }
+    print_message("  %-5s n=%-8zu betas %-3g %-5g eps %-5g weight_decay %-6g: %d steps within %g\n", d->name, n, beta1,
+                  beta2, eps, weight_decay, T, ADAM_BOUND);
+    device_free(RX_CUDA, g_d);
+    device_free(RX_CUDA, w_d);
+    device_free(RX_CUDA, st_d);
+    free(gr);
+    free(w);
+    free(st);
+    free(w_back);
+    free(st_back);
+    free(st_gathered);
+    d->optim.destroy(self);
+    device_close_context(RX_CUDA, &gpu);
+}
+#endif
+
+static void test_adam_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+#ifdef RX_WITH_CUDA
+    const gpu_probe *g = *state;
+    static const char *const names[2] = { "adam", "adamw" };
+    for (int p = 0; p < 2; p++) {
+        plugin pl;
+        const rx_plugin *d = test_load(&pl, RX_OPTIM, names[p]);
+        if (!d->optim.step[RX_CUDA]) fail_msg("%s has no CUDA path", names[p]);
+        compare_adam(d, g, 100003, 0.9, 0.999, 1e-8, 0.0f);         /* PyTorch's defaults */
+        compare_adam(d, g, 100003, 0.9, 0.999, 1e-8, 1e-2f);        /* with weight decay (L2 or decoupled) */
+        compare_adam(d, g, 100003, 0.5, 0.9, 1e-3, 5e-2f);          /* other betas and eps */
+        compare_adam(d, g, (1 << 21) + 5, 0.9, 0.999, 1e-8, 1e-4f); /* more than one grid-stride pass */
+        plugin_unload(&pl);
+    }
 #endif
 }
 
@@ -572,6 +679,7 @@ int main(void)
         /* Then the tests that use the GPU from this process. */
         cmocka_unit_test(test_cross_entropy_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_cpu_vs_cuda),
+        cmocka_unit_test(test_adam_cpu_vs_cuda),
     };
     return cmocka_run_group_tests(tests, probe_gpu, free_probe);
 }

@@ -994,6 +994,8 @@ static void loss_load(loss_rig *l)
     l->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
 }
 
+static void loss_smoothing(loss_rig *l, double e) { test_arg(l->desc, l->args, "label_smoothing")->num = e; }
+
 static int loss_create(loss_rig *l, rx_shape in, int nclasses)
 {
     return l->desc->loss.create(&l->self, &l->ctx, l->args, in, nclasses);
@@ -1112,6 +1114,142 @@ static void test_cross_entropy_refuses(void **unused)
     loss_free(&l);
 }
 
+/* Label smoothing e: the target is (1 - e) * onehot + e / C, as in PyTorch, so
+ *     loss = (1 - e) * (lse - z[label]) + e * mean_k(lse - z[k]),
+ *     dz   = (softmax - (1 - e) * onehot - e / C) / N. */
+static void test_cross_entropy_label_smoothing_by_hand(void **unused)
+{
+    const double e = 0.2;
+    loss_rig l;
+    loss_load(&l);
+    loss_smoothing(&l, e);
+    if (loss_create(&l, TEST_SHAPE(3), 3) != 0) fail_msg("%s", l.ctx.err);
+    float z[3 * 3] = { 1, 2, 3, 1, 2, 3, 1000, 0, -1000 };  /* (3, 3) */
+    const int32_t labels[3] = { 2, 0, 1 };
+    rx_tensor logits = { .data = z, .shape = TEST_SHAPE(3, 3) };
+    rx_tensor dz = tensor_new(TEST_SHAPE(3, 3));
+    float losses[3];
+    assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+    /* rows 0 and 1: lse = 3.4076; mean_k(lse - z[k]) = lse - 2, so
+     * row 0: 0.8 * (lse - 3) + 0.2 * (lse - 2) = lse - 2.8 = 0.6076,
+     * row 1: 0.8 * (lse - 1) + 0.2 * (lse - 2) = lse - 1.2 = 2.2076;
+     * row 2: lse = 1000 (exp(-1000) and exp(-2000) vanish), mean z = 0: 0.8 * 1000 + 0.2 * 1000 = 1000 */
+    const double lse = log(exp(1.0) + exp(2.0) + exp(3.0));
+    const float want_loss[3] = { (float)(lse - 2.8), (float)(lse - 1.2), 1000.0f };
+    expect_close(losses, want_loss, 3, "smoothed cross_entropy loss");
+    float want_dz[9];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            want_dz[i * 3 + j] = (float)((exp(j + 1.0 - lse) - (1 - e) * (j == labels[i]) - e / 3) / 3);
+    /* row 2: softmax (1, 0, 0), target (0.2/3, 0.8 + 0.2/3, 0.2/3) */
+    want_dz[6] = (float)((1 - e / 3) / 3);
+    want_dz[7] = (float)((-(1 - e) - e / 3) / 3);
+    want_dz[8] = (float)(-e / 3 / 3);
+    expect_close(dz.data, want_dz, 9, "smoothed cross_entropy dlogits");
+    /* each gradient row sums to 0, as softmax and the target both sum to 1 */
+    for (int i = 0; i < 3; i++)
+        assert_float_equal(dz.data[3 * i] + dz.data[3 * i + 1] + dz.data[3 * i + 2], 0, 1e-7);
+    float again[3];
+    assert_int_equal(loss_forward(&l, &logits, labels, again, NULL), 0);
+    assert_memory_equal(again, losses, sizeof losses);
+    free(dz.data);
+    loss_free(&l);
+}
+
+/* d(mean loss)/dz with smoothing against central differences, for a few e. */
+static void test_cross_entropy_label_smoothing_gradient(void **unused)
+{
+    enum { N = 4, C = 5 };
+    static const double es[3] = { 0.05, 0.3, 0.9 };
+    for (int k = 0; k < 3; k++) {
+        loss_rig l;
+        loss_load(&l);
+        loss_smoothing(&l, es[k]);
+        if (loss_create(&l, TEST_SHAPE(C), C) != 0) fail_msg("%s", l.ctx.err);
+        rx_rng rng = rx_rng_stream(4, (uint64_t)k);
+        rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
+        fill_uniform(&rng, &logits, -3.0f, 3.0f);
+        int32_t labels[N];
+        for (int i = 0; i < N; i++) labels[i] = (int32_t)rx_rng_below(&rng, C);
+        float losses[N];
+        assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+        for (int i = 0; i < N * C; i++) {
+            const float z0 = logits.data[i], zp = z0 + (float)GRAD_EPS, zm = z0 - (float)GRAD_EPS;
+            double mean[2] = { 0, 0 };
+            for (int side = 0; side < 2; side++) {
+                logits.data[i] = side ? zm : zp;
+                assert_int_equal(loss_forward(&l, &logits, labels, losses, NULL), 0);
+                for (int j = 0; j < N; j++) mean[side] += (double)losses[j] / N;
+            }
+            logits.data[i] = z0;
+            expect_grad(dz.data[i], (mean[0] - mean[1]) / ((double)zp - (double)zm), "cross_entropy smoothed", "logits", i);
+        }
+        free(logits.data);
+        free(dz.data);
+        loss_free(&l);
+    }
+}
+
+/* label_smoothing = 0 (the default, and given explicitly) is the loss as it was before the
+ * option, to the bit: the same arithmetic, replayed here. */
+static void test_cross_entropy_no_smoothing_is_unchanged(void **unused)
+{
+    enum { N = 7, C = 13 };
+    rx_rng rng = rx_rng_stream(9, 0);
+    rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
+    fill_uniform(&rng, &logits, -5.0f, 5.0f);
+    int32_t labels[N];
+    for (int i = 0; i < N; i++) labels[i] = (int32_t)rx_rng_below(&rng, C);
+    float want_loss[N], want_dz[N * C];
+    const float inv_n = 1.0f / (float)N;
+    for (int i = 0; i < N; i++) {
+        const float *z = logits.data + i * C;
+        float max = z[0];
+        for (int j = 1; j < C; j++) max = z[j] > max ? z[j] : max;
+        double sum = 0.0;
+        for (int j = 0; j < C; j++) sum += expf(z[j] - max);
+        want_loss[i] = (float)(log(sum) - (double)(z[labels[i]] - max));
+        const float scale = (float)(1.0 / sum) * inv_n;
+        for (int j = 0; j < C; j++) want_dz[i * C + j] = expf(z[j] - max) * scale;
+        want_dz[i * C + labels[i]] -= inv_n;
+    }
+    for (int explicit_zero = 0; explicit_zero < 2; explicit_zero++) {
+        loss_rig l;
+        loss_load(&l);
+        if (explicit_zero) loss_smoothing(&l, 0.0);
+        if (loss_create(&l, TEST_SHAPE(C), C) != 0) fail_msg("%s", l.ctx.err);
+        float losses[N];
+        assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
+        assert_memory_equal(losses, want_loss, sizeof want_loss);
+        assert_memory_equal(dz.data, want_dz, sizeof want_dz);
+        loss_free(&l);
+    }
+    free(logits.data);
+    free(dz.data);
+}
+
+static void test_cross_entropy_refuses_label_smoothing(void **unused)
+{
+    static const double bad[4] = { 1.0, 1.5, -0.1, NAN };
+    static const char *const says[4] = { "got 1", "got 1.5", "got -0.1", "got nan" };
+    for (int k = 0; k < 4; k++) {
+        loss_rig l;
+        loss_load(&l);
+        loss_smoothing(&l, bad[k]);
+        l.self = &l;  /* must be cleared */
+        assert_int_equal(loss_create(&l, TEST_SHAPE(3), 3), -1);
+        assert_null(l.self);
+        expect_message(l.ctx.err, "label_smoothing must be in [0, 1)");
+        expect_message(l.ctx.err, says[k]);
+        loss_free(&l);
+    }
+    loss_rig l;  /* just below 1 is accepted */
+    loss_load(&l);
+    loss_smoothing(&l, 0.999);
+    if (loss_create(&l, TEST_SHAPE(3), 3) != 0) fail_msg("%s", l.ctx.err);
+    loss_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1141,6 +1279,10 @@ int main(void)
         cmocka_unit_test(test_cross_entropy_gradient),
         cmocka_unit_test(test_cross_entropy_is_stable),
         cmocka_unit_test(test_cross_entropy_refuses),
+        cmocka_unit_test(test_cross_entropy_label_smoothing_by_hand),
+        cmocka_unit_test(test_cross_entropy_label_smoothing_gradient),
+        cmocka_unit_test(test_cross_entropy_no_smoothing_is_unchanged),
+        cmocka_unit_test(test_cross_entropy_refuses_label_smoothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /* test_sgd.c: the sgd optimizer against three steps worked out by hand, for each of its options,
  * following torch.optim.SGD: weight decay joins the gradient, the momentum buffer starts as the
- * first gradient, later ones enter it damped, Nesterov looks one momentum step ahead.
+ * first gradient, later ones enter it damped, Nesterov looks one momentum step ahead. Weight decay
+ * is the host's, per group of parameters: it arrives with each step (rx_step.weight_decay), and
+ * a step may be several calls, one per group, each on its own slice of w, g and the state.
  *
  * Three parameters start at w = (1, -2, 0.5) and see the gradients g1, g2, g3 below with lr 0.1.
  * For example, with momentum 0.9, the first parameter:
@@ -37,13 +39,12 @@ typedef struct optimizer {
     int state_per_param;
 } optimizer;
 
-static void sgd_load(optimizer *o, double momentum, double weight_decay, double dampening, bool nesterov)
+static void sgd_load(optimizer *o, double momentum, double dampening, bool nesterov)
 {
     memset(o, 0, sizeof *o);
     o->desc = test_load(&o->pl, RX_OPTIM, "sgd");
     test_default_args(o->desc, o->args);
     test_arg(o->desc, o->args, "momentum")->num = momentum;
-    test_arg(o->desc, o->args, "weight_decay")->num = weight_decay;
     test_arg(o->desc, o->args, "dampening")->num = dampening;
     test_arg(o->desc, o->args, "nesterov")->b = nesterov;
 }
@@ -54,31 +55,39 @@ static void sgd_close(optimizer *o)
     plugin_unload(&o->pl);
 }
 
+static void sgd_open(optimizer *o, double momentum, double dampening, bool nesterov)
+{
+    sgd_load(o, momentum, dampening, nesterov);
+    if (o->desc->optim.create(&o->self, &o->ctx, o->args, &o->state_per_param) != 0) fail_msg("create: %s", o->ctx.err);
+    assert_int_equal(o->state_per_param, momentum > 0 ? 1 : 0);
+}
+
+static void expect_weights(const float *w, const float *want, int first, int count, int t)
+{
+    for (int i = first; i < first + count; i++)
+        if (fabsf(w[i] - want[i]) > 1e-6f) fail_msg("step %d, w[%d]: got %.9g, want %.9g", t, i, w[i], want[i]);
+}
+
+/* Three steps of the case, each one call on the whole vector. */
 static void check_steps(const sgd_case *c)
 {
     optimizer o;
-    sgd_load(&o, c->momentum, c->weight_decay, c->dampening, c->nesterov);
-    if (o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param) != 0) fail_msg("create: %s", o.ctx.err);
-    assert_int_equal(o.state_per_param, c->momentum > 0 ? 1 : 0);
-
+    sgd_open(&o, c->momentum, c->dampening, c->nesterov);
     float w[NW], state[NW] = { 0 };
     memcpy(w, w_start, sizeof w);
     for (int t = 1; t <= STEPS; t++) {
-        rx_step s = { .lr = 0.1f, .t = t };
+        rx_step s = { .lr = 0.1f, .weight_decay = (float)c->weight_decay, .t = t };
         if (o.desc->optim.step[RX_CPU](o.self, &o.ctx, grads[t - 1], w, o.state_per_param ? state : NULL, NW, s) != 0)
             fail_msg("step %d: %s", t, o.ctx.err);
-        for (int i = 0; i < NW; i++)
-            if (fabsf(w[i] - c->want[t - 1][i]) > 1e-6f)
-                fail_msg("step %d, w[%d]: got %.9g, want %.9g", t, i, w[i], c->want[t - 1][i]);
+        expect_weights(w, c->want[t - 1], 0, NW, t);
     }
     sgd_close(&o);
 }
 
-static void test_plain(void **state)
-{
-    check_steps(&(sgd_case){
-        .want = { { 0.95f, -1.9f, 0.3f }, { 0.925f, -1.95f, 0.4f }, { 0.975f, -1.95f, 0.3f } } });
-}
+static const sgd_case plain_case = {
+    .want = { { 0.95f, -1.9f, 0.3f }, { 0.925f, -1.95f, 0.4f }, { 0.975f, -1.95f, 0.3f } } };
+
+static void test_plain(void **state) { check_steps(&plain_case); }
 
 static void test_momentum(void **state)
 {
@@ -94,11 +103,10 @@ static void test_nesterov(void **state)
 }
 
 /* Step 1 of the first parameter: g = 0.5 + 0.1 * 1 = 0.6, w = 1 - 0.06 = 0.94. */
-static void test_weight_decay(void **state)
-{
-    check_steps(&(sgd_case){ .weight_decay = 0.1,
-        .want = { { 0.94f, -1.88f, 0.295f }, { 0.9056f, -1.9112f, 0.39205f }, { 0.946544f, -1.892088f, 0.2881295f } } });
-}
+static const sgd_case weight_decay_case = { .weight_decay = 0.1,
+    .want = { { 0.94f, -1.88f, 0.295f }, { 0.9056f, -1.9112f, 0.39205f }, { 0.946544f, -1.892088f, 0.2881295f } } };
+
+static void test_weight_decay(void **state) { check_steps(&weight_decay_case); }
 
 /* The first step is undamped (buf = g); step 2 of the first parameter:
  * buf = 0.9 * 0.5 + 0.5 * 0.25 = 0.575, w = 0.95 - 0.0575 = 0.8925. */
@@ -108,11 +116,46 @@ static void test_dampening(void **state)
         .want = { { 0.95f, -1.9f, 0.3f }, { 0.8925f, -1.835f, 0.17f }, { 0.86575f, -1.7765f, 0.003f } } });
 }
 
-static void test_everything_at_once(void **state)
+static const sgd_case everything_case = { .momentum = 0.5, .weight_decay = 0.1, .dampening = 0.25,
+    .want = { { 0.94f, -1.88f, 0.295f }, { 0.8842f, -1.8434f, 0.2652875f }, { 0.8871685f, -1.8112745f, 0.1734415938f } } };
+
+static void test_everything_at_once(void **state) { check_steps(&everything_case); }
+
+/* A step as the host makes it with groups: one call per group, each on its slice of w, g and the
+ * state. Group 0 holds parameter 0, group 1 parameters 1 and 2; wd[k] is group k's weight decay.
+ * want_of[i]: the case whose column i parameter i must follow. */
+static void check_groups(double momentum, double dampening, const float wd[2], const sgd_case *const want_of[NW])
 {
-    check_steps(&(sgd_case){ .momentum = 0.5, .weight_decay = 0.1, .dampening = 0.25,
-        .want = { { 0.94f, -1.88f, 0.295f }, { 0.8842f, -1.8434f, 0.2652875f },
-                  { 0.8871685f, -1.8112745f, 0.1734415938f } } });
+    optimizer o;
+    sgd_open(&o, momentum, dampening, false);
+    const int first[2] = { 0, 1 }, count[2] = { 1, 2 };
+    float w[NW], state[NW] = { 0 };
+    memcpy(w, w_start, sizeof w);
+    for (int t = 1; t <= STEPS; t++) {
+        for (int k = 0; k < 2; k++) {
+            rx_step s = { .lr = 0.1f, .weight_decay = wd[k], .t = t };
+            if (o.desc->optim.step[RX_CPU](o.self, &o.ctx, grads[t - 1] + first[k], w + first[k],
+                                           o.state_per_param ? state + first[k] : NULL, (size_t)count[k], s) != 0)
+                fail_msg("step %d, group %d: %s", t, k, o.ctx.err);
+        }
+        for (int i = 0; i < NW; i++) expect_weights(w, want_of[i]->want[t - 1], i, 1, t);
+    }
+    sgd_close(&o);
+}
+
+/* Two calls on slices, each with its own slice of the momentum buffer, step as one call on the
+ * whole vector does. */
+static void test_groups_same_as_one_call(void **state)
+{
+    const float wd[2] = { 0.1f, 0.1f };
+    check_groups(0.5, 0.25, wd, (const sgd_case *const[NW]){ &everything_case, &everything_case, &everything_case });
+}
+
+/* Each group's own weight decay: group 0 decays, group 1 does not. */
+static void test_groups_own_weight_decay(void **state)
+{
+    const float wd[2] = { 0.1f, 0.0f };
+    check_groups(0, 0, wd, (const sgd_case *const[NW]){ &weight_decay_case, &plain_case, &plain_case });
 }
 
 /* t == 1 starts the buffer afresh from the gradient, whatever the state holds (as a new torch
@@ -120,8 +163,7 @@ static void test_everything_at_once(void **state)
 static void test_first_step_starts_buffer(void **state)
 {
     optimizer o;
-    sgd_load(&o, 0.9, 0, 0, false);
-    if (o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param) != 0) fail_msg("create: %s", o.ctx.err);
+    sgd_open(&o, 0.9, 0, false);
     float w[1] = { 1 }, g[1] = { 0.5f }, buf[1] = { 123 };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = 0.1f, .t = 1 }), 0);
     assert_float_equal(buf[0], 0.5f, 1e-7f);
@@ -132,10 +174,10 @@ static void test_first_step_starts_buffer(void **state)
     sgd_close(&o);
 }
 
-static void expect_refused(double momentum, double weight_decay, double dampening, bool nesterov, const char *want)
+static void expect_refused(double momentum, double dampening, bool nesterov, const char *want)
 {
     optimizer o;
-    sgd_load(&o, momentum, weight_decay, dampening, nesterov);
+    sgd_load(&o, momentum, dampening, nesterov);
     o.self = (void *)&o; /* must be cleared */
     assert_int_equal(o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param), -1);
     assert_null(o.self);
@@ -145,17 +187,26 @@ static void expect_refused(double momentum, double weight_decay, double dampenin
 
 static void test_refuses_invalid_options(void **state)
 {
-    expect_refused(0, 0, 0, true, "nesterov requires momentum > 0 and dampening 0");
-    expect_refused(0.9, 0, 0.1, true, "nesterov requires momentum > 0 and dampening 0");
-    expect_refused(-0.1, 0, 0, false, "momentum must be >= 0, got -0.1");
-    expect_refused(0, -1e-4, 0, false, "weight_decay must be >= 0, got -0.0001");
+    expect_refused(0, 0, true, "nesterov requires momentum > 0 and dampening 0");
+    expect_refused(0.9, 0.1, true, "nesterov requires momentum > 0 and dampening 0");
+    expect_refused(-0.1, 0, false, "momentum must be >= 0, got -0.1");
+    expect_refused(NAN, 0, false, "momentum must be >= 0, got nan");
+    expect_refused(0, INFINITY, false, "dampening must be finite, got inf");
+}
+
+/* weight_decay is no longer one of sgd's parameters: the host owns it, per group. */
+static void test_weight_decay_is_not_a_parameter(void **state)
+{
+    optimizer o;
+    sgd_load(&o, 0, 0, false);
+    assert_int_equal(plugin_param_index(o.desc, "weight_decay"), -1);
+    sgd_close(&o);
 }
 
 static void test_refuses_invalid_steps(void **state)
 {
     optimizer o;
-    sgd_load(&o, 0.9, 0, 0, false);
-    if (o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param) != 0) fail_msg("create: %s", o.ctx.err);
+    sgd_open(&o, 0.9, 0, false);
     float w[1] = { 1 }, g[1] = { 1 }, buf[1] = { 0 };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = 0.1f, .t = 0 }), -1);
     assert_non_null(strstr(o.ctx.err, "t must be >= 1, got 0"));
@@ -163,6 +214,12 @@ static void test_refuses_invalid_steps(void **state)
     assert_non_null(strstr(o.ctx.err, "state buffer"));
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = -1, .t = 1 }), -1);
     assert_non_null(strstr(o.ctx.err, "learning rate must be >= 0, got -1"));
+    assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1,
+                                                (rx_step){ .lr = 0.1f, .weight_decay = -1e-4f, .t = 1 }), -1);
+    assert_non_null(strstr(o.ctx.err, "weight decay must be >= 0, got -0.0001"));
+    assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1,
+                                                (rx_step){ .lr = 0.1f, .weight_decay = NAN, .t = 1 }), -1);
+    assert_non_null(strstr(o.ctx.err, "weight decay must be >= 0, got nan"));
     assert_float_equal(w[0], 1, 0); /* untouched by the refused steps */
     o.desc->optim.destroy(NULL);    /* NULL-safe */
     sgd_close(&o);
@@ -177,8 +234,11 @@ int main(void)
         cmocka_unit_test(test_weight_decay),
         cmocka_unit_test(test_dampening),
         cmocka_unit_test(test_everything_at_once),
+        cmocka_unit_test(test_groups_same_as_one_call),
+        cmocka_unit_test(test_groups_own_weight_decay),
         cmocka_unit_test(test_first_step_starts_buffer),
         cmocka_unit_test(test_refuses_invalid_options),
+        cmocka_unit_test(test_weight_decay_is_not_a_parameter),
         cmocka_unit_test(test_refuses_invalid_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -63,10 +63,8 @@ static int sgd_create(void **self, rx_ctx *ctx, const rx_value *args, int *state
 static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const sgd *o = self;
-    if (!(s.lr >= 0 && isfinite(s.lr))) return rx_fail(ctx, "learning rate must be >= 0, got %g", (double)s.lr);
-    if (s.t < 1) return rx_fail(ctx, "step t must be >= 1, got %lld", (long long)s.t);
+    if (sgd_check_step(o, ctx, buf, s) != 0) return -1;
     const bool momentum = o->momentum > 0, first = s.t == 1;
-    if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
     const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
     const int threads = n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */

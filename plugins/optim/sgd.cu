@@ -8,7 +8,6 @@
  * So the same g, w and buffer give the same bits on both devices, and CPU and GPU runs part only
  * where the layers' sums differ. Queued on ctx->cuda_stream; nothing waits for the GPU. */
 #include <cuda_runtime.h>
-#include <math.h>
 
 #include "sgd.h"
 #include "../cuda_util.cuh"
@@ -31,11 +30,8 @@ __global__ void sgd_step_elementwise(const float *__restrict__ g, float *__restr
 extern "C" int sgd_step_cuda(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const sgd *o = (const sgd *)self;
-    /* The CPU's checks, in the CPU's words. */
-    if (!(s.lr >= 0 && isfinite(s.lr))) return rx_fail(ctx, "learning rate must be >= 0, got %g", (double)s.lr);
-    if (s.t < 1) return rx_fail(ctx, "step t must be >= 1, got %lld", (long long)s.t);
+    if (sgd_check_step(o, ctx, buf, s) != 0) return -1; /* the CPU's checks, in the CPU's words */
     const bool momentum = o->momentum > 0;
-    if (momentum && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
     if (n == 0) return 0;
     sgd_step_elementwise<<<rx_cuda_blocks((int64_t)n), RX_CUDA_THREADS, 0, rx_cuda_stream(ctx)>>>(
         g, w, momentum ? buf : NULL, (int64_t)n, s.lr, s.weight_decay, o->momentum, o->keep, s.t == 1, o->nesterov);

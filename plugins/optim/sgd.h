@@ -1,8 +1,9 @@
 /* sgd.h: what sgd.c (the CPU path, create and the descriptor) and sgd.cu (the CUDA path) share:
- * the hyperparameters fixed at create, and the CUDA entry point. */
+ * the hyperparameters fixed at create, the checks of a step, and the CUDA entry point. */
 #ifndef RX_OPTIM_SGD_H
 #define RX_OPTIM_SGD_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -13,6 +14,18 @@ typedef struct sgd {
     float keep;     /* 1 - dampening: the share of the new gradient that enters the buffer */
     bool nesterov;
 } sgd;
+
+/* What both devices refuse before touching anything, in the same words. The learning rate and
+ * weight decay come from the host with each step (weight decay per parameter group). */
+static inline int sgd_check_step(const sgd *o, rx_ctx *ctx, const float *buf, rx_step s)
+{
+    if (!(s.lr >= 0 && isfinite(s.lr))) return rx_fail(ctx, "learning rate must be >= 0, got %g", (double)s.lr);
+    if (!(s.weight_decay >= 0 && isfinite(s.weight_decay)))
+        return rx_fail(ctx, "weight decay must be >= 0, got %g", (double)s.weight_decay);
+    if (s.t < 1) return rx_fail(ctx, "step t must be >= 1, got %lld", (long long)s.t);
+    if (o->momentum > 0 && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
+    return 0;
+}
 
 #ifdef __cplusplus
 extern "C" {
