@@ -3,7 +3,10 @@
  * (batches.meta.txt, data_batch_1.bin or test_batch.bin): overwrites bytes at an offset, cuts
  * it short, or appends to it. The plugin must then either load the data and hand out batches, or
  * refuse with a message; never crash. The file is repaired after each input.
- * Input: [file 0-2][offset, 4 bytes little-endian][mode 0-2][bytes...] */
+ * Input: [file 0-2][offset, 4 bytes little-endian][mode 0-2][bytes...]
+ * The two selector bytes also choose the augmentation, so that damaged data meets every path of
+ * the batch op: file byte / 3 gives crop_padding (0-4), padding_mode and flip; mode byte / 3 gives
+ * tta (every view of valid and test is drawn), cutout (0, 4, 8) and valid_fraction (0.2 or 0). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,14 +91,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* Loads the (damaged) data set and draws a batch from each split. */
-static void exercise(const rx_plugin *d, const char *dir)
+/* The augmentation two selector bytes ask for (see the top). */
+static void choose_augmentation(const rx_plugin *d, rx_value *args, unsigned file_byte, unsigned mode_byte)
 {
-    rx_value args[16] = { 0 };
+    static const char *const padding_modes[] = { "reflect", "zeros" };
+    static const char *const flips[] = { "none", "random", "alternate" };
+    static const char *const ttas[] = { "none", "flip", "flip_shift" };
+    unsigned a = file_byte / 3, b = mode_byte / 3;
+    args[plugin_param_index(d, "crop_padding")].i = a % 5;
+    args[plugin_param_index(d, "padding_mode")].s = padding_modes[a / 5 % 2];
+    args[plugin_param_index(d, "flip")].s = flips[a / 10 % 3];
+    args[plugin_param_index(d, "tta")].s = ttas[b % 3];
+    args[plugin_param_index(d, "cutout")].i = 4 * (b / 3 % 3);
+    if (b / 9 % 2) args[plugin_param_index(d, "valid_fraction")].num = 0;
+}
+
+/* Loads the (damaged) data set and draws a batch from each split, in every view. */
+static void exercise(const rx_plugin *d, const char *dir, unsigned file_byte, unsigned mode_byte)
+{
+    rx_value args[32] = { 0 };
     for (int i = 0; d->params[i].key; i++) args[i] = d->params[i].def;
     args[plugin_param_index(d, "path")].s = dir;
     args[plugin_param_index(d, "train_limit")].i = 1000;
     args[plugin_param_index(d, "test_limit")].i = 100;
+    choose_augmentation(d, args, file_byte, mode_byte);
     rx_ctx ctx = { .device = RX_CPU, .threads = 1 };
     rx_data_info info = { 0 };
     void *self = NULL;
@@ -105,7 +124,9 @@ static void exercise(const rx_plugin *d, const char *dir)
         for (int s = 0; s < RX_NSPLITS; s++) {
             rx_tensor t = { .data = x, .shape = { 4, { 4, 3, 32, 32 } }, .device = RX_CPU };
             if (info.size[s] < 4 || d->data.begin_epoch(self, &ctx, (rx_split)s, 1) != 0) continue;
-            d->data.batch[RX_CPU](self, &ctx, (rx_split)s, info.size[s] - 4, 0, &t, labels);
+            int views = s == RX_TRAIN || info.views < 1 ? 1 : info.views;
+            for (int view = 0; view < views; view++)
+                d->data.batch[RX_CPU](self, &ctx, (rx_split)s, info.size[s] - 4, view, &t, labels);
         }
     }
     if (d->data.destroy) d->data.destroy(self);
@@ -132,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fclose(f);
     if (mode == 1 && truncate(path, offset) != 0) abort(); /* cut short */
-    exercise(the_target()->pl.desc, the_target()->dir);
+    exercise(the_target()->pl.desc, the_target()->dir, data[0], data[5]);
     if (file == 0) restore_meta();
     else if (mode == 0) restore_bin(file, offset, offset + (long)(size - 6));
     else restore_bin(file, mode == 1 ? offset : FILE_BYTES, FILE_BYTES);
