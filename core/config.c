@@ -6,6 +6,7 @@
  * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). */
 #include "config.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -321,25 +322,46 @@ static int read_schedule(reader *r, plugin_use *u)
     return 0;
 }
 
-/* The text of the Lua function at the top of the stack, from its file, for the resolved config;
- * a comment when it cannot be had. */
+/* The text of the Lua function at the top of the stack, from its file, for the resolved config
+ * (which `runexp resume` runs again). Lua gives the lines it spans, not the columns, so the text
+ * is the shortest piece of those lines, from a "function" keyword to an "end", that Lua reads as
+ * one function expression; a local function's name is left out ("function f(" would be a syntax
+ * error there). Failing that, an expression that raises an error: the resolved config must never
+ * run on with another learning rate. */
 static void function_source(lua_State *L, char *buf, size_t len)
 {
     lua_Debug ar;
     lua_pushvalue(L, -1);
     lua_getinfo(L, ">S", &ar);
-    snprintf(buf, len, "nil --[[ a Lua function defined in %s, line %d ]]", ar.short_src, ar.linedefined);
+    snprintf(buf, len, "error([==[the lr function defined in %s, line %d, cannot be copied into this file]==])",
+             ar.short_src, ar.linedefined);
     FILE *f = ar.source[0] == '@' && ar.linedefined > 0 ? fopen(ar.source + 1, "r") : NULL;
     if (!f) return;
-    char line[1024];
+    char *line = NULL;
+    size_t cap = 0;
     strbuf text = { 0 };
-    for (int n = 1; fgets(line, sizeof line, f) && n <= ar.lastlinedefined; n++)
+    for (int n = 1; n <= ar.lastlinedefined && getline(&line, &cap, f) >= 0; n++)
         if (n >= ar.linedefined) sb_printf(&text, "%s", line);
+    free(line);
     fclose(f);
-    /* From "function" to the last "end": the definition without what surrounds it on its lines. */
-    char *from = text.s ? strstr(text.s, "function") : NULL, *to = NULL;
-    for (char *p = from; p && (p = strstr(p, "end")); p++) to = p + 3;
-    if (from && to && (size_t)(to - from) < len) snprintf(buf, len, "%.*s", (int)(to - from), from);
+    bool found = false;
+    for (char *from = text.s ? strstr(text.s, "function") : NULL; from && !found; from = strstr(from + 1, "function")) {
+        const char *args = from + 8; /* past "function", and past a name: "function decay(" */
+        while (*args == ' ' || *args == '\t') args++;
+        while (isalnum((unsigned char)*args) || *args == '_' || *args == '.') args++;
+        while (*args == ' ' || *args == '\t') args++;
+        if (*args != '(') continue;
+        for (const char *to = strstr(args, "end"); to && !found; to = strstr(to + 1, "end")) {
+            strbuf expr = { 0 };
+            sb_printf(&expr, "return function%.*s", (int)(to + 3 - args), args);
+            if (!expr.oom) {
+                found = luaL_loadbufferx(L, expr.s, expr.len, "=lr", "t") == LUA_OK;
+                lua_pop(L, 1); /* the function, or the message */
+            }
+            if (found && expr.len - 7 < len) snprintf(buf, len, "%s", expr.s + 7);
+            sb_free(&expr);
+        }
+    }
     sb_free(&text);
 }
 
@@ -577,6 +599,16 @@ static int read_experiment(reader *r, int idx)
     if (c->sched.kind == SCHED_FUNCTION) luaL_unref(L, LUA_REGISTRYINDEX, c->sched.ref);
     c->sched = (schedule){ .kind = SCHED_CONSTANT, .ref = LUA_NOREF };
     if (read_use(r, RX_OPTIM, "optim", "", optim_host_params, host, &c->optim) != 0) return -1;
+    /* Both would set the schedule; which one won would depend on the order Lua lists keys in. */
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushliteral(L, "lr");
+        bool function = lua_rawget(L, -2) == LUA_TFUNCTION;
+        lua_pushliteral(L, "schedule");
+        bool scheduled = lua_rawget(L, -3) != LUA_TNIL;
+        lua_pop(L, 2);
+        if (function && scheduled)
+            return fail(r, c->optim.where, "'schedule' cannot be given with lr as a function (the function is the schedule)");
+    }
     lua_pop(L, 1);
     c->lr = c->sched.kind == SCHED_FUNCTION ? 1 : host[0].num;
     c->weight_decay = host[1].num;

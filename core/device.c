@@ -131,13 +131,18 @@ void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float
         for (size_t at = 0; at < n; at += 1u << 30) { /* cuBLAS counts in int */
             int k = (int)(n - at < (1u << 30) ? n - at : (1u << 30));
             if (b != 1) cublasSscal(h, k, &b, y + at, 1);
-            cublasSaxpy(h, k, &a, x + at, 1, y + at, 1);
+            if (a != 0) cublasSaxpy(h, k, &a, x + at, 1, y + at, 1);
         }
         return;
     }
 #endif
     int threads = n >= 65536 && ctx->threads > 1 ? ctx->threads : 1;
     (void)threads; /* read only by the pragma */
+    if (a == 0) { /* y = b * y: never 0 * x, which an infinite x would turn into NaN */
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+        for (size_t i = 0; i < n; i++) y[i] = b * y[i];
+        return;
+    }
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
 }

@@ -4,6 +4,7 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -240,8 +241,8 @@ static void test_command_line(void **state)
     assert_non_null(strstr(err, "usage: runexp CONFIG.lua"));
     assert_int_equal(runexp(f, "--frobnicate", err, sizeof err), 2);
     assert_int_equal(runexp(f, "exp.lua optim.momentun=0.5", err, sizeof err), 1);
-    assert_string_equal(err, "runexp: command line: optim (sgd): unknown key 'momentun' (accepted: lr, momentum, "
-                             "nesterov, weight_decay, dampening)\n");
+    assert_string_equal(err, "runexp: command line: optim (sgd): unknown key 'momentun' (accepted: lr, weight_decay, "
+                             "schedule, momentum, nesterov, dampening)\n");
     /* Where no GPU is usable (or CUDA is not built in), device=cuda is a clear one-line error. */
     if (runexp(f, "exp.lua epochs=1 out=cli-cuda device=cuda", err, sizeof err) != 0) {
         assert_non_null(strstr(err, "device = \"cuda\", but "));
@@ -253,6 +254,248 @@ static void test_command_line(void **state)
     assert_string_equal(err, "");
 }
 
+/* ---- Runs without validation, frozen tensors, schedules, weight averaging ---- */
+
+/* A copy of tensor NAME of a safetensors file; *n: its length in floats. */
+static float *tensor_in(const char *dir, const char *file, const char *name, size_t *n)
+{
+    char path[700], err[ERR_LEN], *blob, key[128];
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
+    uint64_t h = 0;
+    for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
+    snprintf(key, sizeof key, "\"%s\":{", name);
+    char *at = strstr(blob + 8, key), *offsets = at ? strstr(at, "\"data_offsets\":[") : NULL;
+    if (!at || at > blob + 8 + h || !offsets) fail_msg("%s has no tensor '%s'", path, name);
+    unsigned long long from, to;
+    assert_int_equal(sscanf(offsets + 16, "%llu,%llu", &from, &to), 2);
+    assert_true(from <= to && 8 + h + to <= len);
+    *n = (size_t)(to - from) / sizeof(float);
+    float *t = malloc(to - from + 1);
+    memcpy(t, blob + 8 + h + from, to - from);
+    free(blob);
+    return t;
+}
+
+/* Whether tensor NAME holds the same bytes in two checkpoints. */
+static bool same_tensor(const char *dir_a, const char *file_a, const char *dir_b, const char *file_b, const char *name)
+{
+    size_t na, nb;
+    float *a = tensor_in(dir_a, file_a, name, &na), *b = tensor_in(dir_b, file_b, name, &nb);
+    bool same = na == nb && memcmp(a, b, na * sizeof(float)) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
+/* The experiment's four trained tensors, in checkpoint order. */
+static const char *const tensors[] = { "0.weight", "0.bias", "5.weight", "5.bias" };
+
+/* Runs the fixture's experiment into DIR/NAME (1000 training images) with more overrides. */
+static void run_into(fixture *f, const char *name, int n, char *const *more, run_summary *s)
+{
+    char out[600], err[ERR_LEN];
+    char *ov[12] = { out, "data.train=1000" };
+    snprintf(out, sizeof out, "out=%s/%s", f->dir, name);
+    assert_true(n <= 10);
+    for (int i = 0; i < n; i++) ov[2 + i] = more[i];
+    if (run(f, 2 + n, ov, s, err) != 0) fail_msg("%s", err);
+}
+
+static void test_without_validation(void **state)
+{
+    fixture *f = *state;
+    char *ov[] = { "data.valid=0", "epochs=2" };
+    run_summary s;
+    run_into(f, "novalid", 2, ov, &s);
+    char run_dir[600];
+    snprintf(run_dir, sizeof run_dir, "%s/novalid", f->dir);
+    assert_true(isnan(s.best_valid_loss));
+    assert_int_equal(s.best_epoch, 2);
+    assert_int_equal(s.test.total, 500);
+    assert_true(s.test.accuracy > 0.5);
+    /* The best checkpoint is the last epoch's weights. */
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++)
+        assert_true(same_tensor(run_dir, "best.safetensors", run_dir, "last.safetensors", tensors[i]));
+    char *json = slurp(run_dir, "summary.json");
+    if (!strstr(json, "\"best_valid_loss\": null,") || !strstr(json, "\"best_epoch\": 2,")) fail_msg("%s", json);
+    free(json);
+    char *csv = slurp(run_dir, "metrics.csv");
+    assert_int_equal(count_lines(csv), 3);
+    assert_non_null(strstr(csv, "\n2,"));
+    free(csv);
+    char *log = slurp(f->dir, "log.txt");
+    assert_non_null(strstr(log, "no validation split: saved the last epoch's weights as "));
+    assert_null(strstr(log, "valid loss"));
+    free(log);
+    struct stat st;
+    char report[700];
+    snprintf(report, sizeof report, "%s/report.html", run_dir);
+    assert_int_equal(stat(report, &st), 0);
+}
+
+static void test_frozen_tensors(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    char a[600], b[600], c[600];
+    snprintf(a, sizeof a, "%s/init", f->dir);
+    snprintf(b, sizeof b, "%s/frozen", f->dir);
+    snprintf(c, sizeof c, "%s/still", f->dir);
+    /* A learning rate of 0 keeps the initial weights. */
+    char *init[] = { "optim.lr=0", "epochs=1" };
+    run_into(f, "init", 2, init, &s);
+    /* The first layer frozen, and the last one's bias: those stay at their initial values
+     * through two epochs; the last layer's weight learns. */
+    char *frozen[] = { "epochs=2", "model.1.frozen=true", "model.6.frozen={bias=true}" };
+    run_into(f, "frozen", 3, frozen, &s);
+    assert_true(same_tensor(a, "last.safetensors", b, "last.safetensors", "0.weight"));
+    assert_true(same_tensor(a, "last.safetensors", b, "last.safetensors", "0.bias"));
+    assert_true(same_tensor(a, "last.safetensors", b, "best.safetensors", "5.bias"));
+    assert_false(same_tensor(a, "last.safetensors", b, "last.safetensors", "5.weight"));
+    /* The same tensors at lr_scale 0 instead: the very same weights, bit for bit. */
+    char *still[] = { "epochs=2", "model.1.lr_scale=0", "model.6.lr_scale={bias=0}" };
+    run_into(f, "still", 3, still, &s);
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++)
+        assert_true(same_tensor(b, "last.safetensors", c, "last.safetensors", tensors[i]));
+    /* The resolved config keeps the rules. */
+    char *lua = slurp(b, "config.lua");
+    assert_non_null(strstr(lua, "bias = true, frozen = true }"));
+    assert_non_null(strstr(lua, "frozen = { [\"bias\"] = true } }"));
+    free(lua);
+}
+
+static void test_train_epochs(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    char one[600], three[600], init[600];
+    snprintf(one, sizeof one, "%s/one", f->dir);
+    snprintf(three, sizeof three, "%s/three", f->dir);
+    snprintf(init, sizeof init, "%s/init", f->dir);
+    char *ov1[] = { "epochs=1", "model.6.train_epochs={bias=1}" }, *ov3[] = { "epochs=3", "model.6.train_epochs={bias=1}" };
+    char *ov0[] = { "epochs=1", "optim.lr=0" };
+    run_into(f, "one", 2, ov1, &s);
+    run_into(f, "three", 2, ov3, &s);
+    run_into(f, "init", 2, ov0, &s);
+    /* Trained in epoch 1, then left as it was; the other tensors go on. */
+    assert_false(same_tensor(init, "last.safetensors", one, "last.safetensors", "5.bias"));
+    assert_true(same_tensor(one, "last.safetensors", three, "last.safetensors", "5.bias"));
+    assert_false(same_tensor(one, "last.safetensors", three, "last.safetensors", "5.weight"));
+    assert_false(same_tensor(one, "last.safetensors", three, "last.safetensors", "0.bias"));
+}
+
+/* The lr column of a run's metrics.csv; returns the rows. */
+static int lr_column(const char *dir, double *lr, int max)
+{
+    char *csv = slurp(dir, "metrics.csv"), *line = strchr(csv, '\n');
+    int n = 0;
+    for (; line && line[1] && n < max; line = strchr(line + 1, '\n')) {
+        double v[6];
+        long long epoch;
+        if (sscanf(line + 1, "%lld,%lf,%lf,%lf,%lf,%lf", &epoch, &v[0], &v[1], &v[2], &v[3], &v[4]) != 6)
+            fail_msg("bad metrics row: %.80s", line + 1);
+        assert_int_equal(epoch, n + 1);
+        lr[n++] = v[4];
+    }
+    free(csv);
+    return n;
+}
+
+static void assert_near(double got, double want)
+{
+    if (fabs(got - want) > 1e-5 * fabs(want) + 1e-12) fail_msg("got %.9g, wanted %.9g", got, want);
+}
+
+static void test_schedules(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    char dir[600], err[ERR_LEN];
+    double lr[8];
+    /* Built in: each epoch's row has the learning rate of its last step. */
+    char *step[] = { "epochs=3", "optim.schedule={'step', every=1, gamma=0.5}" };
+    run_into(f, "step", 2, step, &s);
+    snprintf(dir, sizeof dir, "%s/step", f->dir);
+    assert_int_equal(lr_column(dir, lr, 8), 3);
+    assert_near(lr[0], 0.01);
+    assert_near(lr[1], 0.005);
+    assert_near(lr[2], 0.0025);
+    char *cosine[] = { "epochs=2", "optim.schedule={'cosine', final=0.1}" };
+    run_into(f, "cosine", 2, cosine, &s);
+    snprintf(dir, sizeof dir, "%s/cosine", f->dir);
+    assert_int_equal(lr_column(dir, lr, 8), 2);
+    /* 32 batches an epoch, 64 steps: epoch 1 ends at step 31 of 0 .. 63; epoch 2 at the last. */
+    assert_near(lr[0], 0.01 * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * 31.0 / 63.0))));
+    assert_near(lr[1], 0.001);
+
+    /* A Lua function of the step. */
+    char file[600];
+    snprintf(file, sizeof file, "%s/function.lua", f->dir);
+    FILE *out = fopen(file, "w");
+    assert_non_null(out);
+    fprintf(out, "local e = dofile('%s')\n"
+                 "e.optim = { 'sgd', momentum = 0.9,\n"
+                 "  lr = function(step, steps) return 0.1 * (1 - step / steps) end }\n"
+                 "e.epochs, e.data.train, e.out = 3, 1000, '%s/function'\n"
+                 "return e\n", f->config, f->dir);
+    fclose(out);
+    plugin_path pp;
+    test_plugin_path(&pp);
+    config c;
+    FILE *log = fopen(f->log, "w");
+    if (config_load(&c, &pp, file, 0, NULL, err) != 0 || train_run(&c, log, &s, err) != 0) fail_msg("%s", err);
+    fclose(log);
+    assert_int_equal(s.nhistory, 3);
+    for (int e = 0; e < 3; e++) assert_near(s.history[e].lr, 0.1 * (1 - (32.0 * (e + 1) - 1) / 96.0));
+    run_summary_free(&s);
+    config_free(&c);
+    snprintf(dir, sizeof dir, "%s/function", f->dir);
+    assert_int_equal(lr_column(dir, lr, 8), 3);
+    for (int e = 0; e < 3; e++) assert_near(lr[e], 0.1 * (1 - (32.0 * (e + 1) - 1) / 96.0));
+    /* The run's config.lua carries the function, so that a resume follows the same schedule. */
+    char again[700];
+    snprintf(again, sizeof again, "%s/config.lua", dir);
+    if (config_load(&c, &pp, again, 0, NULL, err) != 0) fail_msg("%s", err);
+    assert_int_equal(c.sched.kind, SCHED_FUNCTION);
+    double v;
+    assert_int_equal(config_lr_factor(&c, 48, 96, 2, &v, err), 0);
+    assert_near(v, 0.05);
+    config_free(&c);
+    char *log_text = slurp(f->dir, "log.txt");
+    assert_non_null(strstr(log_text, "epoch 3/3"));
+    assert_non_null(strstr(log_text, "  lr 0.001042  "));
+    free(log_text);
+}
+
+static void test_weight_average(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/ema", f->dir);
+    /* Without validation, the best checkpoint is the last epoch's average. */
+    char *ov[] = { "epochs=2", "ema=0.9", "data.valid=0" };
+    run_into(f, "ema", 3, ov, &s);
+    assert_true(s.test.accuracy > 0.5);
+    size_t n, k;
+    float *avg = tensor_in(dir, "last.safetensors", "ema.weights", &n), *at = avg;
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++) {
+        float *best = tensor_in(dir, "best.safetensors", tensors[i], &k), *last = tensor_in(dir, "last.safetensors", tensors[i], &k);
+        assert_true(total + k <= n);
+        assert_memory_equal(best, at, k * sizeof(float));
+        assert_true(memcmp(best, last, k * sizeof(float)) != 0); /* the average is not the weights */
+        at += k;
+        total += k;
+        free(best);
+        free(last);
+    }
+    assert_int_equal(total, n);
+    free(avg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +504,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_learning_is_real, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_start_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_command_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_without_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_tensors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_train_epochs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_weight_average, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

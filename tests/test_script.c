@@ -151,7 +151,7 @@ static void test_options_and_overrides(void **state)
     char program[600];
     snprintf(program, sizeof program, "return dofile(runexp.dir .. '/base.lua')\n");
     assert_int_equal(run_program(f, "typo.lua", program, 1, typo, err), SCRIPT_FAILED);
-    assert_non_null(strstr(err, "command line: optim (sgd): unknown key 'lrr' (accepted: lr, momentum"));
+    assert_non_null(strstr(err, "command line: optim (sgd): unknown key 'lrr' (accepted: lr, weight_decay, schedule, momentum"));
 }
 
 static void test_returns(void **state)
@@ -238,11 +238,11 @@ static void test_commands(void **state)
 /* ---- Resume ---- */
 
 /* The tensors of a checkpoint: the bytes after its header (its metadata holds timings). */
-static char *tensor_bytes(const char *run, size_t *n)
+static char *tensor_bytes(const char *run, const char *file, size_t *n)
 {
     char path[700], err[ERR_LEN], *blob;
     size_t len;
-    snprintf(path, sizeof path, "%s/last.safetensors", run);
+    snprintf(path, sizeof path, "%s/%s", run, file);
     if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
     uint64_t h = 0;
     for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
@@ -251,20 +251,25 @@ static char *tensor_bytes(const char *run, size_t *n)
     return blob;
 }
 
-static void assert_same_tensors(const char *a, const char *b)
+static void assert_same_file_tensors(const char *a, const char *b, const char *file)
 {
     size_t na, nb;
-    char *x = tensor_bytes(a, &na), *y = tensor_bytes(b, &nb);
+    char *x = tensor_bytes(a, file, &na), *y = tensor_bytes(b, file, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(x, y, na);
     free(x);
     free(y);
 }
 
-/* Starts runexp on the fixture's experiment into RUN, and sends it `sig` once its first epoch
+static void assert_same_tensors(const char *a, const char *b)
+{
+    assert_same_file_tensors(a, b, "last.safetensors");
+}
+
+/* Starts runexp on the experiment in CONFIG into RUN, and sends it `sig` once its first epoch
  * is done and the second has begun; its stderr goes to STDERR_PATH. Returns the exit status
  * (or 128 + signal). */
-static int run_and_signal(fixture *f, const char *run, int sig, const char *stderr_path)
+static int run_and_signal(const char *config, const char *run, int sig, const char *stderr_path)
 {
     char out[700], last[700];
     snprintf(out, sizeof out, "out=%s", run);
@@ -273,7 +278,7 @@ static int run_and_signal(fixture *f, const char *run, int sig, const char *stde
     assert_true(pid >= 0);
     if (pid == 0) {
         if (!freopen("/dev/null", "w", stdout) || !freopen(stderr_path, "w", stderr)) _exit(99);
-        execl(RX_BUILD_DIR "/runexp", "runexp", f->base, out, (char *)NULL);
+        execl(RX_BUILD_DIR "/runexp", "runexp", config, out, (char *)NULL);
         _exit(98);
     }
     struct timespec pause = { 0, 2000000 };
@@ -313,7 +318,7 @@ static void test_resume(void **state)
     assert_int_equal(runexp_cli(f, args, out, sizeof out), 0);
 
     /* SIGKILL mid-run: the last completed epoch survives. */
-    assert_int_equal(run_and_signal(f, killed, SIGKILL, log), 128 + SIGKILL);
+    assert_int_equal(run_and_signal(f->base, killed, SIGKILL, log), 128 + SIGKILL);
     int rows = metrics_rows(killed);
     assert_true(rows >= 1 && rows < 4);
     snprintf(args, sizeof args, "'%s' out='%s'", f->base, killed);
@@ -328,7 +333,7 @@ static void test_resume(void **state)
 
     /* Ctrl-C: the batch finishes, the checkpoint says how far into the epoch it got, and the
      * message says how to resume. */
-    assert_int_equal(run_and_signal(f, stopped, SIGINT, log), 130);
+    assert_int_equal(run_and_signal(f->base, stopped, SIGINT, log), 130);
     char err[ERR_LEN], *text;
     size_t len;
     if (read_file(log, &text, &len, err) != 0) fail_msg("%s", err);
@@ -349,6 +354,48 @@ static void test_resume(void **state)
     if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
     assert_non_null(strstr(out, "batches of epoch 2"));
     assert_same_tensors(whole, stopped);
+}
+
+/* With a moving average of the weights and a schedule, which both follow the step count: Ctrl-C
+ * in epoch 2, then resume, ends with the same weights, average and optimizer state, bit for
+ * bit, as the run left alone. */
+static void test_resume_with_average(void **state)
+{
+    fixture *f = *state;
+    char config[700], whole[700], stopped[700], args[1600], log[700], program[1200];
+    static char out[1 << 16];
+    snprintf(config, sizeof config, "%s/ema.lua", f->dir);
+    snprintf(program, sizeof program,
+             "local e = dofile('%s')\n"
+             "e.ema, e.epochs = 0.9, 3\n"
+             "e.optim.schedule = { 'onecycle', warmup = 0.25, start = 0.1 }\n"
+             "return e\n", f->base);
+    write_text_file(config, program);
+    snprintf(whole, sizeof whole, "%s/whole", f->dir);
+    snprintf(stopped, sizeof stopped, "%s/stopped", f->dir);
+    snprintf(log, sizeof log, "%s/stderr.txt", f->dir);
+    snprintf(args, sizeof args, "'%s' out='%s'", config, whole);
+    int rc = runexp_cli(f, args, out, sizeof out);
+    if (rc != 0) fail_msg("exited %d:\n%s", rc, out);
+
+    assert_int_equal(run_and_signal(config, stopped, SIGINT, log), 130);
+    char err[ERR_LEN], *text;
+    size_t len;
+    if (read_file(log, &text, &len, err) != 0) fail_msg("%s", err);
+    assert_non_null(strstr(text, "runexp: stopped at epoch 2, batch "));
+    free(text);
+    snprintf(args, sizeof args, "resume '%s'", stopped);
+    rc = runexp_cli(f, args, out, sizeof out);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "batches of epoch 2"));
+    assert_same_tensors(whole, stopped);
+    char path[800], *blob;
+    snprintf(path, sizeof path, "%s/last.safetensors", stopped);
+    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
+    assert_non_null(strstr(blob + 8, "\"ema.weights\":{"));
+    free(blob);
+    /* The best checkpoints (averages) agree too. */
+    assert_same_file_tensors(whole, stopped, "best.safetensors");
 }
 
 static void test_resume_errors(void **state)
@@ -391,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plugins_listed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_with_average, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
