@@ -9,7 +9,9 @@ SANITIZE ?= 0
 BUILD   ?= $(if $(filter 1,$(FUZZ)),build-fuzz,$(if $(filter 1,$(SANITIZE)),build-sanitize,build))
 WERROR  ?= 1
 CC      ?= cc
-OPT     ?= -O3 -march=native
+# -fno-trapping-math: nothing here reads floating-point exception flags, and without it gcc
+# leaves loops with min/max or compare-and-select (gelu's polynomials, pooling) scalar.
+OPT     ?= -O3 -march=native -fno-trapping-math
 
 PKGS     := lua5.4 openblas libpng
 
@@ -42,7 +44,9 @@ endif
 ifeq ($(CUDA),1)
   CFLAGS += -DRX_WITH_CUDA -isystem $(CUDA_HOME)/include
   LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
-  NVCCFLAGS := -O3 -std=c++17 -Xcompiler -fPIC,-Wall -Icore -DRX_WITH_CUDA $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH))
+  # --fmad=false: kernels round every multiply and add as the CPU twins do (gcc in ISO C mode
+  # contracts nothing), so the two devices can be compared closely.
+  NVCCFLAGS := -O3 -std=c++17 --fmad=false -Xcompiler -fPIC,-Wall -Icore -DRX_WITH_CUDA $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH))
 endif
 # Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
 PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)

@@ -1,39 +1,10 @@
 /* gelu.cu: gelu's CUDA path, the twin of gelu_forward_cpu and gelu_backward_cpu: one elementwise
- * kernel each way, per formula, with the CPU's expressions. CUDA's erff and tanhf are within 2
- * ulp rather than the C library's 1, and nvcc fuses multiply-adds, so the devices agree to a few
- * ulp, not to the bit. Queued on ctx->cuda_stream; nothing waits for the GPU. */
+ * kernel each way, per formula, running the very functions the CPU runs (gelu.h), so the devices
+ * should agree to the bit. Queued on ctx->cuda_stream; nothing waits for the GPU. */
 #include <cuda_runtime.h>
 
 #include "gelu.h"
 #include "../cuda_util.cuh"
-
-static __device__ __forceinline__ float gelu_exact(float v)
-{
-    return v * 0.5f * (1.0f + erff(v * GELU_SQRT1_2));
-}
-
-static __device__ __forceinline__ float gelu_tanh(float v)
-{
-    const float inner = GELU_SQRT_2_OVER_PI * (v + GELU_KAPPA * (v * v * v));
-    return 0.5f * v * (1.0f + tanhf(inner));
-}
-
-/* Phi(x) + x phi(x) */
-static __device__ __forceinline__ float gelu_exact_grad(float v)
-{
-    const float cdf = 0.5f * (1.0f + erff(v * GELU_SQRT1_2));
-    const float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * v * v);
-    return cdf + v * pdf;
-}
-
-/* 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2 / pi) (1 + 3 * 0.044715 x^2) */
-static __device__ __forceinline__ float gelu_tanh_grad(float v)
-{
-    const float v2 = v * v;
-    const float t = tanhf(GELU_SQRT_2_OVER_PI * (v + GELU_KAPPA * (v2 * v)));
-    const float left = 0.5f * v, right = 1.0f + t;
-    return 0.5f * right + left * (1.0f - t * t) * (GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_KAPPA * v2));
-}
 
 /* y = gelu(x), over n floats. */
 template <gelu_form Form>
