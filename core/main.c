@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -112,8 +113,22 @@ static int check(const plugin_path *path, int argc, char **argv)
     return failures == 0 ? 0 : 1;
 }
 
+/* OpenMP's threads spin at every barrier by default. On a machine shared with other work (a CI
+ * runner, a laptop, a VM with busy neighbours) the spinning thread holds a core the working one
+ * needs, and a 2-thread run fell to a tenth of its speed; sleeping instead costs a few
+ * microseconds per parallel region, nothing next to a layer's milliseconds. The runtime reads
+ * OMP_WAIT_POLICY once, as it loads, so runexp starts itself again with it set, unless the user
+ * chose a policy. */
+static void prefer_passive_threads(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: then run on as we are */
+}
+
 int main(int argc, char **argv)
 {
+    prefer_passive_threads(argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
