@@ -1,11 +1,13 @@
--- 90% on CIFAR-10 in under 15 minutes on two CPU cores: airbench94's network and recipe
--- (configs/airbench94.lua) at half its width, trained on every training image.
+-- CIFAR-10 on two CPU cores in under 15 minutes: airbench94's network and recipe
+-- (configs/airbench94.lua) at half its width, trained on every training image for 14 epochs.
+-- On the 2-core development machine: 88.54% in 14.8 minutes (README, Results); the goal is 90%.
 --
 --   build/runexp configs/cifar10_cpu.lua
 --
 -- Half width (32, 128, 128 channels) costs about a quarter of airbench94's arithmetic per image;
 -- batches of 512 keep both cores busy in every layer. The learning rate and weight decay are
 -- airbench's per-example values written for the mean loss of 512 images (lr 11.5 / 7.667 / 2).
+-- The whitening layer's bias trains for the first 2 epochs (airbench: 3 of 10).
 local width = { 32, 128, 128 }
 local lr, wd, bias_scale = 0.75, 0.0013305, 64
 
@@ -40,7 +42,7 @@ return {
   loss = { "cross_entropy", label_smoothing = 0.2 },
   optim = { "sgd", lr = lr, momentum = 0.85, nesterov = true, weight_decay = wd,
             schedule = { "onecycle", warmup = 0.23, start = 0.2, final = 0.07 } },
-  epochs = 8,
+  epochs = 14,
   seed = 1,
   device = "cpu",
 }
