@@ -122,7 +122,8 @@ lint:
 # the CUDA libraries trip memcheck inside the dynamic loader).
 valgrind:
 	$(MAKE) BUILD=build-valgrind OPT=-O1 CUDA=0 all
-	valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite,indirect \
+	# OMP_WAIT_POLICY set: runexp would otherwise start itself again, out of valgrind's sight.
+	OMP_WAIT_POLICY=passive valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite,indirect \
 	    build-valgrind/runexp configs/synthetic.lua epochs=1 threads=1 out=$$(mktemp -d)/run
 
 # Fuzzing (docs/reliability.md). `make fuzz` runs every target in fuzz/ under libFuzzer (clang)
