@@ -503,7 +503,7 @@ static int evaluate(run *r, rx_split split, eval_result *e, const char *picture_
     int views = r->info.views > 1 ? r->info.views : 1;
     for (int64_t first = 0; first < total; first += c->batch_size) {
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
-        rx_tensor x, logits;
+        rx_tensor x, logits = { 0 };
         double s;
         /* Test-time augmentation: the mean of the logits over the views, the plain view last so
          * that r->x holds it for the pictures. */
