@@ -14,38 +14,15 @@
 -- 0.0153 * 1024 / (1024 * 7.667) / 1.5 = 0.00133 (0.00133 / 64 for the faster biases).
 -- Left out: its Lookahead averaging (about +0.1%); epochs are 10 rather than 9.9, and test-time
 -- views are averaged with equal weights (airbench weighs the unshifted pair double).
-local width = { 64, 256, 256 }
-local lr, wd, bias_scale = 1.5, 0.0013305, 64
-
-local function conv(out)
-  return { "conv2d", out = out, kernel = 3, padding = 1, bias = false, init = "dirac" }
-end
-local function norm(c)
-  -- PyTorch momentum 0.4 is airbench's 0.6 "keep" rate; the scale stays 1, only the shift learns.
-  return { "batchnorm", eps = 1e-12, momentum = 0.4, frozen = { weight = true },
-           lr_scale = { bias = bias_scale }, weight_decay = { bias = wd / bias_scale } }
-end
-local model = {
-  { "conv2d", out = 24, kernel = 2, padding = 0, bias = true, init = "whiten",
-    frozen = { weight = true }, train_epochs = { bias = 3 } },
-  { "gelu" },
-}
-for _, w in ipairs(width) do
-  for _, layer in ipairs { conv(w), { "maxpool", size = 2 }, norm(w), { "gelu" },
-                           conv(w), norm(w), { "gelu" } } do
-    model[#model + 1] = layer
-  end
-end
-for _, layer in ipairs { { "maxpool", size = 3 }, { "flatten" }, { "linear", out = 10, bias = false },
-                         { "scale", by = 1 / 9 } } do
-  model[#model + 1] = layer
-end
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local airbench = dofile(here .. "lib/airbench.lua")
+local lr, wd = 1.5, 0.0013305
 
 return {
   data = { "cifar10", path = "data/cifar-10-batches-bin", valid_fraction = 0, batch_size = 1024,
            mean = { 0.4914, 0.4822, 0.4465 }, std = { 0.2470, 0.2435, 0.2616 },
            crop_padding = 2, padding_mode = "reflect", flip = "alternate", tta = "flip_shift" },
-  model = model,
+  model = airbench({ 64, 256, 256 }, wd, 3),
   loss = { "cross_entropy", label_smoothing = 0.2 },
   optim = { "sgd", lr = lr, momentum = 0.85, nesterov = true, weight_decay = wd,
             schedule = { "onecycle", warmup = 0.23, start = 0.2, final = 0.07 } },
