@@ -170,7 +170,9 @@ static int init_whitening(run *r, char *err)
     return rc;
 }
 
-static int create_plugins(run *r, char *err)
+/* fresh: the weights start from their inits; otherwise a checkpoint will overwrite them, so the
+ * data-driven init (whitening) is not computed for nothing. */
+static int create_plugins(run *r, bool fresh, char *err)
 {
     config *c = r->c;
     rx_ctx *ctx = &r->ctx;
@@ -190,7 +192,7 @@ static int create_plugins(run *r, char *err)
 
     if (net_build(&r->nt, ctx, c, in->sample, c->batch_size, err) != 0) return -1;
     if (net_init_params(&r->nt, (uint64_t)c->seed, err) != 0) return -1;
-    if (net_whitening_layer(&r->nt) >= 0 && init_whitening(r, err) != 0) return -1;
+    if (fresh && net_whitening_layer(&r->nt) >= 0 && init_whitening(r, err) != 0) return -1;
 
     const rx_plugin *l = c->loss.pl.desc;
     if (!l->loss.forward[r->device]) {
@@ -258,7 +260,7 @@ static int alloc_buffers(run *r, char *err)
 }
 
 /* Threads, device, plugins, network and buffers: everything but the run folder. */
-static int run_setup(run *r, config *c, FILE *log, bool quiet, char *err)
+static int run_setup(run *r, config *c, FILE *log, bool quiet, bool fresh, char *err)
 {
     r->c = c;
     r->log = log;
@@ -271,7 +273,7 @@ static int run_setup(run *r, config *c, FILE *log, bool quiet, char *err)
     openblas_set_num_threads(1);
     if (resolve_device(r, quiet, err) != 0) return -1;
     r->ctx.device = r->device;
-    return create_plugins(r, err) != 0 || alloc_buffers(r, err) != 0 ? -1 : 0;
+    return create_plugins(r, fresh, err) != 0 || alloc_buffers(r, err) != 0 ? -1 : 0;
 }
 
 static void run_free(run *r)
@@ -892,7 +894,7 @@ int train_run(config *c, FILE *log, run_summary *s, char *err)
         if (join(last, sizeof last, c->out, "last.safetensors", err) != 0) return TRAIN_FAILED;
         resuming = access(last, F_OK) == 0;
     }
-    if (run_setup(&r, c, log, false, err) != 0) goto done;
+    if (run_setup(&r, c, log, false, !resuming, err) != 0) goto done;
     snprintf(s->device, sizeof s->device, "%s", device_name(r.device));
     s->threads = r.ctx.threads;
     if (resuming && (snprintf(s->dir, sizeof s->dir, "%s", c->out), resume_from(&r, s->dir, err) != 0)) goto done;
@@ -923,7 +925,7 @@ int train_evaluate(config *c, const char *checkpoint, rx_split split, eval_resul
     run r = { 0 };
     FILE *quiet = fopen("/dev/null", "w");
     int rc = -1;
-    if (run_setup(&r, c, quiet ? quiet : stderr, true, err) == 0 &&
+    if (run_setup(&r, c, quiet ? quiet : stderr, true, false, err) == 0 &&
         checkpoint_load_net(&r.nt, checkpoint, NULL, 0, NULL, err) == 0 && evaluate(&r, split, e, NULL, err) == 0)
         rc = 0;
     run_free(&r);
