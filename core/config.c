@@ -950,6 +950,13 @@ static void lua_value(strbuf *b, rx_type t, const rx_value *v)
     }
 }
 
+/* Whether rule t sets field 0 (lr_scale), 1 (weight_decay), 2 (frozen) or 3 (train_epochs). */
+static bool rule_has(const tensor_rule *t, int field)
+{
+    return field == 0 ? !isnan(t->lr_scale) : field == 1 ? !isnan(t->weight_decay)
+         : field == 2 ? t->frozen >= 0 : t->train_epochs >= 0;
+}
+
 /* A layer's rules for one key: "lr_scale = 2" or "lr_scale = { bias = 64, ["*"] = 2 }". */
 static void lua_rules(strbuf *b, const plugin_use *u, int field)
 {
@@ -958,9 +965,7 @@ static void lua_rules(strbuf *b, const plugin_use *u, int field)
     bool only_all = true;
     for (int i = 0; i < u->nrules; i++) {
         const tensor_rule *t = &u->rules[i];
-        bool has = field == 0 ? !isnan(t->lr_scale) : field == 1 ? !isnan(t->weight_decay)
-                 : field == 2 ? t->frozen >= 0 : t->train_epochs >= 0;
-        if (!has) continue;
+        if (!rule_has(t, field)) continue;
         set++;
         only_all &= strcmp(t->tensor, "*") == 0;
     }
@@ -968,9 +973,7 @@ static void lua_rules(strbuf *b, const plugin_use *u, int field)
     sb_printf(b, ", %s = %s", keys[field], only_all ? "" : "{ ");
     for (int i = 0, k = 0; i < u->nrules; i++) {
         const tensor_rule *t = &u->rules[i];
-        bool has = field == 0 ? !isnan(t->lr_scale) : field == 1 ? !isnan(t->weight_decay)
-                 : field == 2 ? t->frozen >= 0 : t->train_epochs >= 0;
-        if (!has) continue;
+        if (!rule_has(t, field)) continue;
         if (!only_all) {
             sb_printf(b, "%s[", k++ ? ", " : "");
             lua_string(b, t->tensor);
