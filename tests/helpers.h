@@ -11,7 +11,12 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "device.h"
 #include "plugin.h"
+
+#ifdef RX_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #define TEST_MAX_ARGS 64
 
@@ -55,6 +60,46 @@ static inline rx_shape test_shape(int ndim, const int64_t *d)
 }
 #define TEST_SHAPE(...) test_shape((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), \
                                    (int64_t[]){ __VA_ARGS__ })
+
+/* n zeroed floats (at least one), or the test fails. */
+static inline float *floats(int64_t n)
+{
+    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+/* A zeroed host tensor of shape s. */
+static inline rx_tensor tensor_new(rx_shape s)
+{
+    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
+}
+
+/* (N, per-sample...) */
+static inline rx_shape batched(int64_t n, rx_shape per)
+{
+    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
+    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
+    return s;
+}
+
+#ifdef RX_WITH_CUDA
+/* GPU memory, or the test fails. */
+static inline void *gpu_alloc_or_fail(size_t bytes)
+{
+    void *p = device_alloc(RX_CUDA, bytes);
+    if (!p) fail_msg("out of GPU memory for %zu bytes", bytes);
+    return p;
+}
+
+/* Fails the test unless everything queued on the GPU so far ran without error. */
+static inline void expect_gpu_clean(const char *what)
+{
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
+}
+#endif
 
 static inline char *test_tmpdir(void)
 {

@@ -57,30 +57,11 @@ typedef struct rig {
     rx_rng rng;                                /* the test's own random numbers */
 } rig;
 
-static float *floats(int64_t n)
-{
-    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
 static double *doubles(int64_t n)
 {
     double *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
     assert_non_null(p);
     return p;
-}
-
-static rx_tensor tensor_new(rx_shape s)
-{
-    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
-}
-
-static rx_shape batched(int64_t n, rx_shape per)
-{
-    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
-    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
-    return s;
 }
 
 static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
@@ -829,13 +810,6 @@ static double max_relative_error(const float *a, const float *b, int64_t n)
         if (!(e <= worst)) worst = e;
     }
     return worst;
-}
-
-static void expect_gpu_clean(const char *what)
-{
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
 }
 
 /* A copy on the GPU of a host tensor. */

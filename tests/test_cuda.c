@@ -235,14 +235,6 @@ static void test_dropout_cpu_vs_cuda(void **state)
 /* ---- Loss and optimizer, in this process ---- */
 
 #ifdef RX_WITH_CUDA
-/* Fails the test unless everything queued on the GPU so far ran without error. */
-static void expect_gpu_clean(const char *what)
-{
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
-}
-
 /* Largest |a - b| / (|b| + 1e-3) over n values, check.c's measure; NaN counts as the worst. */
 static double max_relative_error(const float *a, const float *b, size_t n)
 {
@@ -259,12 +251,6 @@ static void fill_uniform(float *v, size_t n, rx_rng *rng, float scale)
     for (size_t i = 0; i < n; i++) v[i] = scale * (2.0f * rx_rng_uniform(rng) - 1.0f);
 }
 
-static void *gpu_alloc_or_fail(size_t bytes)
-{
-    void *p = device_alloc(RX_CUDA, bytes);
-    if (!p) fail_msg("out of GPU memory for %zu bytes", bytes);
-    return p;
-}
 #endif
 
 /* Bound for the loss: both sides compute exp of the same floats and sum in double, but CUDA's

@@ -1222,14 +1222,6 @@ static void test_cifar10_cuda_refusals(void **state)
 }
 
 #ifdef RX_WITH_CUDA
-/* Fails the test unless everything queued on the GPU so far ran without error. */
-static void expect_gpu_clean(const char *what)
-{
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
-}
-
 /* View VIEW of samples [first, first + n) of SPLIT through both paths of one instance (created on
  * the GPU): the same floats, bit for bit, and the same labels. */
 static void compare_batch(data_set *ds, rx_ctx *cpu, rx_split split, int64_t first, int64_t n, int view, float *xc,

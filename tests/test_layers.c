@@ -34,26 +34,6 @@ typedef struct rig {
     rx_rng rng;                                      /* the test's own random numbers */
 } rig;
 
-static float *floats(int64_t n)
-{
-    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static rx_tensor tensor_new(rx_shape s)
-{
-    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
-}
-
-/* (N, per-sample...) */
-static rx_shape batched(int64_t n, rx_shape per)
-{
-    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
-    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
-    return s;
-}
-
 static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
 
 static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)

@@ -38,25 +38,6 @@ typedef struct rig {
     rx_rng rng;       /* the test's own random numbers */
 } rig;
 
-static float *floats(int64_t n)
-{
-    float *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static rx_shape batched(int64_t n, rx_shape per)
-{
-    rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
-    for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
-    return s;
-}
-
-static rx_tensor tensor_new(rx_shape s)
-{
-    return (rx_tensor){ .data = floats(rx_numel(s)), .shape = s, .device = RX_CPU };
-}
-
 static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
 {
     for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
@@ -285,20 +266,6 @@ static bool gpu_usable(const rx_plugin *d, char *why)
 }
 
 #ifdef RX_WITH_CUDA
-static void expect_gpu_clean(const char *what)
-{
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
-}
-
-static void *gpu_alloc_or_fail(size_t bytes)
-{
-    void *p = device_alloc(RX_CUDA, bytes);
-    if (!p) fail_msg("out of GPU memory for %zu bytes", bytes);
-    return p;
-}
-
 /* The rig's CPU results (already in y and dx) against the CUDA path on the same x and dy: one
  * float multiply on each side, so the same bits. */
 static void compare_devices(rig *r, const char *what)
