@@ -12,7 +12,7 @@
 -- airbench writes its hyperparameters for a summed loss over 1024 images; runexp averages the
 -- loss over the batch, so lr 11.5 / (1 + 1 / (1 - 0.85)) = 1.5 here, and weight decay
 -- 0.0153 * 1024 / (1024 * 7.667) / 1.5 = 0.00133 (0.00133 / 64 for the faster biases).
--- Left out: its Lookahead averaging (about +0.1%); epochs are 10 rather than 9.9, and test-time
+-- Left out: its Lookahead averaging (not measured here); epochs are 10 rather than 9.9, and test-time
 -- views are averaged with equal weights (airbench weighs the unshifted pair double).
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local airbench = dofile(here .. "lib/airbench.lua")
