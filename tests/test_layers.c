@@ -1021,13 +1021,16 @@ static void test_cross_entropy_by_hand(void **unused)
 }
 
 /* d(mean loss)/dz against central differences, with the tolerance of the layer checks. */
-static void test_cross_entropy_gradient(void **unused)
+/* d(mean loss)/dz with label smoothing e (0: none) against central differences, at random
+ * logits and labels drawn from stream (seed, stream). */
+static void check_cross_entropy_gradient(double e, uint64_t seed, uint64_t stream, const char *what)
 {
     enum { N = 4, C = 5 };
     loss_rig l;
     loss_load(&l);
+    if (e != 0) loss_smoothing(&l, e);
     if (loss_create(&l, TEST_SHAPE(C), C) != 0) fail_msg("%s", l.ctx.err);
-    rx_rng rng = rx_rng_stream(3, 0);
+    rx_rng rng = rx_rng_stream(seed, stream);
     rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
     fill_uniform(&rng, &logits, -3.0f, 3.0f);
     int32_t labels[N];
@@ -1043,12 +1046,16 @@ static void test_cross_entropy_gradient(void **unused)
             for (int k = 0; k < N; k++) mean[side] += (double)losses[k] / N;
         }
         logits.data[i] = z0;
-        const double numeric = (mean[0] - mean[1]) / ((double)zp - (double)zm);
-        expect_grad(dz.data[i], numeric, "cross_entropy", "logits", i);
+        expect_grad(dz.data[i], (mean[0] - mean[1]) / ((double)zp - (double)zm), what, "logits", i);
     }
     free(logits.data);
     free(dz.data);
     loss_free(&l);
+}
+
+static void test_cross_entropy_gradient(void **unused)
+{
+    check_cross_entropy_gradient(0, 3, 0, "cross_entropy");
 }
 
 static void test_cross_entropy_is_stable(void **unused)
@@ -1139,35 +1146,8 @@ static void test_cross_entropy_label_smoothing_by_hand(void **unused)
 /* d(mean loss)/dz with smoothing against central differences, for a few e. */
 static void test_cross_entropy_label_smoothing_gradient(void **unused)
 {
-    enum { N = 4, C = 5 };
     static const double es[3] = { 0.05, 0.3, 0.9 };
-    for (int k = 0; k < 3; k++) {
-        loss_rig l;
-        loss_load(&l);
-        loss_smoothing(&l, es[k]);
-        if (loss_create(&l, TEST_SHAPE(C), C) != 0) fail_msg("%s", l.ctx.err);
-        rx_rng rng = rx_rng_stream(4, (uint64_t)k);
-        rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
-        fill_uniform(&rng, &logits, -3.0f, 3.0f);
-        int32_t labels[N];
-        for (int i = 0; i < N; i++) labels[i] = (int32_t)rx_rng_below(&rng, C);
-        float losses[N];
-        assert_int_equal(loss_forward(&l, &logits, labels, losses, &dz), 0);
-        for (int i = 0; i < N * C; i++) {
-            const float z0 = logits.data[i], zp = z0 + (float)GRAD_EPS, zm = z0 - (float)GRAD_EPS;
-            double mean[2] = { 0, 0 };
-            for (int side = 0; side < 2; side++) {
-                logits.data[i] = side ? zm : zp;
-                assert_int_equal(loss_forward(&l, &logits, labels, losses, NULL), 0);
-                for (int j = 0; j < N; j++) mean[side] += (double)losses[j] / N;
-            }
-            logits.data[i] = z0;
-            expect_grad(dz.data[i], (mean[0] - mean[1]) / ((double)zp - (double)zm), "cross_entropy smoothed", "logits", i);
-        }
-        free(logits.data);
-        free(dz.data);
-        loss_free(&l);
-    }
+    for (int k = 0; k < 3; k++) check_cross_entropy_gradient(es[k], 4, (uint64_t)k, "cross_entropy smoothed");
 }
 
 /* label_smoothing = 0 (the default, and given explicitly) is the loss as it was before the
