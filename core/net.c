@@ -77,7 +77,7 @@ static int build_steps(net *nt, const config *c, char *err)
     int n = 0;
     for (int i = 0; i < nt->n; i++) n += 1 + nt->layers[i].use->opens + nt->layers[i].use->closes;
     nt->steps = calloc((size_t)n, sizeof *nt->steps);
-    if (!nt->steps) return -1;
+    if (!nt->steps) return snprintf(err, ERR_LEN, "%s: out of memory building the network", c->file), -1;
     int open[64], depth = 0;
     for (int i = 0; i < nt->n; i++) {
         const layer *l = &nt->layers[i];
@@ -197,7 +197,7 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
         if ((size_t)rx_numel(shape) > max_act) max_act = (size_t)rx_numel(shape);
     }
     nt->out = shape;
-    if (build_steps(nt, c, err) != 0) return err[0] ? -1 : (snprintf(err, ERR_LEN, "%s: out of memory", c->file), -1);
+    if (build_steps(nt, c, err) != 0) return -1;
     if (build_groups(nt, c) != 0) goto oom;
 
     /* Then memory, all of it now, none per batch. */
