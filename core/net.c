@@ -341,14 +341,15 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
     return 0;
 }
 
-int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, char *err)
+int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, int first, char *err)
 {
+    if (first >= nt->n) return 0;
     int64_t n = x->shape.d[0];
     rx_tensor dy = *dlogits;
     const net_step *ends[64];
     int depth = 0, k = 0;
-    bool have_dy = true; /* false once the first layer is done: its input gradient is never needed */
-    for (int i = nt->nsteps - 1; i >= 0; i--) {
+    bool have_dy = true; /* false once layer `first` is done: its input gradient is never needed */
+    for (int i = nt->nsteps - 1; i >= 0 && have_dy; i--) {
         const net_step *st = &nt->steps[i];
         if (st->kind == STEP_END) { /* dy goes both ways: into the block and around it */
             device_copy(nt->device, st->dskip, dy.data, (size_t)rx_numel(dy.shape) * sizeof(float));
@@ -357,14 +358,14 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
         }
         if (st->kind == STEP_BEGIN) {
             const net_step *end = ends[--depth];
-            if (have_dy) device_axpby(nt->device, ctx, (size_t)rx_numel(dy.shape), 1.0f, end->dskip, 1.0f, dy.data);
+            device_axpby(nt->device, ctx, (size_t)rx_numel(dy.shape), 1.0f, end->dskip, 1.0f, dy.data);
             continue;
         }
         layer *l = &nt->layers[st->layer];
         rx_tensor in = { .data = (float *)l->x, .shape = batched(n, l->in), .device = nt->device };
         rx_tensor out = { .data = l->out, .shape = batched(n, l->info.out), .device = nt->device };
         rx_tensor dx = { .data = nt->dbuf[k], .shape = batched(n, l->in), .device = nt->device };
-        bool need_dx = st->layer > 0;
+        bool need_dx = st->layer > first;
         ctx->err[0] = '\0';
         crash_enter(l->use->where, "backward");
         int rc = l->use->pl.desc->layer.backward[nt->device](l->self, ctx, &in, &out, &dy, l->w, l->state,
@@ -376,6 +377,21 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
         k ^= 1;
     }
     return 0;
+}
+
+int net_first_trained(const net *nt, int64_t epoch)
+{
+    for (int i = 0; i < nt->n; i++) {
+        const layer *l = &nt->layers[i];
+        for (int t = 0; t < l->info.ntensors; t++) {
+            const size_t at = (size_t)(l->w[t].data - nt->params);
+            for (int k = 0; k < nt->ngroups; k++) {
+                const param_group *g = &nt->groups[k];
+                if (group_trains(g, epoch) && at >= g->offset && at < g->offset + g->n) return i;
+            }
+        }
+    }
+    return nt->n;
 }
 
 void net_tensor_name(const net *nt, int index, int tensor, char *buf, size_t len)

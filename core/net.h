@@ -36,6 +36,12 @@ typedef struct param_group {
     int64_t train_epochs;  /* > 0: trained in the first train_epochs epochs only */
 } param_group;
 
+/* Whether the optimizer steps g in epoch `epoch` (1-based). */
+static inline bool group_trains(const param_group *g, int64_t epoch)
+{
+    return g->train_epochs == 0 || epoch <= g->train_epochs;
+}
+
 typedef struct net {
     int n;
     layer *layers;         /* (n) */
@@ -68,8 +74,14 @@ int net_whitening_layer(const net *nt);
 
 /* x: (N, in...). Returns the logits (N, out...), which stay valid until the next forward. */
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err);
-/* Adds the parameter gradients for dlogits into nt->grads (zero them first: net_zero_grads). */
-int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, char *err);
+/* Adds the parameter gradients for dlogits into nt->grads (zero them first: net_zero_grads), for
+ * layers `first` on: earlier layers get no backward and layer `first` no input gradient, as
+ * nothing before it trains (0: every layer; see net_first_trained). */
+int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, int first, char *err);
+/* The first layer holding a tensor the optimizer steps in `epoch`, or nt->n if none: backward
+ * can stop there. After airbench's whitening bias stops training, that skips the first layers'
+ * backward (the largest activations) for the rest of the run. */
+int net_first_trained(const net *nt, int64_t epoch);
 void net_zero_grads(net *nt);
 
 /* "(16, 3, 3, 3)": a shape as every message writes it. */

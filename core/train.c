@@ -399,7 +399,7 @@ static int optimizer_step(run *r, int64_t epoch, char *err)
     int64_t t = ++r->step;
     for (int i = 0; i < r->nt.ngroups; i++) {
         const param_group *g = &r->nt.groups[i];
-        if (g->train_epochs > 0 && epoch > g->train_epochs) continue;
+        if (!group_trains(g, epoch)) continue;
         rx_step step = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = t };
         r->ctx.err[0] = '\0';
         crash_enter(c->optim.where, "step");
@@ -449,7 +449,7 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const ch
     r->loss_sum += s;
     rx_tensor dlogits = batch_tensor(r, r->dlogits, n, r->nt.out);
     net_zero_grads(&r->nt);
-    if (net_backward(&r->nt, &r->ctx, &x, &dlogits, err) != 0) return -1;
+    if (net_backward(&r->nt, &r->ctx, &x, &dlogits, net_first_trained(&r->nt, epoch), err) != 0) return -1;
     return optimizer_step(r, epoch, err);
 }
 

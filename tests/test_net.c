@@ -200,7 +200,7 @@ static double loss_of(problem *p, bool grads)
     for (int64_t i = 0; i < n; i++) sum += p->losses[i];
     if (grads) {
         net_zero_grads(&f->nt);
-        if (net_backward(&f->nt, &f->ctx, &p->x, &dl, err) != 0) fail_msg("%s", err);
+        if (net_backward(&f->nt, &f->ctx, &p->x, &dl, 0, err) != 0) fail_msg("%s", err);
     }
     return sum / (double)n;
 }
@@ -393,6 +393,48 @@ static void test_residual_shape_errors(void **state)
     expect_build_error(f, "{ 'residual', { { 'residual', { { 'relu' } } }, { 'maxpool', size = 2 } } }, { 'flatten' }, "
                           "{ 'linear', out = 5 }", in,
                        "from model[1][1][1] (relu) to model[1][2] (maxpool): its layers turn (3, 6, 6) into (3, 3, 3)", NULL);
+}
+
+/* Backward stops at the first layer the optimizer trains: later layers' gradients are those of
+ * the whole backward, bit for bit, and earlier ones stay zero (their backward never runs). */
+static void test_backward_from_first_trained(void **state)
+{
+    fixture *f = *state;
+    build_ok(f,
+             "{ 'conv2d', out = 4, kernel = 3, padding = 1, frozen = { weight = true }, train_epochs = { bias = 1 } },\n"
+             "{ 'relu' }, { 'conv2d', out = 4, kernel = 3, padding = 1, frozen = true },\n"  /* 0, 1, 2 */
+             "{ 'residual', { { 'conv2d', out = 4, kernel = 3, padding = 1 }, { 'relu' } } },\n" /* 3, 4 */
+             "{ 'flatten' }, { 'linear', out = 5 }",                                         /* 5, 6 */
+             NULL, TEST_SHAPE(3, 6, 6), 4);
+    assert_int_equal(net_first_trained(&f->nt, 1), 0);  /* the bias trains in epoch 1 only */
+    assert_int_equal(net_first_trained(&f->nt, 2), 3);
+    problem p;
+    problem_init(&p, f, 4, 5);
+    loss_of(&p, true);
+    size_t np = f->nt.nparams, from = (size_t)(f->nt.layers[3].w[0].data - f->nt.params);
+    float *full = malloc(sizeof(float) * np);
+    assert_non_null(full);
+    memcpy(full, f->nt.grads, sizeof(float) * np);
+    size_t nonzero = 0;  /* the whole backward did reach the first layers */
+    for (size_t i = 0; i < from; i++) nonzero += full[i] != 0;
+    assert_true(nonzero > 0);
+
+    char err[ERR_LEN];
+    rx_tensor dl = { .data = p.dlogits, .shape = TEST_SHAPE(4, NCLASSES), .device = RX_CPU };
+    net_zero_grads(&f->nt);
+    if (net_backward(&f->nt, &f->ctx, &p.x, &dl, 3, err) != 0) fail_msg("%s", err);
+    for (size_t i = 0; i < np; i++) {
+        float want = i < from ? 0.0f : full[i];
+        if (memcmp(&f->nt.grads[i], &want, sizeof want) != 0)
+            fail_msg("grads[%zu] = %g, wanted %g (layer 3 starts at %zu)", i, (double)f->nt.grads[i], (double)want, from);
+    }
+    /* Nothing trained: no backward at all. */
+    net_zero_grads(&f->nt);
+    if (net_backward(&f->nt, &f->ctx, &p.x, &dl, f->nt.n, err) != 0) fail_msg("%s", err);
+    for (size_t i = 0; i < np; i++)
+        if (f->nt.grads[i] != 0.0f) fail_msg("grads[%zu] = %g after no backward (n %d)", i, (double)f->nt.grads[i], f->nt.n);
+    free(full);
+    problem_free(&p);
 }
 
 static void test_rule_errors(void **state)
@@ -661,7 +703,7 @@ static void test_residual_cpu_vs_cuda(void **state)
     double e = max_relative_error(logits.data, back, nl);
     if (e > 1e-3) fail_msg("logits: relative error %.3g between the CPU and the GPU", e);
     net_zero_grads(&g);
-    if (net_backward(&g, &gctx, &x, &dl, err) != 0) fail_msg("cuda: %s", err);
+    if (net_backward(&g, &gctx, &x, &dl, 0, err) != 0) fail_msg("cuda: %s", err);
     device_to_host(RX_CUDA, back, g.grads, np * sizeof(float));
     e = max_relative_error(f->nt.grads, back, np);
     if (e > 1e-3) fail_msg("parameter gradients: relative error %.3g between the CPU and the GPU", e);
@@ -713,6 +755,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gradient_through_residuals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gradient_wrt_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_shape_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backward_from_first_trained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rule_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_param_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirac, setup, teardown),
