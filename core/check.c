@@ -21,6 +21,7 @@
 #define GUARD(n) ((n) + 16)       /* floats after each buffer: overruns up to its own size are caught */
 #define GUARD_VALUE 1234.5678f
 #define EPS 1e-2                  /* finite-difference step: large enough to rise above rounding */
+#define EPS_RETRY 1e-1            /* a disagreeing probe's second step (see gradient_check) */
 #define MAX_PROBES 48             /* entries of each tensor checked by finite differences */
 /* A gradient passes when |analytic - numeric| <= REL * max(|a|, |n|) + ABS. */
 #define REL 1e-2
@@ -150,8 +151,23 @@ static double central_difference(double left, double mid, double right, double s
     return (right - left) / (step_left + step_right);
 }
 
+/* The central difference of objective(h) at v[i] with this step, or NAN at a kink. */
+static double probe(harness *h, float *v, size_t i, double mid, double step, double (*objective)(harness *))
+{
+    float keep = v[i];
+    v[i] = keep + (float)step;
+    double right = objective(h), step_right = (double)v[i] - keep; /* the steps float arithmetic took */
+    v[i] = keep - (float)step;
+    double left = objective(h), step_left = keep - (double)v[i];
+    v[i] = keep;
+    return central_difference(left, mid, right, step_left, step_right);
+}
+
 /* Central differences on up to MAX_PROBES entries of v against the analytic gradient g;
- * objective(h) is the scalar whose gradient g is. */
+ * objective(h) is the scalar whose gradient g is. A probe that disagrees is tried once more
+ * with a step ten times larger: fast algorithms round more (Winograd's transforms change the
+ * rounding of a whole tile when one input moves), enough to swamp a difference over 1e-2 on a
+ * large layer, while a wrong gradient disagrees at both steps. */
 static void gradient_check(harness *h, const char *what, float *v, size_t n, const float *g,
                            double (*objective)(harness *), rx_rng *rng)
 {
@@ -160,18 +176,19 @@ static void gradient_check(harness *h, const char *what, float *v, size_t n, con
     double mid = objective(h);
     for (size_t k = 0; k < probes; k++) {
         size_t i = n <= MAX_PROBES ? k : (size_t)rx_rng_below(rng, n);
-        float keep = v[i];
-        v[i] = keep + (float)EPS;
-        double right = objective(h), step_right = (double)v[i] - keep; /* the steps float arithmetic took */
-        v[i] = keep - (float)EPS;
-        double left = objective(h), step_left = keep - (double)v[i];
-        v[i] = keep;
-        double numeric = central_difference(left, mid, right, step_left, step_right), analytic = g[i];
+        double numeric = probe(h, v, i, mid, EPS, objective), analytic = g[i];
         if (isnan(numeric)) {
             kinks++;
             continue;
         }
         double err = fabs(analytic - numeric);
+        if (!(err <= REL * fmax(fabs(analytic), fabs(numeric)) + ABS)) {
+            double again = probe(h, v, i, mid, EPS_RETRY, objective);
+            if (!isnan(again) && fabs(analytic - again) < err) {
+                numeric = again;
+                err = fabs(analytic - again);
+            }
+        }
         if (!(err <= REL * fmax(fabs(analytic), fabs(numeric)) + ABS)) bad++;
         if (!(err <= worst)) {
             worst = err;

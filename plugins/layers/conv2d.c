@@ -12,16 +12,18 @@
  *               dcol = W^T x dY, folded back into dx with col2im.
  *   A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself.
  *
- * Winograd F(2x2, 3x3), for 3x3 kernels at stride 1 with padding 0 to 2 (Lavin and Gray, "Fast
- * Algorithms for Convolutional Neural Networks", 2016). The output is cut into 2x2 tiles, each
- * computed from a 4x4 input tile with 16 multiplies per (input, output) channel pair instead of
- * 36: 2.25x fewer multiply-adds. Per sample, with V = the transformed input tiles (16 planes of
- * (C, tiles)) and U = the transformed kernels (16 planes of (OC, C), once per call):
- *     forward   M_e = U_e V_e for each of the 16 planes e, then y = the output transform of M
+ * Winograd F(4x4, 3x3), for 3x3 kernels at stride 1 with padding 0 to 2 (Lavin and Gray, "Fast
+ * Algorithms for Convolutional Neural Networks", 2016). The output is cut into 4x4 tiles, each
+ * computed from a 6x6 input tile with 36 multiplies per (input, output) channel pair instead of
+ * 144: 4x fewer multiply-adds (F(2x2, 3x3), which this replaced, saves 2.25x). Per sample, with
+ * V = the transformed input tiles (36 planes of (C, tiles)) and U = the transformed kernels (36
+ * planes of (OC, C), once per call):
+ *     forward   M_e = U_e V_e for each of the 36 planes e, then y = the output transform of M
  *     backward  dU_e += Z_e V_e^T, Z = the transformed output-gradient tiles; dW = G^T dU G
  *               dx: the same forward, run on dY with the kernels turned 180 degrees and their
  *               channel axes swapped (stride 1 makes the input gradient a convolution too).
- *   Its results differ from im2col's by rounding only (about 1e-6 relative). It is taken where
+ *   Its results differ from im2col's by rounding only (a few 1e-6 of the largest value; the
+ *   transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms). Taken where
  *   it measured faster: both channel counts at least 8 (see conv2d_choose).
  *
  * Determinism: each sample's y and dx are computed alone, so they do not depend on the thread
@@ -54,26 +56,39 @@ static const rx_param params[] = {
 };
 enum { ARG_OUT, ARG_KERNEL, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
-/* Winograd tiles: 2x2 outputs from 4x4 inputs, 16 transformed planes. */
-enum { WINO_PLANES = 16 };
+/* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
+ * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
+ * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
+enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
 
 /* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
- * Winograd uses xpad, dypad, v, m, stage, dw (its 16 planes of dU) and db. */
+ * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */
 typedef struct conv2d_scratch {
     float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
     float *xpad;  /* the current sample with its zero border, kept zero between samples */
     float *dxpad; /* im2col: col2im's sums, padding included */
     float *dypad; /* Winograd: the current sample's dY with the border the dx convolution needs */
-    float *v;     /* Winograd: 16 planes of transformed input tiles */
-    float *m;     /* Winograd: 16 planes of products, or of transformed dY tiles for dW */
-    float *stage; /* Winograd: the transforms' scratch, or two output rows of whole tiles when
-                   * OH or OW is odd (see wino_stage) */
-    float *dw;    /* the chunk's share of dW (Winograd: 16 planes of dU) */
+    float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
+    float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
+    float *stage; /* Winograd: the transforms' scratch, and four output rows of whole tiles
+                   * when OH or OW is not a multiple of 4 (see wino_stage) */
+    float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU) */
     float *db;    /* (OC) the chunk's share of db */
 } conv2d_scratch;
 
-/* Rounds a plane size up so that the 16 planes of a transform do not start at multiples of
- * 4 KB: transforms write all 16 at once, and planes 4 KB apart would share L1 sets (2-10x
+/* How one call splits its batch of n: into groups of `group` samples (Winograd: one set of
+ * SGEMMs each; im2col: 1), and the groups into one run per thread (a chunk). Groups start at
+ * multiples of `group` whatever the thread count, so y and dx never depend on it. */
+typedef struct conv2d_plan {
+    int group;
+    int64_t groups;        /* ceil(n / group) */
+    int chunks;            /* at least 1, and no more than groups */
+    size_t slot;           /* floats of one chunk's scratch */
+    size_t vplane, mplane; /* Winograd: floats from one plane of v (of m) to the next */
+} conv2d_plan;
+
+/* Rounds a plane size up so that the 36 planes of a transform do not start at multiples of
+ * 4 KB: transforms write all 36 at once, and planes 4 KB apart would share L1 sets (2-10x
  * slower for the tutorial's shapes). */
 static size_t wino_plane(size_t floats) { return (floats + 15) / 16 * 16 + 16; }
 
@@ -81,27 +96,62 @@ static wino_geom wino_geometry(int cin, int h, int w, int cout, int pad)
 {
     wino_geom g = { .cin = cin, .h = h, .w = w, .cout = cout, .oh = h + 2 * pad - 2,
                     .ow = w + 2 * pad - 2, .pad = pad };
-    g.th = (g.oh + 1) / 2;
-    g.tw = (g.ow + 1) / 2;
+    g.th = (g.oh + 3) / 4;
+    g.tw = (g.ow + 3) / 4;
     g.tiles = g.th * g.tw;
-    g.ph = 2 * g.th + 2;
-    g.pw = 2 * g.tw + 2;
-    g.vplane = wino_plane((size_t)cin * (size_t)g.tiles);
-    g.mplane = wino_plane((size_t)cout * (size_t)g.tiles);
+    g.ph = 4 * g.th + 2;
+    g.pw = 4 * g.tw + 4;
     return g;
 }
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Floats of the stage: the transforms' row scratch (8 rows of tw + 1), or two output rows
- * (4 * tw), for the wider of the two geometries. */
+/* Floats of the stage: the transforms' row scratch (24 rows of tw + 1), or the output's (24 rows
+ * of tw, then four output rows of 4 * tw), for the wider of the two geometries. */
 static size_t wino_stage(const conv2d *s)
 {
-    return 8 * (max_size((size_t)s->fwd.tw, (size_t)s->back.tw) + 1);
+    return 40 * (max_size((size_t)s->fwd.tw, (size_t)s->back.tw) + 1);
 }
 
-/* The slot layout, in one place: conv2d_scratch_at carves it, create sizes it. */
-static conv2d_scratch conv2d_scratch_at(const conv2d *s, float *slot)
+/* Floats per sample of v's and m's planes: the forward's and the dx convolution's tiles share
+ * them (dW's dY tiles are the size of the forward's products). */
+static size_t wino_v_floats(const conv2d *s)
+{
+    return max_size((size_t)s->c * s->fwd.tiles, (size_t)s->oc * s->back.tiles);
+}
+
+static size_t wino_m_floats(const conv2d *s)
+{
+    return max_size((size_t)s->oc * s->fwd.tiles, (size_t)s->c * s->back.tiles);
+}
+
+/* Floats of one Winograd slot but for v and m: the padded copies, the stage, dU and db. */
+static size_t wino_fixed_floats(const conv2d *s)
+{
+    const wino_geom *f = &s->fwd, *b = &s->back;
+    return (size_t)f->cin * f->ph * f->pw + (size_t)b->cin * b->ph * b->pw + wino_stage(s) +
+           WINO_PLANES * s->uplane + (size_t)s->oc;
+}
+
+static conv2d_plan conv2d_plan_for(const conv2d *s, const rx_ctx *ctx, int64_t n)
+{
+    conv2d_plan p = { .group = 1 };
+    if (s->algo == CONV2D_WINOGRAD && n > 1) p.group = (int)(s->group < n ? s->group : n);
+    p.groups = n < 1 ? 1 : (n + p.group - 1) / p.group;
+    const int threads = ctx->threads > 0 ? ctx->threads : 1;
+    p.chunks = p.groups < threads ? (int)p.groups : threads;
+    if (s->algo == CONV2D_IM2COL) {
+        p.slot = s->slot;
+        return p;
+    }
+    p.vplane = wino_plane((size_t)p.group * wino_v_floats(s));
+    p.mplane = wino_plane((size_t)p.group * wino_m_floats(s));
+    p.slot = wino_fixed_floats(s) + WINO_PLANES * (p.vplane + p.mplane);
+    return p;
+}
+
+/* The slot layout, in one place: conv2d_scratch_at carves it, conv2d_plan_for sizes it. */
+static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan, float *slot)
 {
     conv2d_scratch sc = { 0 };
     float *p = slot;
@@ -121,9 +171,9 @@ static conv2d_scratch conv2d_scratch_at(const conv2d *s, float *slot)
         sc.dypad = p;
         p += (size_t)b->cin * b->ph * b->pw;
         sc.v = p;
-        p += WINO_PLANES * max_size(f->vplane, b->vplane);
+        p += WINO_PLANES * plan->vplane;
         sc.m = p;
-        p += WINO_PLANES * max_size(f->mplane, b->mplane);  /* dW's dY tiles: fwd.mplane too */
+        p += WINO_PLANES * plan->mplane;
         sc.stage = p;
         p += wino_stage(s);
         sc.dw = p;
@@ -195,6 +245,10 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     } else {
         s->fwd = wino_geometry(s->c, s->h, s->w, s->oc, s->pad);
         s->back = wino_geometry(s->oc, s->oh, s->ow, s->c, 2 - s->pad);
+        /* dW reads the forward's dY tiles from the dx convolution's padded dY: with padding 2
+         * the forward has a row (and column) of tiles more than the dx convolution needs. */
+        if (s->back.ph < s->back.pad + 4 * s->fwd.th) s->back.ph = s->back.pad + 4 * s->fwd.th;
+        if (s->back.pw < s->back.pad + 4 * s->fwd.tw) s->back.pw = s->back.pad + 4 * s->fwd.tw;
         s->uplane = wino_plane((size_t)oc * (size_t)c);
         s->u = malloc(sizeof(float) * WINO_PLANES * s->uplane);
         s->u_back = malloc(sizeof(float) * WINO_PLANES * s->uplane);
@@ -202,10 +256,10 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
             conv2d_destroy(s);
             return rx_fail(ctx, "out of memory");
         }
-        const wino_geom *f = &s->fwd, *b = &s->back;
-        s->slot = (size_t)f->cin * f->ph * f->pw + (size_t)b->cin * b->ph * b->pw +
-                  WINO_PLANES * (max_size(f->vplane, b->vplane) + max_size(f->mplane, b->mplane) + s->uplane) +
-                  wino_stage(s) + (size_t)oc;
+        s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
+        /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
+         * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
+        s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
     }
     const float scale = 1.0f / sqrtf((float)rows);
     info->out = (rx_shape){ .ndim = 3, .d = { oc, oh, ow } };
@@ -292,18 +346,25 @@ static void add_bias_grad(const conv2d *s, const float *dys, float *db)
     for (int o = 0; o < s->oc; o++) db[o] += row_sum(dys + (size_t)o * s->pixels, s->pixels);
 }
 
-/* How many chunks a batch of n is split into: one per thread, and no chunk without a sample
- * (but at least one, which an empty batch leaves idle: OpenMP wants a team of one or more). */
-static int conv2d_chunks(const rx_ctx *ctx, int64_t n)
+/* Samples [first, end) of chunk t: its run of whole groups. */
+static void chunk_samples(const conv2d_plan *plan, int64_t n, int t, int64_t *first, int64_t *end)
 {
-    const int threads = ctx->threads > 0 ? ctx->threads : 1;
-    return n < 1 ? 1 : n < threads ? (int)n : threads;
+    const int64_t g0 = plan->groups * t / plan->chunks, g1 = plan->groups * (t + 1) / plan->chunks;
+    *first = g0 * plan->group < n ? g0 * plan->group : n;
+    *end = g1 * plan->group < n ? g1 * plan->group : n;
 }
 
-/* Checks the workspace for a batch of n and returns it as slots of s->slot floats. */
-static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n)
+/* Checks the workspace for a batch of n (create declared s->slot floats per sample) and returns
+ * it as the plan's slots, one per chunk. */
+static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, const conv2d_plan *plan, int64_t n)
 {
-    const size_t need = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
+    const size_t declared = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
+    const size_t need = sizeof(float) * plan->slot * (size_t)plan->chunks;
+    if (need > declared) {  /* create's bound in conv2d_create is wrong: a bug, not bad input */
+        rx_fail(ctx, "a batch of %" PRId64 " needs %zu bytes of workspace, more than the %zu declared", n, need,
+                declared);
+        return NULL;
+    }
     if (!ctx->workspace || ctx->workspace_bytes < need) {
         rx_fail(ctx, "needs %zu bytes of workspace for a batch of %" PRId64 ", got %zu", need, n,
                 ctx->workspace ? ctx->workspace_bytes : 0);
@@ -419,18 +480,81 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
     }
 }
 
-/* ---- Winograd F(2x2, 3x3) ----
- * With a 4x4 input tile d, a 3x3 kernel g and a 2x2 output tile y:
- *     y = A^T [(G g G^T) . (B^T d B)] A          (. elementwise, 16 products)
- *     B^T = | 1  0 -1  0 |    G = | 1    0    0   |    A^T = | 1  1  1  0 |
- *           | 0  1  1  0 |        | 1/2  1/2  1/2 |          | 0  1 -1 -1 |
- *           | 0 -1  1  0 |        | 1/2 -1/2  1/2 |
- *           | 0  1  0 -1 |        | 0    0    1   |
- * Summed over input channels, each of the 16 products is a matrix product across channels, so
+/* ---- Winograd F(4x4, 3x3) ----
+ * With a 6x6 input tile d, a 3x3 kernel g and a 4x4 output tile y (Lavin and Gray's points
+ * 0, 1, -1, 2, -2 and infinity):
+ *     y = A^T [(G g G^T) . (B^T d B)] A          (. elementwise, 36 products)
+ *     B^T = | 4  0 -5  0  1  0 |   G = |  1/4   0     0   |   A^T = | 1  1  1  1  1  0 |
+ *           | 0 -4 -4  1  1  0 |       | -1/6  -1/6  -1/6 |         | 0  1 -1  2 -2  0 |
+ *           | 0  4 -4 -1  1  0 |       | -1/6   1/6  -1/6 |         | 0  1  1  4  4  0 |
+ *           | 0 -2 -1  2  1  0 |       |  1/24  1/12  1/6 |         | 0  1 -1  8 -8  1 |
+ *           | 0  2 -1 -2  1  0 |       |  1/24 -1/12  1/6 |
+ *           | 0  4  0 -5  0  1 |       |  0     0     1   |
+ * Summed over input channels, each of the 36 products is a matrix product across channels, so
  * plane e of the transformed tiles gives M_e (cout, tiles) = U_e (cout, cin) V_e (cin, tiles).
- * For the kernel gradient, dU_e = sum over tiles of (A dY A^T)_e V_e, and dW = G^T dU G. */
+ * For the kernel gradient, dU_e = sum over tiles of (A dY A^T)_e V_e, and dW = G^T dU G.
+ * Each transform is a 1-D one applied down the columns, then along the rows: the helpers below
+ * are those 1-D transforms, written once. */
 
-/* U_e (cout, cin) for e = 4i + j from the 3x3 kernels: G g G^T. `flip` reads the kernels as the
+/* The 1-D transforms on named scalars: macros, not functions on arrays, because the vectorizer
+ * gives up on loops whose body passes arrays around (measured: none of the transform loops
+ * vectorized that way, 3x slower). */
+
+/* (o0 .. o5) = B^T (d0 .. d5) */
+#define WINO_BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5) \
+    do {                                                         \
+        o0 = 4.0f * (d0) - 5.0f * (d2) + (d4);                   \
+        o1 = -4.0f * ((d1) + (d2)) + (d3) + (d4);                \
+        o2 = 4.0f * ((d1) - (d2)) - (d3) + (d4);                 \
+        o3 = 2.0f * ((d3) - (d1)) - (d2) + (d4);                 \
+        o4 = 2.0f * ((d1) - (d3)) - (d2) + (d4);                 \
+        o5 = 4.0f * (d1) - 5.0f * (d3) + (d5);                   \
+    } while (0)
+
+/* (o0 .. o3) = A^T (m0 .. m5) */
+#define WINO_AT(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                          \
+    do {                                                                         \
+        const float p1_ = (m1) + (m2), n1_ = (m1) - (m2);                        \
+        const float p2_ = (m3) + (m4), n2_ = (m3) - (m4);                        \
+        o0 = (m0) + p1_ + p2_;                                                   \
+        o1 = n1_ + 2.0f * n2_;                                                   \
+        o2 = p1_ + 4.0f * p2_;                                                   \
+        o3 = n1_ + 8.0f * n2_ + (m5);                                            \
+    } while (0)
+
+/* (o0 .. o5) = A (d0 .. d3), for dY */
+#define WINO_A(d0, d1, d2, d3, o0, o1, o2, o3, o4, o5)                                            \
+    do {                                                                                          \
+        const float p_ = (d0) + (d2), q_ = (d1) + (d3);                                           \
+        const float p4_ = (d0) + 4.0f * (d2), q8_ = 2.0f * (d1) + 8.0f * (d3);                    \
+        o0 = (d0);                                                                                \
+        o1 = p_ + q_;                                                                             \
+        o2 = p_ - q_;                                                                             \
+        o3 = p4_ + q8_;                                                                           \
+        o4 = p4_ - q8_;                                                                           \
+        o5 = (d3);                                                                                \
+    } while (0)
+
+/* G g for one column g of 3 (a kernel): 6 outputs. Once per kernel per call: no vector loop. */
+static void wino_g(const float g[3], float out[6])
+{
+    out[0] = 0.25f * g[0];
+    out[1] = -(g[0] + g[1] + g[2]) / 6.0f;
+    out[2] = -(g[0] - g[1] + g[2]) / 6.0f;
+    out[3] = g[0] / 24.0f + g[1] / 12.0f + g[2] / 6.0f;
+    out[4] = g[0] / 24.0f - g[1] / 12.0f + g[2] / 6.0f;
+    out[5] = g[2];
+}
+
+/* G^T d for one column d of 6 (a kernel gradient): 3 outputs. */
+static void wino_gt(const float d[6], float out[3])
+{
+    out[0] = 0.25f * d[0] - (d[1] + d[2]) / 6.0f + (d[3] + d[4]) / 24.0f;
+    out[1] = (d[2] - d[1]) / 6.0f + (d[3] - d[4]) / 12.0f;
+    out[2] = (d[3] + d[4] - d[1] - d[2]) / 6.0f + d[5];
+}
+
+/* U_e (cout, cin) for e = 6i + j from the 3x3 kernels: G g G^T. `flip` reads the kernels as the
  * dx convolution needs them: for output channel c and input o, W[o][c] turned 180 degrees. */
 static void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip)
 {
@@ -438,232 +562,252 @@ static void wino_kernels(const conv2d *s, const float *weight, float *u, bool fl
     for (int o = 0; o < cout; o++)
         for (int c = 0; c < cin; c++) {
             const float *k = flip ? weight + ((size_t)c * s->c + o) * 9 : weight + ((size_t)o * s->c + c) * 9;
-            float g[3][3];  /* the kernel as this convolution applies it */
+            float g[3][3];  /* the kernel as this convolution applies it, columns first: g[b][a] */
             for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++) g[a][b] = flip ? k[(2 - a) * 3 + (2 - b)] : k[a * 3 + b];
-            float t[4][3];  /* G g */
-            for (int b = 0; b < 3; b++) {
-                t[0][b] = g[0][b];
-                t[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
-                t[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
-                t[3][b] = g[2][b];
-            }
+                for (int b = 0; b < 3; b++) g[b][a] = flip ? k[(2 - a) * 3 + (2 - b)] : k[a * 3 + b];
+            float t[3][6];  /* G g, column b */
+            for (int b = 0; b < 3; b++) wino_g(g[b], t[b]);
             float *out = u + (size_t)o * cin + c;
-            for (int i = 0; i < 4; i++) {  /* (G g) G^T */
-                out[(4 * i + 0) * s->uplane] = t[i][0];
-                out[(4 * i + 1) * s->uplane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                out[(4 * i + 2) * s->uplane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                out[(4 * i + 3) * s->uplane] = t[i][2];
+            for (int i = 0; i < 6; i++) {  /* (G g) G^T, row i */
+                const float row[3] = { t[0][i], t[1][i], t[2][i] };
+                float r[6];
+                wino_g(row, r);
+                for (int j = 0; j < 6; j++) out[(6 * i + j) * s->uplane] = r[j];
             }
         }
 }
 
-/* dW (OC, C, 3, 3) += G^T dU G, from the 16 planes of dU (OC, C). */
+/* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
 static void wino_kernel_grads(const conv2d *s, const float *du, float *dweight)
 {
     for (int o = 0; o < s->oc; o++)
         for (int c = 0; c < s->c; c++) {
             const float *d = du + (size_t)o * s->c + c;
-            float r[3][4];  /* G^T dU */
-            for (int j = 0; j < 4; j++) {
-                const float d0 = d[(0 + j) * s->uplane], d1 = d[(4 + j) * s->uplane];
-                const float d2 = d[(8 + j) * s->uplane], d3 = d[(12 + j) * s->uplane];
-                r[0][j] = d0 + 0.5f * (d1 + d2);
-                r[1][j] = 0.5f * (d1 - d2);
-                r[2][j] = 0.5f * (d1 + d2) + d3;
+            float r[6][3];  /* G^T dU, column j */
+            for (int j = 0; j < 6; j++) {
+                float col[6];
+                for (int i = 0; i < 6; i++) col[i] = d[(6 * i + j) * s->uplane];
+                wino_gt(col, r[j]);
             }
             float *k = dweight + ((size_t)o * s->c + c) * 9;
-            for (int a = 0; a < 3; a++) {  /* (G^T dU) G */
-                k[a * 3 + 0] += r[a][0] + 0.5f * (r[a][1] + r[a][2]);
-                k[a * 3 + 1] += 0.5f * (r[a][1] - r[a][2]);
-                k[a * 3 + 2] += 0.5f * (r[a][1] + r[a][2]) + r[a][3];
+            for (int a = 0; a < 3; a++) {  /* (G^T dU) G, row a */
+                const float row[6] = { r[0][a], r[1][a], r[2][a], r[3][a], r[4][a], r[5][a] };
+                float g[3];
+                wino_gt(row, g);
+                for (int b = 0; b < 3; b++) k[a * 3 + b] += g[b];
             }
         }
 }
 
-/* One row of tiles through B^T d B. The tiles' 4x4 inputs start at r0 (four rows pw apart, tile
- * tj at column 2*tj); plane e of the result goes to v[e * plane + tj]. B^T d is done first for
- * the whole width of the four rows, split into even and odd columns (t: 8 rows of tw + 1); then
- * each tile's (B^T d) B reads columns tj and tj + 1 of those: plain vector loops, where one loop
- * over tiles doing both did not vectorize. `tw` is a parameter so that wino_input can pass the
- * usual widths as constants; `omp simd` then keeps the compiler from unrolling those short loops
- * into scalar code (2x slower). */
+/* One row of tiles through B^T d B. The tiles' 6x6 inputs start at r0 (six rows pw apart, tile
+ * tj at column 4*tj); plane e of the result goes to v[e * plane + tj]. B^T d is done first for
+ * the whole width of the six rows, split by column residue mod 4 (t: 6 rows x 4 residues x
+ * tw + 1); then each tile's (B^T d) B reads its columns 4tj .. 4tj+5 from those: plain vector
+ * loops, where one loop over tiles doing both did not vectorize. `tw` is a parameter so that
+ * wino_input can pass the usual widths as constants; `omp simd` then keeps the compiler from
+ * unrolling those short loops into scalar code. */
 static inline __attribute__((always_inline)) void wino_input_row(const float *restrict r0, size_t pw,
                                                                  float *restrict t, float *restrict v,
                                                                  size_t plane, int tw)
 {
-    const int half = tw + 1;  /* even (or odd) columns of the 2*tw + 2 a row of tiles reads */
+    const int n = tw + 1;  /* columns of one residue a row of tiles reads (pw = 4 * tw + 4) */
     const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
+    const float *restrict r4 = r3 + pw, *restrict r5 = r4 + pw;
+    for (int r = 0; r < 4; r++) {
+        float *restrict t0 = t + r * n, *restrict t1 = t0 + 4 * n, *restrict t2 = t1 + 4 * n;
+        float *restrict t3 = t2 + 4 * n, *restrict t4 = t3 + 4 * n, *restrict t5 = t4 + 4 * n;
 #pragma omp simd
-    for (int x = 0; x < half; x++)  /* B^T d: rows i = 0..3, even columns at t[2i], odd at t[2i+1] */
-        for (int odd = 0; odd < 2; odd++) {
-            const int col = 2 * x + odd;
-            t[(0 + odd) * half + x] = r0[col] - r2[col];
-            t[(2 + odd) * half + x] = r1[col] + r2[col];
-            t[(4 + odd) * half + x] = r2[col] - r1[col];
-            t[(6 + odd) * half + x] = r1[col] - r3[col];
+        for (int x = 0; x < n; x++) {
+            const int col = 4 * x + r;
+            WINO_BT(r0[col], r1[col], r2[col], r3[col], r4[col], r5[col], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
         }
-    for (int i = 0; i < 4; i++) {  /* (B^T d) B: columns 2tj..2tj+3 are even[tj], odd[tj], even[tj+1], odd[tj+1] */
-        const float *restrict even = t + (size_t)(2 * i) * half, *restrict odd = even + half;
-        /* four distinct pointers, or the compiler must assume the planes overlap and keeps the
-         * stores in order, one float at a time */
-        float *restrict v0 = v + (size_t)4 * i * plane, *restrict v1 = v0 + plane;
-        float *restrict v2 = v1 + plane, *restrict v3 = v2 + plane;
+    }
+    for (int i = 0; i < 6; i++) {
+        /* residue r of row i at c + r * n; four distinct pointers per plane group, or the
+         * compiler must assume the planes overlap and keeps the stores in order */
+        const float *restrict c0 = t + (size_t)(4 * i) * n, *restrict c1 = c0 + n;
+        const float *restrict c2 = c1 + n, *restrict c3 = c2 + n;
+        float *restrict v0 = v + (size_t)6 * i * plane, *restrict v1 = v0 + plane, *restrict v2 = v1 + plane;
+        float *restrict v3 = v2 + plane, *restrict v4 = v3 + plane, *restrict v5 = v4 + plane;
 #pragma omp simd
-        for (int tj = 0; tj < tw; tj++) {
-            v0[tj] = even[tj] - even[tj + 1];
-            v1[tj] = odd[tj] + even[tj + 1];
-            v2[tj] = even[tj + 1] - odd[tj];
-            v3[tj] = odd[tj] - odd[tj + 1];
-        }
+        for (int tj = 0; tj < tw; tj++)
+            WINO_BT(c0[tj], c1[tj], c2[tj], c3[tj], c0[tj + 1], c1[tj + 1], v0[tj], v1[tj], v2[tj], v3[tj], v4[tj],
+                    v5[tj]);
     }
 }
 
-/* V: the 16 planes (cin, tiles) of one sample's transformed input tiles, from its padded copy
- * (cin, ph, pw); rows is scratch for 8 rows of tw + 1 floats. */
-static void wino_input(const wino_geom *g, const float *padded, float *rows, float *v)
+/* One sample's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
+ * (cin, ph, pw): v points at the sample's first column (its tiles are columns v .. v + tiles - 1
+ * of each channel's row, ld floats long); rows is scratch for 24 rows of tw + 1 floats. */
+static void wino_input(const wino_geom *g, const float *padded, float *rows, float *v, size_t ld, size_t plane)
 {
     for (int c = 0; c < g->cin; c++)
         for (int ti = 0; ti < g->th; ti++) {
-            const float *r0 = padded + ((size_t)c * g->ph + 2 * ti) * g->pw;
-            float *out = v + (size_t)c * g->tiles + (size_t)ti * g->tw;
+            const float *r0 = padded + ((size_t)c * g->ph + 4 * ti) * g->pw;
+            float *out = v + (size_t)c * ld + (size_t)ti * g->tw;
             switch (g->tw) {
-            case 4: wino_input_row(r0, (size_t)g->pw, rows, out, g->vplane, 4); break;
-            case 8: wino_input_row(r0, (size_t)g->pw, rows, out, g->vplane, 8); break;
-            default: wino_input_row(r0, (size_t)g->pw, rows, out, g->vplane, g->tw);
+            case 1: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 1); break;
+            case 2: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 2); break;
+            case 4: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 4); break;
+            case 8: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 8); break;
+            default: wino_input_row(r0, (size_t)g->pw, rows, out, plane, g->tw);
             }
         }
 }
 
-/* M_e (cout, tiles) = U_e (cout, cin) V_e (cin, tiles) for the 16 planes. */
-static void wino_multiply(const conv2d *s, const wino_geom *g, const float *u, const float *v, float *m)
+/* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles. */
+static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
+                          const float *v, float *m, int cols)
 {
     for (int e = 0; e < WINO_PLANES; e++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, g->tiles, g->cin, 1.0f,
-                    u + e * s->uplane, g->cin, v + e * g->vplane, g->tiles, 0.0f, m + e * g->mplane, g->tiles);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane,
+                    g->cin, v + e * plan->vplane, cols, 0.0f, m + e * plan->mplane, cols);
 }
 
-/* One row of tiles through A^T M A, plus the bias: M's 16 planes start at m (tile tj at m[tj]);
- * the two output rows go to y0 and y1, two columns per tile. */
+/* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);
+ * the four output rows go to y (rows ld apart), four columns per tile. A^T M first, into st (24
+ * rows of tw: row r of column j at st[(4j + r) * tw]), then each row through A. */
 static inline __attribute__((always_inline)) void wino_output_row(const float *restrict m, size_t plane,
-                                                                  float bias, float *restrict y0,
-                                                                  float *restrict y1, int tw)
+                                                                  float bias, float *restrict st,
+                                                                  float *restrict y, size_t ld, int tw)
 {
-    for (int tj = 0; tj < tw; tj++) {
-        float s0[4], s1[4];  /* A^T M, column k */
-        for (int k = 0; k < 4; k++) {
-            const float q0 = m[(0 + k) * plane + tj], q1 = m[(4 + k) * plane + tj];
-            const float q2 = m[(8 + k) * plane + tj], q3 = m[(12 + k) * plane + tj];
-            s0[k] = q0 + q1 + q2;
-            s1[k] = q1 - q2 - q3;
+    for (int j = 0; j < 6; j++) {
+        const float *restrict m0 = m + (size_t)j * plane, *restrict m1 = m0 + 6 * plane;
+        const float *restrict m2 = m1 + 6 * plane, *restrict m3 = m2 + 6 * plane;
+        const float *restrict m4 = m3 + 6 * plane, *restrict m5 = m4 + 6 * plane;
+        float *restrict s0 = st + (size_t)(4 * j) * tw, *restrict s1 = s0 + tw;
+        float *restrict s2 = s1 + tw, *restrict s3 = s2 + tw;
+#pragma omp simd
+        for (int tj = 0; tj < tw; tj++)
+            WINO_AT(m0[tj], m1[tj], m2[tj], m3[tj], m4[tj], m5[tj], s0[tj], s1[tj], s2[tj], s3[tj]);
+    }
+    for (int r = 0; r < 4; r++) {
+        const float *restrict a = st + (size_t)r * tw;  /* column j of row r at a + 4 * j * tw */
+        float *restrict yr = y + (size_t)r * ld;
+#pragma omp simd
+        for (int tj = 0; tj < tw; tj++) {
+            float o0, o1, o2, o3;
+            WINO_AT(a[tj], a[4 * tw + tj], a[8 * tw + tj], a[12 * tw + tj], a[16 * tw + tj], a[20 * tw + tj], o0, o1,
+                    o2, o3);
+            yr[4 * tj] = o0 + bias;
+            yr[4 * tj + 1] = o1 + bias;
+            yr[4 * tj + 2] = o2 + bias;
+            yr[4 * tj + 3] = o3 + bias;
         }
-        y0[2 * tj] = s0[0] + s0[1] + s0[2] + bias;  /* (A^T M) A */
-        y0[2 * tj + 1] = s0[1] - s0[2] - s0[3] + bias;
-        y1[2 * tj] = s1[0] + s1[1] + s1[2] + bias;
-        y1[2 * tj + 1] = s1[1] - s1[2] - s1[3] + bias;
     }
 }
 
-static void wino_output_row_any(const float *m, size_t plane, float bias, float *y0, float *y1, int tw)
+static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, float *y, size_t ld, int tw)
 {
     switch (tw) {
-    case 4: wino_output_row(m, plane, bias, y0, y1, 4); break;
-    case 8: wino_output_row(m, plane, bias, y0, y1, 8); break;
-    case 16: wino_output_row(m, plane, bias, y0, y1, 16); break;
-    default: wino_output_row(m, plane, bias, y0, y1, tw);
+    case 1: wino_output_row(m, plane, bias, st, y, ld, 1); break;
+    case 2: wino_output_row(m, plane, bias, st, y, ld, 2); break;
+    case 4: wino_output_row(m, plane, bias, st, y, ld, 4); break;
+    case 8: wino_output_row(m, plane, bias, st, y, ld, 8); break;
+    default: wino_output_row(m, plane, bias, st, y, ld, tw);
     }
 }
 
-/* y (cout, oh, ow) from the 16 product planes. Whole tiles go straight into y; when oh or ow is
- * odd the last tiles stick out, so rows are built in `stage` (2 rows of 2*tw) and cut to fit. */
-static void wino_output(const wino_geom *g, const float *m, const float *bias, float *stage, float *y)
+/* y (cout, oh, ow) from the 36 product planes (cout, ld), the sample's tiles starting at m; stage holds 24 rows of tw for wino_output_row and
+ * 4 more of 4*tw. Whole tiles go straight into y; when oh or ow is not a multiple of 4 the last
+ * tiles stick out, so rows are built in the stage's 4 rows and cut to fit. */
+static void wino_output(const wino_geom *g, const float *m, size_t ld, size_t plane, const float *bias, float *stage,
+                        float *y)
 {
-    const bool exact = g->oh % 2 == 0 && g->ow % 2 == 0;
+    const bool exact = g->oh % 4 == 0 && g->ow % 4 == 0;
+    const size_t width = (size_t)4 * g->tw;
+    float *rows = stage + (size_t)24 * g->tw;  /* (4, width) */
     for (int o = 0; o < g->cout; o++) {
-        float *plane = y + (size_t)o * g->oh * g->ow;  /* (OH, OW) */
+        float *out = y + (size_t)o * g->oh * g->ow;  /* (OH, OW) */
         const float b = bias ? bias[o] : 0.0f;
         for (int ti = 0; ti < g->th; ti++) {
-            const float *row = m + (size_t)o * g->tiles + (size_t)ti * g->tw;
-            float *y0 = plane + (size_t)2 * ti * g->ow;
+            const float *row = m + (size_t)o * ld + (size_t)ti * g->tw;
+            float *y0 = out + (size_t)4 * ti * g->ow;
             if (exact) {
-                wino_output_row_any(row, g->mplane, b, y0, y0 + g->ow, g->tw);
+                wino_output_row_any(row, plane, b, stage, y0, (size_t)g->ow, g->tw);
                 continue;
             }
-            float *s0 = stage, *s1 = stage + 2 * g->tw;
-            wino_output_row_any(row, g->mplane, b, s0, s1, g->tw);
-            memcpy(y0, s0, sizeof(float) * (size_t)g->ow);
-            if (2 * ti + 1 < g->oh) memcpy(y0 + g->ow, s1, sizeof(float) * (size_t)g->ow);
+            wino_output_row_any(row, plane, b, stage, rows, width, g->tw);
+            for (int r = 0; r < 4 && 4 * ti + r < g->oh; r++)
+                memcpy(y0 + (size_t)r * g->ow, rows + r * width, sizeof(float) * (size_t)g->ow);
         }
     }
 }
 
-/* One row of dY tiles through A dY A^T (A = (A^T)^T, 4x2). The 2x2 tiles start at r0 (two rows
- * pw apart, tile tj at column 2*tj); plane e goes to z[e * plane + tj]. As in wino_input_row,
- * A dY first, split into even and odd columns (q: 8 rows of tw), then the tiles. */
+/* One row of dY tiles through A dY A^T. The 4x4 tiles start at r0 (four rows pw apart, tile tj
+ * at column 4*tj); plane e goes to z[e * plane + tj]. As in wino_input_row, A dY first, split by
+ * column residue (q: 6 rows x 4 residues x tw), then the tiles. */
 static inline __attribute__((always_inline)) void wino_grad_row(const float *restrict r0, size_t pw,
                                                                 float *restrict q, float *restrict z,
                                                                 size_t plane, int tw)
 {
-    const float *restrict r1 = r0 + pw;
+    const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
+    for (int r = 0; r < 4; r++) {
+        float *restrict q0 = q + r * tw, *restrict q1 = q0 + 4 * tw, *restrict q2 = q1 + 4 * tw;
+        float *restrict q3 = q2 + 4 * tw, *restrict q4 = q3 + 4 * tw, *restrict q5 = q4 + 4 * tw;
 #pragma omp simd
-    for (int x = 0; x < tw; x++)  /* A dY: rows i = 0..3, even columns at q[2i], odd at q[2i+1] */
-        for (int odd = 0; odd < 2; odd++) {
-            const int col = 2 * x + odd;
-            q[(0 + odd) * tw + x] = r0[col];
-            q[(2 + odd) * tw + x] = r0[col] + r1[col];
-            q[(4 + odd) * tw + x] = r0[col] - r1[col];
-            q[(6 + odd) * tw + x] = -r1[col];
+        for (int x = 0; x < tw; x++) {
+            const int col = 4 * x + r;
+            WINO_A(r0[col], r1[col], r2[col], r3[col], q0[x], q1[x], q2[x], q3[x], q4[x], q5[x]);
         }
-    for (int i = 0; i < 4; i++) {  /* (A dY) A^T */
-        const float *restrict even = q + (size_t)(2 * i) * tw, *restrict odd = even + tw;
-        float *restrict z0 = z + (size_t)4 * i * plane, *restrict z1 = z0 + plane;  /* as in wino_input_row */
-        float *restrict z2 = z1 + plane, *restrict z3 = z2 + plane;
+    }
+    for (int i = 0; i < 6; i++) {
+        const float *restrict c0 = q + (size_t)(4 * i) * tw, *restrict c1 = c0 + tw;
+        const float *restrict c2 = c1 + tw, *restrict c3 = c2 + tw;
+        float *restrict z0 = z + (size_t)6 * i * plane, *restrict z1 = z0 + plane, *restrict z2 = z1 + plane;
+        float *restrict z3 = z2 + plane, *restrict z4 = z3 + plane, *restrict z5 = z4 + plane;
 #pragma omp simd
-        for (int tj = 0; tj < tw; tj++) {
-            z0[tj] = even[tj];
-            z1[tj] = even[tj] + odd[tj];
-            z2[tj] = even[tj] - odd[tj];
-            z3[tj] = -odd[tj];
-        }
+        for (int tj = 0; tj < tw; tj++)
+            WINO_A(c0[tj], c1[tj], c2[tj], c3[tj], z0[tj], z1[tj], z2[tj], z3[tj], z4[tj], z5[tj]);
     }
 }
 
-/* Z: the 16 planes (OC, tiles) of one sample's transformed dY tiles, read from dypad, where dY
+/* Z: one sample's transformed dY tiles into the 36 planes (OC, ld), from z on, read from dypad, where dY
  * sits at (back.pad, back.pad) with zeros past its last row and column (the partial tiles);
- * rows is scratch for 8 rows of tw floats. */
-static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, float *z)
+ * rows is scratch for 24 rows of tw floats. */
+static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, float *z, size_t ld, size_t plane)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     for (int o = 0; o < s->oc; o++)
         for (int ti = 0; ti < f->th; ti++) {
-            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 2 * ti) * b->pw + b->pad;
-            float *out = z + (size_t)o * f->tiles + (size_t)ti * f->tw;
+            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 4 * ti) * b->pw + b->pad;
+            float *out = z + (size_t)o * ld + (size_t)ti * f->tw;
             switch (f->tw) {
-            case 4: wino_grad_row(r0, (size_t)b->pw, rows, out, f->mplane, 4); break;
-            case 8: wino_grad_row(r0, (size_t)b->pw, rows, out, f->mplane, 8); break;
-            default: wino_grad_row(r0, (size_t)b->pw, rows, out, f->mplane, f->tw);
+            case 1: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 1); break;
+            case 2: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 2); break;
+            case 4: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 4); break;
+            case 8: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 8); break;
+            default: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, f->tw);
             }
         }
 }
 
-static void wino_forward_chunk(const conv2d *s, const conv2d_scratch *sc, const float *x, const float *bias,
-                               float *y, int64_t first, int64_t end)
+/* Samples [first, end) of a chunk forward, a group at a time: the group's tiles side by side in
+ * V, 36 SGEMMs, then each sample's output transform. */
+static void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
+                               const float *bias, float *y, int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
     memset(sc->xpad, 0, sizeof(float) * (size_t)f->cin * f->ph * f->pw);
-    for (int64_t i = first; i < end; i++) {
-        pad_planes(x + (size_t)i * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-        wino_input(f, sc->xpad, sc->stage, sc->v);
-        wino_multiply(s, f, s->u, sc->v, sc->m);
-        wino_output(f, sc->m, bias, sc->stage, y + (size_t)i * ysize);
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int g = (int)(end - i < plan->group ? end - i : plan->group);
+        const size_t ld = (size_t)g * f->tiles;
+        for (int k = 0; k < g; k++) {
+            pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
+            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
+        }
+        wino_multiply(s, f, plan, s->u, sc->v, sc->m, (int)ld);
+        for (int k = 0; k < g; k++)
+            wino_output(f, sc->m + (size_t)k * f->tiles, ld, plan->mplane, bias, sc->stage, y + (size_t)(i + k) * ysize);
     }
 }
 
-/* Per sample: dU += Z V^T (the kernel gradient, in the transformed domain), db, and dx as the
- * forward convolution of dY by the flipped kernels. */
-static void wino_backward_chunk(const conv2d *s, const conv2d_scratch *sc, const float *x, const float *dy,
-                                float *dx, int64_t first, int64_t end)
+/* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
+ * group's tiles by one SGEMM per plane), db, and dx as the forward convolution of dY by the
+ * flipped kernels. */
+static void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
+                                const float *dy, float *dx, int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
@@ -671,21 +815,30 @@ static void wino_backward_chunk(const conv2d *s, const conv2d_scratch *sc, const
     memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
     memset(sc->dw, 0, sizeof(float) * WINO_PLANES * s->uplane);
     memset(sc->db, 0, sizeof(float) * (size_t)s->oc);
-    for (int64_t i = first; i < end; i++) {
-        const float *dys = dy + (size_t)i * ysize;  /* (OC, OH, OW) */
-        pad_planes(x + (size_t)i * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-        wino_input(f, sc->xpad, sc->stage, sc->v);
-        pad_planes(dys, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
-        wino_grad_tiles(s, sc->dypad, sc->stage, sc->m);
-        for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, tiles) V_e^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, f->tiles, 1.0f,
-                        sc->m + e * f->mplane, f->tiles, sc->v + e * f->vplane, f->tiles, 1.0f,
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int g = (int)(end - i < plan->group ? end - i : plan->group);
+        const size_t ld = (size_t)g * f->tiles;
+        for (int k = 0; k < g; k++) {
+            const float *dys = dy + (size_t)(i + k) * ysize;  /* (OC, OH, OW) */
+            pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
+            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
+            pad_planes(dys, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
+            wino_grad_tiles(s, sc->dypad, sc->stage, sc->m + (size_t)k * f->tiles, ld, plan->mplane);
+            if (s->bias) add_bias_grad(s, dys, sc->db);
+        }
+        for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, (int)ld, 1.0f,
+                        sc->m + e * plan->mplane, (int)ld, sc->v + e * plan->vplane, (int)ld, 1.0f,
                         sc->dw + e * s->uplane, s->c);
-        if (s->bias) add_bias_grad(s, dys, sc->db);
         if (!dx) continue;
-        wino_input(b, sc->dypad, sc->stage, sc->v);
-        wino_multiply(s, b, s->u_back, sc->v, sc->m);
-        wino_output(b, sc->m, NULL, sc->stage, dx + (size_t)i * xsize);
+        const size_t ldb = (size_t)g * b->tiles;
+        for (int k = 0; k < g; k++) {
+            pad_planes(dy + (size_t)(i + k) * ysize, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
+            wino_input(b, sc->dypad, sc->stage, sc->v + (size_t)k * b->tiles, ldb, plan->vplane);
+        }
+        wino_multiply(s, b, plan, s->u_back, sc->v, sc->m, (int)ldb);
+        for (int k = 0; k < g; k++)
+            wino_output(b, sc->m + (size_t)k * b->tiles, ldb, plan->mplane, NULL, sc->stage, dx + (size_t)(i + k) * xsize);
     }
 }
 
@@ -696,17 +849,19 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
 {
     const conv2d *s = self;
     const int64_t n = x->shape.d[0];
-    float *slots = conv2d_slots(s, ctx, n);
+    const conv2d_plan plan = conv2d_plan_for(s, ctx, n);
+    float *slots = conv2d_slots(s, ctx, &plan, n);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
     if (s->algo == CONV2D_WINOGRAD) wino_kernels(s, w[0].data, s->u, false);
-    const int chunks = conv2d_chunks(ctx, n);
+    const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
-        const conv2d_scratch sc = conv2d_scratch_at(s, slots + (size_t)t * s->slot);
-        const int64_t first = n * t / chunks, end = n * (t + 1) / chunks;
-        if (s->algo == CONV2D_WINOGRAD) wino_forward_chunk(s, &sc, x->data, bias, y->data, first, end);
+        const conv2d_scratch sc = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot);
+        int64_t first, end;
+        chunk_samples(&plan, n, t, &first, &end);
+        if (s->algo == CONV2D_WINOGRAD) wino_forward_chunk(s, &plan, &sc, x->data, bias, y->data, first, end);
         else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, first, end);
     }
     return 0;
@@ -718,34 +873,36 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
 {
     const conv2d *s = self;
     const int64_t n = x->shape.d[0];
-    float *slots = conv2d_slots(s, ctx, n);
+    const conv2d_plan plan = conv2d_plan_for(s, ctx, n);
+    float *slots = conv2d_slots(s, ctx, &plan, n);
     if (!slots) return -1;
     const bool winograd = s->algo == CONV2D_WINOGRAD;
     if (winograd && dx) wino_kernels(s, w[0].data, s->u_back, true);
-    const int chunks = conv2d_chunks(ctx, n);
+    const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
-        const conv2d_scratch sc = conv2d_scratch_at(s, slots + (size_t)t * s->slot);
-        const int64_t first = n * t / chunks, end = n * (t + 1) / chunks;
-        if (winograd) wino_backward_chunk(s, &sc, x->data, dy->data, dx ? dx->data : NULL, first, end);
+        const conv2d_scratch sc = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot);
+        int64_t first, end;
+        chunk_samples(&plan, n, t, &first, &end);
+        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, dx ? dx->data : NULL, first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
     /* The chunks' sums, added in chunk order whatever thread finished first: into chunk 0's
      * (Winograd: then turned into dW once), or straight into dW. */
-    const conv2d_scratch first = conv2d_scratch_at(s, slots);
+    const conv2d_scratch first = conv2d_scratch_at(s, &plan, slots);
     const size_t wsize = winograd ? WINO_PLANES * s->uplane : (size_t)s->oc * s->rows;
     float *restrict sum = winograd ? first.dw : dw[0].data;
     for (int t = winograd ? 1 : 0; t < chunks; t++) {
-        const float *restrict part = conv2d_scratch_at(s, slots + (size_t)t * s->slot).dw;
+        const float *restrict part = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot).dw;
         for (size_t j = 0; j < wsize; j++) sum[j] += part[j];
     }
     if (winograd) wino_kernel_grads(s, first.dw, dw[0].data);
     if (s->bias) {
         float *restrict dbias = dw[1].data;  /* (OC) */
         for (int t = 0; t < chunks; t++) {
-            const float *restrict part = conv2d_scratch_at(s, slots + (size_t)t * s->slot).db;
+            const float *restrict part = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot).db;
             for (int o = 0; o < s->oc; o++) dbias[o] += part[o];
         }
     }
@@ -757,7 +914,7 @@ static const rx_plugin desc = {
     .size = sizeof(rx_plugin),
     .kind = RX_LAYER,
     .name = "conv2d",
-    .summary = "2-D convolution (im2col + SGEMM, or Winograd F(2x2, 3x3)), like torch.nn.Conv2d",
+    .summary = "2-D convolution (im2col + SGEMM, or Winograd F(4x4, 3x3)), like torch.nn.Conv2d",
     .params = params,
     .layer = {
         .create = conv2d_create,

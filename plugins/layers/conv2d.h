@@ -16,12 +16,11 @@ typedef struct wino_geom {
     int cin, h, w;     /* input */
     int cout, oh, ow;  /* output: oh = h + 2*pad - 2 */
     int pad;
-    int th, tw;        /* rows and columns of 2x2 output tiles: ceil(oh / 2), ceil(ow / 2) */
+    int th, tw;        /* rows and columns of 4x4 output tiles: ceil(oh / 4), ceil(ow / 4) */
     int tiles;         /* th * tw */
-    int ph, pw;        /* the zero-padded input every tile reads from: (2*th + 2, 2*tw + 2),
-                        * the input at (pad, pad); large enough for the last, partial tiles */
-    size_t vplane;     /* floats from one transformed-input plane (cin, tiles) to the next */
-    size_t mplane;     /* floats from one product plane (cout, tiles) to the next */
+    int ph, pw;        /* the zero-padded input every tile reads from: at least (4*th + 2,
+                        * 4*tw + 4), the input at (pad, pad); large enough for the last,
+                        * partial tiles (pw: 2 columns more, see wino_input_row) */
 } wino_geom;
 
 typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
@@ -39,9 +38,10 @@ typedef struct conv2d {
     wino_geom fwd;     /* Winograd: x -> y */
     wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
     size_t uplane;     /* Winograd: floats from one transformed-kernel plane (OC*C) to the next */
+    int group;         /* Winograd: samples whose tiles one SGEMM takes together (see WINO_COLUMNS) */
     float *u;          /* Winograd: (16, OC, C) transformed kernels, redone every forward */
     float *u_back;     /* Winograd: (16, C, OC) the same for dx, redone every backward */
-    size_t slot;       /* floats in one workspace slot, see conv2d_scratch */
+    size_t slot;       /* floats of workspace declared per sample (see conv2d_scratch, conv2d_plan) */
 } conv2d;
 
 /* Floats of workspace per sample that the CUDA path uses in backward (forward uses a part):
