@@ -96,6 +96,57 @@ static int batchnorm_threads(const rx_ctx *ctx, int64_t n)
     return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
 }
 
+/* The sums over one sample's H * W values of a channel. Rows of 16 or more take vector sums
+ * (`omp simd` keeps several partial sums: a fixed order for a build, 2x faster); shorter ones
+ * one running sum, which is faster there. */
+enum { BN_VECTOR_ROW = 16 };
+
+static double row_sum(const float *restrict v, int64_t n)
+{
+    double sum = 0.0;
+    if (n < BN_VECTOR_ROW) {
+        for (int64_t j = 0; j < n; j++) sum += v[j];
+        return sum;
+    }
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) sum += v[j];
+    return sum;
+}
+
+/* Sum of (v - mu)^2. */
+static double row_squares(const float *restrict v, int64_t n, double mu)
+{
+    double sum = 0.0;
+    if (n < BN_VECTOR_ROW) {
+        for (int64_t j = 0; j < n; j++) sum += ((double)v[j] - mu) * ((double)v[j] - mu);
+        return sum;
+    }
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) sum += ((double)v[j] - mu) * ((double)v[j] - mu);
+    return sum;
+}
+
+/* Adds sum(g) and sum(g * xhat), xhat = (x - mu) * is, into *sum_g and *sum_g_xhat. */
+static void row_grad_sums(const float *restrict x, const float *restrict g, int64_t n, float mu, float is,
+                          double *sum_g, double *sum_g_xhat)
+{
+    double a = 0.0, b = 0.0;  /* float * float is exact in double */
+    if (n < BN_VECTOR_ROW) {
+        for (int64_t j = 0; j < n; j++) {
+            a += g[j];
+            b += (double)g[j] * ((x[j] - mu) * is);
+        }
+    } else {
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t j = 0; j < n; j++) {
+            a += g[j];
+            b += (double)g[j] * ((x[j] - mu) * is);
+        }
+    }
+    *sum_g += a;
+    *sum_g_xhat += b;
+}
+
 /* Mean and biased variance of channel c of x (N, C, HW), over its n * hw values, in double: the
  * sum, then the squared deviations from the mean. */
 static void batchnorm_moments(const batchnorm *s, const float *x, int64_t n, int64_t c, double *mean,
@@ -103,19 +154,10 @@ static void batchnorm_moments(const batchnorm *s, const float *x, int64_t n, int
 {
     const double m = (double)(n * s->hw);
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float *restrict v = x + (i * s->c + c) * s->hw;  /* (HW) */
-        for (int64_t j = 0; j < s->hw; j++) sum += v[j];
-    }
+    for (int64_t i = 0; i < n; i++) sum += row_sum(x + (i * s->c + c) * s->hw, s->hw);
     const double mu = sum / m;
     double squares = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float *restrict v = x + (i * s->c + c) * s->hw;  /* (HW) */
-        for (int64_t j = 0; j < s->hw; j++) {
-            const double d = (double)v[j] - mu;
-            squares += d * d;
-        }
-    }
+    for (int64_t i = 0; i < n; i++) squares += row_squares(x + (i * s->c + c) * s->hw, s->hw, mu);
     *mean = mu;
     *var = squares / m;
 }
@@ -187,16 +229,10 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < s->c; c++) {
         const float mu = mean[c], is = invstd[c];
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;  /* float * float is exact in double */
-        for (int64_t i = 0; i < n; i++) {
-            const float *restrict in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
-            const float *restrict g = dy->data + (i * s->c + c) * s->hw;  /* (HW) */
-            for (int64_t j = 0; j < s->hw; j++) {
-                const float xhat = (in[j] - mu) * is;
-                sum_dy += g[j];
-                sum_dy_xhat += (double)g[j] * xhat;
-            }
-        }
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            row_grad_sums(x->data + (i * s->c + c) * s->hw, dy->data + (i * s->c + c) * s->hw, s->hw, mu, is,
+                          &sum_dy, &sum_dy_xhat);
         dweight[c] += (float)sum_dy_xhat;
         dbias[c] += (float)sum_dy;
         if (!dx) continue;
