@@ -779,8 +779,9 @@ static void test_maxpool_gradients(void **unused)
 
 /* The rule every maxpool path must follow, written as plainly as possible: scan each window in
  * row-major order, a tap replaces the best so far when it is larger or NaN. y (N, C, OH, OW) and
- * dx (N, C, H, W) for the rig's x and dy. */
-static void maxpool_reference(const rig *r, int size, int stride, float *y, float *dx)
+ * dx (N, C, H, W) for the rig's x and dy; arg (N, C, OH, OW), the state's index of each maximum
+ * within its sample, unless NULL. */
+static void maxpool_reference(const rig *r, int size, int stride, float *y, float *dx, int32_t *arg)
 {
     const int64_t n = r->x.shape.d[0], c = r->x.shape.d[1], h = r->x.shape.d[2], w = r->x.shape.d[3];
     const int64_t oh = r->y.shape.d[2], ow = r->y.shape.d[3];
@@ -797,6 +798,7 @@ static void maxpool_reference(const rig *r, int size, int stride, float *y, floa
                     }
                 y[(p * oh + i) * ow + j] = r->x.data[p * h * w + best];
                 dx[p * h * w + best] += r->dy.data[(p * oh + i) * ow + j];
+                if (arg) arg[(p * oh + i) * ow + j] = (int32_t)((p % c) * h * w + best);
             }
 }
 
@@ -808,8 +810,8 @@ static void expect_same_floats(const float *got, const float *want, int64_t n, c
             fail_msg("%s[%lld] is %.9g, expected %.9g", what, (long long)i, got[i], want[i]);
 }
 
-/* 2x2 windows at stride 2 take a vectorized path with the width as a constant for 4 and 8
- * outputs per row; odd sizes leave a row and a column out. Inputs drawn from five values make
+/* 2x2 windows at stride 2 take a vectorized path, in runs of 4, 8 or 16 windows a row (a
+ * constant); odd sizes leave a row and a column out. Inputs drawn from five values make
  * ties common, and a few NaNs test that a NaN wins its window, the last one when there are two. */
 static void test_maxpool_2x2_paths(void **unused)
 {
@@ -832,7 +834,7 @@ static void test_maxpool_2x2_paths(void **unused)
         rig_backward(&r, true);
         float *y = floats(ny), *dx = floats(nx);
         const int stride = cases[t].stride ? cases[t].stride : cases[t].size;
-        maxpool_reference(&r, cases[t].size, stride, y, dx);
+        maxpool_reference(&r, cases[t].size, stride, y, dx, NULL);
         expect_same_floats(r.y.data, y, ny, "maxpool y");
         expect_same_floats(r.dx.data, dx, nx, "maxpool dx");
         free(y);
@@ -841,7 +843,69 @@ static void test_maxpool_2x2_paths(void **unused)
     }
 }
 
-/* Large batches are split across threads (planes forward, samples backward): same bits. */
+/* The fast paths against the reference, bit for bit, on CIFAR's odd planes (31, 15 and 7 wide:
+ * rows of 15, 7 and 3 windows, which runs of 16, 8 and 4 cover by spilling into the next row or
+ * by overlapping) and its 3x3 pool over 3x3 planes, and on widths that take each other kind of
+ * run: y, the state's argmax indices and dx, which must be written everywhere (dx starts as
+ * NaN). Inputs from five values make ties common, with a NaN or two in some windows and -0
+ * against 0; one thread and two, with batches large enough to split. */
+static void test_maxpool_fast_paths(void **unused)
+{
+    static const struct { int c, h, w, size, stride, n; } cases[] = {
+        { 4, 31, 31, 2, 2, 9 },  /* CIFAR: 15 windows a row; 2 threads split a sample */
+        { 8, 15, 15, 2, 2, 19 }, /* 7 */
+        { 16, 7, 7, 2, 2, 43 },  /* 3 */
+        { 128, 3, 3, 3, 0, 29 }, /* one window over each plane */
+        { 2, 6, 7, 2, 2, 2 },    /* 3 windows a row, even height */
+        { 2, 9, 13, 2, 2, 2 },   /* 6: runs of 8, the last row in runs of 4 */
+        { 2, 8, 19, 2, 2, 2 },   /* 9: runs of 16 */
+        { 2, 5, 37, 2, 2, 2 },   /* 18: runs of 16, spilling 14 or overlapping 14 */
+        { 2, 7, 9, 2, 2, 2 },    /* 4: no spill, so the odd column is zeroed on its own */
+        { 2, 5, 4, 2, 2, 2 },    /* 2 */
+        { 2, 3, 3, 2, 2, 2 },    /* 1 */
+        { 2, 4, 3, 3, 1, 2 },    /* a 3x3 window that does not cover its plane: the general path */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++)
+        for (int threads = 1; threads <= 2; threads++) {
+            rig r;
+            maxpool_setup(&r, TEST_SHAPE(cases[t].c, cases[t].h, cases[t].w), cases[t].n,
+                          cases[t].size, cases[t].stride);
+            r.ctx.threads = threads;
+            const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
+            for (int64_t i = 0; i < nx; i++) r.x.data[i] = (float)rx_rng_below(&r.rng, 5) - 2.0f;
+            for (int64_t k = 0; k < nx / 50 + 2; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = NAN;
+            for (int64_t k = 0; k < nx / 20; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = -0.0f;
+            fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+            for (int64_t i = 0; i < nx; i++) r.dx.data[i] = NAN;
+            rig_forward(&r);
+            rig_backward(&r, true);
+            float *y = floats(ny), *dx = floats(nx);
+            int32_t *arg = malloc(sizeof(int32_t) * (size_t)ny);
+            assert_non_null(arg);
+            const int stride = cases[t].stride ? cases[t].stride : cases[t].size;
+            maxpool_reference(&r, cases[t].size, stride, y, dx, arg);
+            /* Bits, so that -0 and 0 count as different; the NaNs all have NAN's bits. */
+            for (int64_t i = 0; i < ny; i++)
+                if (memcmp(&r.y.data[i], &y[i], sizeof(float)) != 0)
+                    fail_msg("case %zu, %d threads: maxpool y[%lld] is %.9g, expected %.9g", t,
+                             threads, (long long)i, r.y.data[i], y[i]);
+            for (int64_t i = 0; i < ny; i++)
+                if (((const int32_t *)r.state)[i] != arg[i])
+                    fail_msg("case %zu, %d threads: maxpool argmax[%lld] is %d, expected %d", t,
+                             threads, (long long)i, ((const int32_t *)r.state)[i], arg[i]);
+            for (int64_t i = 0; i < nx; i++)
+                if (memcmp(&r.dx.data[i], &dx[i], sizeof(float)) != 0)
+                    fail_msg("case %zu, %d threads: maxpool dx[%lld] is %.9g, expected %.9g", t,
+                             threads, (long long)i, r.dx.data[i], dx[i]);
+            free(y);
+            free(dx);
+            free(arg);
+            rig_free(&r);
+        }
+}
+
+/* Large batches are split across threads (planes; samples for the backward of windows that
+ * may overlap): same bits. */
 static void test_maxpool_threads(void **unused)
 {
     rig r;
@@ -1235,6 +1299,7 @@ int main(void)
         cmocka_unit_test(test_maxpool_by_hand),
         cmocka_unit_test(test_maxpool_gradients),
         cmocka_unit_test(test_maxpool_2x2_paths),
+        cmocka_unit_test(test_maxpool_fast_paths),
         cmocka_unit_test(test_maxpool_threads),
         cmocka_unit_test(test_maxpool_refuses),
         cmocka_unit_test(test_flatten),
