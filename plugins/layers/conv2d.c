@@ -1,10 +1,11 @@
 /* conv2d.c: 2-D convolution, PyTorch's nn.Conv2d with a square kernel (no dilation, no groups).
  *
  * CPU path: the batch is split into one contiguous chunk of samples per thread (OpenMP, at most
- * ctx->threads); each thread works sample by sample in its own slot of the workspace, calling a
- * single-threaded OpenBLAS SGEMM (the host keeps OpenBLAS's own pool at one thread, so the two
- * never compete for cores). One sample at a time keeps the scratch in the core's cache and
- * writes y and dx straight into their NCHW planes. Two algorithms, chosen at create:
+ * ctx->threads); each thread works through its chunk in its own slot of the workspace, calling
+ * a single-threaded OpenBLAS SGEMM (the host keeps OpenBLAS's own pool at one thread, so the two
+ * never compete for cores): im2col one sample at a time, Winograd a small group of samples at a
+ * time, which keeps the scratch in the core's cache, and writes y and dx straight into their
+ * NCHW planes. Two algorithms, chosen at create:
  *
  * im2col, any kernel, stride and padding. Per sample, with col = im2col(x) (C*K*K, OH*OW):
  *     forward   y   = W (OC, C*K*K) x col + b
@@ -15,9 +16,9 @@
  * Winograd F(4x4, 3x3), for 3x3 kernels at stride 1 with padding 0 to 2 (Lavin and Gray, "Fast
  * Algorithms for Convolutional Neural Networks", 2016). The output is cut into 4x4 tiles, each
  * computed from a 6x6 input tile with 36 multiplies per (input, output) channel pair instead of
- * 144: 4x fewer multiply-adds (F(2x2, 3x3), which this replaced, saves 2.25x). Per sample, with
- * V = the transformed input tiles (36 planes of (C, tiles)) and U = the transformed kernels (36
- * planes of (OC, C), once per call):
+ * 144: 4x fewer multiply-adds (F(2x2, 3x3), which this replaced, saves 2.25x). Per group of
+ * samples (see WINO_COLUMNS), with V = their transformed input tiles side by side (36 planes of
+ * (C, tiles)) and U = the transformed kernels (36 planes of (OC, C), once per call):
  *     forward   M_e = U_e V_e for each of the 36 planes e, then y = the output transform of M
  *     backward  dU_e += Z_e V_e^T, Z = the transformed output-gradient tiles; dW = G^T dU G
  *               dx: the same forward, run on dY with the kernels turned 180 degrees and their
@@ -26,13 +27,14 @@
  *   transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms). Taken where
  *   it measured faster: both channel counts at least 8 (see conv2d_choose).
  *
- * Determinism: each sample's y and dx are computed alone, so they do not depend on the thread
- * count; the weight gradients are summed per chunk in the chunk's slot and the chunks then added
- * in chunk order, so the same thread count gives the same bits, run after run.
+ * Determinism: y and dx come from the same groups of samples (they start at fixed indices) and
+ * the same sums whatever the thread count; the weight gradients are summed per chunk in the
+ * chunk's slot and the chunks then added in chunk order, so the same thread count gives the same
+ * bits, run after run.
  *
- * Workspace: a batch of N lends N slots (declared per sample) and uses min(N, threads) of them,
- * one per chunk (see conv2d_scratch). create declares the larger of a slot and what the CUDA path
- * needs per sample (conv2d.h), so that the same layer runs on either device.
+ * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), out of what create declares
+ * per sample times the batch; create declares the larger of that and what the CUDA path needs
+ * per sample (conv2d.h), so that the same layer runs on either device.
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
  * algorithm the CPU chose (the two agree to rounding). The layer's struct is in conv2d.h, which
