@@ -65,6 +65,7 @@ typedef struct run {
     float *avg_logits;           /* (batch, classes) the mean over test-time views */
     int64_t total_steps;         /* optimizer steps in the whole run, for the schedule */
     double lr_now;               /* the last step's learning rate, for the logs */
+    int backward_from;           /* this epoch's net_first_trained: backward stops there */
     int state_per_param;
     float *host_losses, *host_logits; /* host copies for the logs */
     float *staged_x;             /* pinned host batch, when the data plugin has no path on the device */
@@ -449,7 +450,7 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, const ch
     r->loss_sum += s;
     rx_tensor dlogits = batch_tensor(r, r->dlogits, n, r->nt.out);
     net_zero_grads(&r->nt);
-    if (net_backward(&r->nt, &r->ctx, &x, &dlogits, net_first_trained(&r->nt, epoch), err) != 0) return -1;
+    if (net_backward(&r->nt, &r->ctx, &x, &dlogits, r->backward_from, err) != 0) return -1;
     return optimizer_step(r, epoch, err);
 }
 
@@ -461,6 +462,7 @@ static int train_epoch(run *r, const char *dir, char *err)
     const config *c = r->c;
     int64_t epoch = r->epochs_done + 1;
     r->ctx.training = true;
+    r->backward_from = net_first_trained(&r->nt, epoch);  /* once an epoch, not per batch */
     r->ctx.err[0] = '\0';
     if (c->data.pl.desc->data.begin_epoch(r->data, &r->ctx, RX_TRAIN, epoch) != 0)
         return plugin_failed(r, &c->data, "begin_epoch", err);
