@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
+
 /* Keys of the top-level table that are plain values; data, model, loss and optim are plugins. */
 static const rx_param top_params[] = {
     { .key = "epochs", .type = RX_INT, .def = { .i = 10 }, .help = "passes over the training set" },
@@ -1067,4 +1069,10 @@ void config_to_lua(const config *c, strbuf *b)
     lua_string(b, c->device);
     /* No `out`: run again, this file repeats the run in a new folder (`runexp resume` names it). */
     sb_printf(b, ",\n}\n");
+}
+
+int plugin_use_check_device(const config *c, const plugin_use *u, rx_device d, char *err)
+{
+    if (plugin_runs_on(u->pl.desc, d)) return 0;
+    return errorf(err, "%s: %s: the plugin has no %s implementation", c->file, u->where, device_name(d));
 }

@@ -101,6 +101,10 @@ const rx_value *config_arg(const plugin_use *u, const char *key);
  * schedule function that fails or returns something unusable gives -1 and a message. */
 int config_lr_factor(const config *c, int64_t step, int64_t steps, int64_t epoch, double *factor, char *err);
 
+/* Refuses a plugin use that cannot run on device d, naming the file and the place:
+ * "cifar10.lua: model[3] (conv2d): the plugin has no cuda implementation". */
+int plugin_use_check_device(const config *c, const plugin_use *u, rx_device d, char *err);
+
 /* The rule values that apply to tensor `name` of layer u, resolved. */
 void config_tensor_rule(const config *c, const plugin_use *u, const char *name, tensor_rule *out);
 

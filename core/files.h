@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ERR_LEN 1024   /* every `char *err` in core/ points at this many bytes */
+#include "error.h"
 
 /* Writes len bytes to path atomically (temporary file, fsync, rename, fsync of the folder). */
 int write_file_atomic(const char *path, const void *data, size_t len, char *err);

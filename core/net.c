@@ -167,11 +167,7 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
             snprintf(err, ERR_LEN, "%s: %s: plugin error: %s", c->file, l->use->where, why);
             return -1;
         }
-        if (!l->use->pl.desc->layer.forward[nt->device]) {
-            snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, l->use->where,
-                     device_name(nt->device));
-            return -1;
-        }
+        if (plugin_use_check_device(c, l->use, nt->device, err) != 0) return -1;
         if (check_rules(c, l, err) != 0) return -1;
         if (strcmp(l->use->init, "dirac") == 0 &&
             (!l->info.ntensors || l->info.tensors[0].shape.ndim != 4 || l->info.tensors[0].shape.d[2] % 2 == 0 ||

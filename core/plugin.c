@@ -68,6 +68,17 @@ const char *plugin_kind_name(rx_kind kind)
     return "unknown";
 }
 
+bool plugin_runs_on(const rx_plugin *d, rx_device dev)
+{
+    switch (d->kind) {
+    case RX_LAYER: return d->layer.forward[dev] != NULL;
+    case RX_LOSS: return d->loss.forward[dev] != NULL;
+    case RX_OPTIM: return d->optim.step[dev] != NULL;
+    case RX_DATA: return d->data.batch[dev] || d->data.batch[RX_CPU]; /* the host copies CPU batches over */
+    }
+    return false;
+}
+
 /* Names are identifiers, so a name can never be a path that escapes the search folders. */
 static bool valid_name(const char *name)
 {

@@ -32,6 +32,10 @@ int plugin_path_add(plugin_path *p, const char *dir);
 const char *plugin_folder(rx_kind kind);
 const char *plugin_kind_name(rx_kind kind);
 
+/* Whether the plugin can run on device dev: a layer or loss has its forward there, an optimizer
+ * its step; a data set draws batches there or on the CPU (the host then copies them over). */
+bool plugin_runs_on(const rx_plugin *desc, rx_device dev);
+
 /* Finds NAME of KIND on the path, loads and validates it. On failure writes a one-line reason
  * to err (an unknown name lists the known ones) and returns -1. */
 int plugin_load(const plugin_path *p, rx_kind kind, const char *name, plugin *out, char *err,

@@ -178,10 +178,7 @@ static int create_plugins(run *r, bool fresh, char *err)
     config *c = r->c;
     rx_ctx *ctx = &r->ctx;
     const rx_plugin *d = c->data.pl.desc;
-    if (!d->data.batch[r->device] && !d->data.batch[RX_CPU]) {
-        snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->data.where, device_name(r->device));
-        return -1;
-    }
+    if (plugin_use_check_device(c, &c->data, r->device, err) != 0) return -1;
     crash_enter(c->data.where, "create");
     int rc = d->data.create(&r->data, ctx, c->data.args, (uint64_t)c->seed, &r->info);
     crash_leave();
@@ -196,20 +193,14 @@ static int create_plugins(run *r, bool fresh, char *err)
     if (fresh && net_whitening_layer(&r->nt) >= 0 && init_whitening(r, err) != 0) return -1;
 
     const rx_plugin *l = c->loss.pl.desc;
-    if (!l->loss.forward[r->device]) {
-        snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->loss.where, device_name(r->device));
-        return -1;
-    }
+    if (plugin_use_check_device(c, &c->loss, r->device, err) != 0) return -1;
     crash_enter(c->loss.where, "create");
     rc = l->loss.create(&r->loss, ctx, c->loss.args, r->nt.out, in->nclasses);
     crash_leave();
     if (rc != 0) return plugin_failed(r, &c->loss, "", err);
 
     const rx_plugin *o = c->optim.pl.desc;
-    if (!o->optim.step[r->device]) {
-        snprintf(err, ERR_LEN, "%s: %s: the plugin has no %s implementation", c->file, c->optim.where, device_name(r->device));
-        return -1;
-    }
+    if (plugin_use_check_device(c, &c->optim, r->device, err) != 0) return -1;
     crash_enter(c->optim.where, "create");
     rc = o->optim.create(&r->optim, ctx, c->optim.args, &r->state_per_param);
     crash_leave();

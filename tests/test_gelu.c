@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 #include "device.h"
-#include "files.h"  /* ERR_LEN, the size device_usable writes its reason into */
+#include "error.h"
 
 #ifdef RX_WITH_CUDA
 #include <cuda_runtime_api.h>
