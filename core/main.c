@@ -13,7 +13,7 @@
 #include "crash.h"
 #include "files.h"
 #include "script.h"
-#include "train.h"
+#include "interrupt.h"
 
 static void usage(FILE *f)
 {
@@ -154,7 +154,7 @@ int main(int argc, char **argv)
         }
         return check(&s.path, argc - 2, argv + 2);
     }
-    train_handle_signals();
+    interrupt_handle_signals();
     crash_handle_signals();
     /* A file-size limit (ulimit -f) or a full disk should fail a write with a message, not kill. */
     signal(SIGXFSZ, SIG_IGN);

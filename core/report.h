@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "train.h"
+#include "record.h"
 
 /* Measured times; 0 where not known yet. */
 typedef struct report_timings {

@@ -8,11 +8,14 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "evaluate.h"
 #include "files.h"
+#include "interrupt.h"
 #include "report.h"
 #include "train.h"
 
@@ -78,52 +81,42 @@ static void set_string(lua_State *L, const char *key, const char *v)
     lua_setfield(L, -2, key);
 }
 
-/* Adds an evaluation's fields with a prefix ("test_" for a run, "" for runexp.evaluate). */
-static void set_eval(lua_State *L, const char *prefix, const eval_result *e)
+/* Sets the fields of record (an epoch record, an evaluation, a summary) in the table on top,
+ * named as record.h's lists name them; an evaluation's with a prefix ("test_" in a summary),
+ * except per_class_accuracy. */
+static void set_fields(lua_State *L, const field *fields, int n, const void *record, const char *prefix)
 {
-    char key[64];
-    snprintf(key, sizeof key, "%sloss", prefix);
-    set_number(L, key, e->loss);
-    snprintf(key, sizeof key, "%saccuracy", prefix);
-    set_number(L, key, e->accuracy);
-    snprintf(key, sizeof key, "%scorrect", prefix);
-    set_integer(L, key, e->correct);
-    snprintf(key, sizeof key, "%stotal", prefix);
-    set_integer(L, key, e->total);
-    lua_createtable(L, 0, e->nclasses);
-    for (int k = 0; k < e->nclasses; k++)
-        set_number(L, e->class_names[k], e->class_total[k] ? (double)e->class_correct[k] / (double)e->class_total[k] : 0);
-    lua_setfield(L, -2, "per_class_accuracy");
+    for (int i = 0; i < n; i++) {
+        const field *f = &fields[i];
+        const void *at = (const char *)record + f->offset;
+        char key[64];
+        snprintf(key, sizeof key, "%s%s", f->type == FIELD_CLASSES ? "" : prefix, f->name);
+        if (f->type == FIELD_EVAL) {
+            set_fields(L, eval_fields, n_eval_fields, at, "test_");
+        } else if (f->type == FIELD_CLASSES) {
+            const eval_result *e = record;
+            lua_createtable(L, 0, e->nclasses);
+            for (int k = 0; k < e->nclasses; k++) set_number(L, e->class_names[k], class_accuracy(e, k));
+            lua_setfield(L, -2, key);
+        } else if (f->type == FIELD_STR) {
+            set_string(L, key, field_string(f, record));
+        } else if (f->type == FIELD_INT) {
+            set_integer(L, key, field_int(f, record));
+        } else {
+            set_number(L, key, field_number(f, record));
+        }
+    }
 }
 
 /* The fields of summary.json, plus `history`: one table per epoch, as in metrics.csv. */
-static void push_summary(lua_State *L, const config *c, const run_summary *s)
+static void push_summary(lua_State *L, const run_summary *s)
 {
     lua_newtable(L);
-    set_string(L, "config", c->file);
-    set_string(L, "run_dir", s->dir);
-    set_string(L, "device", s->device);
-    set_integer(L, "threads", s->threads);
-    set_integer(L, "seed", c->seed);
-    set_integer(L, "epochs", s->epochs);
-    set_integer(L, "best_epoch", s->best_epoch);
-    set_number(L, "best_valid_loss", s->best_valid_loss);
-    set_eval(L, "test_", &s->test);
-    set_number(L, "train_seconds_per_epoch", s->train_seconds_per_epoch);
-    set_number(L, "images_per_second", s->images_per_second);
-    set_number(L, "total_seconds", s->total_seconds);
+    set_fields(L, summary_fields, n_summary_fields, s, "");
     lua_createtable(L, s->nhistory, 0);
     for (int i = 0; i < s->nhistory; i++) {
-        const epoch_record *e = &s->history[i];
-        lua_createtable(L, 0, 8);
-        set_integer(L, "epoch", e->epoch);
-        set_number(L, "seconds", e->seconds);
-        set_number(L, "train_loss", e->train_loss);
-        set_number(L, "valid_loss", e->valid_loss);
-        set_number(L, "valid_accuracy", e->valid_accuracy);
-        set_number(L, "lr", e->lr);
-        set_number(L, "train_seconds", e->train_seconds);
-        set_number(L, "images_per_second", e->images_per_second);
+        lua_createtable(L, 0, n_epoch_fields);
+        set_fields(L, epoch_fields, n_epoch_fields, &s->history[i], "");
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "history");
@@ -135,7 +128,7 @@ static int l_train(lua_State *L)
     script *s = self_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     char err[ERR_LEN];
-    if (train_stop_requested()) return raise(L, "stopped by a signal before this run started");
+    if (interrupt_requested()) return raise(L, "stopped by a signal before this run started");
     char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
     if (!rest) return raise(L, "out of memory");
     config c;
@@ -146,7 +139,7 @@ static int l_train(lua_State *L)
         rc = train_run(&c, s->log, &sum, err);
         if (rc == TRAIN_INTERRUPTED) s->interrupted = true;
     }
-    if (rc == 0) push_summary(L, &c, &sum);
+    if (rc == 0) push_summary(L, &sum);
     run_summary_free(&sum);
     config_free(&c);
     return rc == 0 ? 1 : raise(L, err);
@@ -176,12 +169,12 @@ static int l_evaluate(lua_State *L)
     int rc = e ? config_from_table(&c, L, 2, &s->path, s->file, remaining_overrides(s, rest), rest, err) : -1;
     if (!e) snprintf(err, sizeof err, "out of memory");
     free(rest);
-    if (rc == 0) rc = train_evaluate(&c, checkpoint, split, e, err);
+    if (rc == 0) rc = evaluate_checkpoint(&c, checkpoint, split, e, err);
     if (rc == 0) {
         lua_newtable(L);
         set_string(L, "checkpoint", checkpoint);
         set_string(L, "split", lua_tostring(L, 3) ? lua_tostring(L, 3) : "test");
-        set_eval(L, "", e);
+        set_fields(L, eval_fields, n_eval_fields, e, "");
     }
     if (e) config_free(&c);
     free(e);
@@ -297,12 +290,27 @@ static int l_write_file(lua_State *L)
     return 0;
 }
 
-static double field_number(lua_State *L, int idx, const char *key, double otherwise)
+static double number_field(lua_State *L, int idx, const char *key, double otherwise)
 {
     lua_getfield(L, idx, key);
     double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : otherwise;
     lua_pop(L, 1);
     return v;
+}
+
+/* An epoch record from a history table as runexp.train returns it; missing fields are 0, a
+ * missing epoch its position. */
+static epoch_record record_from_lua(lua_State *L, int idx, int64_t position)
+{
+    epoch_record e;
+    for (int i = 0; i < n_epoch_fields; i++) {
+        const field *f = &epoch_fields[i];
+        double v = number_field(L, idx, f->name, f->offset == offsetof(epoch_record, epoch) ? (double)position : 0);
+        void *at = (char *)&e + f->offset;
+        if (f->type == FIELD_INT) *(int64_t *)at = (int64_t)v;
+        else *(double *)at = v;
+    }
+    return e;
 }
 
 /* runexp.sweep_report(path, rows): rows = { { label, history, best_valid_loss, best_epoch,
@@ -328,9 +336,9 @@ static int l_sweep_report(lua_State *L)
         u->run_dir = lua_tostring(L, -1);
         lua_getfield(L, row, "error");
         u->error = lua_tostring(L, -1);
-        u->best_valid_loss = field_number(L, row, "best_valid_loss", 0);
-        u->best_epoch = (int64_t)field_number(L, row, "best_epoch", 0);
-        u->test_accuracy = field_number(L, row, "test_accuracy", 0);
+        u->best_valid_loss = number_field(L, row, "best_valid_loss", 0);
+        u->best_epoch = (int64_t)number_field(L, row, "best_epoch", 0);
+        u->test_accuracy = number_field(L, row, "test_accuracy", 0);
         lua_getfield(L, row, "history");
         if (lua_istable(L, -1)) {
             int h = lua_gettop(L), n = (int)luaL_len(L, h);
@@ -338,14 +346,7 @@ static int l_sweep_report(lua_State *L)
             for (int k = 0; k < n; k++) {
                 lua_rawgeti(L, h, k + 1);
                 int t = lua_gettop(L);
-                e[k] = (epoch_record){ .epoch = (int64_t)field_number(L, t, "epoch", k + 1),
-                                       .seconds = field_number(L, t, "seconds", 0),
-                                       .train_loss = field_number(L, t, "train_loss", 0),
-                                       .valid_loss = field_number(L, t, "valid_loss", 0),
-                                       .valid_accuracy = field_number(L, t, "valid_accuracy", 0),
-                                       .lr = field_number(L, t, "lr", 0),
-                                       .train_seconds = field_number(L, t, "train_seconds", 0),
-                                       .images_per_second = field_number(L, t, "images_per_second", 0) };
+                e[k] = record_from_lua(L, t, k + 1);
                 lua_pop(L, 1);
             }
             u->history = e;

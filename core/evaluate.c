@@ -1,0 +1,104 @@
+/* evaluate.c: measuring weights on a split (see evaluate.h). */
+#include "evaluate.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "device.h"
+
+/* The logits of samples [first, first + n): the mean over the data plugin's test-time views,
+ * the plain view last so that t->x holds it for the pictures. */
+static int forward_views(trainer *t, rx_split split, int64_t first, int64_t n, rx_tensor *logits, char *err)
+{
+    int views = t->info.views > 1 ? t->info.views : 1;
+    for (int v = views - 1; v >= 0; v--) {
+        rx_tensor x;
+        if (trainer_load_batch(t, split, first, v, n, &x, err) != 0) return -1;
+        if (net_forward(&t->nt, &t->ctx, &x, logits, err) != 0) return -1;
+        if (views == 1) break;
+        size_t len = (size_t)rx_numel(logits->shape);
+        if (v == views - 1) device_copy(t->device, t->avg_logits, logits->data, len * sizeof(float));
+        else device_axpby(t->device, &t->ctx, len, 1.0f, logits->data, 1.0f, t->avg_logits);
+        if (v == 0) {
+            device_axpby(t->device, &t->ctx, len, 0.0f, logits->data, 1.0f / (float)views, t->avg_logits);
+            logits->data = t->avg_logits;
+        }
+    }
+    return 0;
+}
+
+/* Counts the batch's correct predictions (logits and labels on the host), per class and, when
+ * asked, into the confusion matrix; the first predictions go to predicted (SAMPLE_IMAGES). */
+static void score_batch(const trainer *t, int64_t n, eval_result *e, int64_t *confusion, int32_t *predicted)
+{
+    int64_t classes = rx_numel(t->nt.out);
+    int nclasses = t->info.nclasses;
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = t->host_logits + i * classes;
+        int64_t best = 0;
+        for (int64_t k = 1; k < classes; k++)
+            if (row[k] > row[best]) best = k;
+        int32_t y = t->host_labels[i];
+        if (y >= 0 && y < nclasses) {
+            e->class_total[y]++;
+            e->class_correct[y] += best == y;
+            if (confusion && best < nclasses) confusion[y * nclasses + best]++;
+        }
+        e->correct += best == y;
+        if (i < SAMPLE_IMAGES) predicted[i] = (int32_t)best;
+    }
+}
+
+static void finish_result(const trainer *t, eval_result *e, int64_t total, double sum)
+{
+    e->total = total;
+    e->loss = total ? sum / (double)total : NAN;
+    e->accuracy = total ? (double)e->correct / (double)total : NAN;
+    e->nclasses = t->info.nclasses;
+    for (int k = 0; k < e->nclasses; k++)
+        snprintf(e->class_names[k], CLASS_NAME_LEN, "%s", t->info.class_names[k] ? t->info.class_names[k] : "?");
+}
+
+int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusion, sample_batch *samples, char *err)
+{
+    const config *c = t->c;
+    int nclasses = t->info.nclasses;
+    if (confusion) memset(confusion, 0, sizeof *confusion * (size_t)nclasses * (size_t)nclasses);
+    memset(e, 0, sizeof *e);
+    t->ctx.training = false;
+    t->ctx.err[0] = '\0';
+    if (c->data.pl.desc->data.begin_epoch(t->data, &t->ctx, split, 0) != 0)
+        return trainer_plugin_failed(t, &c->data, "begin_epoch", err);
+    int64_t total = t->info.size[split], classes = rx_numel(t->nt.out);
+    int32_t predicted[SAMPLE_IMAGES];
+    double sum = 0;
+    for (int64_t first = 0; first < total; first += c->batch_size) {
+        int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
+        rx_tensor logits = { 0 };
+        double s;
+        if (forward_views(t, split, first, n, &logits, err) != 0) return -1;
+        if (trainer_loss(t, &logits, false, &s, err) != 0) return -1;
+        sum += s;
+        device_to_host(t->device, t->host_logits, logits.data, (size_t)(n * classes) * sizeof(float));
+        device_to_host(t->device, t->host_labels, t->labels, (size_t)n * sizeof(int32_t));
+        score_batch(t, n, e, confusion, predicted);
+        if (samples && first == 0) sample_batch_capture(samples, t->device, t->x, t->labels, n, predicted);
+    }
+    finish_result(t, e, total, sum);
+    return 0;
+}
+
+int evaluate_checkpoint(const config *c, const char *checkpoint, rx_split split, eval_result *e, char *err)
+{
+    trainer t = { 0 };
+    FILE *quiet = fopen("/dev/null", "w");
+    int rc = -1;
+    if (trainer_setup(&t, c, quiet ? quiet : stderr, true, false, err) == 0 &&
+        checkpoint_load_net(&t.nt, checkpoint, NULL, 0, NULL, err) == 0 &&
+        evaluate_split(&t, split, e, NULL, NULL, err) == 0)
+        rc = 0;
+    trainer_free(&t);
+    if (quiet) fclose(quiet);
+    return rc;
+}

@@ -1,0 +1,88 @@
+/* observer.c: the observers of a run (see observer.h): the image grids and report.html. */
+#include "observer.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "image.h"
+#include "report.h"
+
+int sample_batch_alloc(sample_batch *s, rx_shape shape)
+{
+    *s = (sample_batch){ .shape = shape };
+    s->x = malloc((size_t)(SAMPLE_IMAGES * rx_numel(shape)) * sizeof(float));
+    return s->x ? 0 : -1;
+}
+
+void sample_batch_free(sample_batch *s)
+{
+    free(s->x);
+    s->x = NULL;
+}
+
+void sample_batch_capture(sample_batch *s, rx_device d, const float *x, const int32_t *labels, int64_t n,
+                          const int32_t *predicted)
+{
+    s->n = n < SAMPLE_IMAGES ? n : SAMPLE_IMAGES;
+    device_to_host(d, s->x, x, (size_t)(s->n * rx_numel(s->shape)) * sizeof(float));
+    device_to_host(d, s->labels, labels, (size_t)s->n * sizeof(int32_t));
+    s->has_predictions = predicted != NULL;
+    if (predicted) memcpy(s->predicted, predicted, (size_t)s->n * sizeof(int32_t));
+}
+
+/* ---- The pictures: the run's first batch, and the test's first batch with predictions ---- */
+
+static int write_grid(const run_view *v, const char *name, char *err)
+{
+    const sample_batch *s = v->samples;
+    char path[PATH_MAX];
+    if (s->shape.ndim != 3) return 0; /* only images are drawn */
+    if (snprintf(path, sizeof path, "%s/%s", v->dir, name) >= (int)sizeof path)
+        return errorf(err, "%s not written: %s: path too long", name, v->dir);
+    char why[ERR_LEN];
+    if (image_grid_png(path, s->x, (int)s->n, (int)s->shape.d[0], (int)s->shape.d[1], (int)s->shape.d[2], s->labels,
+                       s->has_predictions ? s->predicted : NULL, v->info->class_names, v->info->nclasses, why) != 0)
+        return errorf(err, "%s not written: %s", name, why);
+    return 0;
+}
+
+static int pictures_observe(observe_event event, const run_view *v, char *err)
+{
+    if (event == OBSERVE_FIRST_BATCH) return write_grid(v, "train_batch.png", err);
+    if (event == OBSERVE_TEST) return write_grid(v, "test_predictions.png", err);
+    return 0;
+}
+
+/* ---- report.html: rewritten after every epoch, and at the end with the test ---- */
+
+static int report_observe(observe_event event, const run_view *v, char *err)
+{
+    if (event == OBSERVE_FIRST_BATCH) return 0;
+    char path[PATH_MAX], why[ERR_LEN];
+    report_input in = { .title = v->dir, .config_text = v->config_text, .history = v->history, .nhistory = v->nhistory,
+                        .epochs = v->epochs, .device = v->device, .test = v->test, .confusion = v->confusion,
+                        .train_png = "train_batch.png", .predictions_png = "test_predictions.png" };
+    const run_summary *s = v->summary;
+    if (s) in.timings = (report_timings){ s->train_seconds_per_epoch, s->images_per_second, s->total_seconds };
+    if (snprintf(path, sizeof path, "%s/report.html", v->dir) >= (int)sizeof path)
+        return errorf(err, "report.html not written: %s: path too long", v->dir);
+    if (report_write_html(path, &in, why) != 0) return errorf(err, "report.html not written: %s", why);
+    return 0;
+}
+
+typedef int (*observer)(observe_event event, const run_view *v, char *err);
+
+/* In this order: report.html embeds the pictures, so they are written first. */
+static const observer observers[] = { pictures_observe, report_observe };
+
+void observers_notify(observe_event event, const run_view *v, FILE *log, progress *bar)
+{
+    for (size_t i = 0; i < sizeof observers / sizeof *observers; i++) {
+        char err[ERR_LEN];
+        if (observers[i](event, v, err) == 0) continue;
+        if (bar) progress_end(bar);
+        fprintf(log, "warning: %s\n", err);
+    }
+}

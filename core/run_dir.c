@@ -1,0 +1,235 @@
+/* run_dir.c: the run folder's files (see run_dir.h). */
+#include "run_dir.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "device.h"
+
+int run_dir_path(char *buf, const char *dir, const char *name, char *err)
+{
+    if (snprintf(buf, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX) return errorf(err, "%s: path too long", dir);
+    return 0;
+}
+
+static int write_text(const char *dir, const char *name, const strbuf *b, char *err)
+{
+    char path[PATH_MAX];
+    if (run_dir_path(path, dir, name, err) != 0) return -1;
+    if (b->oom) return errorf(err, "%s: out of memory", path);
+    return write_file_atomic(path, b->s ? b->s : "", b->len, err);
+}
+
+/* ---- Making it ---- */
+
+/* runs/NAME-YYYYmmdd-HHMMSS, NAME the config file's name without its extension. */
+static void default_run_dir(const config *c, char *dir, size_t len)
+{
+    const char *base = strrchr(c->file, '/');
+    base = base ? base + 1 : c->file;
+    size_t n = strcspn(base, ".");
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    snprintf(dir, len, "runs/%.*s-%s", (int)n, base, stamp);
+}
+
+bool run_dir_can_resume(const config *c)
+{
+    char last[PATH_MAX], err[ERR_LEN];
+    return c->out[0] && run_dir_path(last, c->out, "last.safetensors", err) == 0 && access(last, F_OK) == 0;
+}
+
+int run_dir_open(config *c, bool resuming, FILE *log, char **config_text, char *err)
+{
+    if (!c->out[0]) default_run_dir(c, c->out, sizeof c->out);
+    const char *dir = c->out;
+    char probe[PATH_MAX];
+    if (run_dir_path(probe, dir, "metrics.csv", err) != 0) return -1;
+    /* resume = true with no last.safetensors (killed before the first epoch's end): start over. */
+    if (!resuming && c->resume && access(probe, F_OK) == 0)
+        fprintf(log, "%s holds no last.safetensors to resume from: starting the run over\n", dir);
+    else if (!resuming && access(probe, F_OK) == 0)
+        return errorf(err, "%s already holds a run (metrics.csv); choose another out=, remove it, or continue it with: "
+                      "runexp resume %s", dir, dir);
+    if (make_dirs(dir, err) != 0) return -1;
+    strbuf lua = { 0 };
+    config_to_lua(c, &lua);
+    fprintf(log, "%s", lua.s ? lua.s : "");
+    int rc = write_text(dir, "config.lua", &lua, err);
+    *config_text = lua.s;
+    fprintf(log, "run folder: %s\n", dir);
+    return rc;
+}
+
+/* ---- metrics.csv and summary.json ---- */
+
+int run_dir_write_metrics(const char *dir, const epoch_record *history, int n, char *err)
+{
+    strbuf b = { 0 };
+    epoch_csv_header(&b);
+    for (int i = 0; i < n; i++) epoch_csv_row(&b, &history[i]);
+    int rc = write_text(dir, "metrics.csv", &b, err);
+    sb_free(&b);
+    return rc;
+}
+
+/* The rows of metrics.csv for the epochs_done epochs a resumed run keeps. */
+static int read_metrics(const char *dir, epoch_record *history, int64_t epochs_done, int *n, char *err)
+{
+    char path[PATH_MAX], *text;
+    size_t len;
+    if (run_dir_path(path, dir, "metrics.csv", err) != 0 || read_file(path, &text, &len, err) != 0) return -1;
+    int rows = 0, rc = 0;
+    char *save = NULL;
+    strtok_r(text, "\n", &save); /* the header */
+    for (char *line; rc == 0 && rows < epochs_done && (line = strtok_r(NULL, "\n", &save));) {
+        if (epoch_csv_parse(line, &history[rows]) != 0 || history[rows].epoch != rows + 1)
+            rc = errorf(err, "%s: line %d is not a metrics row for epoch %d", path, rows + 2, rows + 1);
+        else rows++;
+    }
+    free(text);
+    if (rc == 0 && rows != epochs_done)
+        rc = errorf(err, "%s: %d rows, but last.safetensors is at epoch %lld", path, rows, (long long)epochs_done);
+    *n = rows;
+    return rc;
+}
+
+int run_dir_write_summary(const run_summary *s, char *err)
+{
+    strbuf b = { 0 };
+    summary_json(&b, s);
+    int rc = write_text(s->dir, "summary.json", &b, err);
+    sb_free(&b);
+    return rc;
+}
+
+/* ---- best.safetensors ---- */
+
+int run_dir_save_best(const char *dir, const net *nt, int64_t epoch, double valid_loss, char *err)
+{
+    char path[PATH_MAX], ep[24], vl[40];
+    snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+    snprintf(vl, sizeof vl, "%.9g", valid_loss);
+    const ckpt_meta meta[] = { { "format", "pt" }, { "producer", "runexp" }, { "epoch", ep }, { "valid_loss", vl } };
+    if (run_dir_path(path, dir, "best.safetensors", err) != 0) return -1;
+    return checkpoint_save_net(nt, path, NULL, 0, meta, isnan(valid_loss) ? 3 : 4, err);
+}
+
+int run_dir_load_best(const char *dir, net *nt, char *err)
+{
+    char path[PATH_MAX];
+    if (run_dir_path(path, dir, "best.safetensors", err) != 0) return -1;
+    return checkpoint_load_net(nt, path, NULL, 0, NULL, err);
+}
+
+/* ---- last.safetensors ---- */
+
+/* The tensors last.safetensors holds besides the weights, in host memory (*host, freed by the
+ * caller): the optimizer state and the moving average, each only when there is one. */
+static int resume_tensors(const trainer *t, ckpt_tensor extra[2], float **host, const char *path, char *err)
+{
+    size_t n = (size_t)t->state_per_param * t->nt.nparams, na = t->ema.avg ? t->nt.nparams : 0;
+    *host = malloc((n + na ? n + na : 1) * sizeof(float));
+    if (!*host) return errorf(err, "%s: out of memory", path);
+    int count = 0;
+    if (n) extra[count++] = (ckpt_tensor){ .name = "optim.state", .data = *host, .shape = { 1, { (int64_t)n } } };
+    if (na) extra[count++] = (ckpt_tensor){ .name = "ema.weights", .data = *host + n, .shape = { 1, { (int64_t)na } } };
+    return count;
+}
+
+/* Copies the optimizer state and the average between the device and *host, as laid out above. */
+static void copy_resume_tensors(trainer *t, float *host, bool to_host)
+{
+    size_t n = (size_t)t->state_per_param * t->nt.nparams, na = t->ema.avg ? t->nt.nparams : 0;
+    if (to_host) {
+        device_to_host(t->device, host, t->opt_state, n * sizeof(float));
+        if (na) device_to_host(t->device, host + n, t->ema.avg, na * sizeof(float));
+    } else {
+        host_to_device(t->device, t->opt_state, host, n * sizeof(float));
+        if (na) host_to_device(t->device, t->ema.avg, host + n, na * sizeof(float));
+    }
+}
+
+#define POSITION_FORMAT_POSITION_COUNT(p, v, buf) snprintf(buf, sizeof buf, "%lld", (long long)(v))
+#define POSITION_FORMAT_POSITION_U64(p, v, buf) snprintf(buf, sizeof buf, "%" PRIu64, (v))
+#define POSITION_FORMAT_POSITION_NUM(p, v, buf) snprintf(buf, sizeof buf, "%.17g", (v))
+#define POSITION_SAVE(type, name, key)                             \
+    POSITION_FORMAT_##type(p, p->name, values[nmeta]);            \
+    meta[nmeta] = (ckpt_meta){ key, values[nmeta] };               \
+    nmeta++;
+
+int run_dir_save_last(const char *dir, trainer *t, const run_position *p, char *err)
+{
+    char path[PATH_MAX], values[16][40];
+    ckpt_meta meta[18] = { { "format", "pt" }, { "producer", "runexp" } };
+    int nmeta = 2;
+    POSITION_FIELDS(POSITION_SAVE)
+    ckpt_tensor extra[2];
+    float *host = NULL;
+    int count = run_dir_path(path, dir, "last.safetensors", err) == 0 ? resume_tensors(t, extra, &host, path, err) : -1;
+    if (count < 0) return -1;
+    copy_resume_tensors(t, host, true);
+    int rc = checkpoint_save_net(&t->nt, path, extra, count, meta, nmeta, err);
+    free(host);
+    return rc;
+}
+
+/* One metadata value of last.safetensors, parsed as its type; -1 with a message naming it. */
+static int read_position_field(const ckpt_meta_buf *m, const char *key, int type, void *v, const char *path, char *err)
+{
+    const char *s = ckpt_meta_get(m, key);
+    char *end = NULL;
+    if (type == 'c') {
+        long long x = s ? strtoll(s, &end, 10) : 0;
+        if (!s || *end || x < 0) return errorf(err, "%s: metadata '%s' is missing or not a count", path, key);
+        *(int64_t *)v = x;
+    } else if (type == 'u') { /* the RNG state is a full 64-bit value: parsed unsigned */
+        uint64_t x = s ? strtoull(s, &end, 10) : 0;
+        if (!s || *end) return errorf(err, "%s: metadata '%s' is missing or not a number", path, key);
+        *(uint64_t *)v = x;
+    } else {
+        double x = s ? strtod(s, &end) : 0;
+        if (!s || *end) return errorf(err, "%s: metadata '%s' is missing or not a number", path, key);
+        *(double *)v = x;
+    }
+    return 0;
+}
+
+#define POSITION_TYPE_POSITION_COUNT 'c'
+#define POSITION_TYPE_POSITION_U64 'u'
+#define POSITION_TYPE_POSITION_NUM 'n'
+#define POSITION_READ(type, name, key) \
+    if (read_position_field(m, key, POSITION_TYPE_##type, &p->name, path, err) != 0) return -1;
+
+static int read_position(const ckpt_meta_buf *m, run_position *p, const char *path, char *err)
+{
+    POSITION_FIELDS(POSITION_READ)
+    return 0;
+}
+
+int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *history, int *nhistory, char *err)
+{
+    char path[PATH_MAX];
+    ckpt_tensor extra[2];
+    float *host = NULL;
+    int count = run_dir_path(path, dir, "last.safetensors", err) == 0 ? resume_tensors(t, extra, &host, path, err) : -1;
+    if (count < 0) return -1;
+    ckpt_meta_buf m;
+    int rc = checkpoint_load_net(&t->nt, path, extra, count, &m, err);
+    if (rc == 0) rc = read_position(&m, p, path, err);
+    if (rc == 0) copy_resume_tensors(t, host, false);
+    free(host);
+    if (rc != 0) return -1;
+    if (p->epochs_done > t->c->epochs)
+        return errorf(err, "%s: the run has done %lld epochs, more than epochs=%lld", path, (long long)p->epochs_done,
+                      (long long)t->c->epochs);
+    return read_metrics(dir, history, p->epochs_done, nhistory, err);
+}

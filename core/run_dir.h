@@ -1,0 +1,67 @@
+/* run_dir.h: the run folder, every file in it but the pictures and the report (observer.c):
+ *   config.lua         the resolved config (`runexp RUN/config.lua out=NEW` repeats the run)
+ *   metrics.csv        one row per epoch (record.h's epoch fields)
+ *   summary.json       the run's results (record.h's summary fields)
+ *   best.safetensors   the weights with the best validation loss (the last epoch's without a
+ *                      validation split): loads into PyTorch as it is
+ *   last.safetensors   the weights, the optimizer state, the moving average and where training
+ *                      stands (run_position): what `runexp resume` continues from, bit for bit
+ * Every file is written whole and renamed into place (files.c), so a crash tears none. */
+#ifndef RUNEXP_RUN_DIR_H
+#define RUNEXP_RUN_DIR_H
+
+#include <stdio.h>
+
+#include "record.h"
+#include "trainer.h"
+
+/* Where training stands: last.safetensors' metadata, X(type, member, metadata key), in the
+ * order the file lists them. */
+#define POSITION_FIELDS(X)                         \
+    X(POSITION_COUNT, epochs_done, "epoch")        \
+    X(POSITION_COUNT, batches_done, "batch")       \
+    X(POSITION_COUNT, step, "step")                \
+    X(POSITION_U64, rng, "rng")                    \
+    X(POSITION_NUM, best_valid_loss, "best_valid_loss") \
+    X(POSITION_COUNT, best_epoch, "best_epoch")    \
+    X(POSITION_NUM, loss_sum, "loss_sum")          \
+    X(POSITION_NUM, epoch_seconds, "epoch_seconds") \
+    X(POSITION_NUM, train_seconds, "train_seconds")
+
+#define POSITION_MEMBER_POSITION_COUNT int64_t
+#define POSITION_MEMBER_POSITION_U64 uint64_t
+#define POSITION_MEMBER_POSITION_NUM double
+#define POSITION_MEMBER(type, name, key) POSITION_MEMBER_##type name;
+
+/* epochs_done whole epochs, then batches_done batches into the next one; step optimizer steps;
+ * rng the context's RNG state; the best validation loss so far and its epoch; the train loss
+ * summed and the training time spent on the batches done this epoch, and the training time of
+ * the whole epochs done. */
+typedef struct run_position {
+    POSITION_FIELDS(POSITION_MEMBER)
+} run_position;
+
+/* "DIR/NAME" into buf (PATH_MAX bytes); -1 when too long. */
+int run_dir_path(char *buf, const char *dir, const char *name, char *err);
+
+/* Makes the run folder c->out (a new one under runs/ when empty; the name is written back),
+ * refusing one that already holds a run unless resuming it, and writes config.lua, also printed
+ * on log. *config_text gets the resolved config (the caller frees it). */
+int run_dir_open(config *c, bool resuming, FILE *log, char **config_text, char *err);
+/* Whether c's run folder holds a last.safetensors to resume from. */
+bool run_dir_can_resume(const config *c);
+
+int run_dir_write_metrics(const char *dir, const epoch_record *history, int n, char *err);
+int run_dir_write_summary(const run_summary *s, char *err);
+
+/* best.safetensors: the current weights, tagged with the epoch and (unless NaN) its loss. */
+int run_dir_save_best(const char *dir, const net *nt, int64_t epoch, double valid_loss, char *err);
+int run_dir_load_best(const char *dir, net *nt, char *err);
+
+/* last.safetensors: t's weights, optimizer state and moving average, and p. */
+int run_dir_save_last(const char *dir, trainer *t, const run_position *p, char *err);
+/* Restores what run_dir_save_last wrote into t and p, and the history (room for t->c->epochs
+ * records) of the epochs it covers from metrics.csv. */
+int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *history, int *nhistory, char *err);
+
+#endif

@@ -1,0 +1,217 @@
+/* trainer.c: setting up the machinery of a run, and a batch's drawing and loss (see trainer.h). */
+#include "trainer.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crash.h"
+#include "device.h"
+
+rx_tensor trainer_tensor(const trainer *t, float *data, int64_t n, rx_shape s)
+{
+    rx_tensor x = { .data = data, .shape = { .ndim = s.ndim + 1, .d = { n } }, .device = t->device };
+    for (int i = 0; i < s.ndim; i++) x.shape.d[i + 1] = s.d[i];
+    return x;
+}
+
+int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char *err)
+{
+    return errorf(err, "%s: %s: %s%s%s", t->c->file, u->where, op, op[0] ? ": " : "",
+                  t->ctx.err[0] ? t->ctx.err : "failed without a reason");
+}
+
+/* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
+ * usable, else the CPU, said once). Never a silent change of device. */
+static int resolve_device(trainer *t, bool quiet, char *err)
+{
+    char why[ERR_LEN];
+    const char *asked = t->c->device;
+    t->device = RX_CPU;
+    if (strcmp(asked, "cuda") == 0) {
+        if (!device_usable(RX_CUDA, why))
+            return errorf(err, "%s: device = \"cuda\", but %s (use device=cpu or device=auto)", t->c->file, why);
+        t->device = RX_CUDA;
+    } else if (strcmp(asked, "auto") == 0) {
+        if (device_usable(RX_CUDA, why)) t->device = RX_CUDA;
+        else if (!quiet) fprintf(t->log, "device: cpu (auto: %s)\n", why);
+    }
+    if (device_open_context(t->device, &t->ctx, why) != 0) return errorf(err, "%s: %s", t->c->file, why);
+    return 0;
+}
+
+/* init = "whiten": the first layer's weights from the patches of the first training images of
+ * epoch 1 (at most WHITEN_IMAGES, as airbench takes 5000), drawn on the CPU. */
+#define WHITEN_IMAGES 5000
+static int init_whitening(trainer *t, char *err)
+{
+    const config *c = t->c;
+    const rx_data_ops *ops = &c->data.pl.desc->data;
+    if (!ops->batch[RX_CPU])
+        return errorf(err, "%s: init = \"whiten\" needs a data plugin that draws batches on the CPU", c->file);
+    int64_t n = t->info.size[RX_TRAIN] < WHITEN_IMAGES ? t->info.size[RX_TRAIN] : WHITEN_IMAGES;
+    rx_tensor x = { .data = malloc((size_t)(n * rx_numel(t->info.sample)) * sizeof(float)), .device = RX_CPU,
+                    .shape = { .ndim = t->info.sample.ndim + 1, .d = { n } } };
+    int32_t *labels = malloc((size_t)n * sizeof *labels);
+    for (int i = 0; i < t->info.sample.ndim; i++) x.shape.d[i + 1] = t->info.sample.d[i];
+    rx_ctx cpu = t->ctx;
+    cpu.device = RX_CPU;
+    int rc = -1;
+    if (!x.data || !labels) errorf(err, "out of memory drawing %lld images for whitening", (long long)n);
+    else if (ops->begin_epoch(t->data, &cpu, RX_TRAIN, 1) != 0 || ops->batch[RX_CPU](t->data, &cpu, RX_TRAIN, 0, 0, &x, labels) != 0)
+        errorf(err, "%s: %s: drawing images for whitening: %s", c->file, c->data.where, cpu.err);
+    else rc = net_init_whitening(&t->nt, x.data, n, 5e-4, err);
+    free(x.data);
+    free(labels);
+    return rc;
+}
+
+static int create_data(trainer *t, char *err)
+{
+    const config *c = t->c;
+    if (plugin_use_check_device(c, &c->data, t->device, err) != 0) return -1;
+    crash_enter(c->data.where, "create");
+    int rc = c->data.pl.desc->data.create(&t->data, &t->ctx, c->data.args, (uint64_t)c->seed, &t->info);
+    crash_leave();
+    if (rc != 0) return trainer_plugin_failed(t, &c->data, "", err);
+    const rx_data_info *in = &t->info;
+    if (in->sample.ndim < 1 || in->sample.ndim >= RX_MAX_DIMS || rx_numel(in->sample) < 1 || in->nclasses < 2 ||
+        in->nclasses > RX_MAX_CLASSES || in->size[RX_TRAIN] < 1 || in->size[RX_TEST] < 1)
+        return errorf(err, "%s: %s: the plugin described an unusable data set", c->file, c->data.where);
+    return 0;
+}
+
+static int create_loss_and_optim(trainer *t, char *err)
+{
+    const config *c = t->c;
+    if (plugin_use_check_device(c, &c->loss, t->device, err) != 0) return -1;
+    crash_enter(c->loss.where, "create");
+    int rc = c->loss.pl.desc->loss.create(&t->loss, &t->ctx, c->loss.args, t->nt.out, t->info.nclasses);
+    crash_leave();
+    if (rc != 0) return trainer_plugin_failed(t, &c->loss, "", err);
+
+    if (plugin_use_check_device(c, &c->optim, t->device, err) != 0) return -1;
+    crash_enter(c->optim.where, "create");
+    rc = c->optim.pl.desc->optim.create(&t->optim, &t->ctx, c->optim.args, &t->state_per_param);
+    crash_leave();
+    if (rc != 0) return trainer_plugin_failed(t, &c->optim, "", err);
+    if (t->state_per_param < 0 || t->state_per_param > 16)
+        return errorf(err, "%s: %s: the plugin asked for %d state values per parameter", c->file, c->optim.where,
+                      t->state_per_param);
+    return 0;
+}
+
+static int create_plugins(trainer *t, bool fresh, char *err)
+{
+    const config *c = t->c;
+    if (create_data(t, err) != 0) return -1;
+    if (net_build(&t->nt, &t->ctx, c, t->info.sample, c->batch_size, err) != 0) return -1;
+    if (net_init_params(&t->nt, (uint64_t)c->seed, err) != 0) return -1;
+    if (fresh && net_whitening_layer(&t->nt) >= 0 && init_whitening(t, err) != 0) return -1;
+    return create_loss_and_optim(t, err);
+}
+
+static int alloc_buffers(trainer *t, char *err)
+{
+    size_t b = (size_t)t->c->batch_size, sample = (size_t)rx_numel(t->info.sample);
+    size_t classes = (size_t)rx_numel(t->nt.out);
+    t->x = device_alloc(t->device, b * sample * sizeof(float));
+    t->labels = device_alloc(t->device, b * sizeof(int32_t));
+    t->losses = device_alloc(t->device, b * sizeof(float));
+    t->dlogits = device_alloc(t->device, b * classes * sizeof(float));
+    t->opt_state = device_alloc(t->device, (size_t)t->state_per_param * t->nt.nparams * sizeof(float));
+    t->avg_logits = device_alloc(t->device, b * classes * sizeof(float));
+    if (ema_start(&t->ema, t->device, t->c->ema, t->nt.params, t->nt.nparams, err) != 0) return -1;
+    t->host_losses = malloc(b * sizeof(float));
+    t->host_logits = malloc(b * classes * sizeof(float));
+    t->host_labels = malloc(b * sizeof(int32_t));
+    if (!t->c->data.pl.desc->data.batch[t->device]) { /* drawn on the CPU, copied over */
+        t->staged_x = host_alloc_pinned(t->device, b * sample * sizeof(float));
+        t->staged_labels = host_alloc_pinned(t->device, b * sizeof(int32_t));
+        if (!t->staged_x || !t->staged_labels)
+            return errorf(err, "out of memory allocating pinned batch buffers (batch %zu)", b);
+    }
+    if (!t->avg_logits || !t->x || !t->labels || !t->losses || !t->dlogits || !t->opt_state || !t->host_losses ||
+        !t->host_logits || !t->host_labels)
+        return errorf(err, "out of memory allocating batch buffers (batch %zu)", b);
+    return 0;
+}
+
+int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh, char *err)
+{
+    t->c = c;
+    t->log = log;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    t->ctx.threads = c->threads > 0 ? (int)c->threads : (int)(cores > 0 ? cores : 1);
+    t->ctx.rng = rx_rng_stream((uint64_t)c->seed, 0xD0);
+    /* One pool of threads: the plugins' own (OpenMP, ctx.threads of them, splitting the batch or
+     * the work); OpenBLAS runs single-threaded inside them, so its pool never fights theirs. */
+    openblas_set_num_threads(1);
+    if (resolve_device(t, quiet, err) != 0) return -1;
+    t->ctx.device = t->device;
+    return create_plugins(t, fresh, err) != 0 || alloc_buffers(t, err) != 0 ? -1 : 0;
+}
+
+void trainer_free(trainer *t)
+{
+    const config *c = t->c;
+    if (!c) return;
+    net_free(&t->nt);
+    if (c->data.pl.desc && c->data.pl.desc->data.destroy) c->data.pl.desc->data.destroy(t->data);
+    if (c->loss.pl.desc && c->loss.pl.desc->loss.destroy) c->loss.pl.desc->loss.destroy(t->loss);
+    if (c->optim.pl.desc && c->optim.pl.desc->optim.destroy) c->optim.pl.desc->optim.destroy(t->optim);
+    ema_free(&t->ema);
+    void *on_device[] = { t->x, t->labels, t->losses, t->dlogits, t->opt_state, t->avg_logits };
+    for (size_t i = 0; i < sizeof on_device / sizeof *on_device; i++) device_free(t->device, on_device[i]);
+    free(t->host_losses);
+    free(t->host_logits);
+    free(t->host_labels);
+    host_free_pinned(t->device, t->staged_x);
+    host_free_pinned(t->device, t->staged_labels);
+    device_close_context(t->device, &t->ctx);
+}
+
+/* ---- A batch ---- */
+
+int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *x, char *err)
+{
+    const rx_data_ops *ops = &t->c->data.pl.desc->data;
+    bool staged = !ops->batch[t->device];
+    *x = trainer_tensor(t, staged ? t->staged_x : t->x, n, t->info.sample);
+    if (staged) x->device = RX_CPU;
+    t->ctx.err[0] = '\0';
+    crash_enter(t->c->data.where, "batch");
+    rx_ctx cpu = t->ctx;
+    cpu.device = RX_CPU;
+    int rc = staged ? ops->batch[RX_CPU](t->data, &cpu, split, first, view, x, t->staged_labels)
+                    : ops->batch[t->device](t->data, &t->ctx, split, first, view, x, t->labels);
+    crash_leave();
+    if (rc != 0) {
+        if (staged) snprintf(t->ctx.err, sizeof t->ctx.err, "%s", cpu.err);
+        return trainer_plugin_failed(t, &t->c->data, "batch", err);
+    }
+    if (staged) { /* queued, not waited for */
+        host_to_device(t->device, t->x, t->staged_x, (size_t)rx_numel(x->shape) * sizeof(float));
+        host_to_device(t->device, t->labels, t->staged_labels, (size_t)n * sizeof(int32_t));
+        *x = trainer_tensor(t, t->x, n, t->info.sample);
+    }
+    return 0;
+}
+
+int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *sum, char *err)
+{
+    int64_t n = logits->shape.d[0];
+    rx_tensor dl = trainer_tensor(t, t->dlogits, n, t->nt.out);
+    t->ctx.err[0] = '\0';
+    crash_enter(t->c->loss.where, "forward");
+    int rc = t->c->loss.pl.desc->loss.forward[t->device](t->loss, &t->ctx, logits, t->labels, t->losses,
+                                                          with_grad ? &dl : NULL);
+    crash_leave();
+    if (rc != 0) return trainer_plugin_failed(t, &t->c->loss, "forward", err);
+    device_to_host(t->device, t->host_losses, t->losses, (size_t)n * sizeof(float));
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += t->host_losses[i];
+    *sum = s;
+    return 0;
+}
