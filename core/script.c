@@ -302,7 +302,7 @@ static double number_field(lua_State *L, int idx, const char *key, double otherw
  * missing epoch its position. */
 static epoch_record record_from_lua(lua_State *L, int idx, int64_t position)
 {
-    epoch_record e;
+    epoch_record e = { 0 };
     for (int i = 0; i < n_epoch_fields; i++) {
         const field *f = &epoch_fields[i];
         double v = number_field(L, idx, f->name, f->offset == offsetof(epoch_record, epoch) ? (double)position : 0);
