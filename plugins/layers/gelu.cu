@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "gelu.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* y = gelu(x), over n floats. */
 template <gelu_form Form>

@@ -178,7 +178,7 @@ static int adam_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, floa
 
 #else
 /* ---- The CUDA half: the kernel and its launch (adam.cu and adamw.cu) ---- */
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* w, g, m, v: (n); adam_update on each element. */
 static __global__ void adam_step_elementwise(const float *__restrict__ g, float *__restrict__ w,
