@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "gelu.h"
+#include "gelu_math.h"
 #include "cuda_util.cuh"
 
 /* y = gelu(x), over n floats. */
