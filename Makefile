@@ -82,7 +82,7 @@ $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 # One shared object per plugin; plugins see core/runexp.h and plugins/common/. Plugin code is
 # compiled with hidden visibility, so a shared object exports only its entry (RX_EXPORT), whatever
 # its files and plugins/common share between them.
-PLUGIN_CFLAGS := $(CFLAGS) -fvisibility=hidden -Iplugins/common
+PLUGIN_CFLAGS = $(CFLAGS) -fvisibility=hidden -Iplugins/common
 COMMON_SRC := $(wildcard plugins/common/*.c) $(if $(filter 1,$(CUDA)),$(wildcard plugins/common/*.cu))
 COMMON_LIB := $(BUILD)/plugins/libcommon.a
 .SECONDEXPANSION:
@@ -135,7 +135,7 @@ check: test
 
 # cppcheck on the project's own code; every suppression is inline, with its reason.
 lint:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --std=c11 -Icore \
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --std=c11 -Icore -Iplugins/common \
 	    --suppress=missingIncludeSystem --inline-suppr core plugins fuzz examples
 
 # A short real run under valgrind memcheck (no -march=native: valgrind lacks AVX-512; no CUDA:
