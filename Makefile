@@ -1,4 +1,4 @@
-# runexp: `make` builds build/runexp and every plugin as build/plugins/{layers,optim,data}/NAME.so;
+# runexp: `make` builds build/runexp and every plugin as build/plugins/{layers,loss,optim,data}/NAME.so;
 # `make test` builds and runs the cmocka suite; `make install PREFIX=...` installs the lot.
 # Warnings are errors (WERROR=0 to relax them locally); messages cut to fit their buffer are
 # intended, hence -Wno-format-truncation. Dependencies come from pkg-config.
@@ -56,7 +56,13 @@ TEST_LIBS   := $(shell pkg-config --libs cmocka)
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-PLUGINS  := $(patsubst plugins/%.c,$(BUILD)/plugins/%.so,$(wildcard plugins/*/*.c))
+# A plugin is plugins/KIND/NAME.c (with NAME.cu beside it) or a folder plugins/KIND/NAME/ whose
+# .c files (and .cu files, in a CUDA build) all go into build/plugins/KIND/NAME.so. plugins/common/
+# is no plugin: it is the static library every plugin links (build/plugins/libcommon.a).
+PLUGIN_FILES := $(filter-out plugins/common/%,$(wildcard plugins/*/*.c))
+PLUGIN_DIRS  := $(filter-out plugins/common/,$(wildcard plugins/*/*/))
+PLUGINS  := $(patsubst plugins/%.c,$(BUILD)/plugins/%.so,$(PLUGIN_FILES)) \
+            $(patsubst plugins/%/,$(BUILD)/plugins/%.so,$(PLUGIN_DIRS))
 FIXTURES := $(patsubst tests/%.c,$(BUILD)/tests/%.so,$(wildcard tests/fixtures/*/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 HEADERS  := $(wildcard core/*.h)
@@ -73,19 +79,33 @@ $(BUILD)/libruncore.a: $(CORE_OBJ)
 $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-# One shared object per plugin; plugins see only core/runexp.h. A plugin's CUDA path, NAME.cu
-# beside NAME.c, is compiled by nvcc into the same shared object in a CUDA build.
+# One shared object per plugin; plugins see core/runexp.h and plugins/common/. Plugin code is
+# compiled with hidden visibility, so a shared object exports only its entry (RX_EXPORT), whatever
+# its files and plugins/common share between them.
+PLUGIN_CFLAGS = $(CFLAGS) -fvisibility=hidden -Iplugins/common
+COMMON_SRC := $(wildcard plugins/common/*.c) $(if $(filter 1,$(CUDA)),$(wildcard plugins/common/*.cu))
+COMMON_LIB := $(BUILD)/plugins/libcommon.a
 .SECONDEXPANSION:
-PLUGIN_CUDA_OBJ = $(if $(filter 1,$(CUDA)),$(patsubst plugins/%.cu,$(BUILD)/plugins/%.cu.o,$(wildcard plugins/$*.cu)))
-# A plugin depends on every header of its folder (adamw.c includes adam.h, cifar10 download.h).
-PLUGIN_HEADERS = $(wildcard $(dir plugins/$*)*.h) plugins/cuda_util.cuh core/runexp.h
-$(BUILD)/plugins/%.so: plugins/%.c $$(PLUGIN_HEADERS) $$(PLUGIN_CUDA_OBJ)
+PLUGIN_SRC = $(wildcard plugins/$*.c plugins/$*/*.c) $(if $(filter 1,$(CUDA)),$(wildcard plugins/$*.cu plugins/$*/*.cu))
+PLUGIN_OBJ = $(patsubst plugins/%,$(BUILD)/plugins/%.o,$(PLUGIN_SRC))
+# An object depends on every header of its folder and of plugins/common (adamw.c and adam.c
+# share plugins/common/adam.h; cifar10/'s files share cifar10.h).
+PLUGIN_HEADERS = $(wildcard $(dir plugins/$*)*.h $(dir plugins/$*)*.cuh plugins/common/*.h plugins/common/*.cuh) core/runexp.h
+
+$(COMMON_LIB): $(patsubst plugins/%,$(BUILD)/plugins/%.o,$(COMMON_SRC))
+	$(AR) rcs $@ $^
+
+$(BUILD)/plugins/%.so: $$(PLUGIN_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared $< $(PLUGIN_CUDA_OBJ) -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
+	$(CC) $(PLUGIN_CFLAGS) -shared $(PLUGIN_OBJ) $(COMMON_LIB) -o $@ $(LDLIBS) $(PLUGIN_LIBS_$(notdir $*))
+
+$(BUILD)/plugins/%.c.o: plugins/%.c $$(PLUGIN_HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) -c $< -o $@
 
 $(BUILD)/plugins/%.cu.o: plugins/%.cu $$(PLUGIN_HEADERS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -Xcompiler -fvisibility=hidden -Iplugins/common -c $< -o $@
 
 $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/runexp.h
 	@mkdir -p $(dir $@)
@@ -115,7 +135,7 @@ check: test
 
 # cppcheck on the project's own code; every suppression is inline, with its reason.
 lint:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --std=c11 -Icore \
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --std=c11 -Icore -Iplugins/common \
 	    --suppress=missingIncludeSystem --inline-suppr core plugins fuzz examples
 
 # A short real run under valgrind memcheck (no -march=native: valgrind lacks AVX-512; no CUDA:

@@ -101,9 +101,15 @@ static int check(const plugin_path *path, int argc, char **argv)
     config c = { 0 };
     plugin_use u = { 0 };
     if (rc == 0) {
-        /* A layer, or else a loss (both live in plugins/layers). */
-        rc = config_read_plugin(&c, L, -1, RX_LAYER, path, "command line", &u, err) == 0 ? 0 : 1;
-        if (rc && strstr(err, "expected kind layer")) rc = config_read_plugin(&c, L, -1, RX_LOSS, path, "command line", &u, err) == 0 ? 0 : 1;
+        /* A layer or a loss: its descriptor says which, and the arguments are read for that kind. */
+        static const rx_kind checked[] = { RX_LAYER, RX_LOSS };
+        plugin found;
+        rc = plugin_load_any(path, checked, 2, name, &found, err, sizeof err) == 0 ? 0 : 1;
+        if (rc == 0) {
+            const rx_kind kind = found.desc->kind;
+            plugin_unload(&found);
+            rc = config_read_plugin(&c, L, -1, kind, path, "command line", &u, err) == 0 ? 0 : 1;
+        }
     }
     int failures = rc == 0 ? check_plugin(&u, &o, err) : -1;
     plugin_unload(&u.pl);

@@ -50,7 +50,8 @@ void plugin_path_default(plugin_path *p)
 const char *plugin_folder(rx_kind kind)
 {
     switch (kind) {
-    case RX_LAYER: case RX_LOSS: return "layers";
+    case RX_LAYER: return "layers";
+    case RX_LOSS: return "loss";
     case RX_OPTIM: return "optim";
     case RX_DATA: return "data";
     }
@@ -240,22 +241,67 @@ int plugin_load_file(const char *file, rx_kind kind, const char *name, plugin *o
     return 0;
 }
 
+/* The first <dir>/<folder of kind>/NAME.so on the path, into file (PATH_MAX); false if none. */
+static bool find_file(const plugin_path *p, rx_kind kind, const char *name, char *file)
+{
+    for (int i = 0; i < p->n; i++) {
+        if (snprintf(file, PATH_MAX, "%s/%s/%s.so", p->dir[i], plugin_folder(kind), name) >= PATH_MAX) continue;
+        if (access(file, F_OK) == 0) return true;
+    }
+    return false;
+}
+
+/* "unknown layer or loss plugin 'x' (known layer: a, b; loss: c)"; one kind lists its names only. */
+static void unknown(const plugin_path *p, const rx_kind *kinds, int n, const char *name, char *err, size_t errlen)
+{
+    char known[2048] = "", names[1024];
+    size_t used = 0;
+    for (int k = 0; k < n && used < sizeof known; k++) {
+        plugin_list_names(p, plugin_folder(kinds[k]), names, sizeof names);
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s%s%s", k ? "; " : "",
+                                 n > 1 ? plugin_kind_name(kinds[k]) : "", n > 1 ? ": " : "", names);
+    }
+    snprintf(err, errlen, "unknown %s%s%s plugin '%s' (known%s %s)", plugin_kind_name(kinds[0]),
+             n > 1 ? " or " : "", n > 1 ? plugin_kind_name(kinds[1]) : "", name, n > 1 ? "" : ":", known);
+}
+
+/* NAME is not in its kind's folder but in another's: say what its descriptor says it is (a layer
+ * asked for as the loss), or, if it is of the kind asked for, where it belongs. */
+static int load_misplaced(const char *file, rx_kind kind, const char *name, plugin *out, char *err,
+                          size_t errlen)
+{
+    if (plugin_load_file(file, kind, name, out, err, errlen) != 0) return -1;
+    plugin_unload(out);
+    snprintf(err, errlen, "%s: a %s plugin belongs in the folder %s/", file, plugin_kind_name(kind),
+             plugin_folder(kind));
+    return -1;
+}
+
+static const rx_kind all_kinds[] = { RX_LAYER, RX_LOSS, RX_OPTIM, RX_DATA };
+
 int plugin_load(const plugin_path *p, rx_kind kind, const char *name, plugin *out, char *err,
                 size_t errlen)
 {
-    const char *folder = plugin_folder(kind);
-    if (valid_name(name)) {
-        for (int i = 0; i < p->n; i++) {
-            char file[PATH_MAX];
-            if (snprintf(file, sizeof file, "%s/%s/%s.so", p->dir[i], folder, name) >= (int)sizeof file)
-                continue;
-            if (access(file, F_OK) == 0) return plugin_load_file(file, kind, name, out, err, errlen);
-        }
-    }
-    char known[1024];
-    plugin_list_names(p, folder, known, sizeof known);
-    snprintf(err, errlen, "unknown %s plugin '%s' (known: %s)", plugin_kind_name(kind), name, known);
     memset(out, 0, sizeof *out);
+    char file[PATH_MAX];
+    if (valid_name(name)) {
+        if (find_file(p, kind, name, file)) return plugin_load_file(file, kind, name, out, err, errlen);
+        for (size_t k = 0; k < sizeof all_kinds / sizeof *all_kinds; k++)
+            if (all_kinds[k] != kind && find_file(p, all_kinds[k], name, file))
+                return load_misplaced(file, kind, name, out, err, errlen);
+    }
+    unknown(p, &kind, 1, name, err, errlen);
+    return -1;
+}
+
+int plugin_load_any(const plugin_path *p, const rx_kind *kinds, int nkinds, const char *name, plugin *out,
+                    char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char file[PATH_MAX];
+    for (int k = 0; k < nkinds && valid_name(name); k++)
+        if (find_file(p, kinds[k], name, file)) return plugin_load_file(file, kinds[k], name, out, err, errlen);
+    unknown(p, kinds, nkinds, name, err, errlen);
     return -1;
 }
 
@@ -267,14 +313,13 @@ void plugin_unload(plugin *pl)
 
 plugin *plugin_catalog(const plugin_path *p, int *n, char *skipped, size_t len)
 {
-    static const rx_kind kinds[] = { RX_LAYER, RX_OPTIM, RX_DATA };
     plugin *all = NULL;
     *n = 0;
     size_t used = 0;
     if (skipped && len) skipped[0] = '\0';
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+    for (size_t k = 0; k < sizeof all_kinds / sizeof *all_kinds; k++) {
         char names[4096];
-        plugin_list_names(p, plugin_folder(kinds[k]), names, sizeof names);
+        plugin_list_names(p, plugin_folder(all_kinds[k]), names, sizeof names);
         if (strcmp(names, "none") == 0) continue;
         char *save = NULL;
         for (char *name = strtok_r(names, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
@@ -282,10 +327,7 @@ plugin *plugin_catalog(const plugin_path *p, int *n, char *skipped, size_t len)
             if (!grown) return all;
             all = grown;
             char err[512];
-            /* A loss lives beside the layers: try the folder's other kind before giving up. */
-            if (plugin_load(p, kinds[k], name, &all[*n], err, sizeof err) == 0 ||
-                (kinds[k] == RX_LAYER && plugin_load(p, RX_LOSS, name, &all[*n], err, sizeof err) == 0))
-                (*n)++;
+            if (plugin_load(p, all_kinds[k], name, &all[*n], err, sizeof err) == 0) (*n)++;
             else if (skipped && used < len)
                 used += (size_t)snprintf(skipped + used, len - used, "%s%s", used ? "\n" : "", err);
         }

@@ -10,7 +10,7 @@
 
 #define PLUGIN_MAX_DIRS 16
 
-/* Folders searched in order; each holds layers/, optim/ and data/ sub-folders. */
+/* Folders searched in order; each holds layers/, loss/, optim/ and data/ sub-folders. */
 typedef struct plugin_path {
     int n;
     char dir[PLUGIN_MAX_DIRS][PATH_MAX];
@@ -28,7 +28,7 @@ void plugin_path_default(plugin_path *p);
 /* Appends one folder; returns -1 when the list is full. */
 int plugin_path_add(plugin_path *p, const char *dir);
 
-/* The sub-folder a kind lives in: "layers" (layers and losses), "optim" or "data". */
+/* The sub-folder a kind lives in: "layers", "loss", "optim" or "data". */
 const char *plugin_folder(rx_kind kind);
 const char *plugin_kind_name(rx_kind kind);
 
@@ -37,9 +37,15 @@ const char *plugin_kind_name(rx_kind kind);
 bool plugin_runs_on(const rx_plugin *desc, rx_device dev);
 
 /* Finds NAME of KIND on the path, loads and validates it. On failure writes a one-line reason
- * to err (an unknown name lists the known ones) and returns -1. */
+ * to err and returns -1: an unknown name lists the known ones of KIND; a name found only in
+ * another kind's folder says what its descriptor declares (a layer asked for as the loss). */
 int plugin_load(const plugin_path *p, rx_kind kind, const char *name, plugin *out, char *err,
                 size_t errlen);
+/* Finds NAME in the folders of the given kinds, in that order (the path's order within a kind),
+ * and loads it as the kind of its folder, which its descriptor must declare: out->desc->kind
+ * says which it is. `runexp check` asks for a layer or a loss this way. */
+int plugin_load_any(const plugin_path *p, const rx_kind *kinds, int nkinds, const char *name, plugin *out,
+                    char *err, size_t errlen);
 /* Loads one file, expecting a plugin of KIND named NAME. */
 int plugin_load_file(const char *file, rx_kind kind, const char *name, plugin *out, char *err,
                      size_t errlen);
@@ -48,7 +54,7 @@ void plugin_unload(plugin *pl);
 /* Writes the names of the plugins found in FOLDER on the path, comma separated and sorted. */
 void plugin_list_names(const plugin_path *p, const char *folder, char *buf, size_t len);
 
-/* Loads every plugin found on the path, layers (and losses), optimizers and data sets, in that
+/* Loads every plugin found on the path, layers, losses, optimizers and data sets, in that
  * order and sorted by name; *n gets their number. Files that fail to load are skipped and
  * their reasons written to `skipped` (may be NULL). The caller unloads each and frees the array. */
 plugin *plugin_catalog(const plugin_path *p, int *n, char *skipped, size_t len);

@@ -43,8 +43,8 @@
 
 typedef enum { RX_CPU = 0, RX_CUDA = 1, RX_NDEVICES = 2 } rx_device;
 
-/* Plugin kinds; layers and losses live in plugins/layers, optimizers in plugins/optim and data
- * sets in plugins/data. */
+/* Plugin kinds, each in a folder of its own: layers in plugins/layers, losses in plugins/loss,
+ * optimizers in plugins/optim and data sets in plugins/data. */
 typedef enum { RX_LAYER = 1, RX_LOSS = 2, RX_OPTIM = 3, RX_DATA = 4 } rx_kind;
 
 /* ---- Random numbers: dependency-free and identical on every platform ---- */

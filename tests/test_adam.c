@@ -1,4 +1,4 @@
-/* test_adam.c: the adam and adamw optimizers (plugins/optim/adam.h) against three steps worked
+/* test_adam.c: the adam and adamw optimizers (plugins/common/adam.h) against three steps worked
  * out by hand, following torch.optim.Adam and AdamW: the moments m and v start at 0 and are
  * bias-corrected by the global step t; adam adds weight decay to the gradient (L2), adamw shrinks
  * the weights by 1 - lr * wd first. Weight decay is the host's, per group of parameters: it

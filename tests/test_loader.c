@@ -1,5 +1,6 @@
 /* test_loader.c: the plugin loader accepts a good plugin and refuses, by name and with the
- * reason, each fixture that is wrong in one way (tests/fixtures/layers). */
+ * reason, each fixture that is wrong in one way (tests/fixtures/layers); a plugin's kind comes
+ * from its folder and must be what its descriptor declares. */
 #include "helpers.h"
 
 #include <stdio.h>
@@ -45,6 +46,7 @@ static void test_refused(void **state)
     expect_refused("bad_abi", "built for plugin ABI 999");
     expect_refused("wrong_size", "descriptor is");
     expect_refused("wrong_kind", "is a plugin of kind optimizer, expected kind layer");
+    expect_refused("wrong_folder", "is a plugin of kind loss, expected kind layer");
     expect_refused("wrong_name", "calls itself 'other', expected 'wrong_name'");
     expect_refused("no_backward", "layer.forward and layer.backward must be given for the same devices");
     expect_refused("no_create", "layer.create is missing");
@@ -138,6 +140,38 @@ static void test_in_tree_plugins_load(void **state)
     assert_non_null(strstr(err, "is a plugin of kind layer, expected kind loss"));
 }
 
+static void test_load_any_kind(void **state)
+{
+    /* runexp check asks for a layer or a loss; the folder's kind must be the descriptor's. */
+    static const rx_kind layer_or_loss[] = { RX_LAYER, RX_LOSS };
+    plugin_path p;
+    plugin pl;
+    char err[1024] = "";
+    fixture_path(&p);
+    assert_int_equal(plugin_load_any(&p, layer_or_loss, 2, "good", &pl, err, sizeof err), 0);
+    assert_int_equal(pl.desc->kind, RX_LAYER);
+    plugin_unload(&pl);
+    assert_int_equal(plugin_load_any(&p, layer_or_loss, 2, "wrong_folder", &pl, err, sizeof err), -1);
+    assert_null(pl.handle);
+    if (!strstr(err, "layers/wrong_folder.so: is a plugin of kind loss, expected kind layer")) fail_msg("got \"%s\"", err);
+    assert_int_equal(plugin_load_any(&p, layer_or_loss, 2, "nonesuch", &pl, err, sizeof err), -1);
+    if (!strstr(err, "unknown layer or loss plugin 'nonesuch' (known layer: bad_abi, bad_grad, ") ||
+        !strstr(err, "; loss: none)"))
+        fail_msg("got \"%s\"", err);
+    /* The in-tree loss is found in loss/ with its kind, a layer in layers/ with its. */
+    test_plugin_path(&p);
+    assert_int_equal(plugin_load_any(&p, layer_or_loss, 2, "cross_entropy", &pl, err, sizeof err), 0);
+    assert_int_equal(pl.desc->kind, RX_LOSS);
+    assert_non_null(strstr(pl.file, "loss/cross_entropy.so"));
+    plugin_unload(&pl);
+    assert_int_equal(plugin_load_any(&p, layer_or_loss, 2, "relu", &pl, err, sizeof err), 0);
+    assert_int_equal(pl.desc->kind, RX_LAYER);
+    plugin_unload(&pl);
+    /* Asked for as a layer, the loss is refused with the layers listed, not the losses. */
+    assert_int_equal(plugin_load(&p, RX_LAYER, "rleu", &pl, err, sizeof err), -1);
+    if (!strstr(err, "unknown layer plugin 'rleu'") || strstr(err, "cross_entropy")) fail_msg("got \"%s\"", err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_not_a_shared_object),
         cmocka_unit_test(test_search_order),
         cmocka_unit_test(test_in_tree_plugins_load),
+        cmocka_unit_test(test_load_any_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

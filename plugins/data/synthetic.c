@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "runexp.h"
+#include "data.h"
 
 #define SYN_NAME_LEN  24           /* "class" and any int fit */
 #define SYN_MAX_FLOATS (1ll << 30) /* 4 GiB of samples: far beyond "small", surely a typo */
@@ -63,17 +64,6 @@ static void synthetic_destroy(void *self)
     free(d->train_order);
     free(d->names);
     free(d);
-}
-
-/* In-place Fisher-Yates: every permutation of v[0 .. n-1] equally likely. */
-static void shuffle_indices(int32_t *v, int64_t n, rx_rng rng)
-{
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)rx_rng_below(&rng, (uint64_t)i + 1);
-        int32_t t = v[i];
-        v[i] = v[j];
-        v[j] = t;
-    }
 }
 
 /* Mean 0, variance 1, support [-2 sqrt 3, 2 sqrt 3]: the Irwin-Hall sum of four uniforms. */
@@ -189,21 +179,15 @@ static int synthetic_create(void **self, rx_ctx *ctx, const rx_value *args, uint
     return 0;
 }
 
-static int check_split(rx_ctx *ctx, rx_split split)
-{
-    if ((int)split < 0 || split >= RX_NSPLITS) return rx_fail(ctx, "unknown split %d", (int)split);
-    return 0;
-}
-
 static int synthetic_begin_epoch(void *self, rx_ctx *ctx, rx_split split, int64_t epoch)
 {
     synthetic *d = self;
-    if (check_split(ctx, split) != 0) return -1;
+    if (data_check_split(ctx, split) != 0) return -1;
     if (split != RX_TRAIN) return 0;
     if (epoch < 0) return rx_fail(ctx, "epoch must be >= 0, got %lld", (long long)epoch);
     /* From the identity, not the last epoch's order: the order depends on (seed, epoch) only. */
     for (int64_t i = 0; i < d->size[RX_TRAIN]; i++) d->train_order[i] = (int32_t)i;
-    shuffle_indices(d->train_order, d->size[RX_TRAIN], rx_rng_stream(d->seed, STREAM_EPOCH + (uint64_t)epoch));
+    data_shuffle_indices(d->train_order, d->size[RX_TRAIN], rx_rng_stream(d->seed, STREAM_EPOCH + (uint64_t)epoch));
     return 0;
 }
 
@@ -227,7 +211,7 @@ static int synthetic_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t 
 {
     synthetic *d = self;
     (void)view; /* no test-time views yet */
-    if (check_split(ctx, split) != 0 || synthetic_check_batch(d, ctx, split, first, x) != 0) return -1;
+    if (data_check_split(ctx, split) != 0 || synthetic_check_batch(d, ctx, split, first, x) != 0) return -1;
     size_t bytes = (size_t)d->sample_numel * sizeof(float);
     for (int64_t n = 0; n < x->shape.d[0]; n++) {
         int64_t i = d->offset[split] + (split == RX_TRAIN ? d->train_order[first + n] : first + n);

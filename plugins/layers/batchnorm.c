@@ -25,6 +25,7 @@
 #include <stdlib.h>
 
 #include "batchnorm.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "eps", .type = RX_NUM, .def = { .num = 1e-5 },
@@ -88,13 +89,6 @@ static int batchnorm_create(void **self, rx_ctx *ctx, const rx_value *args, rx_s
 }
 
 static void batchnorm_destroy(void *self) { free(self); }
-
-/* Threads for a pass over n floats: a parallel region costs a few microseconds, a pass over 32K
- * floats about as much, so smaller tensors stay on one. */
-static int batchnorm_threads(const rx_ctx *ctx, int64_t n)
-{
-    return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
 
 /* The sums over one sample's H * W values of a channel. Rows of 16 or more take vector sums
  * (`omp simd` keeps several partial sums: a fixed order for a build); shorter ones one running
@@ -183,7 +177,7 @@ static int batchnorm_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, co
     float *running_mean = w[BN_RUNNING_MEAN].data, *running_var = w[BN_RUNNING_VAR].data;  /* (C) */
     float *mean = state, *invstd = mean + s->c;  /* (C) each, what backward reads */
     const bool training = ctx->training;
-    const int threads = batchnorm_threads(ctx, n * s->c * s->hw);
+    const int threads = threads_for(ctx, n * s->c * s->hw, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -223,7 +217,7 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
     float *dweight = dw[BN_WEIGHT].data, *dbias = dw[BN_BIAS].data;  /* (C); the buffers get none */
     const float *mean = state, *invstd = mean + s->c;          /* (C) each, from forward */
     const bool training = ctx->training;
-    const int threads = batchnorm_threads(ctx, n * s->c * s->hw);
+    const int threads = threads_for(ctx, n * s->c * s->hw, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 
 #pragma omp parallel for num_threads(threads) schedule(static)

@@ -26,7 +26,7 @@
 #include <math.h>
 
 #include "batchnorm.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* Where value j (0 <= j < M) of channel c lies in an (N, C, HW) tensor: sample j / HW, offset
  * j % HW within it. */

@@ -30,7 +30,7 @@
 #include <limits.h>
 
 #include "conv2d.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* col (N, C*K*K, OH*OW) = im2col of x (N, C, H, W): entry (i, (c, ki, kj), (oh, ow)) is the input
  * pixel under tap (ki, kj) of output pixel (oh, ow), 0 in the padding. One thread per entry of

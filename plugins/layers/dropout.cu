@@ -11,7 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "dropout.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 #define RX_GOLDEN 0x9E3779B97F4A7C15ull  /* splitmix64's increment, as in rx_rng_next */
 

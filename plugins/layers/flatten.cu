@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "flatten.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 extern "C" int flatten_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,
                                     void *state)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "global_pool.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "mode", .type = RX_STR, .def = { .s = "max" }, .help = "'max' or 'avg' (the mean)" },
@@ -52,13 +53,6 @@ static int global_pool_create(void **self, rx_ctx *ctx, const rx_value *args, rx
 
 static void global_pool_destroy(void *self) { free(self); }
 
-/* Whether a pass over `work` elements is worth splitting across threads: a parallel region costs
- * a few microseconds, a pass over 32K floats about as much. */
-static int global_pool_threads(const rx_ctx *ctx, size_t work)
-{
-    return work >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
-
 /* Index in [0, hw) of the plane's maximum: the first of equal maxima, or the last NaN. */
 static int global_pool_plane_argmax(const float *restrict xp, int hw)
 {
@@ -88,7 +82,7 @@ static int global_pool_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, 
     const global_pool *s = self;
     const int64_t planes = x->shape.d[0] * s->c;  /* every (sample, channel) pair */
     const int hw = s->hw;
-    const int threads = global_pool_threads(ctx, (size_t)planes * (size_t)hw);
+    const int threads = threads_for(ctx, (size_t)planes * (size_t)hw, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
     float *out = y->data;  /* (N, C, 1, 1) */
     if (s->mode == GLOBAL_POOL_MAX) {
@@ -117,7 +111,7 @@ static int global_pool_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x,
     const int64_t planes = x->shape.d[0] * s->c;
     const int hw = s->hw;
     const float *g = dy->data;  /* (N, C, 1, 1) */
-    const int threads = global_pool_threads(ctx, (size_t)planes * (size_t)hw);
+    const int threads = threads_for(ctx, (size_t)planes * (size_t)hw, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
     if (s->mode == GLOBAL_POOL_MAX) {
         const int32_t *arg = state;  /* (N, C) */

@@ -15,7 +15,7 @@
 #include <inttypes.h>
 
 #include "global_pool.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 #define FULL_WARP 0xffffffffu
 

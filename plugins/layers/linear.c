@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "linear.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output features" },
@@ -61,8 +62,7 @@ static void linear_destroy(void *self) { free(self); }
  * it is worth a parallel region (about 20 us of work on one core), else one. */
 static int linear_blocks(const rx_ctx *ctx, int64_t n, const linear *s)
 {
-    const double work = (double)n * s->out * s->in;
-    return work >= (1 << 20) && ctx->threads > 1 ? ctx->threads : 1;
+    return threads_for(ctx, n * s->out * s->in, 1 << 20);
 }
 
 /* Block b of `blocks` over [0, total): boundaries on multiples of 16 floats, so each block

@@ -19,7 +19,7 @@
 #include <limits.h>
 
 #include "linear.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* y (N, OUT) += b (OUT) on every row. */
 __global__ void linear_add_bias(float *__restrict__ y, const float *__restrict__ b, int64_t total, int out)

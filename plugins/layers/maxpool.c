@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "maxpool.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "size", .type = RX_INT, .def = { .i = 2 }, .help = "window height and width" },
@@ -64,13 +65,6 @@ static int maxpool_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
 }
 
 static void maxpool_destroy(void *self) { free(self); }
-
-/* Whether a region of `work` elements is worth splitting across threads: a parallel region costs
- * a few microseconds, a pass over 32K floats about as much. */
-static int maxpool_threads(const rx_ctx *ctx, size_t work)
-{
-    return work >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
 
 /* Folds the tap `v` at index `i` into a window's running maximum (`best`, at `at`): a later tap
  * wins when it is larger or NaN. Selects, not branches, so that loops over windows vectorize. */
@@ -322,7 +316,7 @@ static int maxpool_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     const size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->oh * s->ow;
     /* Planes are independent and each is written by one thread: the result never depends on
      * the thread count. */
-    const int threads = maxpool_threads(ctx, (size_t)planes * in_plane);
+    const int threads = threads_for(ctx, (size_t)planes * in_plane, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
     if (s->size == 2 && s->stride == 2) {
         /* One range of planes per thread, so that the width is dispatched once per range. */
@@ -360,7 +354,7 @@ static int maxpool_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, con
     const int64_t n = x->shape.d[0], planes = n * s->c;
     const size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->oh * s->ow;
     const size_t in_size = (size_t)s->c * in_plane, out_size = (size_t)s->c * out_plane;
-    const int threads = maxpool_threads(ctx, (size_t)n * in_size);
+    const int threads = threads_for(ctx, (size_t)n * in_size, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
     if (s->size == 2 && s->stride == 2) {
         /* Disjoint windows: planes are independent, as in the forward. */

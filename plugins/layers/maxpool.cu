@@ -11,7 +11,7 @@
 #include <inttypes.h>
 
 #include "maxpool.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* y (N, C, OH, OW) = the window maxima of x (N, C, H, W); arg (N, C, OH, OW) = where each came
  * from, as an index into its sample (C, H, W). */

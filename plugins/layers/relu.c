@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "relu.h"
+#include "threads.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -20,20 +21,13 @@ static int relu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape 
     return 0;
 }
 
-/* Threads for a pass over n floats: a parallel region costs a few microseconds, a pass over 32K
- * floats about as much, so smaller tensors stay on one. */
-static int relu_threads(const rx_ctx *ctx, size_t n)
-{
-    return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
-
 static int relu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                             rx_tensor *y, void *state)
 {
     const float *restrict in = x->data;  /* (N, ...) */
     float *restrict out = y->data;       /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = relu_threads(ctx, n);
+    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
@@ -49,7 +43,7 @@ static int relu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const 
     const float *restrict g = dy->data;  /* (N, ...) */
     float *restrict out = dx->data;      /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = relu_threads(ctx, n);
+    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? g[i] : 0.0f;

@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "relu.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* y = max(x, 0), over n floats. */
 __global__ void relu_forward_elementwise(const float *__restrict__ x, float *__restrict__ y, int64_t n)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "scale.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "by", .type = RX_NUM, .required = true, .help = "the factor, a finite number" },
@@ -39,17 +40,10 @@ static int scale_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape
 
 static void scale_destroy(void *self) { free(self); }
 
-/* Threads for a pass over n floats: a parallel region costs a few microseconds, a pass over 32K
- * floats about as much, so smaller tensors stay on one. */
-static int scale_threads(const rx_ctx *ctx, size_t n)
-{
-    return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
-
 /* out = by * in over n floats: forward with (x, y), backward with (dy, dx). */
 static void scale_multiply(const rx_ctx *ctx, float by, const float *restrict in, float *restrict out, size_t n)
 {
-    const int threads = scale_threads(ctx, n);
+    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = by * in[i];

@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "scale.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* out = by * in, over n floats. */
 __global__ void scale_elementwise(const float *__restrict__ in, float *__restrict__ out, float by, int64_t n)

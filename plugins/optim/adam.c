@@ -9,14 +9,21 @@
  * decay arrive with every step (the host owns schedules and groups); beta1, beta2 and eps are
  * fixed at create. m and v are the 2 floats of state per parameter the host keeps.
  *
- * Everything but the descriptor is in adam.h, shared with adamw (which decays w itself instead);
- * CUDA path: adam.cu, adam.h's kernel under adam's name. */
+ * Everything but the descriptor is in plugins/common/adam.{h,c,cu}, shared with adamw (which
+ * decays w itself instead). */
 #include "adam.h"
 
 static int adam_create(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param)
 {
     return adam_create_as(self, ctx, args, state_per_param, false);
 }
+
+#ifdef RX_WITH_CUDA
+static int adam_step_cuda(void *self, rx_ctx *ctx, const float *g, float *w, float *state, size_t n, rx_step s)
+{
+    return adam_step_queue(self, ctx, g, w, state, n, s, "adam step");
+}
+#endif
 
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,

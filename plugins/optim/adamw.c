@@ -9,14 +9,20 @@
  * weight decay is the host's here (optim.weight_decay, per group), so it is 0 unless the config
  * asks for it.
  *
- * Everything but the descriptor is in adam.h (through adamw.h), shared with adam; CUDA path:
- * adamw.cu, adam.h's kernel under adamw's name. */
-#include "adamw.h"
+ * Everything but the descriptor is in plugins/common/adam.{h,c,cu}, shared with adam. */
+#include "adam.h"
 
 static int adamw_create(void **self, rx_ctx *ctx, const rx_value *args, int *state_per_param)
 {
     return adam_create_as(self, ctx, args, state_per_param, true);
 }
+
+#ifdef RX_WITH_CUDA
+static int adamw_step_cuda(void *self, rx_ctx *ctx, const float *g, float *w, float *state, size_t n, rx_step s)
+{
+    return adam_step_queue(self, ctx, g, w, state, n, s, "adamw step");
+}
+#endif
 
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,

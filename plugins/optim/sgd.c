@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "sgd.h"
+#include "threads.h"
 
 enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_DAMPENING };
 
@@ -66,7 +67,7 @@ static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float
     if (sgd_check_step(o, ctx, buf, s) != 0) return -1;
     const bool momentum = o->momentum > 0, first = s.t == 1;
     const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
-    const int threads = n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
+    const int threads = threads_for(ctx, (int64_t)n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) {

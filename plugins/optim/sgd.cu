@@ -10,7 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "sgd.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* w (n) -= lr * update(g (n), buf (n)); buf is NULL without momentum. */
 __global__ void sgd_step_elementwise(const float *__restrict__ g, float *__restrict__ w, float *__restrict__ buf,

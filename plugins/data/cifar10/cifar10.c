@@ -10,7 +10,7 @@
  * the rest the training split. Every epoch reshuffles the training split from (seed, epoch)
  * alone, so a resumed run recomputes the same order; validation and test keep a fixed order.
  *
- * With download = true and files missing, the official archive is fetched first (download.h does
+ * With download = true and files missing, the official archive is fetched first (download.c does
  * the fetching, checking and extracting): into PARENT/cifar-10-binary.tar.gz.part beside the
  * folder, resumed if an earlier run left one; checked against md5 (or sha256); renamed to
  * PARENT/cifar-10-binary.tar.gz, which stays, so a deleted folder comes back without the network;
@@ -37,8 +37,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "runexp.h"
+#include "data.h"
 #include "cifar10.h"
 #include "download.h"
 
@@ -158,17 +160,6 @@ static void cifar10_destroy(void *self)
     free(d->test_order);
     free(d->meta);
     free(d);
-}
-
-/* In-place Fisher-Yates: every permutation of v[0 .. n-1] equally likely. */
-static void shuffle_indices(int32_t *v, int64_t n, rx_rng rng)
-{
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)rx_rng_below(&rng, (uint64_t)i + 1);
-        int32_t t = v[i];
-        v[i] = v[j];
-        v[j] = t;
-    }
 }
 
 /* Whether S is exactly LEN hexadecimal digits. */
@@ -428,7 +419,7 @@ static int cifar10_make_splits(cifar10 *d, rx_ctx *ctx, double valid_fraction)
     if (!d->split_perm || !d->train_order || !d->test_order) return rx_fail(ctx, "out of memory for the splits");
 
     for (int64_t i = 0; i < d->ntrain; i++) d->split_perm[i] = (int32_t)i;
-    shuffle_indices(d->split_perm, d->ntrain, rx_rng_stream(d->seed, STREAM_SPLIT));
+    data_shuffle_indices(d->split_perm, d->ntrain, rx_rng_stream(d->seed, STREAM_SPLIT));
     memcpy(d->train_order, d->split_perm + nvalid, (size_t)d->size[RX_TRAIN] * sizeof(int32_t));
     for (int64_t i = 0; i < d->ntest; i++) d->test_order[i] = (int32_t)(d->ntrain + i);
 
@@ -639,24 +630,18 @@ static int cifar10_create(void **self, rx_ctx *ctx, const rx_value *args, uint64
     return 0;
 }
 
-static int check_split(rx_ctx *ctx, rx_split split)
-{
-    if ((int)split < 0 || split >= RX_NSPLITS) return rx_fail(ctx, "unknown split %d", (int)split);
-    return 0;
-}
-
 /* An empty split (valid with valid_fraction = 0) has nothing to order: 0, and its batches may
  * only be empty. */
 static int cifar10_begin_epoch(void *self, rx_ctx *ctx, rx_split split, int64_t epoch)
 {
     cifar10 *d = self;
-    if (check_split(ctx, split) != 0) return -1;
+    if (data_check_split(ctx, split) != 0) return -1;
     if (split != RX_TRAIN) return 0;
     if (epoch < 0) return rx_fail(ctx, "epoch must be >= 0, got %lld", (long long)epoch);
     /* From the split's order, not the last epoch's: the order depends on (seed, epoch) only. */
     int64_t n = d->size[RX_TRAIN];
     memcpy(d->train_order, d->split_perm + d->size[RX_VALID], (size_t)n * sizeof(int32_t));
-    shuffle_indices(d->train_order, n, rx_rng_stream(d->seed, STREAM_EPOCH + (uint64_t)epoch));
+    data_shuffle_indices(d->train_order, n, rx_rng_stream(d->seed, STREAM_EPOCH + (uint64_t)epoch));
     d->epoch = epoch;
     return 0;
 }
@@ -730,7 +715,7 @@ static bool pick_is_plain(cifar10_pick pk)
 static int cifar10_check_batch(const cifar10 *d, rx_ctx *ctx, rx_split split, int64_t first, int view,
                                const rx_tensor *x, rx_device device)
 {
-    if (check_split(ctx, split) != 0) return -1;
+    if (data_check_split(ctx, split) != 0) return -1;
     if (split == RX_TRAIN && view != 0)
         return rx_fail(ctx, "batch: view %d of the train split: training batches are augmented, not viewed, and take "
                        "view 0 only", view);

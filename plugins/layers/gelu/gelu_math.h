@@ -1,21 +1,16 @@
-/* gelu.h: what gelu.c (the CPU path, create and the descriptor) and gelu.cu (the CUDA path)
- * share: the choice of formula fixed at create, its constants, and the CUDA entry points. */
-#ifndef RX_LAYER_GELU_H
-#define RX_LAYER_GELU_H
+/* gelu_math.h: one element's GELU and its gradient, the arithmetic both gelu.c and gelu.cu run.
+ * These are static inline functions in a header, not a .c of their own, because each compiler
+ * must build them into its own loop: gcc inlines them into gelu.c's `omp parallel for simd`
+ * loops, which it vectorizes only when it sees the whole body (a call out would leave them
+ * scalar), and nvcc into gelu.cu's kernels (device code cannot call what gcc compiled). */
+#ifndef RX_LAYER_GELU_MATH_H
+#define RX_LAYER_GELU_MATH_H
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "runexp.h"
-
-/* PyTorch's constants (aten/src/ATen/native/cpu/Activation.cpp), as floats. */
-#define GELU_SQRT1_2       0.70710678118654752440f /* 1 / sqrt(2): erf's argument scale */
-#define GELU_INV_SQRT_2PI  0.39894228040143267794f /* 1 / sqrt(2 pi): the normal density's */
-#define GELU_SQRT_2_OVER_PI 0.79788456080286535588f /* sqrt(2 / pi): the tanh form's */
-#define GELU_KAPPA         0.044715f               /* the tanh form's cubic coefficient */
-
-typedef enum { GELU_EXACT = 0, GELU_TANH = 1 } gelu_form;
+#include "gelu.h"
 
 /* One element's arithmetic, shared by gelu.c and gelu.cu so that the devices compute the same
  * floats: the C build contracts nothing into FMAs (ISO C mode) and nvcc is told not to either
@@ -98,21 +93,5 @@ GELU_FN float gelu_tanh_grad(float v)
     const float left = 0.5f * v, right = 1.0f + t;
     return 0.5f * right + left * (1.0f - t * t) * (GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_KAPPA * v2));
 }
-
-
-typedef struct gelu {
-    gelu_form form;  /* approximate = "none" (erf) or "tanh" */
-} gelu;
-
-#ifdef __cplusplus
-extern "C" {
-#endif
-/* gelu.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
-int gelu_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y, void *state);
-int gelu_backward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y, const rx_tensor *dy,
-                       const rx_tensor *w, const void *state, rx_tensor *dx, rx_tensor *dw);
-#ifdef __cplusplus
-}
-#endif
 
 #endif

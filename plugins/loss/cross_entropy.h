@@ -1,8 +1,8 @@
 /* cross_entropy.h: what cross_entropy.c (the CPU path, create and the descriptor) and
  * cross_entropy.cu (the CUDA path) share: the option fixed at create, the constants of the
  * gradient both paths work out alike, and the CUDA entry point. */
-#ifndef RX_LAYER_CROSS_ENTROPY_H
-#define RX_LAYER_CROSS_ENTROPY_H
+#ifndef RX_LOSS_CROSS_ENTROPY_H
+#define RX_LOSS_CROSS_ENTROPY_H
 
 #include <stdint.h>
 

@@ -1,17 +1,19 @@
 /* gelu.c: Gaussian error linear unit, like torch.nn.GELU, elementwise on any shape.
  *     approximate = "none" (default): y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
  *     approximate = "tanh":           y = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
- * The formulas (gelu.h) follow PyTorch's CPU kernels expression for expression, in float, and,
+ * The formulas (gelu_math.h) follow PyTorch's CPU kernels expression for expression, in float, and,
  * like PyTorch's vectorized kernels, evaluate erf, exp and tanh with short polynomials that the
  * compiler vectorizes: libm's scalar erff made gelu a quarter of a small network's time. Backward
  * needs only x, so there is no state; self holds the formula. Split across ctx->threads when the
  * tensor is large enough to pay for it; elementwise, so the result never depends on the thread
- * count. CUDA path: gelu.cu, running the same functions from gelu.h. */
+ * count. CUDA path: gelu.cu, running the same functions from gelu_math.h. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gelu.h"
+#include "gelu_math.h"
+#include "threads.h"
 
 static const rx_param params[] = {
     { .key = "approximate", .type = RX_STR, .def = { .s = "none" },
@@ -45,13 +47,6 @@ static int gelu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape 
 
 static void gelu_destroy(void *self) { free(self); }
 
-/* Threads for a pass over n floats: a parallel region costs a few microseconds, about what 32K
- * vectorized elements take, so smaller tensors stay on one. */
-static int gelu_threads(const rx_ctx *ctx, size_t n)
-{
-    return n >= 32768 && ctx->threads > 1 ? ctx->threads : 1;
-}
-
 static int gelu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                             rx_tensor *y, void *state)
 {
@@ -59,7 +54,7 @@ static int gelu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const r
     const float *restrict in = x->data;  /* (N, ...) */
     float *restrict out = y->data;       /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = gelu_threads(ctx, n);
+    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
     if (s->form == GELU_TANH) {
 #pragma omp parallel for simd num_threads(threads) schedule(static)
@@ -81,7 +76,7 @@ static int gelu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const 
     const float *restrict g = dy->data;  /* (N, ...) */
     float *restrict out = dx->data;      /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = gelu_threads(ctx, n);
+    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
     if (s->form == GELU_TANH) {
 #pragma omp parallel for simd num_threads(threads) schedule(static)

@@ -1,23 +1,11 @@
-/* download.h: getting a data set's archive onto the disk for a data plugin, so that a dropped
- * connection, a bad mirror or a crash never leaves a corrupt or half-extracted data set behind.
- *
- * - dl_fetch: a URL (http, https or file) into a `.part` file with libcurl, continuing whatever an
- *   earlier attempt or run left in it (an HTTP range request), retrying transient failures with
- *   backoff, with a progress bar on a terminal; Ctrl-C ends it at once;
- * - dl_digest: a file's md5 or sha256 (OpenSSL's EVP) in lowercase hex;
- * - dl_extract_into_place: one folder of a .tar.gz (libarchive) extracted into a temporary folder
- *   beside its destination, checked, flushed to disk and only then renamed into place;
- * - dl_make_dirs / dl_unmake_dirs: the parent folders made for a download, and taken away again
- *   when it fails.
- *
- * Header-only, every function static: the build makes one shared object of each .c file in
- * plugins/, so code shared between files cannot be a .c of its own there. The plugin that
- * includes it links -lcurl -larchive -lcrypto (PLUGIN_LIBS_<name> in the Makefile). Failures are
- * one line through rx_fail; the only output is progress, on stderr.
- */
-#ifndef RUNEXP_DOWNLOAD_H
-#define RUNEXP_DOWNLOAD_H
-
+/* download.c: getting a data set's archive onto the disk for cifar10 (download.h says what each
+ * function does), so that a dropped connection, a bad mirror or a crash never leaves a corrupt
+ * or half-extracted data set behind: libcurl fetches into a `.part` file, continued with HTTP
+ * range requests and retried with backoff (a progress bar on a terminal; Ctrl-C ends it at once);
+ * OpenSSL's EVP computes digests; libarchive extracts into a temporary folder that is checked,
+ * flushed and only then renamed into place. The plugin links -lcurl -larchive -lcrypto
+ * (PLUGIN_LIBS_cifar10 in the Makefile). Failures are one line through rx_fail; the only output
+ * is progress, on stderr. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +23,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
-#include "runexp.h"
+#include "download.h"
 
 #define DL_STALLED_TRIES 5    /* tries in a row that add nothing before giving up */
 #define DL_CONNECT_SECS  30L
@@ -54,7 +42,7 @@ static double dl_seconds(void)
 }
 
 /* DIR/NAME into out (PATH_MAX bytes); fails when it does not fit. */
-static int dl_join(rx_ctx *ctx, char *out, const char *dir, const char *name)
+int dl_join(rx_ctx *ctx, char *out, const char *dir, const char *name)
 {
     if (snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
         return rx_fail(ctx, "path %s/%s is too long", dir, name);
@@ -96,7 +84,7 @@ static void dl_remove_flat_dir(const char *dir)
 /* Removes the folders dl_make_dirs created for PATH, innermost first (those it did not get to
  * are skipped). rmdir only takes empty folders, so whatever something else put there stays, and
  * so do the folders holding it. */
-static void dl_unmake_dirs(const char *path, size_t made)
+void dl_unmake_dirs(const char *path, size_t made)
 {
     if (!made) return;
     char prefix[PATH_MAX];
@@ -111,7 +99,7 @@ static void dl_unmake_dirs(const char *path, size_t made)
 
 /* mkdir -p PATH. *made: length of the outermost prefix of PATH this call created, 0 when it
  * created nothing, so that dl_unmake_dirs can take exactly those away again. */
-static int dl_make_dirs(rx_ctx *ctx, const char *path, size_t *made)
+int dl_make_dirs(rx_ctx *ctx, const char *path, size_t *made)
 {
     char prefix[PATH_MAX];
     size_t len = strlen(path);
@@ -351,7 +339,7 @@ static void dl_stop_signals_restore(const dl_stop_signals *s)
 
 /* Fetches URL into PART, continuing from what PART already holds. On failure PART keeps what came,
  * for the next run to continue from, or is removed if it holds nothing. */
-static int dl_fetch(rx_ctx *ctx, const char *url, const char *part, const char *label)
+int dl_fetch(rx_ctx *ctx, const char *url, const char *part, const char *label)
 {
     dl_fetch_state s = { .label = label, .tty = isatty(STDERR_FILENO) != 0 };
     double start = dl_seconds();
@@ -380,7 +368,7 @@ static int dl_fetch(rx_ctx *ctx, const char *url, const char *part, const char *
 /* ---- dl_digest ---- */
 
 /* The ALGO ("md5", "sha256") digest of FILE as lowercase hex into hex (2 * EVP_MAX_MD_SIZE + 1). */
-static int dl_digest(rx_ctx *ctx, const char *file, const char *algo, char *hex)
+int dl_digest(rx_ctx *ctx, const char *file, const char *algo, char *hex)
 {
     const EVP_MD *md = EVP_get_digestbyname(algo);
     if (!md) return rx_fail(ctx, "%s is not available in this OpenSSL", algo);
@@ -475,14 +463,11 @@ static int dl_extract_folder(rx_ctx *ctx, const char *archive, const char *folde
     return rc;
 }
 
-/* Checks an extracted folder before it goes into place; fails with a reason naming ARCHIVE. */
-typedef int (*dl_check_fn)(rx_ctx *ctx, const char *dir, const char *archive);
-
 /* FOLDER/ of ARCHIVE becomes the folder DEST: extracted into a temporary folder beside it,
  * checked, flushed to disk and renamed, so DEST is either absent (or the empty folder it was) or
  * complete, whenever the process stops. DEST may be an empty folder (rename replaces it). */
-static int dl_extract_into_place(rx_ctx *ctx, const char *archive, const char *folder, const char *dest,
-                                 const char *parent, dl_check_fn check)
+int dl_extract_into_place(rx_ctx *ctx, const char *archive, const char *folder, const char *dest,
+                          const char *parent, dl_check_fn check)
 {
     char tmp[PATH_MAX];
     const char *base = strrchr(dest, '/') ? strrchr(dest, '/') + 1 : dest;
@@ -501,5 +486,3 @@ static int dl_extract_into_place(rx_ctx *ctx, const char *archive, const char *f
     }
     return dl_sync_dir(ctx, parent);
 }
-
-#endif

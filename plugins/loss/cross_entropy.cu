@@ -20,7 +20,7 @@
 #include <math.h>
 
 #include "cross_entropy.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 #define WARP 32
 #define ROWS_PER_BLOCK (RX_CUDA_THREADS / WARP)

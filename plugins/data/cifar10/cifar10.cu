@@ -13,7 +13,7 @@
 #include <stdlib.h>
 
 #include "cifar10.h"
-#include "../cuda_util.cuh"
+#include "cuda_util.cuh"
 
 /* Owned by the plugin, made by cifar10_gpu_create, freed by cifar10_gpu_destroy. */
 struct cifar10_gpu {

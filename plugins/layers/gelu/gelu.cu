@@ -4,7 +4,8 @@
 #include <cuda_runtime.h>
 
 #include "gelu.h"
-#include "../cuda_util.cuh"
+#include "gelu_math.h"
+#include "cuda_util.cuh"
 
 /* y = gelu(x), over n floats. */
 template <gelu_form Form>
