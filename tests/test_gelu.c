@@ -2,28 +2,14 @@
  * forward, backward), in both forms (approximate = "none" and "tanh").
  *
  * - By hand: values and derivatives at a few points, from the closed forms in double.
- * - The derivative, twice over: on a dense grid over [-8, 8], backward against a double-precision
- *   central difference of the closed form (which knows nothing of the derivative's formula), and
- *   on random inputs against central differences of the plugin's own float forward, with
- *   test_layers.c's tolerances (1e-2 relative, 1e-3 absolute).
+ * - The derivative on a dense grid over [-8, 8], backward against a double-precision central
+ *   difference of the closed form (which knows nothing of the derivative's formula).
  * - Large inputs stay finite; 1 and 2 threads give the same bits; create refuses an unknown form.
- * - CPU vs CUDA on the same inputs, skipped (saying why) without CUDA or a usable GPU, as
- *   test_cuda.c does; never a failure for want of a GPU. */
+ * Central differences of the plugin's own forward, and CPU vs CUDA, are rows of test_check.c's
+ * table (core/check.c). */
 #include "helpers.h"
 
 #include <math.h>
-#include <stdio.h>
-
-#include "device.h"
-#include "error.h"
-
-#ifdef RX_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
-#define GRAD_EPS  1e-3  /* central-difference step on the float forward */
-#define GRAD_RTOL 1e-2
-#define GRAD_ATOL 1e-3
 
 /* ---- A layer with every buffer the host would lend it (gelu has no tensors) ---- */
 
@@ -204,39 +190,6 @@ static void test_gelu_derivative_dense(void **unused)
     }
 }
 
-/* The project's finite-difference check (as in test_layers.c): L = sum(y * dy), each x moved by
- * +-eps through the plugin's own float forward, L summed in double. */
-static void gradcheck(rig *r)
-{
-    rig_forward(r);
-    rig_backward(r, true);
-    for (int64_t i = 0; i < rx_numel(r->x.shape); i++) {
-        const float v0 = r->x.data[i], vp = v0 + (float)GRAD_EPS, vm = v0 - (float)GRAD_EPS;
-        double l[2] = { 0, 0 };
-        for (int side = 0; side < 2; side++) {
-            r->x.data[i] = side ? vm : vp;
-            rig_forward(r);
-            for (int64_t j = 0; j < rx_numel(r->y.shape); j++) l[side] += (double)r->y.data[j] * r->dy.data[j];
-        }
-        r->x.data[i] = v0;
-        const double numeric = (l[0] - l[1]) / ((double)vp - (double)vm), analytic = r->dx.data[i];
-        if (!(fabs(analytic - numeric) <= GRAD_RTOL * fmax(fabs(analytic), fabs(numeric)) + GRAD_ATOL))
-            fail_msg("gelu: dx[%lld] (x = %g): backward gives %.7g, central differences %.7g", (long long)i, v0,
-                     analytic, numeric);
-    }
-}
-
-static void test_gelu_gradients(void **unused)
-{
-    for (int form = 0; form < 2; form++) {
-        rig r;
-        rig_load(&r, form ? "tanh" : "none");
-        rig_build(&r, TEST_SHAPE(2, 3, 4), 2, -4.0f, 4.0f);
-        gradcheck(&r);
-        rig_free(&r);
-    }
-}
-
 /* Far from 0 gelu is x or 0 with slope 1 or 0, and nothing overflows into NaN. */
 static void test_gelu_large_inputs(void **unused)
 {
@@ -304,125 +257,14 @@ static void test_gelu_refuses(void **unused)
     rig_free(&r);
 }
 
-/* ---- CPU vs CUDA ---- */
-
-/* Bound: CUDA's erff and tanhf are within 2 ulp where the C library's are within 1, and nvcc
- * fuses multiply-adds, so the devices differ by a few ulp: relative errors of a few 1e-7 on
- * check.c's measure |gpu - cpu| / (|cpu| + 1e-3). 1e-5 leaves room and is far below what a wrong
- * constant or formula gives (the two forms alone differ by up to 1e-3 relative). */
-#define DEVICE_BOUND 1e-5
-
-/* Whether the CUDA path can run here; if not, why. A CUDA build whose gelu lacks a CUDA path
- * fails: that is a bug, not a missing GPU. */
-static bool gpu_usable(const rx_plugin *d, char *why)
-{
-#ifndef RX_WITH_CUDA
-    (void)d;
-    snprintf(why, ERR_LEN, "this build has no CUDA (make CUDA=1, with nvcc)");
-    return false;
-#else
-    if (!d->layer.forward[RX_CUDA] || !d->layer.backward[RX_CUDA]) fail_msg("gelu has no CUDA path in a CUDA build");
-    return device_usable(RX_CUDA, why);
-#endif
-}
-
-#ifdef RX_WITH_CUDA
-/* Largest |a - b| / (|b| + 1e-3), check.c's measure; NaN counts as the worst. */
-static double max_relative_error(const float *a, const float *b, int64_t n)
-{
-    double worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-3);
-        if (!(e <= worst)) worst = e;
-    }
-    return worst;
-}
-
-/* The rig's CPU results (already in y and dx) against the CUDA path on the same x and dy. */
-static void compare_devices(rig *r, const char *what)
-{
-    rx_ctx gpu = r->ctx;
-    gpu.device = RX_CUDA;
-    char why[ERR_LEN];
-    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
-    const int64_t nx = rx_numel(r->x.shape), ny = rx_numel(r->y.shape);
-    rx_tensor x = r->x, y = r->y, dy = r->dy, dx = r->dx;
-    x.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
-    y.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
-    dy.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
-    dx.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
-    x.device = y.device = dy.device = dx.device = RX_CUDA;
-    host_to_device(RX_CUDA, x.data, r->x.data, sizeof(float) * (size_t)nx);
-    host_to_device(RX_CUDA, dy.data, r->dy.data, sizeof(float) * (size_t)ny);
-    if (r->desc->layer.forward[RX_CUDA](r->self, &gpu, &x, NULL, &y, NULL) != 0) fail_msg("cuda forward: %s", gpu.err);
-    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, NULL, &dx, NULL) != 0)
-        fail_msg("cuda backward: %s", gpu.err);
-    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, NULL, NULL, NULL) != 0)
-        fail_msg("cuda backward with dx = NULL: %s", gpu.err);
-    expect_gpu_clean(what);
-    float *y_back = floats(ny), *dx_back = floats(nx);
-    device_to_host(RX_CUDA, y_back, y.data, sizeof(float) * (size_t)ny);
-    device_to_host(RX_CUDA, dx_back, dx.data, sizeof(float) * (size_t)nx);
-    const double ey = max_relative_error(y_back, r->y.data, ny), edx = max_relative_error(dx_back, r->dx.data, nx);
-    if (ey > DEVICE_BOUND || edx > DEVICE_BOUND)
-        fail_msg("%s: relative error y %.3g, dx %.3g (bound %g)", what, ey, edx, DEVICE_BOUND);
-    print_message("  %-36s relative error y %.2g, dx %.2g (bound %g)\n", what, ey, edx, DEVICE_BOUND);
-    free(y_back);
-    free(dx_back);
-    device_free(RX_CUDA, x.data);
-    device_free(RX_CUDA, y.data);
-    device_free(RX_CUDA, dy.data);
-    device_free(RX_CUDA, dx.data);
-    device_close_context(RX_CUDA, &gpu);
-}
-#endif
-
-static void test_gelu_cpu_vs_cuda(void **unused)
-{
-    static const struct { int64_t c, h, w, n; } shapes[] = {
-        { 3, 8, 8, 4 },
-        { 16, 32, 32, 20 },  /* many blocks */
-        { 1, 1, 7, 1 },      /* one partial block */
-    };
-    char why[ERR_LEN] = "";
-    {
-        plugin pl;
-        const bool usable = gpu_usable(test_load(&pl, RX_LAYER, "gelu"), why);
-        plugin_unload(&pl);
-        if (!usable) {
-            print_message("skipped: %s\n", why);
-            skip();
-        }
-    }
-#ifdef RX_WITH_CUDA
-    for (int form = 0; form < 2; form++)
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            rig r;
-            rig_load(&r, form ? "tanh" : "none");
-            rig_build(&r, TEST_SHAPE(shapes[s].c, shapes[s].h, shapes[s].w), shapes[s].n, -6.0f, 6.0f);
-            rig_forward(&r);
-            rig_backward(&r, true);
-            char what[96];
-            snprintf(what, sizeof what, "gelu %s (%lld, %lld, %lld) x %lld", form ? "tanh" : "none",
-                     (long long)shapes[s].c, (long long)shapes[s].h, (long long)shapes[s].w, (long long)shapes[s].n);
-            compare_devices(&r, what);
-            rig_free(&r);
-        }
-#else
-    (void)shapes;
-#endif
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gelu_by_hand),
         cmocka_unit_test(test_gelu_derivative_dense),
-        cmocka_unit_test(test_gelu_gradients),
         cmocka_unit_test(test_gelu_large_inputs),
         cmocka_unit_test(test_gelu_threads),
         cmocka_unit_test(test_gelu_refuses),
-        cmocka_unit_test(test_gelu_cpu_vs_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
