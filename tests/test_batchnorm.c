@@ -31,31 +31,11 @@ enum { WEIGHT, BIAS, RUNNING_MEAN, RUNNING_VAR, NTENSORS };
 
 /* ---- A batchnorm layer with every buffer the host would lend it ---- */
 
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx, y, dy;                    /* (N, C, ...) */
-    rx_tensor w[NTENSORS], dw[NTENSORS];       /* (C) each */
-    void *state;                               /* info.state_bytes * N */
-    rx_rng rng;                                /* the test's own random numbers */
-} rig;
-
 static double *doubles(int64_t n)
 {
     double *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
     assert_non_null(p);
     return p;
-}
-
-static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = uniform(r, lo, hi);
 }
 
 static void fill(rx_tensor *t, float v)
@@ -65,89 +45,26 @@ static void fill(rx_tensor *t, float v)
 
 static int64_t numel(const rx_tensor *t) { return rx_numel(t->shape); }
 
-static void rig_load(rig *r)
-{
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "batchnorm");
-    test_default_args(r->desc, r->args);
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
-    r->rng = rx_rng_stream(7, 0);
-}
-
-static rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
-
-static int rig_create(rig *r, rx_shape in)
-{
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
-}
+static void rig_load(rig *r) { rig_open(r, "batchnorm", 7); }
 
 /* create, which must succeed, then every buffer as the host allocates and initializes it; x is
  * U(-1, 1) + 0.5 (a mean away from zero), dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
+static void bn_build(rig *r, rx_shape in, int64_t n)
 {
-    if (rig_create(r, in) != 0) fail_msg("batchnorm: create failed: %s", r->ctx.err);
+    rig_alloc(r, in, n);
     assert_int_equal(r->info.ntensors, NTENSORS);
-    for (int i = 0; i < NTENSORS; i++) {
-        const rx_tensor_decl *t = &r->info.tensors[i];
-        r->w[i] = tensor_new(t->shape);
-        r->dw[i] = tensor_new(t->shape);
-        if (t->init == RX_INIT_ONES) fill(&r->w[i], 1.0f);
-    }
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
     assert_int_equal(r->info.workspace_bytes, 0);
-    r->state = malloc(r->info.state_bytes * (size_t)n);
-    assert_non_null(r->state);
-    fill_uniform(&r->rng, &r->x, -0.5f, 1.5f);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->x, -0.5f, 1.5f);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
 
 /* Trained-looking parameters and statistics instead of the initial ones. */
 static void rig_randomize_params(rig *r)
 {
-    fill_uniform(&r->rng, &r->w[WEIGHT], 0.5f, 1.5f);
-    fill_uniform(&r->rng, &r->w[BIAS], -1.0f, 1.0f);
-    fill_uniform(&r->rng, &r->w[RUNNING_MEAN], -0.5f, 0.5f);
-    fill_uniform(&r->rng, &r->w[RUNNING_VAR], 0.2f, 2.0f);
-}
-
-static int rig_forward_rc(rig *r)
-{
-    return r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, r->w, &r->y, r->state);
-}
-
-static void rig_forward(rig *r)
-{
-    if (rig_forward_rc(r) != 0) fail_msg("batchnorm: forward failed: %s", r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, r->w, r->state,
-                                        want_dx ? &r->dx : NULL, r->dw) != 0)
-        fail_msg("batchnorm: backward failed: %s", r->ctx.err);
-}
-
-static void rig_zero_grads(rig *r)
-{
-    for (int i = 0; i < NTENSORS; i++) fill(&r->dw[i], 0.0f);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    for (int i = 0; i < NTENSORS; i++) {
-        free(r->w[i].data);
-        free(r->dw[i].data);
-    }
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->state);
-    plugin_unload(&r->pl);
+    tensor_uniform(&r->rng, &r->w[WEIGHT], 0.5f, 1.5f);
+    tensor_uniform(&r->rng, &r->w[BIAS], -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->w[RUNNING_MEAN], -0.5f, 0.5f);
+    tensor_uniform(&r->rng, &r->w[RUNNING_VAR], 0.2f, 2.0f);
 }
 
 /* Sizes of a rig's input: N, C and the values per channel in one sample. */
@@ -183,11 +100,6 @@ static float *copy_of(const rx_tensor *t)
     float *p = floats(numel(t));
     memcpy(p, t->data, sizeof(float) * (size_t)numel(t));
     return p;
-}
-
-static void expect_message(const char *err, const char *fragment)
-{
-    if (!strstr(err, fragment)) fail_msg("message \"%s\" lacks \"%s\"", err, fragment);
 }
 
 static void expect_shape(rx_shape got, rx_shape want)
@@ -298,41 +210,28 @@ static void test_declares(void **unused)
     plugin_unload(&r.pl);
 }
 
-static void expect_create_refused(rig *r, rx_shape in, const char *fragment, const char *got)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        fail_msg("batchnorm: create accepted what it should refuse (expected \"%s\")", fragment);
-    }
-    assert_null(r->self);
-    expect_message(r->ctx.err, fragment);
-    expect_message(r->ctx.err, got);
-}
-
 static void test_create_refuses(void **unused)
 {
     rig r;
     rig_load(&r);
     const rx_shape in = TEST_SHAPE(3, 4, 4);
     rig_arg(&r, "eps")->num = 0.0;
-    expect_create_refused(&r, in, "eps must be > 0", "got 0");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got 0");
     rig_arg(&r, "eps")->num = -1e-5;
-    expect_create_refused(&r, in, "eps must be > 0", "got -1e-05");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got -1e-05");
     rig_arg(&r, "eps")->num = NAN;
-    expect_create_refused(&r, in, "eps must be > 0", "got nan");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got nan");
     rig_arg(&r, "eps")->num = 1e-3;
     rig_arg(&r, "momentum")->num = -0.1;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got -0.1");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got -0.1");
     rig_arg(&r, "momentum")->num = 1.5;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got 1.5");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got 1.5");
     rig_arg(&r, "momentum")->num = NAN;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got nan");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got nan");
     rig_arg(&r, "momentum")->num = 0.1;
-    expect_create_refused(&r, TEST_SHAPE(2, 3, 4, 5), "(C), (C, L) or (C, H, W)", "got 4 dimensions (2, 3, 4, 5)");
-    expect_create_refused(&r, test_shape(0, NULL), "(C), (C, L) or (C, H, W)", "got 0 dimensions ()");
-    expect_create_refused(&r, TEST_SHAPE(3, 0, 4), "at least 1", "got (3, 0, 4)");
+    EXPECT_REFUSED(&r, TEST_SHAPE(2, 3, 4, 5), "(C), (C, L) or (C, H, W)", "got 4 dimensions (2, 3, 4, 5)");
+    EXPECT_REFUSED(&r, test_shape(0, NULL), "(C), (C, L) or (C, H, W)", "got 0 dimensions ()");
+    EXPECT_REFUSED(&r, TEST_SHAPE(3, 0, 4), "at least 1", "got (3, 0, 4)");
     /* the edges of momentum's range are fine */
     for (int i = 0; i <= 1; i++) {
         rig_arg(&r, "momentum")->num = i;
@@ -353,7 +252,7 @@ static const float hand_weight[2] = { 2.0f, 0.5f }, hand_bias[2] = { 0.5f, -1.0f
 static void hand_setup(rig *r)
 {
     rig_load(r);
-    rig_build(r, TEST_SHAPE(2, 1, 2), 2);
+    bn_build(r, TEST_SHAPE(2, 1, 2), 2);
     memcpy(r->x.data, hand_x, sizeof hand_x);
     memcpy(r->w[WEIGHT].data, hand_weight, sizeof hand_weight);
     memcpy(r->w[BIAS].data, hand_bias, sizeof hand_bias);
@@ -381,7 +280,7 @@ static void test_training_by_hand(void **unused)
     /* BatchNorm1d: x (3, 2) with rows (1, -1), (2, 0), (6, 4): both channels deviate by -2, -1, 3
      * from their means 3 and 1, variance 14 / 3; initial weight 1 and bias 0. */
     rig_load(&r);
-    rig_build(&r, TEST_SHAPE(2), 3);
+    bn_build(&r, TEST_SHAPE(2), 3);
     memcpy(r.x.data, (const float[]){ 1, -1, 2, 0, 6, 4 }, 6 * sizeof(float));
     rig_forward(&r);
     const double s = sqrt(14.0 / 3.0 + EPS_DEFAULT);
@@ -427,7 +326,7 @@ static void test_eval_by_hand(void **unused)
 
     /* One sample of a (C) input: refused in training, fine in evaluation. */
     rig_load(&r);
-    rig_build(&r, TEST_SHAPE(3), 1);
+    bn_build(&r, TEST_SHAPE(3), 1);
     memcpy(r.x.data, (const float[]){ 2, -1, 0.5f }, 3 * sizeof(float));
     r.ctx.training = false;
     rig_forward(&r);
@@ -456,12 +355,12 @@ static void check_running_stats(rx_shape in, int64_t n, double mom)
     rig r;
     rig_load(&r);
     rig_arg(&r, "momentum")->num = mom;
-    rig_build(&r, in, n);
+    bn_build(&r, in, n);
     const int64_t c_n = in.d[0];
     double *rm = doubles(c_n), *rv = doubles(c_n);
     for (int64_t c = 0; c < c_n; c++) rv[c] = 1.0;
     for (int batch = 0; batch < 2; batch++) {
-        fill_uniform(&r.rng, &r.x, -2.0f + (float)batch, 3.0f);
+        tensor_uniform(&r.rng, &r.x, -2.0f + (float)batch, 3.0f);
         rig_forward(&r);
         for (int64_t c = 0; c < c_n; c++) {
             double mean, unbiased;
@@ -477,7 +376,7 @@ static void check_running_stats(rx_shape in, int64_t n, double mom)
     }
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     r.ctx.training = false;
-    fill_uniform(&r.rng, &r.x, -5.0f, 5.0f);
+    tensor_uniform(&r.rng, &r.x, -5.0f, 5.0f);
     rig_forward(&r);
     rig_backward(&r, true);
     rig_forward(&r);
@@ -504,9 +403,9 @@ static void test_running_stats(void **unused)
     rig r;
     rig_load(&r);
     rig_arg(&r, "momentum")->num = 0.0;
-    rig_build(&r, TEST_SHAPE(4, 3, 3), 3);
-    fill_uniform(&r.rng, &r.w[RUNNING_MEAN], -1.0f, 1.0f);
-    fill_uniform(&r.rng, &r.w[RUNNING_VAR], 0.5f, 2.0f);
+    bn_build(&r, TEST_SHAPE(4, 3, 3), 3);
+    tensor_uniform(&r.rng, &r.w[RUNNING_MEAN], -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.w[RUNNING_VAR], 0.5f, 2.0f);
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     rig_forward(&r);
     float *y0 = copy_of(&r.y);
@@ -529,7 +428,7 @@ static void expect_batch_refused(rx_shape in, rx_device device)
 {
     rig r;
     rig_load(&r);
-    rig_build(&r, in, 1);
+    bn_build(&r, in, 1);
     fill(&r.y, 12345.0f);
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     r.ctx.err[0] = '\0';
@@ -586,7 +485,7 @@ static void check_against_reference(shape_case sc, bool training)
 {
     rig r;
     rig_load(&r);
-    rig_build(&r, case_shape(sc), sc.n);
+    bn_build(&r, case_shape(sc), sc.n);
     rig_randomize_params(&r);
     r.ctx.training = training;
     fill(&r.dx, NAN);  /* backward must write all of it */
@@ -671,7 +570,7 @@ static void test_threads(void **unused)
         for (int mode = 0; mode < 2; mode++) {
             rig r;
             rig_load(&r);
-            rig_build(&r, case_shape(cases[t]), cases[t].n);
+            bn_build(&r, case_shape(cases[t]), cases[t].n);
             rig_randomize_params(&r);
             r.ctx.training = mode == 0;
             float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);

@@ -11,95 +11,20 @@
 
 #include <math.h>
 
-/* ---- A layer with every buffer the host would lend it (gelu has no tensors) ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx;  /* (N, in...) */
-    rx_tensor y, dy;  /* (N, out...) */
-    void *state;      /* info.state_bytes * N */
-    rx_rng rng;       /* the test's own random numbers */
-} rig;
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
-}
-
+/* Loads gelu in form `approximate` (NULL: the default). */
 static void rig_load(rig *r, const char *approximate)
 {
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "gelu");
-    test_default_args(r->desc, r->args);
+    rig_open(r, "gelu", 11);
     if (approximate) test_arg(r->desc, r->args, "approximate")->s = approximate;
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-    r->rng = rx_rng_stream(11, 0);
 }
 
-static int rig_create(rig *r, rx_shape in)
+/* rig_alloc, then x U(lo, hi) and dy U(-1, 1). */
+static void gelu_build(rig *r, rx_shape in, int64_t n, float lo, float hi)
 {
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+    rig_alloc(r, in, n);
+    tensor_uniform(&r->rng, &r->x, lo, hi);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
-
-/* create, which must succeed, then every buffer; x is U(lo, hi) and dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n, float lo, float hi)
-{
-    if (rig_create(r, in) != 0) fail_msg("gelu: create failed: %s", r->ctx.err);
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
-    if (r->info.state_bytes) {
-        r->state = calloc(r->info.state_bytes, (size_t)n);
-        assert_non_null(r->state);
-    }
-    fill_uniform(&r->rng, &r->x, lo, hi);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
-}
-
-static void rig_forward(rig *r)
-{
-    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, NULL, &r->y, r->state) != 0)
-        fail_msg("gelu: forward failed: %s", r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, NULL, r->state,
-                                        want_dx ? &r->dx : NULL, NULL) != 0)
-        fail_msg("gelu: backward failed: %s", r->ctx.err);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->state);
-    plugin_unload(&r->pl);
-}
-
-static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        r->self = NULL;
-        fail_msg("gelu: create accepted what it should refuse (expected \"%s\")", fragments[0]);
-    }
-    assert_null(r->self);
-    for (int i = 0; fragments[i]; i++)
-        if (!strstr(r->ctx.err, fragments[i])) fail_msg("message \"%s\" lacks \"%s\"", r->ctx.err, fragments[i]);
-}
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* ---- The closed forms, in double ---- */
 
@@ -129,7 +54,7 @@ static void test_gelu_by_hand(void **unused)
     for (int form = 0; form < 2; form++) {
         rig r;
         rig_load(&r, form ? "tanh" : NULL);  /* NULL: the default, which must be the exact form */
-        rig_build(&r, TEST_SHAPE(7), 1, 0.0f, 0.0f);
+        gelu_build(&r, TEST_SHAPE(7), 1, 0.0f, 0.0f);
         assert_int_equal(r.info.out.ndim, 1);
         assert_int_equal(r.info.out.d[0], 7);
         assert_int_equal(r.info.ntensors, 0);
@@ -169,7 +94,7 @@ static void test_gelu_derivative_dense(void **unused)
         double (*f)(double) = form ? gelu_tanh_ref : gelu_exact_ref;
         rig r;
         rig_load(&r, form ? "tanh" : "none");
-        rig_build(&r, TEST_SHAPE(POINTS), 1, 0.0f, 0.0f);
+        gelu_build(&r, TEST_SHAPE(POINTS), 1, 0.0f, 0.0f);
         for (int i = 0; i < POINTS; i++) {
             r.x.data[i] = -8.0f + (float)i / 64.0f;  /* exact in float */
             r.dy.data[i] = 1.0f;
@@ -197,7 +122,7 @@ static void test_gelu_large_inputs(void **unused)
     for (int form = 0; form < 2; form++) {
         rig r;
         rig_load(&r, form ? "tanh" : "none");
-        rig_build(&r, TEST_SHAPE(6), 1, 0.0f, 0.0f);
+        gelu_build(&r, TEST_SHAPE(6), 1, 0.0f, 0.0f);
         memcpy(r.x.data, x, sizeof x);
         for (int i = 0; i < 6; i++) r.dy.data[i] = 1.0f;
         rig_forward(&r);
@@ -220,7 +145,7 @@ static void test_gelu_threads(void **unused)
     for (int form = 0; form < 2; form++) {
         rig r;
         rig_load(&r, form ? "tanh" : "none");
-        rig_build(&r, TEST_SHAPE(48, 32, 32), 6, -5.0f, 5.0f);
+        gelu_build(&r, TEST_SHAPE(48, 32, 32), 6, -5.0f, 5.0f);
         const int64_t n = rx_numel(r.x.shape);
         float *y1 = floats(n), *dx1 = floats(n);
         r.ctx.threads = 1;

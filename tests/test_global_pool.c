@@ -13,96 +13,20 @@
 
 #include <math.h>
 
-/* ---- A layer with every buffer the host would lend it (pooling layers have no tensors) ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx;  /* (N, C, H, W) */
-    rx_tensor y, dy;  /* (N, C, 1, 1), or maxpool's (N, C, OH, OW) */
-    void *state;      /* info.state_bytes * N */
-    rx_rng rng;       /* the test's own random numbers */
-} rig;
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
-}
-
 /* Loads global_pool in `mode` (NULL: the default). */
 static void rig_load(rig *r, const char *mode)
 {
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "global_pool");
-    test_default_args(r->desc, r->args);
+    rig_open(r, "global_pool", 17);
     if (mode) test_arg(r->desc, r->args, "mode")->s = mode;
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-    r->rng = rx_rng_stream(17, 0);
 }
 
-static int rig_create(rig *r, rx_shape in)
+/* rig_alloc, then x and dy U(-1, 1). */
+static void pool_build(rig *r, rx_shape in, int64_t n)
 {
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+    rig_alloc(r, in, n);
+    tensor_uniform(&r->rng, &r->x, -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
-
-/* create, which must succeed, then every buffer; x is U(-1, 1) and dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
-{
-    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
-    if (r->info.state_bytes) {
-        r->state = calloc(r->info.state_bytes, (size_t)n);
-        assert_non_null(r->state);
-    }
-    fill_uniform(&r->rng, &r->x, -1.0f, 1.0f);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
-}
-
-static void rig_forward(rig *r)
-{
-    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, NULL, &r->y, r->state) != 0)
-        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, NULL, r->state,
-                                        want_dx ? &r->dx : NULL, NULL) != 0)
-        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->state);
-    plugin_unload(&r->pl);
-}
-
-static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        r->self = NULL;
-        fail_msg("global_pool: create accepted what it should refuse (expected \"%s\")", fragments[0]);
-    }
-    assert_null(r->self);
-    for (int i = 0; fragments[i]; i++)
-        if (!strstr(r->ctx.err, fragments[i])) fail_msg("message \"%s\" lacks \"%s\"", r->ctx.err, fragments[i]);
-}
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* NaN-aware equality of floats, and of their bits otherwise (so -0 and +0 differ). */
 static void expect_same_floats(const float *got, const float *want, int64_t n, const char *what)
@@ -150,7 +74,7 @@ static void test_global_pool_max_by_hand(void **unused)
     };
     rig r;
     rig_load(&r, NULL);  /* the default mode is max */
-    rig_build(&r, TEST_SHAPE(3, 2, 3), 1);
+    pool_build(&r, TEST_SHAPE(3, 2, 3), 1);
     assert_int_equal(r.info.out.ndim, 3);
     assert_int_equal(r.info.out.d[0], 3);
     assert_int_equal(r.info.out.d[1], 1);
@@ -186,7 +110,7 @@ static void test_global_pool_avg_by_hand(void **unused)
     };
     rig r;
     rig_load(&r, "avg");
-    rig_build(&r, TEST_SHAPE(2, 3, 3), 2);
+    pool_build(&r, TEST_SHAPE(2, 3, 3), 2);
     assert_int_equal(r.info.state_bytes, 0);  /* the mean needs nothing kept */
     memcpy(r.x.data, x, sizeof x);
     const float dy[4] = { 9, -18, 1, 0.5f };
@@ -210,7 +134,7 @@ static void test_global_pool_avg_order(void **unused)
 {
     rig r;
     rig_load(&r, "avg");
-    rig_build(&r, TEST_SHAPE(1, 33, 1), 1);
+    pool_build(&r, TEST_SHAPE(1, 33, 1), 1);
     for (int i = 0; i < 33; i++) r.x.data[i] = 1.0f;
     r.x.data[0] = 1e8f;
     r.x.data[32] = -1e8f;
@@ -238,7 +162,7 @@ static void test_global_pool_shapes(void **unused)
         const int64_t c = shapes[s].c, hw = shapes[s].h * shapes[s].w, n = shapes[s].n;
         rig r;
         rig_load(&r, "max");
-        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        pool_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
         fill_ties(&r, s % 2 ? 3 : 0);
         rig_forward(&r);
         rig_backward(&r, true);
@@ -255,7 +179,7 @@ static void test_global_pool_shapes(void **unused)
         rig_free(&r);
 
         rig_load(&r, "avg");
-        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        pool_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
         rig_forward(&r);
         rig_backward(&r, true);
         for (int64_t p = 0; p < n * c; p++) {
@@ -284,7 +208,7 @@ static void test_global_pool_threads(void **unused)
     for (int mode = 0; mode < 2; mode++) {
         rig r;
         rig_load(&r, mode ? "avg" : "max");
-        rig_build(&r, TEST_SHAPE(64, 16, 16), 4);
+        pool_build(&r, TEST_SHAPE(64, 16, 16), 4);
         if (!mode) fill_ties(&r, 5);
         const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
         const size_t ns = r.info.state_bytes * 4;
@@ -325,16 +249,12 @@ static void test_global_pool_matches_maxpool(void **unused)
         const int s = sizes[k];
         rig g, m;
         rig_load(&g, "max");
-        rig_build(&g, TEST_SHAPE(6, s, s), 3);
+        pool_build(&g, TEST_SHAPE(6, s, s), 3);
         fill_ties(&g, 2);
 
-        memset(&m, 0, sizeof m);
-        m.desc = test_load(&m.pl, RX_LAYER, "maxpool");
-        test_default_args(m.desc, m.args);
-        test_arg(m.desc, m.args, "size")->i = s;
-        m.ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-        m.rng = rx_rng_stream(19, 0);
-        rig_build(&m, TEST_SHAPE(6, s, s), 3);
+        rig_open(&m, "maxpool", 19);
+        rig_arg(&m, "size")->i = s;
+        pool_build(&m, TEST_SHAPE(6, s, s), 3);
         assert_int_equal(m.info.out.d[1], 1);
         assert_int_equal(m.info.out.d[2], 1);
         assert_int_equal(m.info.state_bytes, g.info.state_bytes);

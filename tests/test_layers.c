@@ -11,108 +11,9 @@
 
 #define FWD_TOL   1e-5  /* forward against a reference, relative to max(1, |reference|) */
 
-/* ---- A layer with every buffer the host would lend it ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx;                                 /* (N, in...) */
-    rx_tensor y, dy;                                 /* (N, out...) */
-    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS]; /* info.tensors[i].shape */
-    void *state;                                     /* info.state_bytes * N */
-    rx_rng rng;                                      /* the test's own random numbers */
-} rig;
-
 static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
 
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = uniform(r, lo, hi);
-}
-
-static void rig_load(rig *r, const char *name)
-{
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, name);
-    test_default_args(r->desc, r->args);
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
-    r->rng = rx_rng_stream(7, 0);
-}
-
-static rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
-
-/* Only create; returns its result, with the reason in r->ctx.err. */
-static int rig_create(rig *r, rx_shape in)
-{
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
-}
-
-/* create, which must succeed, then every buffer as the host allocates it; x is U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
-{
-    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
-    for (int i = 0; i < r->info.ntensors; i++) {
-        const rx_tensor_decl *t = &r->info.tensors[i];
-        r->w[i] = tensor_new(t->shape);
-        r->dw[i] = tensor_new(t->shape);
-        if (t->init == RX_INIT_UNIFORM) fill_uniform(&r->rng, &r->w[i], -t->scale, t->scale);
-        else if (t->init == RX_INIT_ONES)
-            for (int64_t j = 0; j < rx_numel(t->shape); j++) r->w[i].data[j] = 1.0f;
-    }
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
-    r->ctx.workspace_bytes = r->info.workspace_bytes * (size_t)n;
-    if (r->ctx.workspace_bytes) {
-        r->ctx.workspace = malloc(r->ctx.workspace_bytes);
-        assert_non_null(r->ctx.workspace);
-    }
-    if (r->info.state_bytes) {
-        r->state = malloc(r->info.state_bytes * (size_t)n);
-        assert_non_null(r->state);
-    }
-    fill_uniform(&r->rng, &r->x, -1.0f, 1.0f);
-}
-
-static void rig_forward(rig *r)
-{
-    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, r->w, &r->y, r->state) != 0)
-        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, r->w, r->state,
-                                        want_dx ? &r->dx : NULL, r->dw) != 0)
-        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_zero_grads(rig *r)
-{
-    for (int i = 0; i < r->info.ntensors; i++)
-        memset(r->dw[i].data, 0, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    for (int i = 0; i < r->info.ntensors; i++) {
-        free(r->w[i].data);
-        free(r->dw[i].data);
-    }
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->ctx.workspace);
-    free(r->state);
-    plugin_unload(&r->pl);
-}
+static void rig_load(rig *r, const char *name) { rig_open(r, name, 7); }
 
 static void expect_close(const float *got, const float *want, int64_t n, const char *what)
 {
@@ -120,24 +21,6 @@ static void expect_close(const float *got, const float *want, int64_t n, const c
         if (!(fabsf(got[i] - want[i]) <= FWD_TOL * fmaxf(1.0f, fabsf(want[i]))))
             fail_msg("%s[%lld] is %.7g, expected %.7g", what, (long long)i, got[i], want[i]);
 }
-
-static void expect_message(const char *err, const char *fragment)
-{
-    if (!strstr(err, fragment)) fail_msg("message \"%s\" lacks \"%s\"", err, fragment);
-}
-
-/* create must fail with a message containing every one of the given fragments. */
-static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-        fail_msg("%s: create accepted what it should refuse (expected \"%s\")", r->desc->name, fragments[0]);
-    }
-    for (int i = 0; fragments[i]; i++) expect_message(r->ctx.err, fragments[i]);
-}
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 static void expect_shape(rx_shape got, rx_shape want)
 {
@@ -331,7 +214,7 @@ static void test_conv2d_threads(void **unused)
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         rig r;
         conv_setup(&r, cases[t]);
-        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
         rig_pass(&r, 1);
         int64_t n;
         float *one = rig_outputs(&r, &n);
@@ -412,7 +295,7 @@ static void test_conv2d_backward_matches_definition(void **unused)
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         rig r;
         conv_setup(&r, cases[t]);
-        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
         rig_pass(&r, 2);
         const int64_t nx = rx_numel(r.x.shape), nw = rx_numel(r.w[0].shape);
         double *dx = malloc(sizeof(double) * (size_t)nx), *dweight = malloc(sizeof(double) * (size_t)nw);
@@ -514,7 +397,7 @@ static void test_linear_threads(void **unused)
 {
     rig r;
     linear_setup(&r, 8, TEST_SHAPE(16, 8, 8), 130, true);
-    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
     rig_pass(&r, 1);
     int64_t n;
     float *one = rig_outputs(&r, &n);
@@ -569,7 +452,7 @@ static void test_relu_threads(void **unused)
     rig r;
     rig_load(&r, "relu");
     rig_build(&r, TEST_SHAPE(8, 32, 32), 6);  /* 49152 values: enough to be split */
-    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
     rig_pass(&r, 1);
     int64_t n;
     float *one = rig_outputs(&r, &n);
@@ -678,7 +561,7 @@ static void test_maxpool_2x2_paths(void **unused)
         const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
         for (int64_t i = 0; i < nx; i++) r.x.data[i] = (float)rx_rng_below(&r.rng, 5) - 2.0f;
         for (int k = 0; k < 6; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = NAN;
-        fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
         rig_forward(&r);
         rig_backward(&r, true);
         float *y = floats(ny), *dx = floats(nx);
@@ -724,7 +607,7 @@ static void test_maxpool_fast_paths(void **unused)
             for (int64_t i = 0; i < nx; i++) r.x.data[i] = (float)rx_rng_below(&r.rng, 5) - 2.0f;
             for (int64_t k = 0; k < nx / 50 + 2; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = NAN;
             for (int64_t k = 0; k < nx / 20; k++) r.x.data[rx_rng_below(&r.rng, (uint64_t)nx)] = -0.0f;
-            fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+            tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
             for (int64_t i = 0; i < nx; i++) r.dx.data[i] = NAN;
             rig_forward(&r);
             rig_backward(&r, true);
@@ -759,7 +642,7 @@ static void test_maxpool_threads(void **unused)
 {
     rig r;
     maxpool_setup(&r, TEST_SHAPE(8, 32, 32), 6, 2, 2);
-    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
     rig_pass(&r, 1);
     int64_t n;
     float *one = rig_outputs(&r, &n);
@@ -794,7 +677,7 @@ static void test_flatten(void **unused)
     expect_shape(r.y.shape, TEST_SHAPE(2, 24));
     rig_forward(&r);
     expect_close(r.y.data, r.x.data, 48, "flatten y");
-    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
     rig_backward(&r, true);
     expect_close(r.dx.data, r.dy.data, 48, "flatten dx");
     rig_free(&r);
@@ -819,7 +702,7 @@ static void test_dropout_eval_is_identity(void **unused)
     rig_forward(&r);
     expect_close(r.y.data, r.x.data, 60, "dropout y");
     assert_true(r.ctx.rng.s == before.s);  /* evaluation draws no random numbers */
-    fill_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
     rig_backward(&r, true);
     expect_close(r.dx.data, r.dy.data, 60, "dropout dx");
     rig_free(&r);
@@ -1024,7 +907,7 @@ static void test_cross_entropy_no_smoothing_is_unchanged(void **unused)
     enum { N = 7, C = 13 };
     rx_rng rng = rx_rng_stream(9, 0);
     rx_tensor logits = tensor_new(TEST_SHAPE(N, C)), dz = tensor_new(TEST_SHAPE(N, C));
-    fill_uniform(&rng, &logits, -5.0f, 5.0f);
+    tensor_uniform(&rng, &logits, -5.0f, 5.0f);
     int32_t labels[N];
     for (int i = 0; i < N; i++) labels[i] = (int32_t)rx_rng_below(&rng, C);
     float want_loss[N], want_dz[N * C];

@@ -11,90 +11,20 @@
 
 #include <math.h>
 
-/* ---- A layer with every buffer the host would lend it (scale has no tensors) ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx;  /* (N, in...) */
-    rx_tensor y, dy;  /* (N, out...) */
-    rx_rng rng;       /* the test's own random numbers */
-} rig;
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
-}
-
 static void rig_load(rig *r, double by)
 {
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "scale");
-    test_default_args(r->desc, r->args);
+    rig_open(r, "scale", 13);
     test_arg(r->desc, r->args, "by")->num = by;
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-    r->rng = rx_rng_stream(13, 0);
 }
 
-static int rig_create(rig *r, rx_shape in)
+/* rig_alloc, then x U(-4, 4) and dy U(-1, 1); scale keeps no state. */
+static void scale_build(rig *r, rx_shape in, int64_t n)
 {
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
-}
-
-/* create, which must succeed, then every buffer; x is U(-4, 4) and dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
-{
-    if (rig_create(r, in) != 0) fail_msg("scale: create failed: %s", r->ctx.err);
+    rig_alloc(r, in, n);
     assert_int_equal(r->info.state_bytes, 0);
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
-    fill_uniform(&r->rng, &r->x, -4.0f, 4.0f);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->x, -4.0f, 4.0f);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
-
-static void rig_forward(rig *r)
-{
-    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, NULL, &r->y, NULL) != 0)
-        fail_msg("scale: forward failed: %s", r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, NULL, NULL,
-                                        want_dx ? &r->dx : NULL, NULL) != 0)
-        fail_msg("scale: backward failed: %s", r->ctx.err);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    plugin_unload(&r->pl);
-}
-
-static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        r->self = NULL;
-        fail_msg("scale: create accepted what it should refuse (expected \"%s\")", fragments[0]);
-    }
-    assert_null(r->self);
-    for (int i = 0; fragments[i]; i++)
-        if (!strstr(r->ctx.err, fragments[i])) fail_msg("message \"%s\" lacks \"%s\"", r->ctx.err, fragments[i]);
-}
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* y == (float)by * x and dx == (float)by * dy, to the bit (NaN-aware: NaN * by is NaN). */
 static void expect_products(const rig *r, double by)
@@ -118,7 +48,7 @@ static void test_scale_by_hand(void **unused)
     /* airbench94's 1/9 on a few values, then products any reader can check */
     rig r;
     rig_load(&r, 1.0 / 9.0);
-    rig_build(&r, TEST_SHAPE(2, 3), 2);
+    scale_build(&r, TEST_SHAPE(2, 3), 2);
     assert_int_equal(r.info.out.ndim, 2);
     assert_int_equal(r.info.out.d[0], 2);
     assert_int_equal(r.info.out.d[1], 3);
@@ -137,7 +67,7 @@ static void test_scale_by_hand(void **unused)
     static const double factors[] = { -2.5, 3, 0.0, 1.0, 1e-3, -1e6 };
     for (size_t k = 0; k < sizeof factors / sizeof factors[0]; k++) {
         rig_load(&r, factors[k]);
-        rig_build(&r, TEST_SHAPE(4, 5), 3);
+        scale_build(&r, TEST_SHAPE(4, 5), 3);
         rig_forward(&r);
         rig_backward(&r, true);
         expect_products(&r, factors[k]);
@@ -145,7 +75,7 @@ static void test_scale_by_hand(void **unused)
     }
     /* by = 3 on small integers: exact, 3, -6, ... */
     rig_load(&r, 3);
-    rig_build(&r, TEST_SHAPE(4), 1);
+    scale_build(&r, TEST_SHAPE(4), 1);
     for (int i = 0; i < 4; i++) r.x.data[i] = (float)(i - 2);
     rig_forward(&r);
     const float want[4] = { -6, -3, 0, 3 };
@@ -160,7 +90,7 @@ static void test_scale_threads(void **unused)
 {
     rig r;
     rig_load(&r, 1.0 / 9.0);
-    rig_build(&r, TEST_SHAPE(48, 32, 32), 6);
+    scale_build(&r, TEST_SHAPE(48, 32, 32), 6);
     const int64_t n = rx_numel(r.x.shape);
     float *y1 = floats(n), *dx1 = floats(n);
     rig_forward(&r);
