@@ -214,6 +214,59 @@ static inline void expect_refused(rig *r, rx_shape in, const char *const *fragme
 }
 #define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
+/* ---- Threads: the same inputs through different thread counts ---- */
+
+/* Forward and backward (with dx) at a given thread count, from the rig's x, w and dy. */
+static inline void rig_pass(rig *r, int threads)
+{
+    r->ctx.threads = threads;
+    rig_forward(r);
+    rig_zero_grads(r);
+    rig_backward(r, true);
+}
+
+static inline void expect_same_bits(const float *got, const float *want, int64_t n, const char *what, int threads)
+{
+    if (memcmp(got, want, sizeof(float) * (size_t)n) != 0)
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+                fail_msg("%s[%lld] with %d threads is %.9g, with 1 thread %.9g", what, (long long)i, threads,
+                         got[i], want[i]);
+}
+
+/* A copy of every output of a pass: y, dx, then each dw. */
+static inline float *rig_outputs(const rig *r, int64_t *n)
+{
+    *n = rx_numel(r->y.shape) + rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) *n += rx_numel(r->dw[i].shape);
+    float *all = floats(*n), *at = all;
+    memcpy(at, r->y.data, sizeof(float) * (size_t)rx_numel(r->y.shape));
+    at += rx_numel(r->y.shape);
+    memcpy(at, r->dx.data, sizeof(float) * (size_t)rx_numel(r->dx.shape));
+    at += rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        memcpy(at, r->dw[i].data, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
+        at += rx_numel(r->dw[i].shape);
+    }
+    return all;
+}
+
+/* The same bits with 1 thread and with 2: y, dx and every dw, from the rig's x, w and dy (y and
+ * dx are zeroed in between, so an output one count leaves unwritten shows). */
+static inline void expect_threads_agree(rig *r, const char *what)
+{
+    int64_t n;
+    rig_pass(r, 1);
+    float *one = rig_outputs(r, &n);
+    memset(r->y.data, 0, sizeof(float) * (size_t)rx_numel(r->y.shape));
+    memset(r->dx.data, 0, sizeof(float) * (size_t)rx_numel(r->dx.shape));
+    rig_pass(r, 2);
+    float *two = rig_outputs(r, &n);
+    expect_same_bits(two, one, n, what, 2);
+    free(one);
+    free(two);
+}
+
 #ifdef RX_WITH_CUDA
 /* GPU memory, or the test fails. */
 static inline void *gpu_alloc_or_fail(size_t bytes)

@@ -28,43 +28,6 @@ static void expect_shape(rx_shape got, rx_shape want)
     for (int i = 0; i < want.ndim; i++) assert_int_equal(got.d[i], want.d[i]);
 }
 
-/* ---- Threads: the same inputs through different thread counts ---- */
-
-/* Forward and backward (with dx) at a given thread count, from the rig's x, w and dy. */
-static void rig_pass(rig *r, int threads)
-{
-    r->ctx.threads = threads;
-    rig_forward(r);
-    rig_zero_grads(r);
-    rig_backward(r, true);
-}
-
-static void expect_same_bits(const float *got, const float *want, int64_t n, const char *what, int threads)
-{
-    if (memcmp(got, want, sizeof(float) * (size_t)n) != 0)
-        for (int64_t i = 0; i < n; i++)
-            if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
-                fail_msg("%s[%lld] with %d threads is %.9g, with 1 thread %.9g", what, (long long)i, threads,
-                         got[i], want[i]);
-}
-
-/* A copy of every output of a pass: y, dx, then each dw. */
-static float *rig_outputs(const rig *r, int64_t *n)
-{
-    *n = rx_numel(r->y.shape) + rx_numel(r->dx.shape);
-    for (int i = 0; i < r->info.ntensors; i++) *n += rx_numel(r->dw[i].shape);
-    float *all = floats(*n), *at = all;
-    memcpy(at, r->y.data, sizeof(float) * (size_t)rx_numel(r->y.shape));
-    at += rx_numel(r->y.shape);
-    memcpy(at, r->dx.data, sizeof(float) * (size_t)rx_numel(r->dx.shape));
-    at += rx_numel(r->dx.shape);
-    for (int i = 0; i < r->info.ntensors; i++) {
-        memcpy(at, r->dw[i].data, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
-        at += rx_numel(r->dw[i].shape);
-    }
-    return all;
-}
-
 /* ---- conv2d ---- */
 
 typedef struct conv_case {
@@ -453,14 +416,7 @@ static void test_relu_threads(void **unused)
     rig_load(&r, "relu");
     rig_build(&r, TEST_SHAPE(8, 32, 32), 6);  /* 49152 values: enough to be split */
     tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
-    rig_pass(&r, 1);
-    int64_t n;
-    float *one = rig_outputs(&r, &n);
-    rig_pass(&r, 2);
-    float *two = rig_outputs(&r, &n);
-    expect_same_bits(two, one, n, "relu outputs", 2);
-    free(one);
-    free(two);
+    expect_threads_agree(&r, "relu outputs");
     rig_free(&r);
 }
 
@@ -643,14 +599,7 @@ static void test_maxpool_threads(void **unused)
     rig r;
     maxpool_setup(&r, TEST_SHAPE(8, 32, 32), 6, 2, 2);
     tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
-    rig_pass(&r, 1);
-    int64_t n;
-    float *one = rig_outputs(&r, &n);
-    rig_pass(&r, 2);
-    float *two = rig_outputs(&r, &n);
-    expect_same_bits(two, one, n, "maxpool outputs", 2);
-    free(one);
-    free(two);
+    expect_threads_agree(&r, "maxpool outputs");
     rig_free(&r);
 }
 
