@@ -200,7 +200,7 @@ static inline void expect_message(const char *err, const char *fragment)
 }
 
 /* create must fail, leave self NULL, and say every one of the given fragments. */
-static inline void expect_refused(rig *r, rx_shape in, const char *const *fragments)
+static inline void rig_expect_refused(rig *r, rx_shape in, const char *const *fragments)
 {
     r->ctx.err[0] = '\0';
     r->self = NULL;
@@ -212,7 +212,7 @@ static inline void expect_refused(rig *r, rx_shape in, const char *const *fragme
     assert_null(r->self);
     for (int i = 0; fragments[i]; i++) expect_message(r->ctx.err, fragments[i]);
 }
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
+#define EXPECT_REFUSED(r, in, ...) rig_expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* ---- Threads: the same inputs through different thread counts ---- */
 
@@ -225,7 +225,7 @@ static inline void rig_pass(rig *r, int threads)
     rig_backward(r, true);
 }
 
-static inline void expect_same_bits(const float *got, const float *want, int64_t n, const char *what, int threads)
+static inline void expect_same_bits_at(const float *got, const float *want, int64_t n, const char *what, int threads)
 {
     if (memcmp(got, want, sizeof(float) * (size_t)n) != 0)
         for (int64_t i = 0; i < n; i++)
@@ -262,7 +262,7 @@ static inline void expect_threads_agree(rig *r, const char *what)
     memset(r->dx.data, 0, sizeof(float) * (size_t)rx_numel(r->dx.shape));
     rig_pass(r, 2);
     float *two = rig_outputs(r, &n);
-    expect_same_bits(two, one, n, what, 2);
+    expect_same_bits_at(two, one, n, what, 2);
     free(one);
     free(two);
 }

@@ -66,6 +66,8 @@ static int run_capture(const char *cmd, char *out, size_t len)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+#ifdef RX_WITH_CUDA
+/* Read only where a GPU may be there: see probe_gpu. */
 /* Finds the row named `name` in a check table; false when it is not there. */
 static bool find_row(const char *table, const char *name, check_row *r)
 {
@@ -82,6 +84,7 @@ static bool find_row(const char *table, const char *name, check_row *r)
     snprintf(r->detail, sizeof r->detail, "%.*s", (int)strcspn(at, "\n"), at);
     return true;
 }
+#endif
 
 static int probe_gpu(void **state)
 {
