@@ -2,9 +2,11 @@
  *
  * Every buffer handed to the plugin is filled with NaN first and followed by guard values, so
  * an output left unwritten or a write past the end is caught, not just a wrong number. Inputs
- * are uniform in [-1, 1]; a probe whose left and right differences disagree has crossed a
- * kink (relu at 0, a tie in max-pool) and is skipped, as Caffe's gradient checker does. Stochastic layers see the same random numbers in every
- * forward: the context's RNG is rewound before each one. */
+ * are uniform in [-1, 1] (or the options' scale); a probe whose left and right differences
+ * disagree has crossed a kink (relu at 0, a tie in max-pool) and is skipped, as Caffe's gradient
+ * checker does. Stochastic layers see the same random numbers in every forward: the context's
+ * RNG is rewound before each one. Every check but the speed runs in training and again in
+ * evaluation, where rows start with "eval: ". */
 #include "check.h"
 
 #include <math.h>
@@ -20,12 +22,18 @@
 
 #define GUARD(n) ((n) + 16)       /* floats after each buffer: overruns up to its own size are caught */
 #define GUARD_VALUE 1234.5678f
+#define BUFFER_GRAD_MARK 7.0f     /* a buffer's gradient holds this across a backward: none is asked for */
 #define EPS 1e-2                  /* finite-difference step: large enough to rise above rounding */
-#define EPS_RETRY 1e-1            /* a disagreeing probe's second step (see gradient_check) */
+#define EPS_RETRY 1e-1            /* a disagreeing probe's other steps (see gradient_check) */
+#define EPS_FINE 1e-3
 #define MAX_PROBES 48             /* entries of each tensor checked by finite differences */
 /* A gradient passes when |analytic - numeric| <= REL * max(|a|, |n|) + ABS. */
 #define REL 1e-2
 #define ABS 1e-3
+/* CPU vs CUDA, unless the options say otherwise: a relative error of 1e-3, room for a different
+ * summation order in cuBLAS and in reductions, far below what a wrong index or a missing term
+ * gives. */
+#define DEVICE_BOUND 1e-3
 
 typedef struct buffer {
     float *data;
@@ -39,13 +47,22 @@ typedef struct harness {
     void *self;
     rx_ctx ctx;
     rx_rng rng0;                 /* rewound to before every forward */
+    rx_rng rng;                  /* the checks' own: inputs, parameters, which entries to probe */
     rx_layer_info info;
     int64_t n;                   /* batch */
     buffer x, y, dy, dx, state;
     int32_t *labels;             /* (batch), for a loss */
     buffer w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
+    void *workspace;
+    const char *prefix;          /* before each row's name: "eval: " in evaluation */
     int failures;
 } harness;
+
+/* One pass's first results, kept for the checks after it: y (N, out...), dx (N, in...), then
+ * every tensor and every tensor's gradient, each set flat in declaration order. */
+typedef struct results {
+    float *y, *dx, *w, *dw;      /* y is the one allocation */
+} results;
 
 static double now_seconds(void)
 {
@@ -93,18 +110,65 @@ static void report(harness *h, const char *what, const char *verdict, const char
     __attribute__((format(printf, 4, 5)));
 static void report(harness *h, const char *what, const char *verdict, const char *fmt, ...)
 {
-    char detail[512];
+    char detail[512], name[64];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    fprintf(h->o->out, "  %-28s %-5s %s\n", what, verdict, detail);
+    snprintf(name, sizeof name, "%s%s", h->prefix ? h->prefix : "", what);
+    fprintf(h->o->out, "  %-32s %-5s %s\n", name, verdict, detail);
     h->failures += strcmp(verdict, "FAIL") == 0;
 }
 
 static void fill_uniform(float *v, size_t n, rx_rng *rng, float scale)
 {
     for (size_t i = 0; i < n; i++) v[i] = scale * (2.0f * rx_rng_uniform(rng) - 1.0f);
+}
+
+static float input_scale(const check_options *o)
+{
+    return o->input_scale > 0 ? o->input_scale : 1.0f;
+}
+
+/* ---- A layer's tensors, as one flat set ---- */
+
+static size_t tensors_total(const harness *h)
+{
+    size_t n = 0;
+    for (int t = 0; t < h->info.ntensors; t++) n += h->w[t].n;
+    return n;
+}
+
+static void tensors_save(const harness *h, const buffer *set, float *flat)
+{
+    for (int t = 0; t < h->info.ntensors; flat += set[t].n, t++) memcpy(flat, set[t].data, set[t].n * sizeof(float));
+}
+
+static bool tensors_equal(const harness *h, const buffer *set, const float *flat)
+{
+    for (int t = 0; t < h->info.ntensors; flat += set[t].n, t++)
+        if (memcmp(flat, set[t].data, set[t].n * sizeof(float)) != 0) return false;
+    return true;
+}
+
+static void grads_zero(harness *h)
+{
+    for (int t = 0; t < h->info.ntensors; t++) buffer_fill(&h->dw[t], 0);
+}
+
+static int results_take(const harness *h, results *r)
+{
+    size_t nw = tensors_total(h);
+    r->y = malloc((h->y.n + h->dx.n + 2 * nw + 1) * sizeof(float));
+    if (!r->y) return -1;
+    r->dx = r->y + h->y.n;
+    r->w = r->dx + h->dx.n;
+    r->dw = r->w + nw;
+    memcpy(r->y, h->y.data, h->y.n * sizeof(float));
+    memcpy(r->dx, h->dx.data, h->dx.n * sizeof(float));
+    tensors_save(h, h->w, r->w);
+    tensors_save(h, h->dw, r->dw);
+    return 0;
 }
 
 /* ---- Layers ---- */
@@ -163,35 +227,39 @@ static double probe(harness *h, float *v, size_t i, double mid, double step, dou
     return central_difference(left, mid, right, step_left, step_right);
 }
 
-/* Central differences on up to MAX_PROBES entries of v against the analytic gradient g;
- * objective(h) is the scalar whose gradient g is. A probe that disagrees is tried once more
- * with a step ten times larger: fast algorithms round more (Winograd's transforms change the
- * rounding of a whole tile when one input moves), enough to swamp a difference over 1e-2 on a
- * large layer, while a wrong gradient disagrees at both steps. */
-static void gradient_check(harness *h, const char *what, float *v, size_t n, const float *g,
-                           double (*objective)(harness *), rx_rng *rng)
+static bool gradient_close(double analytic, double numeric)
 {
-    size_t probes = n < MAX_PROBES ? n : MAX_PROBES, bad = 0, kinks = 0, worst_i = 0;
+    return fabs(analytic - numeric) <= REL * fmax(fabs(analytic), fabs(numeric)) + ABS;
+}
+
+/* Central differences on the options' number of entries of v (MAX_PROBES unless they say
+ * otherwise) against the analytic gradient g; objective(h) is the scalar whose gradient g is. A
+ * probe that disagrees is tried again with a step ten times larger and one ten times smaller, and
+ * the closest of the three counts: fast algorithms round more (Winograd's transforms change the
+ * rounding of a whole tile when one input moves), enough to swamp a difference over 1e-2 on a
+ * large layer; and a kink crossed by a sliver of the step bends the difference too little to be
+ * seen as a kink but enough to fail. A wrong gradient disagrees at every step. */
+static void gradient_check(harness *h, const char *what, float *v, size_t n, const float *g,
+                           double (*objective)(harness *))
+{
+    size_t limit = h->o->probes == CHECK_EVERY_ENTRY ? n : h->o->probes > 0 ? (size_t)h->o->probes : MAX_PROBES;
+    size_t probes = n < limit ? n : limit, bad = 0, kinks = 0, worst_i = 0;
     double worst = -1, worst_a = 0, worst_n = 0;
     double mid = objective(h);
     for (size_t k = 0; k < probes; k++) {
-        size_t i = n <= MAX_PROBES ? k : (size_t)rx_rng_below(rng, n);
+        size_t i = probes == n ? k : (size_t)rx_rng_below(&h->rng, n);
         double numeric = probe(h, v, i, mid, EPS, objective), analytic = g[i];
         if (isnan(numeric)) {
             kinks++;
             continue;
         }
-        double err = fabs(analytic - numeric);
-        if (!(err <= REL * fmax(fabs(analytic), fabs(numeric)) + ABS)) {
-            double again = probe(h, v, i, mid, EPS_RETRY, objective);
-            if (!isnan(again) && fabs(analytic - again) < err) {
-                numeric = again;
-                err = fabs(analytic - again);
-            }
+        for (int retry = 0; retry < 2 && !gradient_close(analytic, numeric); retry++) {
+            double again = probe(h, v, i, mid, retry ? EPS_FINE : EPS_RETRY, objective);
+            if (!isnan(again) && fabs(analytic - again) < fabs(analytic - numeric)) numeric = again;
         }
-        if (!(err <= REL * fmax(fabs(analytic), fabs(numeric)) + ABS)) bad++;
-        if (!(err <= worst)) {
-            worst = err;
+        bad += !gradient_close(analytic, numeric);
+        if (!(fabs(analytic - numeric) <= worst)) {
+            worst = fabs(analytic - numeric);
             worst_i = i;
             worst_a = analytic;
             worst_n = numeric;
@@ -212,111 +280,324 @@ static bool same_floats(const buffer *a, const float *b)
     return memcmp(a->data, b, a->n * sizeof(float)) == 0;
 }
 
-/* Largest |a - b| / (|b| + 1e-3) over n values: the relative error, safe near zero. */
+/* Largest |a - b| / (|b| + 1e-3) over n values: the relative error, safe near zero. The same
+ * bits count as no error (a NaN the CPU also gives); any other NaN as an infinite one. */
 static double max_relative_error(const float *a, const float *b, size_t n)
 {
     double worst = 0;
     for (size_t i = 0; i < n; i++) {
+        if (memcmp(&a[i], &b[i], sizeof(float)) == 0) continue;
         double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-3);
-        if (!(e <= worst)) worst = e; /* NaN counts as the worst */
+        if (isnan(e)) return INFINITY;
+        if (e > worst) worst = e;
     }
     return worst;
 }
 
-/* Runs the same forward and backward on the GPU and compares y, dx and every dw with the CPU's
- * (y1, dx1, dw1). Bound: a relative error of 1e-3, room for a different summation order in
- * cuBLAS and in reductions, far below what a wrong index or a missing term gives. */
-static void compare_devices(harness *h, const float *y1, const float *dx1, const float *dw1)
+/* ---- One pass over a layer, in training or in evaluation ---- */
+
+/* Forward writes every output and nothing more. False when it failed outright. */
+static bool check_forward_writes(harness *h)
 {
-    if (!h->d->layer.forward[RX_CUDA]) {
-        report(h, "cpu vs cuda", "skip", "the plugin has no CUDA path");
-        return;
+    buffer_fill(&h->y, NAN);
+    if (layer_forward(h) != 0) {
+        report(h, "forward", "FAIL", "returned an error: %s", h->ctx.err);
+        return false;
     }
-    char why[ERR_LEN];
-    if (!device_usable(RX_CUDA, why)) {
-        report(h, "cpu vs cuda", "skip", "%s", why);
-        return;
-    }
-    rx_ctx ctx = h->ctx;
-    ctx.device = RX_CUDA;
-    if (device_open_context(RX_CUDA, &ctx, why) != 0) {
-        report(h, "cpu vs cuda", "FAIL", "%s", why);
-        return;
-    }
-    size_t nx = h->x.n, ny = h->y.n, ns = h->state.n * sizeof(float), nwk = h->info.workspace_bytes * (size_t)h->n;
-    float *x = device_alloc(RX_CUDA, nx * 4), *y = device_alloc(RX_CUDA, ny * 4), *dy = device_alloc(RX_CUDA, ny * 4);
-    float *dx = device_alloc(RX_CUDA, nx * 4), *host = malloc((nx + ny + 1) * sizeof(float));
-    void *state = device_alloc(RX_CUDA, ns), *work = device_alloc(RX_CUDA, nwk);
-    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
-    bool ok = x && y && dy && dx && host && state && work;
-    for (int t = 0; t < h->info.ntensors; t++) {
-        size_t n = h->w[t].n;
-        w[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, n * 4), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
-        dw[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, n * 4), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
-        ok = ok && w[t].data && dw[t].data;
-        if (ok) host_to_device(RX_CUDA, w[t].data, h->w[t].data, n * 4);
-    }
-    double ey = 0, edx = 0, edw = 0;
-    if (ok) {
-        host_to_device(RX_CUDA, x, h->x.data, nx * 4);
-        host_to_device(RX_CUDA, dy, h->dy.data, ny * 4);
-        rx_tensor tx = tensor_of(&h->x, h->n, h->o->in), ty = tensor_of(&h->y, h->n, h->info.out);
-        rx_tensor tdy = ty, tdx = tx;
-        tx.data = x, ty.data = y, tdy.data = dy, tdx.data = dx;
-        tx.device = ty.device = tdy.device = tdx.device = RX_CUDA;
-        ctx.workspace = work;
-        ctx.workspace_bytes = nwk;
-        ctx.rng = h->rng0;
-        ok = h->d->layer.forward[RX_CUDA](h->self, &ctx, &tx, w, &ty, state) == 0 &&
-             h->d->layer.backward[RX_CUDA](h->self, &ctx, &tx, &ty, &tdy, w, state, &tdx, dw) == 0;
-    }
-    if (ok) {
-        device_to_host(RX_CUDA, host, y, ny * 4);
-        ey = max_relative_error(host, y1, ny);
-        device_to_host(RX_CUDA, host, dx, nx * 4);
-        edx = max_relative_error(host, dx1, nx);
-        for (int t = 0, at = 0; t < h->info.ntensors; at += (int)h->w[t].n, t++) {
-            float *back = malloc(h->w[t].n * sizeof(float));
-            if (!back) continue;
-            device_to_host(RX_CUDA, back, dw[t].data, h->w[t].n * 4);
-            edw = fmax(edw, max_relative_error(back, dw1 + at, h->w[t].n));
-            free(back);
-        }
-    }
-    if (!ok) report(h, "cpu vs cuda", "FAIL", "the CUDA path failed: %s", ctx.err[0] ? ctx.err : "out of GPU memory");
-    else if (ey > 1e-3 || edx > 1e-3 || edw > 1e-3)
-        report(h, "cpu vs cuda", "FAIL", "relative error y %.2g, dx %.2g, dw %.2g (bound 1e-3)", ey, edx, edw);
-    else report(h, "cpu vs cuda", "pass", "relative error y %.2g, dx %.2g, dw %.2g (bound 1e-3)", ey, edx, edw);
-    for (int t = 0; t < h->info.ntensors; t++) {
-        device_free(RX_CUDA, w[t].data);
-        device_free(RX_CUDA, dw[t].data);
-    }
-    device_free(RX_CUDA, x);
-    device_free(RX_CUDA, y);
-    device_free(RX_CUDA, dy);
-    device_free(RX_CUDA, dx);
-    device_free(RX_CUDA, state);
-    device_free(RX_CUDA, work);
-    free(host);
-    device_close_context(RX_CUDA, &ctx);
+    char out[96];
+    shape_format(h->info.out, out, sizeof out);
+    size_t unwritten = count_nonfinite(&h->y);
+    if (!guard_intact(&h->y)) report(h, "forward writes y", "FAIL", "wrote past the end of y (N, %s)", out + 1);
+    else if (unwritten) report(h, "forward writes y", "FAIL", "%zu of %zu outputs unwritten or not finite", unwritten, h->y.n);
+    else report(h, "forward writes y", "pass", "%zu outputs, all finite", h->y.n);
+    return true;
 }
 
-static int check_layer(harness *h, char *err)
+/* Backward writes every input gradient, keeps within dx and dw, and leaves the gradients of the
+ * buffers (which no one asks for) as they were. False when it failed outright. */
+static bool check_backward_writes(harness *h)
 {
-    const check_options *o = h->o;
-    char in[96], out[96];
-    shape_format(o->in, in, sizeof in);
-    if (h->d->layer.create(&h->self, &h->ctx, h->u->args, o->in, &h->info) != 0) {
-        snprintf(err, ERR_LEN, "%s: create refused the input %s: %s", h->d->name, in, h->ctx.err);
-        return -1;
+    grads_zero(h);
+    for (int t = 0; t < h->info.ntensors; t++)
+        if (h->info.tensors[t].buffer) buffer_fill(&h->dw[t], BUFFER_GRAD_MARK);
+    buffer_fill(&h->dx, NAN);
+    if (layer_backward(h, true) != 0) {
+        report(h, "backward", "FAIL", "returned an error: %s", h->ctx.err);
+        return false;
     }
+    size_t dx_bad = count_nonfinite(&h->dx);
+    bool guards = guard_intact(&h->dx), marks = true;
+    for (int t = 0; t < h->info.ntensors; t++) {
+        guards &= guard_intact(&h->dw[t]) && count_nonfinite(&h->dw[t]) == 0;
+        for (size_t i = 0; h->info.tensors[t].buffer && i < h->dw[t].n; i++) marks &= h->dw[t].data[i] == BUFFER_GRAD_MARK;
+        if (h->info.tensors[t].buffer) buffer_fill(&h->dw[t], 0);
+    }
+    const char *what = "backward writes dx, dw";
+    if (!guards) report(h, what, "FAIL", "wrote past the end of dx or a dw, or left a dw not finite");
+    else if (!marks) report(h, what, "FAIL", "changed the gradient of a buffer: none is asked for");
+    else if (dx_bad) report(h, what, "FAIL", "%zu of %zu input gradients unwritten or not finite", dx_bad, h->dx.n);
+    else report(h, what, "pass", "%zu input gradients, %d parameter tensors", h->dx.n, h->info.ntensors);
+    return true;
+}
+
+/* A second backward must add the same amount again (dw doubles), and dx = NULL (the host asks
+ * for no input gradient below the first layer) must give the same dw. */
+static void check_backward_adds(harness *h, const results *first)
+{
+    if (h->info.ntensors == 0) {
+        bool null_ok = layer_backward(h, false) == 0;
+        report(h, "backward with dx = NULL", null_ok ? "pass" : "FAIL", "%s", null_ok ? "accepted" : h->ctx.err);
+        return;
+    }
+    bool doubled = layer_backward(h, true) == 0;
+    const float *once = first->dw;
+    for (int t = 0; doubled && t < h->info.ntensors; once += h->dw[t].n, t++)
+        for (size_t i = 0; i < h->dw[t].n && doubled; i++)
+            doubled = fabsf(h->dw[t].data[i] - 2 * once[i]) <= 1e-5f * (1 + fabsf(2 * once[i]));
+    report(h, "backward adds into dw", doubled ? "pass" : "FAIL", "%s",
+           doubled ? "a second backward doubled every dw" : "a second backward did not double dw (it must add, not write)");
+    grads_zero(h);
+    bool null_ok = layer_backward(h, false) == 0 && tensors_equal(h, h->dw, first->dw);
+    report(h, "backward with dx = NULL", null_ok ? "pass" : "FAIL", "%s",
+           null_ok ? "same dw, no input gradient" : "failed, or gave another dw");
+}
+
+/* The same inputs give the same bits. */
+static void check_determinism(harness *h, const results *first)
+{
+    bool same = layer_forward(h) == 0 && same_floats(&h->y, first->y);
+    grads_zero(h);
+    same = same && layer_backward(h, true) == 0 && same_floats(&h->dx, first->dx) && tensors_equal(h, h->dw, first->dw);
+    report(h, "determinism", same ? "pass" : "FAIL", "%s",
+           same ? "forward and backward repeat bit for bit" : "a repeat gave other numbers");
+}
+
+/* Finite differences, against the pass's first gradients. */
+static void check_gradients(harness *h, const results *first)
+{
+    gradient_check(h, "gradient wrt input", h->x.data, h->x.n, first->dx, layer_objective);
+    const float *g = first->dw;
+    for (int t = 0; t < h->info.ntensors; g += h->dw[t].n, t++) {
+        char what[64];
+        snprintf(what, sizeof what, "gradient wrt %s", h->info.tensors[t].name);
+        if (h->info.tensors[t].buffer) report(h, what, "skip", "a buffer: saved, never trained");
+        else gradient_check(h, what, h->w[t].data, h->w[t].n, g, layer_objective);
+    }
+}
+
+/* In evaluation the buffers are read only: every forward and backward of the pass left them as
+ * they were at its start (w0). */
+static void check_buffers_kept(harness *h, const float *w0)
+{
+    char names[128] = "";
+    size_t used = 0;
+    for (int t = 0; t < h->info.ntensors && used < sizeof names; t++)
+        if (h->info.tensors[t].buffer)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", h->info.tensors[t].name);
+    if (!used) return;
+    if (tensors_equal(h, h->w, w0)) report(h, "buffers kept", "pass", "%s as they were, bit for bit", names);
+    else report(h, "buffers kept", "FAIL", "evaluation changed %s: buffers are read only then", names);
+}
+
+/* ---- CPU vs CUDA ---- */
+
+/* The bound for this pass; negative: the same bits. */
+static double device_bound(const check_options *o, bool training)
+{
+    double b = !training && o->device_bound_eval != 0 ? o->device_bound_eval : o->device_bound;
+    return b != 0 ? b : DEVICE_BOUND;
+}
+
+/* Whether the CUDA side can be compared; if not, the skip row is written. */
+static bool cuda_comparable(harness *h, const char *what, bool has_cuda_path)
+{
+    char why[ERR_LEN];
+    if (!has_cuda_path) report(h, what, "skip", "the plugin has no CUDA path");
+    else if (!device_usable(RX_CUDA, why)) report(h, what, "skip", "%s", why);
+    else return true;
+    return false;
+}
+
+/* The layer's buffers on the GPU. */
+typedef struct gpu_side {
+    rx_ctx ctx;
+    float *x, *y, *dy, *dx;
+    void *state, *work;
+    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
+} gpu_side;
+
+/* Copies of x, dy and the tensors as they are now, with dw zero; false when out of memory. */
+static bool gpu_alloc(harness *h, gpu_side *g)
+{
+    size_t nx = h->x.n * sizeof(float), ny = h->y.n * sizeof(float);
+    g->x = device_alloc(RX_CUDA, nx), g->dx = device_alloc(RX_CUDA, nx);
+    g->y = device_alloc(RX_CUDA, ny), g->dy = device_alloc(RX_CUDA, ny);
+    g->state = device_alloc(RX_CUDA, h->info.state_bytes * (size_t)h->n);
+    g->work = device_alloc(RX_CUDA, h->ctx.workspace_bytes);
+    bool ok = g->x && g->dx && g->y && g->dy && g->state && g->work;
+    for (int t = 0; t < h->info.ntensors; t++) {
+        size_t bytes = h->w[t].n * sizeof(float);
+        g->w[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, bytes), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
+        g->dw[t] = (rx_tensor){ .data = device_alloc(RX_CUDA, bytes), .shape = h->info.tensors[t].shape, .device = RX_CUDA };
+        ok = ok && g->w[t].data && g->dw[t].data;
+        if (ok) host_to_device(RX_CUDA, g->w[t].data, h->w[t].data, bytes);
+    }
+    if (!ok) return false;
+    host_to_device(RX_CUDA, g->x, h->x.data, nx);
+    host_to_device(RX_CUDA, g->dy, h->dy.data, ny);
+    g->ctx.workspace = g->work;
+    g->ctx.workspace_bytes = h->ctx.workspace_bytes;
+    return true;
+}
+
+static void gpu_free(const harness *h, gpu_side *g)
+{
+    for (int t = 0; t < h->info.ntensors; t++) {
+        device_free(RX_CUDA, g->w[t].data);
+        device_free(RX_CUDA, g->dw[t].data);
+    }
+    device_free(RX_CUDA, g->x);
+    device_free(RX_CUDA, g->y);
+    device_free(RX_CUDA, g->dy);
+    device_free(RX_CUDA, g->dx);
+    device_free(RX_CUDA, g->state);
+    device_free(RX_CUDA, g->work);
+    device_close_context(RX_CUDA, &g->ctx);
+}
+
+/* Forward, backward, and a second backward with dx = NULL, so dw holds the gradient twice
+ * over: on the CPU (from zeroed dw), then on the GPU on the same inputs. */
+static bool run_both(harness *h, gpu_side *g)
+{
+    grads_zero(h);
+    if (layer_forward(h) != 0 || layer_backward(h, true) != 0 || layer_backward(h, false) != 0) return false;
+    rx_tensor x = tensor_of(&h->x, h->n, h->o->in), y = tensor_of(&h->y, h->n, h->info.out), dy = y, dx = x;
+    x.data = g->x, y.data = g->y, dy.data = g->dy, dx.data = g->dx;
+    x.device = y.device = dy.device = dx.device = RX_CUDA;
+    g->ctx.rng = h->rng0;
+    g->ctx.training = h->ctx.training;
+    const rx_layer_ops *l = &h->d->layer;
+    return l->forward[RX_CUDA](h->self, &g->ctx, &x, g->w, &y, g->state) == 0 &&
+           l->backward[RX_CUDA](h->self, &g->ctx, &x, &y, &dy, g->w, g->state, &dx, g->dw) == 0 &&
+           l->backward[RX_CUDA](h->self, &g->ctx, &x, &y, &dy, g->w, g->state, NULL, g->dw) == 0;
+}
+
+/* The error between n floats on the GPU and the CPU's: the relative error, or with `bits`
+ * none for the same bits and an infinite one otherwise. scratch holds n floats. */
+static double gpu_error(const void *gpu, const float *cpu, size_t n, bool bits, float *scratch)
+{
+    device_to_host(RX_CUDA, scratch, gpu, n * sizeof(float));
+    if (bits) return memcmp(scratch, cpu, n * sizeof(float)) == 0 ? 0 : INFINITY;
+    return max_relative_error(scratch, cpu, n);
+}
+
+/* Compares y, dx, dw, the tensors after the pass (which a training forward may update: the
+ * buffers) and, if asked, the state. Buffers' gradients, and tensors nothing may change, must
+ * keep their bits. */
+static void compare_results(harness *h, const char *what, gpu_side *g, double bound)
+{
+    bool bits = bound < 0;
+    size_t nstate = h->o->compare_state ? h->info.state_bytes * (size_t)h->n / sizeof(float) : 0;
+    size_t most = h->x.n > h->y.n ? h->x.n : h->y.n;
+    most = most > nstate ? most : nstate;
+    for (int t = 0; t < h->info.ntensors; t++) most = most > h->w[t].n ? most : h->w[t].n;
+    float *scratch = malloc((most + 1) * sizeof(float));
+    if (!scratch) {
+        report(h, what, "FAIL", "out of memory for the comparison");
+        return;
+    }
+    double ey = gpu_error(g->y, h->y.data, h->y.n, bits, scratch), edw = 0, ew = 0;
+    double edx = gpu_error(g->dx, h->dx.data, h->dx.n, bits, scratch);
+    double es = nstate ? gpu_error(g->state, h->state.data, nstate, bits, scratch) : 0;
+    for (int t = 0; t < h->info.ntensors; t++) {
+        bool buf = h->info.tensors[t].buffer;
+        edw = fmax(edw, gpu_error(g->dw[t].data, h->dw[t].data, h->dw[t].n, bits || buf, scratch));
+        ew = fmax(ew, gpu_error(g->w[t].data, h->w[t].data, h->w[t].n, bits || !buf || !h->ctx.training, scratch));
+    }
+    free(scratch);
+    char limit[48] = "the same bits", state[48] = "";
+    if (!bits) snprintf(limit, sizeof limit, "%g", bound);
+    if (nstate) snprintf(state, sizeof state, ", state %.2g", es);
+    bool pass = fmax(fmax(ey, edx), fmax(fmax(edw, ew), es)) <= (bits ? 0 : bound);
+    report(h, what, pass ? "pass" : "FAIL", "relative error y %.2g, dx %.2g, dw %.2g, tensors %.2g%s (bound %s)",
+           ey, edx, edw, ew, state, limit);
+}
+
+/* The same forward and backward on the GPU, against the CPU's; `what` names the row. */
+static void compare_devices(harness *h, const char *what)
+{
+    if (!cuda_comparable(h, what, h->d->layer.forward[RX_CUDA] != NULL)) return;
+    gpu_side g = { .ctx = h->ctx };
+    g.ctx.device = RX_CUDA;
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &g.ctx, why) != 0) {
+        report(h, what, "FAIL", "%s", why);
+        return;
+    }
+    if (!gpu_alloc(h, &g)) report(h, what, "FAIL", "out of GPU memory");
+    else if (!run_both(h, &g))
+        report(h, what, "FAIL", "forward or backward failed: %s", g.ctx.err[0] ? g.ctx.err : h->ctx.err);
+    else compare_results(h, what, &g, device_bound(h->o, h->ctx.training));
+    gpu_free(h, &g);
+}
+
+/* The devices again on x drawn from five values (ties everywhere) with a NaN in every 50: a
+ * layer that selects (a max) must pick the same entries on both. x is restored after. */
+static void compare_on_ties(harness *h)
+{
+    float *x0 = malloc((h->x.n + 1) * sizeof(float));
+    if (!x0) {
+        report(h, "cpu vs cuda, ties", "FAIL", "out of memory for the comparison");
+        return;
+    }
+    memcpy(x0, h->x.data, h->x.n * sizeof(float));
+    for (size_t i = 0; i < h->x.n; i++) h->x.data[i] = (float)rx_rng_below(&h->rng, 5) - 2.0f;
+    for (size_t k = 0; k < h->x.n / 50 + 1; k++) h->x.data[rx_rng_below(&h->rng, h->x.n)] = NAN;
+    compare_devices(h, "cpu vs cuda, ties");
+    memcpy(h->x.data, x0, h->x.n * sizeof(float));
+    free(x0);
+}
+
+/* One pass of every check in the mode ctx.training says. Returns -1 when out of memory, 1 when
+ * forward or backward failed outright (the rest would say nothing), else 0. */
+static int layer_pass(harness *h, bool training)
+{
+    h->ctx.training = training;
+    h->prefix = training ? "" : "eval: ";
+    float *w0 = malloc((tensors_total(h) + 1) * sizeof(float));
+    if (!w0) return -1;
+    tensors_save(h, h->w, w0);
+    results first = { 0 };
+    int rc = 1;
+    if (check_forward_writes(h) && check_backward_writes(h)) rc = results_take(h, &first);
+    if (rc == 0) {
+        check_backward_adds(h, &first);
+        check_determinism(h, &first);
+        check_gradients(h, &first);
+        if (!training) check_buffers_kept(h, w0);
+        compare_devices(h, "cpu vs cuda");
+        if (h->o->device_ties) compare_on_ties(h);
+    }
+    free(first.y);
+    free(w0);
+    h->prefix = "";
+    return rc;
+}
+
+/* create, and its report in a row. Returns -1 when it refused (err says why), 1 when what it
+ * reported is wrong (a FAIL row), 0 when the checks can go on. */
+static int layer_create(harness *h, char *err)
+{
+    char in[96], out[96], tensors[256] = "";
+    shape_format(h->o->in, in, sizeof in);
+    if (h->d->layer.create(&h->self, &h->ctx, h->u->args, h->o->in, &h->info) != 0)
+        return errorf(err, "%s: create refused the input %s: %s", h->d->name, in, h->ctx.err);
     const char *problem = layer_info_problem(&h->info);
     if (problem) {
         report(h, "create", "FAIL", "%s", problem);
-        return 0;
+        return 1;
     }
     shape_format(h->info.out, out, sizeof out);
-    char tensors[256] = "";
     size_t used = 0;
     for (int t = 0; t < h->info.ntensors && used < sizeof tensors; t++) {
         char s[64];
@@ -324,11 +605,14 @@ static int check_layer(harness *h, char *err)
         used += (size_t)snprintf(tensors + used, sizeof tensors - used, ", %s %s", h->info.tensors[t].name, s);
     }
     report(h, "create", "pass", "%s -> %s%s", in, out, tensors);
+    return 0;
+}
 
-    /* Buffers, all with guards. */
-    rx_rng rng = rx_rng_stream(o->seed, 0xC4EC);
-    size_t nx = (size_t)(h->n * rx_numel(o->in)), ny = (size_t)(h->n * rx_numel(h->info.out));
-    void *workspace = malloc(h->info.workspace_bytes * (size_t)h->n + 64);
+/* Every buffer, with guards; parameters U(-0.5, 0.5), x in the options' scale, dy U(-1, 1). */
+static int layer_alloc(harness *h)
+{
+    size_t nx = (size_t)(h->n * rx_numel(h->o->in)), ny = (size_t)(h->n * rx_numel(h->info.out));
+    h->workspace = malloc(h->info.workspace_bytes * (size_t)h->n + 64);
     int rc = buffer_alloc(&h->x, nx) | buffer_alloc(&h->y, ny) | buffer_alloc(&h->dy, ny) | buffer_alloc(&h->dx, nx) |
              buffer_alloc(&h->state, (h->info.state_bytes * (size_t)h->n + sizeof(float) - 1) / sizeof(float));
     for (int t = 0; t < h->info.ntensors; t++) {
@@ -336,102 +620,22 @@ static int check_layer(harness *h, char *err)
         rc |= buffer_alloc(&h->w[t], nw) | buffer_alloc(&h->dw[t], nw);
         /* Buffers (running statistics) start as declared: a random running variance could be < 0. */
         if (rc == 0 && h->info.tensors[t].buffer) buffer_fill(&h->w[t], h->info.tensors[t].init == RX_INIT_ONES ? 1.0f : 0.0f);
-        else if (rc == 0) fill_uniform(h->w[t].data, nw, &rng, 0.5f);
+        else if (rc == 0) fill_uniform(h->w[t].data, nw, &h->rng, 0.5f);
     }
-    if (rc != 0 || !workspace) {
-        free(workspace);
-        snprintf(err, ERR_LEN, "out of memory for the checks");
-        return -1;
-    }
-    h->ctx.workspace = workspace;
+    if (rc != 0 || !h->workspace) return -1;
+    h->ctx.workspace = h->workspace;
     h->ctx.workspace_bytes = h->info.workspace_bytes * (size_t)h->n;
-    fill_uniform(h->x.data, nx, &rng, 1.0f);
-    fill_uniform(h->dy.data, ny, &rng, 1.0f);
+    fill_uniform(h->x.data, nx, &h->rng, input_scale(h->o));
+    fill_uniform(h->dy.data, ny, &h->rng, 1.0f);
+    return 0;
+}
 
-    /* Forward writes every output and nothing more. */
-    h->ctx.training = true;
-    if (layer_forward(h) != 0) {
-        report(h, "forward", "FAIL", "returned an error: %s", h->ctx.err);
-        free(workspace);
-        return 0;
-    }
-    size_t unwritten = count_nonfinite(&h->y);
-    if (!guard_intact(&h->y)) report(h, "forward writes y", "FAIL", "wrote past the end of y (N, %s)", out + 1);
-    else if (unwritten) report(h, "forward writes y", "FAIL", "%zu of %zu outputs unwritten or not finite", unwritten, ny);
-    else report(h, "forward writes y", "pass", "%zu outputs, all finite", ny);
-
-    /* Backward writes every input gradient and adds into the parameter gradients. */
-    for (int t = 0; t < h->info.ntensors; t++) buffer_fill(&h->dw[t], 0);
-    if (layer_backward(h, true) != 0) {
-        report(h, "backward", "FAIL", "returned an error: %s", h->ctx.err);
-        free(workspace);
-        return 0;
-    }
-    size_t dx_bad = count_nonfinite(&h->dx);
-    bool guards = guard_intact(&h->dx);
-    for (int t = 0; t < h->info.ntensors; t++) guards &= guard_intact(&h->dw[t]) && count_nonfinite(&h->dw[t]) == 0;
-    if (!guards) report(h, "backward writes dx, dw", "FAIL", "wrote past the end of dx or a dw, or left a dw not finite");
-    else if (dx_bad) report(h, "backward writes dx, dw", "FAIL", "%zu of %zu input gradients unwritten or not finite", dx_bad, nx);
-    else report(h, "backward writes dx, dw", "pass", "%zu input gradients, %d parameter tensors", nx, h->info.ntensors);
-
-    /* Keep the first results, for the checks that follow. */
-    size_t total_w = 0;
-    for (int t = 0; t < h->info.ntensors; t++) total_w += h->dw[t].n;
-    float *y1 = malloc((ny + nx + total_w + 1) * sizeof(float));
-    if (!y1) {
-        free(workspace);
-        snprintf(err, ERR_LEN, "out of memory for the checks");
-        return -1;
-    }
-    float *dx1 = y1 + ny, *dw1 = dx1 + nx;
-    memcpy(y1, h->y.data, ny * sizeof(float));
-    memcpy(dx1, h->dx.data, nx * sizeof(float));
-    for (int t = 0, at = 0; t < h->info.ntensors; at += (int)h->dw[t].n, t++)
-        memcpy(dw1 + at, h->dw[t].data, h->dw[t].n * sizeof(float));
-
-    if (h->info.ntensors > 0) {
-        /* A second backward must add the same amount again: dw doubles. */
-        bool doubled = layer_backward(h, true) == 0;
-        for (int t = 0, at = 0; doubled && t < h->info.ntensors; at += (int)h->dw[t].n, t++)
-            for (size_t i = 0; i < h->dw[t].n && doubled; i++)
-                doubled = fabsf(h->dw[t].data[i] - 2 * dw1[at + i]) <= 1e-5f * (1 + fabsf(2 * dw1[at + i]));
-        report(h, "backward adds into dw", doubled ? "pass" : "FAIL", "%s",
-               doubled ? "a second backward doubled every dw" : "a second backward did not double dw (it must add, not write)");
-        /* dx = NULL: the host asks for no input gradient below the first layer. */
-        for (int t = 0; t < h->info.ntensors; t++) buffer_fill(&h->dw[t], 0);
-        bool null_ok = layer_backward(h, false) == 0;
-        for (int t = 0, at = 0; null_ok && t < h->info.ntensors; at += (int)h->dw[t].n, t++)
-            null_ok = memcmp(h->dw[t].data, dw1 + at, h->dw[t].n * sizeof(float)) == 0;
-        report(h, "backward with dx = NULL", null_ok ? "pass" : "FAIL", "%s",
-               null_ok ? "same dw, no input gradient" : "failed, or gave another dw");
-    } else {
-        bool null_ok = layer_backward(h, false) == 0;
-        report(h, "backward with dx = NULL", null_ok ? "pass" : "FAIL", "%s", null_ok ? "accepted" : h->ctx.err);
-    }
-
-    /* Determinism: the same inputs give the same bits. */
-    bool same = layer_forward(h) == 0 && same_floats(&h->y, y1);
-    for (int t = 0; t < h->info.ntensors; t++) buffer_fill(&h->dw[t], 0);
-    same = same && layer_backward(h, true) == 0 && same_floats(&h->dx, dx1);
-    for (int t = 0, at = 0; same && t < h->info.ntensors; at += (int)h->dw[t].n, t++)
-        same = memcmp(h->dw[t].data, dw1 + at, h->dw[t].n * sizeof(float)) == 0;
-    report(h, "determinism", same ? "pass" : "FAIL", "%s",
-           same ? "forward and backward repeat bit for bit" : "a repeat gave other numbers");
-
-    /* Finite differences, against the first backward's gradients. */
-    gradient_check(h, "gradient wrt input", h->x.data, nx, dx1, layer_objective, &rng);
-    for (int t = 0, at = 0; t < h->info.ntensors; at += (int)h->dw[t].n, t++) {
-        char what[64];
-        snprintf(what, sizeof what, "gradient wrt %s", h->info.tensors[t].name);
-        if (h->info.tensors[t].buffer) report(h, what, "skip", "a buffer: saved, never trained");
-        else gradient_check(h, what, h->w[t].data, h->w[t].n, dw1 + at, layer_objective, &rng);
-    }
-
-    compare_devices(h, y1, dx1, dw1);
-
-    /* Speed: forward and backward, repeated for about 0.2 s. */
+/* Forward and backward in training, repeated for about 0.2 s. */
+static void report_speed(harness *h)
+{
     int reps = 0;
     double t0 = now_seconds(), tf = 0, tb = 0;
+    h->ctx.training = true;
     while (now_seconds() - t0 < 0.2 && reps < 10000) {
         double a = now_seconds();
         layer_forward(h);
@@ -443,8 +647,17 @@ static int check_layer(harness *h, char *err)
     }
     report(h, "speed", "info", "forward %.3g ms, backward %.3g ms, batch %lld", 1e3 * tf / reps, 1e3 * tb / reps,
            (long long)h->n);
-    free(y1);
-    free(workspace);
+}
+
+static int check_layer(harness *h, char *err)
+{
+    int rc = layer_create(h, err);
+    if (rc != 0) return rc < 0 ? -1 : 0;
+    if (layer_alloc(h) != 0) return errorf(err, "out of memory for the checks");
+    rc = layer_pass(h, true);
+    if (rc == 0) rc = layer_pass(h, false);
+    if (rc < 0) return errorf(err, "out of memory for the checks");
+    if (rc == 0 && !h->o->no_speed) report_speed(h);
     return 0;
 }
 
@@ -467,37 +680,89 @@ static double loss_objective(harness *h)
     return loss_mean(h, false);
 }
 
+/* The GPU's losses and gradient, and its losses without the gradient, into host (N + N * C +
+ * N floats); false when something failed. */
+static bool loss_on_gpu(harness *h, rx_ctx *ctx, float *host)
+{
+    size_t nx = h->x.n, n = (size_t)h->n;
+    float *x = device_alloc(RX_CUDA, nx * sizeof(float)), *dl = device_alloc(RX_CUDA, nx * sizeof(float));
+    float *losses = device_alloc(RX_CUDA, n * sizeof(float));
+    int32_t *labels = device_alloc(RX_CUDA, n * sizeof(int32_t));
+    bool ok = x && dl && losses && labels;
+    if (ok) {
+        host_to_device(RX_CUDA, x, h->x.data, nx * sizeof(float));
+        host_to_device(RX_CUDA, labels, h->labels, n * sizeof(int32_t));
+        rx_tensor tx = tensor_of(&h->x, h->n, h->o->in), tdl = tx;
+        tx.data = x, tdl.data = dl;
+        tx.device = tdl.device = RX_CUDA;
+        ok = h->d->loss.forward[RX_CUDA](h->self, ctx, &tx, labels, losses, &tdl) == 0;
+        if (ok) device_to_host(RX_CUDA, host, losses, n * sizeof(float));
+        if (ok) device_to_host(RX_CUDA, host + n, dl, nx * sizeof(float));
+        ok = ok && h->d->loss.forward[RX_CUDA](h->self, ctx, &tx, labels, losses, NULL) == 0;
+        if (ok) device_to_host(RX_CUDA, host + n + nx, losses, n * sizeof(float));
+    }
+    device_free(RX_CUDA, x);
+    device_free(RX_CUDA, dl);
+    device_free(RX_CUDA, losses);
+    device_free(RX_CUDA, labels);
+    return ok;
+}
+
+/* The losses and gradient on the GPU against the CPU's, and the GPU's losses without the
+ * gradient against its own with it, bit for bit. */
+static void compare_loss_devices(harness *h)
+{
+    if (!cuda_comparable(h, "cpu vs cuda", h->d->loss.forward[RX_CUDA] != NULL)) return;
+    rx_ctx ctx = h->ctx;
+    ctx.device = RX_CUDA;
+    char why[ERR_LEN];
+    size_t n = (size_t)h->n, nx = h->x.n;
+    float *host = malloc((2 * n + nx) * sizeof(float));
+    if (!host || device_open_context(RX_CUDA, &ctx, why) != 0) {
+        report(h, "cpu vs cuda", "FAIL", "%s", host ? why : "out of memory");
+        free(host);
+        return;
+    }
+    double bound = device_bound(h->o, true);
+    if (isnan(loss_mean(h, true)) || !loss_on_gpu(h, &ctx, host)) {
+        report(h, "cpu vs cuda", "FAIL", "the loss failed: %s", ctx.err[0] ? ctx.err : h->ctx.err);
+    } else {
+        double el = max_relative_error(host, h->y.data, n), edl = max_relative_error(host + n, h->dx.data, nx);
+        if (bound < 0) el = memcmp(host, h->y.data, n * sizeof(float)) ? INFINITY : 0;
+        if (bound < 0) edl = memcmp(host + n, h->dx.data, nx * sizeof(float)) ? INFINITY : 0;
+        bool same = memcmp(host, host + n + nx, n * sizeof(float)) == 0;
+        bool pass = same && el <= fmax(bound, 0) && edl <= fmax(bound, 0);
+        report(h, "cpu vs cuda", pass ? "pass" : "FAIL", "relative error losses %.2g, dlogits %.2g (bound %g)%s", el, edl,
+               fmax(bound, 0), same ? "" : "; other losses without dlogits");
+    }
+    free(host);
+    device_close_context(RX_CUDA, &ctx);
+}
+
 static int check_loss(harness *h, char *err)
 {
     const check_options *o = h->o;
     char in[96];
     shape_format(o->in, in, sizeof in);
-    if (o->in.ndim != 1) {
-        snprintf(err, ERR_LEN, "%s: a loss is checked on 1-D logits, e.g. --shape=10; got %s", h->d->name, in);
-        return -1;
-    }
+    if (o->in.ndim != 1)
+        return errorf(err, "%s: a loss is checked on 1-D logits, e.g. --shape=10; got %s", h->d->name, in);
     int classes = (int)o->in.d[0];
-    if (h->d->loss.create(&h->self, &h->ctx, h->u->args, o->in, classes) != 0) {
-        snprintf(err, ERR_LEN, "%s: create refused the logits %s: %s", h->d->name, in, h->ctx.err);
-        return -1;
-    }
+    if (h->d->loss.create(&h->self, &h->ctx, h->u->args, o->in, classes) != 0)
+        return errorf(err, "%s: create refused the logits %s: %s", h->d->name, in, h->ctx.err);
     report(h, "create", "pass", "logits %s, %d classes", in, classes);
-    rx_rng rng = rx_rng_stream(o->seed, 0xC4EC);
     size_t nx = (size_t)(h->n * classes);
     h->labels = malloc((size_t)h->n * sizeof *h->labels);
-    if (buffer_alloc(&h->x, nx) | buffer_alloc(&h->dx, nx) | buffer_alloc(&h->y, (size_t)h->n) || !h->labels) {
-        snprintf(err, ERR_LEN, "out of memory for the checks");
-        return -1;
-    }
-    fill_uniform(h->x.data, nx, &rng, 3.0f);
-    for (int64_t i = 0; i < h->n; i++) h->labels[i] = (int32_t)rx_rng_below(&rng, (uint64_t)classes);
+    if (buffer_alloc(&h->x, nx) | buffer_alloc(&h->dx, nx) | buffer_alloc(&h->y, (size_t)h->n) || !h->labels)
+        return errorf(err, "out of memory for the checks");
+    fill_uniform(h->x.data, nx, &h->rng, 3.0f * input_scale(o));
+    for (int64_t i = 0; i < h->n; i++) h->labels[i] = (int32_t)rx_rng_below(&h->rng, (uint64_t)classes);
 
     double mean = loss_mean(h, true);
     bool written = isfinite(mean) && guard_intact(&h->y) && guard_intact(&h->dx) && count_nonfinite(&h->dx) == 0;
     if (written) report(h, "forward writes losses, grad", "pass", "mean loss %.6g", mean);
     else report(h, "forward writes losses, grad", "FAIL", "a loss or gradient unwritten, not finite, or past the end");
     float *g = malloc(nx * sizeof(float));
-    if (!g) return snprintf(err, ERR_LEN, "out of memory for the checks"), -1;
+    if (!g) return errorf(err, "out of memory for the checks");
     memcpy(g, h->dx.data, nx * sizeof(float));
     bool same = loss_mean(h, false) == mean;
     report(h, "forward with dlogits = NULL", same ? "pass" : "FAIL", "%s", same ? "same losses" : "other losses, or failed");
@@ -505,8 +770,9 @@ static int check_loss(harness *h, char *err)
     report(h, "determinism", repeat ? "pass" : "FAIL", "%s",
            repeat ? "losses and gradient repeat bit for bit" : "a repeat gave other numbers");
 
-    gradient_check(h, "gradient wrt logits", h->x.data, nx, g, loss_objective, &rng);
+    gradient_check(h, "gradient wrt logits", h->x.data, nx, g, loss_objective);
     free(g);
+    compare_loss_devices(h);
     return 0;
 }
 
@@ -515,11 +781,11 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
     harness h = { .u = u, .d = u->pl.desc, .o = o, .n = o->batch };
     h.ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
     h.rng0 = h.ctx.rng = rx_rng_stream(o->seed, 0xD0);
+    h.rng = rx_rng_stream(o->seed, 0xC4EC);
     fprintf(o->out, "runexp check %s (%s)\n", h.d->name, u->pl.file);
     int params = plugin_param_count(h.d);
     bool is_layer = h.d->kind == RX_LAYER, is_loss = h.d->kind == RX_LOSS;
-    bool cpu = (is_layer && h.d->layer.forward[RX_CPU]) || (is_loss && h.d->loss.forward[RX_CPU]);
-    bool cuda = (is_layer && h.d->layer.forward[RX_CUDA]) || (is_loss && h.d->loss.forward[RX_CUDA]);
+    bool cpu = plugin_runs_on(h.d, RX_CPU), cuda = plugin_runs_on(h.d, RX_CUDA);
     report(&h, "descriptor", "pass", "ABI %u, kind %s, %d parameter%s, devices:%s%s", h.d->abi,
            plugin_kind_name(h.d->kind), params, params == 1 ? "" : "s", cpu ? " cpu" : "", cuda ? " cuda" : "");
     int rc = -1;
@@ -527,8 +793,8 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
     else if (is_loss && cpu) rc = check_loss(&h, err);
     else snprintf(err, ERR_LEN, "%s: only layers and losses with a CPU path can be checked", h.d->name);
     if (h.self) {
-        if (h.d->kind == RX_LAYER && h.d->layer.destroy) h.d->layer.destroy(h.self);
-        if (h.d->kind == RX_LOSS && h.d->loss.destroy) h.d->loss.destroy(h.self);
+        if (is_layer && h.d->layer.destroy) h.d->layer.destroy(h.self);
+        if (is_loss && h.d->loss.destroy) h.d->loss.destroy(h.self);
     }
     free(h.x.data);
     free(h.y.data);
@@ -536,6 +802,7 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
     free(h.dx.data);
     free(h.state.data);
     free(h.labels);
+    free(h.workspace);
     for (int t = 0; t < RX_MAX_TENSORS; t++) {
         free(h.w[t].data);
         free(h.dw[t].data);
@@ -573,8 +840,8 @@ int check_plugin(const plugin_use *u, const check_options *o, char *err)
     int status;
     if (waitpid(pid, &status, 0) != pid) return snprintf(err, ERR_LEN, "lost the check process"), -1;
     if (WIFSIGNALED(status)) {
-        fprintf(o->out, "  %-28s %-5s the plugin crashed the checks with signal %d (%s): the row after the last\n"
-                "  %-28s %-5s one printed; a write past a buffer or a bad pointer is the usual cause\n",
+        fprintf(o->out, "  %-32s %-5s the plugin crashed the checks with signal %d (%s): the row after the last\n"
+                "  %-32s %-5s one printed; a write past a buffer or a bad pointer is the usual cause\n",
                 "crash", "FAIL", WTERMSIG(status), strsignal(WTERMSIG(status)), "", "");
         fprintf(o->out, "%s: the checks crashed\n", u->pl.desc->name);
         return 1;

@@ -1,5 +1,6 @@
-/* helpers.h: what every test program shares: cmocka, the build tree's plugins, and plugin
- * arguments filled from a descriptor's defaults. Header-only so each test stays one file. */
+/* helpers.h: what every test program shares: cmocka, the build tree's plugins, plugin
+ * arguments filled from a descriptor's defaults, and a layer rig (a layer with every buffer the
+ * host would lend it) for the layer suites. Header-only so each test stays one file. */
 #ifndef RUNEXP_TEST_HELPERS_H
 #define RUNEXP_TEST_HELPERS_H
 
@@ -81,6 +82,189 @@ static inline rx_shape batched(int64_t n, rx_shape per)
     rx_shape s = { .ndim = per.ndim + 1, .d = { n } };
     for (int i = 0; i < per.ndim; i++) s.d[i + 1] = per.d[i];
     return s;
+}
+
+/* U(lo, hi) in every entry of t. */
+static inline void tensor_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
+{
+    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
+}
+
+/* ---- A layer with every buffer the host would lend it, driven the way the host drives it ---- */
+
+typedef struct rig {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    void *self;
+    rx_ctx ctx;
+    rx_layer_info info;
+    rx_tensor x, dx;                                 /* (N, in...) */
+    rx_tensor y, dy;                                 /* (N, out...) */
+    rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS]; /* info.tensors[i].shape */
+    void *state;                                     /* info.state_bytes * N */
+    rx_rng rng;                                      /* the test's own random numbers, from `seed` */
+} rig;
+
+/* Loads layer NAME with its default arguments; training, one thread. */
+static inline void rig_open(rig *r, const char *name, uint64_t seed)
+{
+    memset(r, 0, sizeof *r);
+    r->desc = test_load(&r->pl, RX_LAYER, name);
+    test_default_args(r->desc, r->args);
+    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
+    r->rng = rx_rng_stream(seed, 0);
+}
+
+static inline rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
+
+/* Only create; returns its result, with the reason in r->ctx.err. */
+static inline int rig_create(rig *r, rx_shape in)
+{
+    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+}
+
+/* The declared tensors as the host initializes them (U(-scale, scale), ones or zeros). */
+static inline void rig_tensors(rig *r)
+{
+    for (int i = 0; i < r->info.ntensors; i++) {
+        const rx_tensor_decl *t = &r->info.tensors[i];
+        r->w[i] = tensor_new(t->shape);
+        r->dw[i] = tensor_new(t->shape);
+        if (t->init == RX_INIT_UNIFORM) tensor_uniform(&r->rng, &r->w[i], -t->scale, t->scale);
+        else if (t->init == RX_INIT_ONES)
+            for (int64_t j = 0; j < rx_numel(t->shape); j++) r->w[i].data[j] = 1.0f;
+    }
+}
+
+/* create, which must succeed, then every buffer as the host allocates it; x and dy zero. */
+static inline void rig_alloc(rig *r, rx_shape in, int64_t n)
+{
+    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
+    rig_tensors(r);
+    r->x = tensor_new(batched(n, in));
+    r->dx = tensor_new(batched(n, in));
+    r->y = tensor_new(batched(n, r->info.out));
+    r->dy = tensor_new(batched(n, r->info.out));
+    r->ctx.workspace_bytes = r->info.workspace_bytes * (size_t)n;
+    r->ctx.workspace = r->ctx.workspace_bytes ? malloc(r->ctx.workspace_bytes) : NULL;
+    r->state = r->info.state_bytes ? calloc(r->info.state_bytes, (size_t)n) : NULL;
+    if ((r->ctx.workspace_bytes && !r->ctx.workspace) || (r->info.state_bytes && !r->state)) fail_msg("out of memory");
+}
+
+/* rig_alloc, then x U(-1, 1). */
+static inline void rig_build(rig *r, rx_shape in, int64_t n)
+{
+    rig_alloc(r, in, n);
+    tensor_uniform(&r->rng, &r->x, -1.0f, 1.0f);
+}
+
+static inline void rig_forward(rig *r)
+{
+    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, r->w, &r->y, r->state) != 0)
+        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static inline void rig_backward(rig *r, bool want_dx)
+{
+    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, r->w, r->state,
+                                        want_dx ? &r->dx : NULL, r->dw) != 0)
+        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
+}
+
+static inline void rig_zero_grads(rig *r)
+{
+    for (int i = 0; i < r->info.ntensors; i++)
+        memset(r->dw[i].data, 0, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
+}
+
+static inline void rig_free(rig *r)
+{
+    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        free(r->w[i].data);
+        free(r->dw[i].data);
+    }
+    free(r->x.data);
+    free(r->dx.data);
+    free(r->y.data);
+    free(r->dy.data);
+    free(r->ctx.workspace);
+    free(r->state);
+    plugin_unload(&r->pl);
+}
+
+static inline void expect_message(const char *err, const char *fragment)
+{
+    if (!strstr(err, fragment)) fail_msg("message \"%s\" lacks \"%s\"", err, fragment);
+}
+
+/* create must fail, leave self NULL, and say every one of the given fragments. */
+static inline void rig_expect_refused(rig *r, rx_shape in, const char *const *fragments)
+{
+    r->ctx.err[0] = '\0';
+    r->self = NULL;
+    if (rig_create(r, in) == 0) {
+        if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
+        r->self = NULL;
+        fail_msg("%s: create accepted what it should refuse (expected \"%s\")", r->desc->name, fragments[0]);
+    }
+    assert_null(r->self);
+    for (int i = 0; fragments[i]; i++) expect_message(r->ctx.err, fragments[i]);
+}
+#define EXPECT_REFUSED(r, in, ...) rig_expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* ---- Threads: the same inputs through different thread counts ---- */
+
+/* Forward and backward (with dx) at a given thread count, from the rig's x, w and dy. */
+static inline void rig_pass(rig *r, int threads)
+{
+    r->ctx.threads = threads;
+    rig_forward(r);
+    rig_zero_grads(r);
+    rig_backward(r, true);
+}
+
+static inline void expect_same_bits_at(const float *got, const float *want, int64_t n, const char *what, int threads)
+{
+    if (memcmp(got, want, sizeof(float) * (size_t)n) != 0)
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+                fail_msg("%s[%lld] with %d threads is %.9g, with 1 thread %.9g", what, (long long)i, threads,
+                         got[i], want[i]);
+}
+
+/* A copy of every output of a pass: y, dx, then each dw. */
+static inline float *rig_outputs(const rig *r, int64_t *n)
+{
+    *n = rx_numel(r->y.shape) + rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) *n += rx_numel(r->dw[i].shape);
+    float *all = floats(*n), *at = all;
+    memcpy(at, r->y.data, sizeof(float) * (size_t)rx_numel(r->y.shape));
+    at += rx_numel(r->y.shape);
+    memcpy(at, r->dx.data, sizeof(float) * (size_t)rx_numel(r->dx.shape));
+    at += rx_numel(r->dx.shape);
+    for (int i = 0; i < r->info.ntensors; i++) {
+        memcpy(at, r->dw[i].data, sizeof(float) * (size_t)rx_numel(r->dw[i].shape));
+        at += rx_numel(r->dw[i].shape);
+    }
+    return all;
+}
+
+/* The same bits with 1 thread and with 2: y, dx and every dw, from the rig's x, w and dy (y and
+ * dx are zeroed in between, so an output one count leaves unwritten shows). */
+static inline void expect_threads_agree(rig *r, const char *what)
+{
+    int64_t n;
+    rig_pass(r, 1);
+    float *one = rig_outputs(r, &n);
+    memset(r->y.data, 0, sizeof(float) * (size_t)rx_numel(r->y.shape));
+    memset(r->dx.data, 0, sizeof(float) * (size_t)rx_numel(r->dx.shape));
+    rig_pass(r, 2);
+    float *two = rig_outputs(r, &n);
+    expect_same_bits_at(two, one, n, what, 2);
+    free(one);
+    free(two);
 }
 
 #ifdef RX_WITH_CUDA

@@ -8,26 +8,19 @@
  *   them; a training batch with one value per channel is refused and changes nothing;
  * - forward and backward against a double-precision reference that uses the textbook chain
  *   rule through mean and variance (Ioffe and Szegedy's), not the plugin's compact formula;
- * - central differences of L = sum(y * dy) for x, weight and bias, in training (several
- *   shapes, (C) and (C, L) inputs among them) and in evaluation; backward adds into dweight and
- *   dbias, never touches the buffers' gradients, writes all of dx and accepts dx == NULL;
- * - the same bits with 1, 2 and 3 threads;
- * - the CUDA path against the CPU's, in this process, when this build has CUDA and a GPU is
- *   usable (device_usable, the same test `runexp check` and so tests/test_cuda.c rely on);
- *   otherwise that test is skipped and says why.
+ * - the same bits with 1, 2 and 3 threads; a training batch of one value per channel refused
+ *   on both devices.
+ * Central differences (x, weight, bias, in training and evaluation), backward adding into dweight
+ * and dbias and leaving the buffers' gradients alone, dx = NULL, evaluation keeping the running
+ * statistics, and CPU vs CUDA (y, dx, dw, the running statistics and the state) are rows of
+ * test_check.c's table (core/check.c).
  * Tolerances are given where they are used. */
 #include "helpers.h"
 
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "device.h"
-#include "error.h"
-
-#ifdef RX_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 /* The declared tensors, in order. */
 enum { WEIGHT, BIAS, RUNNING_MEAN, RUNNING_VAR, NTENSORS };
@@ -35,40 +28,14 @@ enum { WEIGHT, BIAS, RUNNING_MEAN, RUNNING_VAR, NTENSORS };
 #define EPS_DEFAULT 1e-5
 #define FWD_TOL 1e-5     /* forward against a reference, relative to max(1, |reference|) */
 #define STATS_TOL 1e-6   /* running statistics against the formula, relative to max(1, |value|) */
-/* Central differences: step and bounds, as tests/test_layers.c. The objective is summed in
- * double but forward runs in float, so a step of 1e-3 leaves a rounding noise of about
- * 1e-7 * sqrt(numel) / 1e-3 in each numerical derivative: below GRAD_ATOL on these sizes. */
-#define GRAD_EPS 1e-3
-#define GRAD_RTOL 1e-2
-#define GRAD_ATOL 1e-3
 
 /* ---- A batchnorm layer with every buffer the host would lend it ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx, y, dy;                    /* (N, C, ...) */
-    rx_tensor w[NTENSORS], dw[NTENSORS];       /* (C) each */
-    void *state;                               /* info.state_bytes * N */
-    rx_rng rng;                                /* the test's own random numbers */
-} rig;
 
 static double *doubles(int64_t n)
 {
     double *p = calloc(n > 0 ? (size_t)n : 1, sizeof *p);
     assert_non_null(p);
     return p;
-}
-
-static float uniform(rx_rng *r, float lo, float hi) { return lo + (hi - lo) * rx_rng_uniform(r); }
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = uniform(r, lo, hi);
 }
 
 static void fill(rx_tensor *t, float v)
@@ -78,89 +45,26 @@ static void fill(rx_tensor *t, float v)
 
 static int64_t numel(const rx_tensor *t) { return rx_numel(t->shape); }
 
-static void rig_load(rig *r)
-{
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "batchnorm");
-    test_default_args(r->desc, r->args);
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
-    r->rng = rx_rng_stream(7, 0);
-}
-
-static rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
-
-static int rig_create(rig *r, rx_shape in)
-{
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
-}
+static void rig_load(rig *r) { rig_open(r, "batchnorm", 7); }
 
 /* create, which must succeed, then every buffer as the host allocates and initializes it; x is
  * U(-1, 1) + 0.5 (a mean away from zero), dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
+static void bn_build(rig *r, rx_shape in, int64_t n)
 {
-    if (rig_create(r, in) != 0) fail_msg("batchnorm: create failed: %s", r->ctx.err);
+    rig_alloc(r, in, n);
     assert_int_equal(r->info.ntensors, NTENSORS);
-    for (int i = 0; i < NTENSORS; i++) {
-        const rx_tensor_decl *t = &r->info.tensors[i];
-        r->w[i] = tensor_new(t->shape);
-        r->dw[i] = tensor_new(t->shape);
-        if (t->init == RX_INIT_ONES) fill(&r->w[i], 1.0f);
-    }
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
     assert_int_equal(r->info.workspace_bytes, 0);
-    r->state = malloc(r->info.state_bytes * (size_t)n);
-    assert_non_null(r->state);
-    fill_uniform(&r->rng, &r->x, -0.5f, 1.5f);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->x, -0.5f, 1.5f);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
 
 /* Trained-looking parameters and statistics instead of the initial ones. */
 static void rig_randomize_params(rig *r)
 {
-    fill_uniform(&r->rng, &r->w[WEIGHT], 0.5f, 1.5f);
-    fill_uniform(&r->rng, &r->w[BIAS], -1.0f, 1.0f);
-    fill_uniform(&r->rng, &r->w[RUNNING_MEAN], -0.5f, 0.5f);
-    fill_uniform(&r->rng, &r->w[RUNNING_VAR], 0.2f, 2.0f);
-}
-
-static int rig_forward_rc(rig *r)
-{
-    return r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, r->w, &r->y, r->state);
-}
-
-static void rig_forward(rig *r)
-{
-    if (rig_forward_rc(r) != 0) fail_msg("batchnorm: forward failed: %s", r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, r->w, r->state,
-                                        want_dx ? &r->dx : NULL, r->dw) != 0)
-        fail_msg("batchnorm: backward failed: %s", r->ctx.err);
-}
-
-static void rig_zero_grads(rig *r)
-{
-    for (int i = 0; i < NTENSORS; i++) fill(&r->dw[i], 0.0f);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    for (int i = 0; i < NTENSORS; i++) {
-        free(r->w[i].data);
-        free(r->dw[i].data);
-    }
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->state);
-    plugin_unload(&r->pl);
+    tensor_uniform(&r->rng, &r->w[WEIGHT], 0.5f, 1.5f);
+    tensor_uniform(&r->rng, &r->w[BIAS], -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->w[RUNNING_MEAN], -0.5f, 0.5f);
+    tensor_uniform(&r->rng, &r->w[RUNNING_VAR], 0.2f, 2.0f);
 }
 
 /* Sizes of a rig's input: N, C and the values per channel in one sample. */
@@ -196,11 +100,6 @@ static float *copy_of(const rx_tensor *t)
     float *p = floats(numel(t));
     memcpy(p, t->data, sizeof(float) * (size_t)numel(t));
     return p;
-}
-
-static void expect_message(const char *err, const char *fragment)
-{
-    if (!strstr(err, fragment)) fail_msg("message \"%s\" lacks \"%s\"", err, fragment);
 }
 
 static void expect_shape(rx_shape got, rx_shape want)
@@ -311,41 +210,28 @@ static void test_declares(void **unused)
     plugin_unload(&r.pl);
 }
 
-static void expect_create_refused(rig *r, rx_shape in, const char *fragment, const char *got)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        fail_msg("batchnorm: create accepted what it should refuse (expected \"%s\")", fragment);
-    }
-    assert_null(r->self);
-    expect_message(r->ctx.err, fragment);
-    expect_message(r->ctx.err, got);
-}
-
 static void test_create_refuses(void **unused)
 {
     rig r;
     rig_load(&r);
     const rx_shape in = TEST_SHAPE(3, 4, 4);
     rig_arg(&r, "eps")->num = 0.0;
-    expect_create_refused(&r, in, "eps must be > 0", "got 0");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got 0");
     rig_arg(&r, "eps")->num = -1e-5;
-    expect_create_refused(&r, in, "eps must be > 0", "got -1e-05");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got -1e-05");
     rig_arg(&r, "eps")->num = NAN;
-    expect_create_refused(&r, in, "eps must be > 0", "got nan");
+    EXPECT_REFUSED(&r, in, "eps must be > 0", "got nan");
     rig_arg(&r, "eps")->num = 1e-3;
     rig_arg(&r, "momentum")->num = -0.1;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got -0.1");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got -0.1");
     rig_arg(&r, "momentum")->num = 1.5;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got 1.5");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got 1.5");
     rig_arg(&r, "momentum")->num = NAN;
-    expect_create_refused(&r, in, "momentum must be in [0, 1]", "got nan");
+    EXPECT_REFUSED(&r, in, "momentum must be in [0, 1]", "got nan");
     rig_arg(&r, "momentum")->num = 0.1;
-    expect_create_refused(&r, TEST_SHAPE(2, 3, 4, 5), "(C), (C, L) or (C, H, W)", "got 4 dimensions (2, 3, 4, 5)");
-    expect_create_refused(&r, test_shape(0, NULL), "(C), (C, L) or (C, H, W)", "got 0 dimensions ()");
-    expect_create_refused(&r, TEST_SHAPE(3, 0, 4), "at least 1", "got (3, 0, 4)");
+    EXPECT_REFUSED(&r, TEST_SHAPE(2, 3, 4, 5), "(C), (C, L) or (C, H, W)", "got 4 dimensions (2, 3, 4, 5)");
+    EXPECT_REFUSED(&r, test_shape(0, NULL), "(C), (C, L) or (C, H, W)", "got 0 dimensions ()");
+    EXPECT_REFUSED(&r, TEST_SHAPE(3, 0, 4), "at least 1", "got (3, 0, 4)");
     /* the edges of momentum's range are fine */
     for (int i = 0; i <= 1; i++) {
         rig_arg(&r, "momentum")->num = i;
@@ -366,7 +252,7 @@ static const float hand_weight[2] = { 2.0f, 0.5f }, hand_bias[2] = { 0.5f, -1.0f
 static void hand_setup(rig *r)
 {
     rig_load(r);
-    rig_build(r, TEST_SHAPE(2, 1, 2), 2);
+    bn_build(r, TEST_SHAPE(2, 1, 2), 2);
     memcpy(r->x.data, hand_x, sizeof hand_x);
     memcpy(r->w[WEIGHT].data, hand_weight, sizeof hand_weight);
     memcpy(r->w[BIAS].data, hand_bias, sizeof hand_bias);
@@ -394,7 +280,7 @@ static void test_training_by_hand(void **unused)
     /* BatchNorm1d: x (3, 2) with rows (1, -1), (2, 0), (6, 4): both channels deviate by -2, -1, 3
      * from their means 3 and 1, variance 14 / 3; initial weight 1 and bias 0. */
     rig_load(&r);
-    rig_build(&r, TEST_SHAPE(2), 3);
+    bn_build(&r, TEST_SHAPE(2), 3);
     memcpy(r.x.data, (const float[]){ 1, -1, 2, 0, 6, 4 }, 6 * sizeof(float));
     rig_forward(&r);
     const double s = sqrt(14.0 / 3.0 + EPS_DEFAULT);
@@ -440,7 +326,7 @@ static void test_eval_by_hand(void **unused)
 
     /* One sample of a (C) input: refused in training, fine in evaluation. */
     rig_load(&r);
-    rig_build(&r, TEST_SHAPE(3), 1);
+    bn_build(&r, TEST_SHAPE(3), 1);
     memcpy(r.x.data, (const float[]){ 2, -1, 0.5f }, 3 * sizeof(float));
     r.ctx.training = false;
     rig_forward(&r);
@@ -469,12 +355,12 @@ static void check_running_stats(rx_shape in, int64_t n, double mom)
     rig r;
     rig_load(&r);
     rig_arg(&r, "momentum")->num = mom;
-    rig_build(&r, in, n);
+    bn_build(&r, in, n);
     const int64_t c_n = in.d[0];
     double *rm = doubles(c_n), *rv = doubles(c_n);
     for (int64_t c = 0; c < c_n; c++) rv[c] = 1.0;
     for (int batch = 0; batch < 2; batch++) {
-        fill_uniform(&r.rng, &r.x, -2.0f + (float)batch, 3.0f);
+        tensor_uniform(&r.rng, &r.x, -2.0f + (float)batch, 3.0f);
         rig_forward(&r);
         for (int64_t c = 0; c < c_n; c++) {
             double mean, unbiased;
@@ -490,7 +376,7 @@ static void check_running_stats(rx_shape in, int64_t n, double mom)
     }
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     r.ctx.training = false;
-    fill_uniform(&r.rng, &r.x, -5.0f, 5.0f);
+    tensor_uniform(&r.rng, &r.x, -5.0f, 5.0f);
     rig_forward(&r);
     rig_backward(&r, true);
     rig_forward(&r);
@@ -517,9 +403,9 @@ static void test_running_stats(void **unused)
     rig r;
     rig_load(&r);
     rig_arg(&r, "momentum")->num = 0.0;
-    rig_build(&r, TEST_SHAPE(4, 3, 3), 3);
-    fill_uniform(&r.rng, &r.w[RUNNING_MEAN], -1.0f, 1.0f);
-    fill_uniform(&r.rng, &r.w[RUNNING_VAR], 0.5f, 2.0f);
+    bn_build(&r, TEST_SHAPE(4, 3, 3), 3);
+    tensor_uniform(&r.rng, &r.w[RUNNING_MEAN], -1.0f, 1.0f);
+    tensor_uniform(&r.rng, &r.w[RUNNING_VAR], 0.5f, 2.0f);
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     rig_forward(&r);
     float *y0 = copy_of(&r.y);
@@ -542,7 +428,7 @@ static void expect_batch_refused(rx_shape in, rx_device device)
 {
     rig r;
     rig_load(&r);
-    rig_build(&r, in, 1);
+    bn_build(&r, in, 1);
     fill(&r.y, 12345.0f);
     float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
     r.ctx.err[0] = '\0';
@@ -599,7 +485,7 @@ static void check_against_reference(shape_case sc, bool training)
 {
     rig r;
     rig_load(&r);
-    rig_build(&r, case_shape(sc), sc.n);
+    bn_build(&r, case_shape(sc), sc.n);
     rig_randomize_params(&r);
     r.ctx.training = training;
     fill(&r.dx, NAN);  /* backward must write all of it */
@@ -651,98 +537,6 @@ static void test_matches_reference(void **unused)
     }
 }
 
-/* ---- Central differences ---- */
-
-/* L = sum(y * dy) in double. */
-static double objective(rig *r)
-{
-    rig_forward(r);
-    double l = 0.0;
-    for (int64_t i = 0; i < numel(&r->y); i++) l += (double)r->y.data[i] * r->dy.data[i];
-    return l;
-}
-
-/* Perturbs each element of v by +-GRAD_EPS and compares (L+ - L-) / (2 step) with analytic. */
-static void check_differences(rig *r, rx_tensor *v, const float *analytic, const char *what)
-{
-    for (int64_t i = 0; i < numel(v); i++) {
-        const float v0 = v->data[i];
-        const float vp = v0 + (float)GRAD_EPS, vm = v0 - (float)GRAD_EPS;
-        v->data[i] = vp;
-        const double lp = objective(r);
-        v->data[i] = vm;
-        const double lm = objective(r);
-        v->data[i] = v0;
-        const double numeric = (lp - lm) / ((double)vp - (double)vm), a = analytic[i];
-        if (!(fabs(a - numeric) <= GRAD_RTOL * fmax(fabs(a), fabs(numeric)) + GRAD_ATOL))
-            fail_msg("batchnorm N=%lld (%s): d%s[%lld]: backward gives %.7g, central differences %.7g",
-                     (long long)rig_n(r), r->ctx.training ? "training" : "evaluation", what, (long long)i, a, numeric);
-    }
-}
-
-static void gradcheck(shape_case sc, bool training)
-{
-    rig r;
-    rig_load(&r);
-    rig_build(&r, case_shape(sc), sc.n);
-    rig_randomize_params(&r);
-    r.ctx.training = training;
-    objective(&r);
-    rig_zero_grads(&r);
-    rig_backward(&r, true);
-    float *dx = copy_of(&r.dx), *dweight = copy_of(&r.dw[WEIGHT]), *dbias = copy_of(&r.dw[BIAS]);
-    check_differences(&r, &r.x, dx, "x");
-    check_differences(&r, &r.w[WEIGHT], dweight, "weight");
-    check_differences(&r, &r.w[BIAS], dbias, "bias");
-    free(dx);
-    free(dweight);
-    free(dbias);
-    rig_free(&r);
-}
-
-static void test_gradients(void **unused)
-{
-    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
-        gradcheck(shapes[t], true);
-        gradcheck(shapes[t], false);
-    }
-}
-
-/* backward adds into dweight and dbias (from whatever they hold), leaves the buffers' gradients
- * alone, and gives the same dweight and dbias with dx == NULL. */
-static void test_backward_adds(void **unused)
-{
-    for (int mode = 0; mode < 2; mode++) {
-        rig r;
-        rig_load(&r);
-        rig_build(&r, TEST_SHAPE(3, 4, 4), 3);
-        rig_randomize_params(&r);
-        r.ctx.training = mode == 0;
-        rig_forward(&r);
-        rig_zero_grads(&r);
-        rig_backward(&r, true);
-        float *once_w = copy_of(&r.dw[WEIGHT]), *once_b = copy_of(&r.dw[BIAS]);
-        fill(&r.dw[RUNNING_MEAN], 7.0f);
-        fill(&r.dw[RUNNING_VAR], -3.0f);
-        rig_backward(&r, true);
-        for (int64_t c = 0; c < 3; c++) {
-            assert_true(fabsf(r.dw[WEIGHT].data[c] - 2 * once_w[c]) <= 1e-6f * (1 + fabsf(once_w[c])));
-            assert_true(fabsf(r.dw[BIAS].data[c] - 2 * once_b[c]) <= 1e-6f * (1 + fabsf(once_b[c])));
-            assert_true(r.dw[RUNNING_MEAN].data[c] == 7.0f);
-            assert_true(r.dw[RUNNING_VAR].data[c] == -3.0f);
-        }
-        rig_zero_grads(&r);
-        fill(&r.dx, 99.0f);
-        rig_backward(&r, false);
-        expect_same_bits(r.dw[WEIGHT].data, once_w, 3, "dweight with dx == NULL");
-        expect_same_bits(r.dw[BIAS].data, once_b, 3, "dbias with dx == NULL");
-        for (int64_t i = 0; i < numel(&r.dx); i++) assert_true(r.dx.data[i] == 99.0f);
-        free(once_w);
-        free(once_b);
-        rig_free(&r);
-    }
-}
-
 /* ---- Threads ---- */
 
 /* Forward and backward from the same x, dy, parameters and running statistics at a thread
@@ -776,7 +570,7 @@ static void test_threads(void **unused)
         for (int mode = 0; mode < 2; mode++) {
             rig r;
             rig_load(&r);
-            rig_build(&r, case_shape(cases[t]), cases[t].n);
+            bn_build(&r, case_shape(cases[t]), cases[t].n);
             rig_randomize_params(&r);
             r.ctx.training = mode == 0;
             float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
@@ -798,183 +592,6 @@ static void test_threads(void **unused)
     }
 }
 
-/* ---- The CUDA path against the CPU's ---- */
-
-#ifdef RX_WITH_CUDA
-/* Largest |a - b| / (|b| + 1e-3) over n values, check.c's measure; NaN counts as the worst. */
-static double max_relative_error(const float *a, const float *b, int64_t n)
-{
-    double worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-3);
-        if (!(e <= worst)) worst = e;
-    }
-    return worst;
-}
-
-/* A copy on the GPU of a host tensor. */
-static rx_tensor to_gpu(const rx_tensor *t)
-{
-    const size_t bytes = sizeof(float) * (size_t)numel(t);
-    rx_tensor g = { .data = device_alloc(RX_CUDA, bytes), .shape = t->shape, .device = RX_CUDA };
-    if (!g.data) fail_msg("out of GPU memory for %zu bytes", bytes);
-    host_to_device(RX_CUDA, g.data, t->data, bytes);
-    return g;
-}
-
-/* The GPU tensor's values in a new host array. */
-static float *from_gpu(const rx_tensor *g)
-{
-    float *p = floats(numel(g));
-    device_to_host(RX_CUDA, p, g->data, sizeof(float) * (size_t)numel(g));
-    return p;
-}
-
-static void expect_agree(const char *what, const float *gpu, const float *cpu, int64_t n, double bound, shape_case sc,
-                         bool training)
-{
-    const double e = max_relative_error(gpu, cpu, n);
-    if (!(e <= bound))
-        fail_msg("batchnorm N=%lld C=%lld (%s): %s: relative error %.3g between the devices (bound %.3g)",
-                 (long long)sc.n, (long long)sc.d[0], training ? "training" : "evaluation", what, e, bound);
-}
-
-/* Bounds (check.c's measure). Training: the devices add each channel's values in different
- * orders, in double, so the statistics differ in the last bits of a double and now and then by
- * an ulp once rounded to float; y, dx, the state and the running statistics then differ by a few
- * 1e-7 at most, and dweight and dbias (sums of M products, rounded once) likewise. 1e-5 leaves a
- * wide margin and is far below what a wrong index, channel or missing term gives (order 1).
- * Evaluation's forward and dx have no sums and round the same expressions the same way: the
- * same bits with gcc; EVAL_BOUND leaves room for a CPU compiler that fuses a multiply-add
- * (clang by default: an ulp). */
-#define CUDA_BOUND 1e-5
-#define EVAL_BOUND 1e-6
-
-static void compare_devices(shape_case sc, bool training, rx_rng *rng)
-{
-    rig r;
-    rig_load(&r);
-    rig_build(&r, case_shape(sc), sc.n);
-    rig_randomize_params(&r);
-    fill_uniform(rng, &r.x, -3.0f, 5.0f);
-    fill_uniform(rng, &r.dy, -1.0f, 1.0f);
-    fill_uniform(rng, &r.dw[WEIGHT], -1.0f, 1.0f);  /* backward must add to what is there */
-    fill_uniform(rng, &r.dw[BIAS], -1.0f, 1.0f);
-    fill(&r.dw[RUNNING_MEAN], 7.0f);  /* and leave these alone */
-    fill(&r.dw[RUNNING_VAR], -3.0f);
-    r.ctx.training = training;
-
-    /* The GPU's copies first: the CPU's forward updates the running statistics in place. */
-    rx_tensor x = to_gpu(&r.x), y = to_gpu(&r.y), dy = to_gpu(&r.dy), dx = to_gpu(&r.dx);
-    rx_tensor w[NTENSORS], dw[NTENSORS];
-    for (int i = 0; i < NTENSORS; i++) {
-        w[i] = to_gpu(&r.w[i]);
-        dw[i] = to_gpu(&r.dw[i]);
-    }
-    const size_t state_bytes = r.info.state_bytes * (size_t)sc.n;
-    void *state = device_alloc(RX_CUDA, state_bytes);
-    if (!state) fail_msg("out of GPU memory for the state");
-
-    rig_forward(&r);
-    rig_backward(&r, true);
-
-    rx_ctx gpu = r.ctx;
-    gpu.device = RX_CUDA;
-    char why[ERR_LEN];
-    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
-    if (r.desc->layer.forward[RX_CUDA](r.self, &gpu, &x, w, &y, state) != 0) fail_msg("cuda forward: %s", gpu.err);
-    if (r.desc->layer.backward[RX_CUDA](r.self, &gpu, &x, &y, &dy, w, state, &dx, dw) != 0)
-        fail_msg("cuda backward: %s", gpu.err);
-    expect_gpu_clean("batchnorm forward and backward");
-
-    const int64_t c_n = rig_c(&r);
-    float *got_y = from_gpu(&y), *got_dx = from_gpu(&dx), *got_state = floats(2 * c_n);
-    device_to_host(RX_CUDA, got_state, state, 2 * sizeof(float) * (size_t)c_n);
-    const double bound = training ? CUDA_BOUND : EVAL_BOUND;
-    expect_agree("y", got_y, r.y.data, numel(&r.y), bound, sc, training);
-    expect_agree("dx", got_dx, r.dx.data, numel(&r.dx), bound, sc, training);
-    expect_agree("state", got_state, r.state, 2 * c_n, bound, sc, training);
-    const char *names[NTENSORS] = { "weight", "bias", "running_mean", "running_var" };
-    for (int i = 0; i < NTENSORS; i++) {
-        float *got_w = from_gpu(&w[i]), *got_dw = from_gpu(&dw[i]);
-        char what[64];
-        snprintf(what, sizeof what, "%s after forward", names[i]);
-        /* evaluation must leave the running statistics as they were: the same bits */
-        expect_agree(what, got_w, r.w[i].data, c_n, training ? CUDA_BOUND : 0.0, sc, training);
-        snprintf(what, sizeof what, "d%s after backward", names[i]);
-        expect_agree(what, got_dw, r.dw[i].data, c_n, i < RUNNING_MEAN ? CUDA_BOUND : 0.0, sc, training);
-        free(got_w);
-        free(got_dw);
-    }
-    print_message("  batchnorm N=%-3lld (%lld, %lld, %lld) %-10s y %.2g, dx %.2g\n", (long long)sc.n,
-                  (long long)sc.d[0], sc.ndim > 1 ? (long long)sc.d[1] : 1LL, sc.ndim > 2 ? (long long)sc.d[2] : 1LL,
-                  training ? "training" : "evaluation", max_relative_error(got_y, r.y.data, numel(&r.y)),
-                  max_relative_error(got_dx, r.dx.data, numel(&r.dx)));
-
-    /* dx == NULL on the GPU: the same parameter gradients, added once more. */
-    if (r.desc->layer.backward[RX_CUDA](r.self, &gpu, &x, &y, &dy, w, state, NULL, dw) != 0)
-        fail_msg("cuda backward without dx: %s", gpu.err);
-    expect_gpu_clean("batchnorm backward without dx");
-    rig_backward(&r, false);
-    float *again_w = from_gpu(&dw[WEIGHT]);
-    expect_agree("dweight after a second backward without dx", again_w, r.dw[WEIGHT].data, c_n, CUDA_BOUND, sc,
-                 training);
-    free(again_w);
-
-    free(got_y);
-    free(got_dx);
-    free(got_state);
-    device_free(RX_CUDA, x.data);
-    device_free(RX_CUDA, y.data);
-    device_free(RX_CUDA, dy.data);
-    device_free(RX_CUDA, dx.data);
-    for (int i = 0; i < NTENSORS; i++) {
-        device_free(RX_CUDA, w[i].data);
-        device_free(RX_CUDA, dw[i].data);
-    }
-    device_free(RX_CUDA, state);
-    device_close_context(RX_CUDA, &gpu);
-    rig_free(&r);
-}
-#endif
-
-static void test_cpu_vs_cuda(void **unused)
-{
-#ifndef RX_WITH_CUDA
-    print_message("skipped: this build has no CUDA (make CUDA=1, with nvcc)\n");
-    skip();
-#else
-    char why[ERR_LEN];
-    if (!device_usable(RX_CUDA, why)) {
-        print_message("skipped: %s\n", why);
-        skip();
-    }
-    {
-        rig r;
-        rig_load(&r);
-        if (!r.desc->layer.forward[RX_CUDA] || !r.desc->layer.backward[RX_CUDA])
-            fail_msg("batchnorm has no CUDA path in a CUDA build");
-        plugin_unload(&r.pl);
-    }
-    const char *seed_text = getenv("RX_TEST_SEED");
-    const unsigned seed = seed_text ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL);
-    print_message("  random inputs from seed %u (RX_TEST_SEED=%u repeats)\n", seed, seed);
-    rx_rng rng = rx_rng_stream(seed, 0xB4);
-    /* Index arithmetic and the block sizes: odd images, (C) and (C, L) inputs, fewer values per
-     * channel than a warp, more than a block (the threads stride), a single sample, many
-     * channels. */
-    const shape_case cases[] = {
-        { 4, 3, { 3, 5, 7 } },   { 1, 3, { 2, 3, 3 } },     { 64, 1, { 16 } },        { 2, 3, { 1, 1, 3 } },
-        { 3, 3, { 5, 17, 19 } }, { 300, 1, { 40 } },       { 3, 2, { 4, 33 } },      { 8, 3, { 16, 32, 32 } },
-        { 2, 1, { 1000 } },      { 20, 3, { 64, 8, 8 } },
-    };
-    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
-        compare_devices(cases[t], true, &rng);
-        compare_devices(cases[t], false, &rng);
-    }
-#endif
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -985,10 +602,7 @@ int main(void)
         cmocka_unit_test(test_running_stats),
         cmocka_unit_test(test_forward_refuses),
         cmocka_unit_test(test_matches_reference),
-        cmocka_unit_test(test_gradients),
-        cmocka_unit_test(test_backward_adds),
         cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_cpu_vs_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

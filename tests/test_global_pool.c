@@ -5,118 +5,28 @@
  *   PyTorch) and NaNs (a NaN wins; the last of several), including the state and dx.
  * - Odd and edge shapes (1x1, a single row or column, fewer and more elements than a warp's 32
  *   lanes) against plain reference loops; the mean's documented summation order.
- * - Central differences of the plugin's own forward (test_layers.c's tolerances), max inputs
- *   spaced so that no probe moves the maximum.
  * - The same bits with 1 and 2 threads; global max equal, bit for bit with state and dx, to
  *   maxpool with one window over the whole (odd) plane; create's refusals.
- * - CPU vs CUDA on the same inputs, to the bit (y, dx and the state), skipped (saying why)
- *   without CUDA or a usable GPU, as test_cuda.c does; never a failure for want of a GPU. */
+ * Central differences of the plugin's own forward, and CPU vs CUDA to the bit (y, dx, the state,
+ * and again on ties and NaNs), are rows of test_check.c's table (core/check.c). */
 #include "helpers.h"
 
 #include <math.h>
-#include <stdio.h>
-
-#include "device.h"
-#include "error.h"
-
-#ifdef RX_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
-#define GRAD_EPS  1e-3  /* central-difference step on the float forward */
-#define GRAD_RTOL 1e-2
-#define GRAD_ATOL 1e-3
-
-/* ---- A layer with every buffer the host would lend it (pooling layers have no tensors) ---- */
-
-typedef struct rig {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    void *self;
-    rx_ctx ctx;
-    rx_layer_info info;
-    rx_tensor x, dx;  /* (N, C, H, W) */
-    rx_tensor y, dy;  /* (N, C, 1, 1), or maxpool's (N, C, OH, OW) */
-    void *state;      /* info.state_bytes * N */
-    rx_rng rng;       /* the test's own random numbers */
-} rig;
-
-static void fill_uniform(rx_rng *r, rx_tensor *t, float lo, float hi)
-{
-    for (int64_t i = 0; i < rx_numel(t->shape); i++) t->data[i] = lo + (hi - lo) * rx_rng_uniform(r);
-}
 
 /* Loads global_pool in `mode` (NULL: the default). */
 static void rig_load(rig *r, const char *mode)
 {
-    memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, "global_pool");
-    test_default_args(r->desc, r->args);
+    rig_open(r, "global_pool", 17);
     if (mode) test_arg(r->desc, r->args, "mode")->s = mode;
-    r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-    r->rng = rx_rng_stream(17, 0);
 }
 
-static int rig_create(rig *r, rx_shape in)
+/* rig_alloc, then x and dy U(-1, 1). */
+static void pool_build(rig *r, rx_shape in, int64_t n)
 {
-    return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
+    rig_alloc(r, in, n);
+    tensor_uniform(&r->rng, &r->x, -1.0f, 1.0f);
+    tensor_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
 }
-
-/* create, which must succeed, then every buffer; x is U(-1, 1) and dy U(-1, 1). */
-static void rig_build(rig *r, rx_shape in, int64_t n)
-{
-    if (rig_create(r, in) != 0) fail_msg("%s: create failed: %s", r->desc->name, r->ctx.err);
-    r->x = tensor_new(batched(n, in));
-    r->dx = tensor_new(batched(n, in));
-    r->y = tensor_new(batched(n, r->info.out));
-    r->dy = tensor_new(batched(n, r->info.out));
-    if (r->info.state_bytes) {
-        r->state = calloc(r->info.state_bytes, (size_t)n);
-        assert_non_null(r->state);
-    }
-    fill_uniform(&r->rng, &r->x, -1.0f, 1.0f);
-    fill_uniform(&r->rng, &r->dy, -1.0f, 1.0f);
-}
-
-static void rig_forward(rig *r)
-{
-    if (r->desc->layer.forward[RX_CPU](r->self, &r->ctx, &r->x, NULL, &r->y, r->state) != 0)
-        fail_msg("%s: forward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_backward(rig *r, bool want_dx)
-{
-    if (r->desc->layer.backward[RX_CPU](r->self, &r->ctx, &r->x, &r->y, &r->dy, NULL, r->state,
-                                        want_dx ? &r->dx : NULL, NULL) != 0)
-        fail_msg("%s: backward failed: %s", r->desc->name, r->ctx.err);
-}
-
-static void rig_free(rig *r)
-{
-    if (r->desc->layer.destroy) r->desc->layer.destroy(r->self);
-    free(r->x.data);
-    free(r->dx.data);
-    free(r->y.data);
-    free(r->dy.data);
-    free(r->state);
-    plugin_unload(&r->pl);
-}
-
-static void expect_refused(rig *r, rx_shape in, const char *const *fragments)
-{
-    r->ctx.err[0] = '\0';
-    r->self = NULL;
-    if (rig_create(r, in) == 0) {
-        r->desc->layer.destroy(r->self);
-        r->self = NULL;
-        fail_msg("global_pool: create accepted what it should refuse (expected \"%s\")", fragments[0]);
-    }
-    assert_null(r->self);
-    for (int i = 0; fragments[i]; i++)
-        if (!strstr(r->ctx.err, fragments[i])) fail_msg("message \"%s\" lacks \"%s\"", r->ctx.err, fragments[i]);
-}
-#define EXPECT_REFUSED(r, in, ...) expect_refused((r), (in), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* NaN-aware equality of floats, and of their bits otherwise (so -0 and +0 differ). */
 static void expect_same_floats(const float *got, const float *want, int64_t n, const char *what)
@@ -132,19 +42,6 @@ static void fill_ties(rig *r, int nans)
     const int64_t n = rx_numel(r->x.shape);
     for (int64_t i = 0; i < n; i++) r->x.data[i] = (float)rx_rng_below(&r->rng, 5) - 2.0f;
     for (int k = 0; k < nans; k++) r->x.data[rx_rng_below(&r->rng, (uint64_t)n)] = NAN;
-}
-
-/* Distinct values 10 * eps apart in a random order: no tie, and no perturbation moves a maximum. */
-static void fill_separated(rig *r)
-{
-    const int64_t n = rx_numel(r->x.shape);
-    for (int64_t i = 0; i < n; i++) r->x.data[i] = (float)(i - n / 2) * 10 * (float)GRAD_EPS;
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)rx_rng_below(&r->rng, (uint64_t)i + 1);
-        const float t = r->x.data[i];
-        r->x.data[i] = r->x.data[j];
-        r->x.data[j] = t;
-    }
 }
 
 /* ---- The rule, written as plainly as possible ---- */
@@ -177,7 +74,7 @@ static void test_global_pool_max_by_hand(void **unused)
     };
     rig r;
     rig_load(&r, NULL);  /* the default mode is max */
-    rig_build(&r, TEST_SHAPE(3, 2, 3), 1);
+    pool_build(&r, TEST_SHAPE(3, 2, 3), 1);
     assert_int_equal(r.info.out.ndim, 3);
     assert_int_equal(r.info.out.d[0], 3);
     assert_int_equal(r.info.out.d[1], 1);
@@ -213,7 +110,7 @@ static void test_global_pool_avg_by_hand(void **unused)
     };
     rig r;
     rig_load(&r, "avg");
-    rig_build(&r, TEST_SHAPE(2, 3, 3), 2);
+    pool_build(&r, TEST_SHAPE(2, 3, 3), 2);
     assert_int_equal(r.info.state_bytes, 0);  /* the mean needs nothing kept */
     memcpy(r.x.data, x, sizeof x);
     const float dy[4] = { 9, -18, 1, 0.5f };
@@ -237,7 +134,7 @@ static void test_global_pool_avg_order(void **unused)
 {
     rig r;
     rig_load(&r, "avg");
-    rig_build(&r, TEST_SHAPE(1, 33, 1), 1);
+    pool_build(&r, TEST_SHAPE(1, 33, 1), 1);
     for (int i = 0; i < 33; i++) r.x.data[i] = 1.0f;
     r.x.data[0] = 1e8f;
     r.x.data[32] = -1e8f;
@@ -265,7 +162,7 @@ static void test_global_pool_shapes(void **unused)
         const int64_t c = shapes[s].c, hw = shapes[s].h * shapes[s].w, n = shapes[s].n;
         rig r;
         rig_load(&r, "max");
-        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        pool_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
         fill_ties(&r, s % 2 ? 3 : 0);
         rig_forward(&r);
         rig_backward(&r, true);
@@ -282,7 +179,7 @@ static void test_global_pool_shapes(void **unused)
         rig_free(&r);
 
         rig_load(&r, "avg");
-        rig_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
+        pool_build(&r, TEST_SHAPE(c, shapes[s].h, shapes[s].w), n);
         rig_forward(&r);
         rig_backward(&r, true);
         for (int64_t p = 0; p < n * c; p++) {
@@ -303,44 +200,6 @@ static void test_global_pool_shapes(void **unused)
     }
 }
 
-/* ---- Gradients ---- */
-
-/* The project's finite-difference check (as in test_layers.c): L = sum(y * dy), each x moved by
- * +-eps through the plugin's own float forward, L summed in double. */
-static void gradcheck(rig *r)
-{
-    rig_forward(r);
-    rig_backward(r, true);
-    for (int64_t i = 0; i < rx_numel(r->x.shape); i++) {
-        const float v0 = r->x.data[i], vp = v0 + (float)GRAD_EPS, vm = v0 - (float)GRAD_EPS;
-        double l[2] = { 0, 0 };
-        for (int side = 0; side < 2; side++) {
-            r->x.data[i] = side ? vm : vp;
-            rig_forward(r);
-            for (int64_t j = 0; j < rx_numel(r->y.shape); j++) l[side] += (double)r->y.data[j] * r->dy.data[j];
-        }
-        r->x.data[i] = v0;
-        const double numeric = (l[0] - l[1]) / ((double)vp - (double)vm), analytic = r->dx.data[i];
-        if (!(fabs(analytic - numeric) <= GRAD_RTOL * fmax(fabs(analytic), fabs(numeric)) + GRAD_ATOL))
-            fail_msg("global_pool: dx[%lld]: backward gives %.7g, central differences %.7g", (long long)i, analytic,
-                     numeric);
-    }
-}
-
-static void test_global_pool_gradients(void **unused)
-{
-    static const struct { int64_t c, h, w; } shapes[] = { { 2, 3, 3 }, { 3, 5, 4 }, { 2, 1, 6 } };
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int mode = 0; mode < 2; mode++) {
-            rig r;
-            rig_load(&r, mode ? "avg" : "max");
-            rig_build(&r, TEST_SHAPE(shapes[s].c, shapes[s].h, shapes[s].w), 2);
-            if (!mode) fill_separated(&r);
-            gradcheck(&r);
-            rig_free(&r);
-        }
-}
-
 /* ---- Threads ---- */
 
 /* 16384 values a sample, 4 samples: planes split across threads, each plane one thread's. */
@@ -349,7 +208,7 @@ static void test_global_pool_threads(void **unused)
     for (int mode = 0; mode < 2; mode++) {
         rig r;
         rig_load(&r, mode ? "avg" : "max");
-        rig_build(&r, TEST_SHAPE(64, 16, 16), 4);
+        pool_build(&r, TEST_SHAPE(64, 16, 16), 4);
         if (!mode) fill_ties(&r, 5);
         const int64_t nx = rx_numel(r.x.shape), ny = rx_numel(r.y.shape);
         const size_t ns = r.info.state_bytes * 4;
@@ -390,16 +249,12 @@ static void test_global_pool_matches_maxpool(void **unused)
         const int s = sizes[k];
         rig g, m;
         rig_load(&g, "max");
-        rig_build(&g, TEST_SHAPE(6, s, s), 3);
+        pool_build(&g, TEST_SHAPE(6, s, s), 3);
         fill_ties(&g, 2);
 
-        memset(&m, 0, sizeof m);
-        m.desc = test_load(&m.pl, RX_LAYER, "maxpool");
-        test_default_args(m.desc, m.args);
-        test_arg(m.desc, m.args, "size")->i = s;
-        m.ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
-        m.rng = rx_rng_stream(19, 0);
-        rig_build(&m, TEST_SHAPE(6, s, s), 3);
+        rig_open(&m, "maxpool", 19);
+        rig_arg(&m, "size")->i = s;
+        pool_build(&m, TEST_SHAPE(6, s, s), 3);
         assert_int_equal(m.info.out.d[1], 1);
         assert_int_equal(m.info.out.d[2], 1);
         assert_int_equal(m.info.state_bytes, g.info.state_bytes);
@@ -437,119 +292,6 @@ static void test_global_pool_refuses(void **unused)
     rig_free(&r);
 }
 
-/* ---- CPU vs CUDA ---- */
-
-/* Whether the CUDA path can run here; if not, why. A CUDA build whose global_pool lacks a CUDA
- * path fails: that is a bug, not a missing GPU. */
-static bool gpu_usable(const rx_plugin *d, char *why)
-{
-#ifndef RX_WITH_CUDA
-    (void)d;
-    snprintf(why, ERR_LEN, "this build has no CUDA (make CUDA=1, with nvcc)");
-    return false;
-#else
-    if (!d->layer.forward[RX_CUDA] || !d->layer.backward[RX_CUDA])
-        fail_msg("global_pool has no CUDA path in a CUDA build");
-    return device_usable(RX_CUDA, why);
-#endif
-}
-
-#ifdef RX_WITH_CUDA
-/* The rig's CPU results (already in y, dx and the state) against the CUDA path on the same x
- * and dy: the same selections and the same summation order, so the same bits. */
-static void compare_devices(rig *r, const char *what)
-{
-    rx_ctx gpu = r->ctx;
-    gpu.device = RX_CUDA;
-    char why[ERR_LEN];
-    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
-    const int64_t nx = rx_numel(r->x.shape), ny = rx_numel(r->y.shape);
-    const size_t ns = r->info.state_bytes * (size_t)r->x.shape.d[0];
-    rx_tensor x = r->x, y = r->y, dy = r->dy, dx = r->dx;
-    x.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
-    y.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
-    dy.data = gpu_alloc_or_fail(sizeof(float) * (size_t)ny);
-    dx.data = gpu_alloc_or_fail(sizeof(float) * (size_t)nx);
-    void *state = gpu_alloc_or_fail(ns);
-    x.device = y.device = dy.device = dx.device = RX_CUDA;
-    host_to_device(RX_CUDA, x.data, r->x.data, sizeof(float) * (size_t)nx);
-    host_to_device(RX_CUDA, dy.data, r->dy.data, sizeof(float) * (size_t)ny);
-    if (r->desc->layer.forward[RX_CUDA](r->self, &gpu, &x, NULL, &y, state) != 0) fail_msg("cuda forward: %s", gpu.err);
-    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, state, &dx, NULL) != 0)
-        fail_msg("cuda backward: %s", gpu.err);
-    if (r->desc->layer.backward[RX_CUDA](r->self, &gpu, &x, &y, &dy, NULL, state, NULL, NULL) != 0)
-        fail_msg("cuda backward with dx = NULL: %s", gpu.err);
-    expect_gpu_clean(what);
-    float *y_back = floats(ny), *dx_back = floats(nx);
-    void *state_back = malloc(ns + 1);
-    assert_non_null(state_back);
-    device_to_host(RX_CUDA, y_back, y.data, sizeof(float) * (size_t)ny);
-    device_to_host(RX_CUDA, dx_back, dx.data, sizeof(float) * (size_t)nx);
-    device_to_host(RX_CUDA, state_back, state, ns);
-    char label[160];
-    snprintf(label, sizeof label, "%s: y on the GPU", what);
-    expect_same_floats(y_back, r->y.data, ny, label);
-    snprintf(label, sizeof label, "%s: dx on the GPU", what);
-    expect_same_floats(dx_back, r->dx.data, nx, label);
-    if (ns && memcmp(state_back, r->state, ns) != 0) {
-        const int32_t *got = state_back, *want = r->state;
-        for (size_t i = 0; i < ns / sizeof(int32_t); i++)
-            if (got[i] != want[i])
-                fail_msg("%s: argmax[%zu] is %d on the GPU, %d on the CPU", what, i, (int)got[i], (int)want[i]);
-    }
-    print_message("  %-40s y, dx and state: the same bits\n", what);
-    free(y_back);
-    free(dx_back);
-    free(state_back);
-    device_free(RX_CUDA, x.data);
-    device_free(RX_CUDA, y.data);
-    device_free(RX_CUDA, dy.data);
-    device_free(RX_CUDA, dx.data);
-    device_free(RX_CUDA, state);
-    device_close_context(RX_CUDA, &gpu);
-}
-#endif
-
-static void test_global_pool_cpu_vs_cuda(void **unused)
-{
-    static const struct { int64_t c, h, w, n; } shapes[] = {
-        { 3, 8, 8, 4 },     /* two elements a lane */
-        { 5, 3, 3, 7 },     /* fewer elements than lanes */
-        { 4, 1, 1, 3 },     /* one element: 31 idle lanes */
-        { 3, 5, 7, 33 },    /* 99 planes: warps in a partly full block */
-        { 16, 32, 32, 20 }, /* 320 planes of 1024 */
-        { 2, 33, 1, 2 },    /* one lane with two elements */
-    };
-    char why[ERR_LEN] = "";
-    {
-        plugin pl;
-        const bool usable = gpu_usable(test_load(&pl, RX_LAYER, "global_pool"), why);
-        plugin_unload(&pl);
-        if (!usable) {
-            print_message("skipped: %s\n", why);
-            skip();
-        }
-    }
-#ifdef RX_WITH_CUDA
-    for (int mode = 0; mode < 2; mode++)
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            rig r;
-            rig_load(&r, mode ? "avg" : "max");
-            rig_build(&r, TEST_SHAPE(shapes[s].c, shapes[s].h, shapes[s].w), shapes[s].n);
-            if (!mode) fill_ties(&r, (int)s);  /* ties everywhere, and a few NaNs */
-            rig_forward(&r);
-            rig_backward(&r, true);
-            char what[96];
-            snprintf(what, sizeof what, "global_pool %s (%lld, %lld, %lld) x %lld", mode ? "avg" : "max",
-                     (long long)shapes[s].c, (long long)shapes[s].h, (long long)shapes[s].w, (long long)shapes[s].n);
-            compare_devices(&r, what);
-            rig_free(&r);
-        }
-#else
-    (void)shapes;
-#endif
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,11 +299,9 @@ int main(void)
         cmocka_unit_test(test_global_pool_avg_by_hand),
         cmocka_unit_test(test_global_pool_avg_order),
         cmocka_unit_test(test_global_pool_shapes),
-        cmocka_unit_test(test_global_pool_gradients),
         cmocka_unit_test(test_global_pool_threads),
         cmocka_unit_test(test_global_pool_matches_maxpool),
         cmocka_unit_test(test_global_pool_refuses),
-        cmocka_unit_test(test_global_pool_cpu_vs_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
