@@ -467,14 +467,14 @@ static int read_layers(reader *r, int idx, const char *place, const char *path, 
     return 0;
 }
 
-/* The value of top-level key k in c. */
+/* The value of top-level key k in c. A field is copied, not cast: its type is k's. */
 static void top_key_get(const config *c, const top_key *k, rx_value *v)
 {
     const char *field = (const char *)c + k->offset;
     switch (k->p.type) {
-    case RX_INT: v->i = *(const int64_t *)field; break;
-    case RX_NUM: v->num = *(const double *)field; break;
-    case RX_BOOL: v->b = *(const bool *)field; break;
+    case RX_INT: memcpy(&v->i, field, sizeof v->i); break;
+    case RX_NUM: memcpy(&v->num, field, sizeof v->num); break;
+    case RX_BOOL: memcpy(&v->b, field, sizeof v->b); break;
     case RX_STR: v->s = field; break;
     case RX_NUMS: break; /* no top-level key is a list */
     }
@@ -485,9 +485,9 @@ static void top_key_set(config *c, const top_key *k, const rx_value *v)
 {
     char *field = (char *)c + k->offset;
     switch (k->p.type) {
-    case RX_INT: *(int64_t *)field = v->i; break;
-    case RX_NUM: *(double *)field = v->num; break;
-    case RX_BOOL: *(bool *)field = v->b; break;
+    case RX_INT: memcpy(field, &v->i, sizeof v->i); break;
+    case RX_NUM: memcpy(field, &v->num, sizeof v->num); break;
+    case RX_BOOL: memcpy(field, &v->b, sizeof v->b); break;
     case RX_STR: snprintf(field, k->size, "%s", v->s); break;
     case RX_NUMS: break;
     }
