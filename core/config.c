@@ -3,7 +3,8 @@
  * The table is read twice: once as the file wrote it, so that its mistakes are reported against
  * the file, and once more after the overrides, so that theirs are reported against the command
  * line. Each plugin's table is converted by the same routine, driven by the plugin's declared
- * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). */
+ * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). The
+ * top-level keys that are plain values are one table, top_keys; optim.schedule is schedule.c's. */
 #include "config.h"
 
 #include <lauxlib.h>
@@ -49,6 +50,7 @@ static const top_key top_keys[] = {
         .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
       FIELD(ema), .order = 4, .must = "a decay in [0, 1) (0: off)", .min = 0, .max = 1 },
 };
+#undef FIELD
 #define NTOP ((int)(sizeof top_keys / sizeof *top_keys))
 static const char *const top_tables[] = { "data", "model", "loss", "optim" };
 
