@@ -247,93 +247,100 @@ int checkpoint_read(const char *path, ckpt_tensor *t, int n, ckpt_meta_buf *meta
     return rc;
 }
 
-int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor *t, int n, ckpt_meta_buf *meta,
-                     char *err)
+/* The header's length, from the first 8 bytes (little-endian), checked against the file's. */
+static int header_length(const char *path, const char *file, size_t len, uint64_t *hlen, char *err)
 {
-    ckpt_meta_buf scratch = { 0 }; /* metadata lands in meta only on success */
-    int rc = -1;
+    if (len < 8) return errorf(err, "%s: not a safetensors file: %zu bytes, too short for a header", path, len);
+    *hlen = 0;
+    for (int b = 0; b < 8; b++) *hlen |= (uint64_t)(unsigned char)file[b] << (8 * b);
+    if (*hlen > MAX_HEADER || *hlen > len - 8)
+        return errorf(err, "%s: not a safetensors file: header of %llu bytes in a file of %zu", path,
+                      (unsigned long long)*hlen, len);
+    return 0;
+}
+
+/* Which of the n tensors t the header's entry e, named `name`, is for: the one of that name,
+ * not seen before (found), with dtype F32, its shape, and its bytes within the data_len bytes
+ * of data. -1 and a message otherwise. */
+static int match_entry(const parser *p, const char *name, const entry *e, const ckpt_tensor *t, int n,
+                       const bool *found, size_t data_len)
+{
+    int i = 0;
+    while (i < n && strcmp(t[i].name, name) != 0) i++;
+    if (i == n) return errorf(p->err, "%s: holds tensor '%s', which the network does not have", p->path, name);
+    if (found[i]) return errorf(p->err, "%s: tensor '%s' appears twice", p->path, name);
+    if (strcmp(e->dtype, "F32") != 0) return errorf(p->err, "%s: tensor '%s' has dtype %s, expected F32", p->path, name, e->dtype);
+    bool same = e->shape.ndim == t[i].shape.ndim;
+    for (int d = 0; same && d < e->shape.ndim; d++) same = e->shape.d[d] == t[i].shape.d[d];
+    if (!same) {
+        char got[96], want[96];
+        shape_format(e->shape, got, sizeof got);
+        shape_format(t[i].shape, want, sizeof want);
+        return errorf(p->err, "%s: tensor '%s' has shape %s, the network expects %s", p->path, name, got, want);
+    }
+    uint64_t bytes = (uint64_t)rx_numel(e->shape) * sizeof(float);
+    if (e->begin > e->end || e->end > data_len || e->end - e->begin != bytes)
+        return errorf(p->err, "%s: tensor '%s' has data_offsets [%llu, %llu], expected %llu bytes within %zu", p->path,
+                      name, (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)bytes, data_len);
+    return i;
+}
+
+/* The whole header: {"__metadata__": {...}, "name": {entry}, ...}, every one of the n tensors t
+ * in it once (its entry into entries), nothing after it. */
+static int parse_header(parser *p, const ckpt_tensor *t, int n, entry *entries, ckpt_meta_buf *meta, size_t data_len)
+{
     bool *found = calloc((size_t)(n > 0 ? n : 1), sizeof *found);
-    entry *entries = calloc((size_t)(n > 0 ? n : 1), sizeof *entries);
-    if (!found || !entries) {
-        snprintf(err, ERR_LEN, "%s: out of memory", path);
-        goto done;
-    }
-    if (len < 8) {
-        snprintf(err, ERR_LEN, "%s: not a safetensors file: %zu bytes, too short for a header", path, len);
-        goto done;
-    }
-    uint64_t hlen = 0;
-    for (int b = 0; b < 8; b++) hlen |= (uint64_t)(unsigned char)file[b] << (8 * b);
-    if (hlen > MAX_HEADER || hlen > len - 8) {
-        snprintf(err, ERR_LEN, "%s: not a safetensors file: header of %llu bytes in a file of %zu", path,
-                 (unsigned long long)hlen, len);
-        goto done;
-    }
-    const char *data = file + 8 + hlen;
-    size_t data_len = len - 8 - hlen;
-    parser p = { .start = file + 8, .s = file + 8, .end = file + 8 + hlen, .path = path, .err = err };
-    if (expect(&p, '{') != 0) goto done;
-    if (!peek(&p, '}')) {
+    if (!found) return errorf(p->err, "%s: out of memory", p->path);
+    int rc = -1;
+    if (expect(p, '{') != 0) goto done;
+    if (!peek(p, '}')) {
         do {
             char name[CKPT_NAME_LEN];
-            if (parse_string(&p, name, sizeof name) != 0 || expect(&p, ':') != 0) goto done;
+            entry e = { 0 };
+            if (parse_string(p, name, sizeof name) != 0 || expect(p, ':') != 0) goto done;
             if (strcmp(name, "__metadata__") == 0) {
-                if (parse_metadata(&p, &scratch) != 0) goto done;
+                if (parse_metadata(p, meta) != 0) goto done;
                 continue;
             }
-            entry e = { 0 };
-            if (parse_entry(&p, &e) != 0) goto done;
-            int i = 0;
-            while (i < n && strcmp(t[i].name, name) != 0) i++;
-            if (i == n) {
-                snprintf(err, ERR_LEN, "%s: holds tensor '%s', which the network does not have", path, name);
-                goto done;
-            }
-            if (found[i]) {
-                snprintf(err, ERR_LEN, "%s: tensor '%s' appears twice", path, name);
-                goto done;
-            }
-            if (strcmp(e.dtype, "F32") != 0) {
-                snprintf(err, ERR_LEN, "%s: tensor '%s' has dtype %s, expected F32", path, name, e.dtype);
-                goto done;
-            }
-            bool same = e.shape.ndim == t[i].shape.ndim;
-            for (int d = 0; same && d < e.shape.ndim; d++) same = e.shape.d[d] == t[i].shape.d[d];
-            if (!same) {
-                char got[96], want[96];
-                shape_format(e.shape, got, sizeof got);
-                shape_format(t[i].shape, want, sizeof want);
-                snprintf(err, ERR_LEN, "%s: tensor '%s' has shape %s, the network expects %s", path, name, got, want);
-                goto done;
-            }
-            uint64_t bytes = (uint64_t)rx_numel(e.shape) * sizeof(float);
-            if (e.begin > e.end || e.end > data_len || e.end - e.begin != bytes) {
-                snprintf(err, ERR_LEN, "%s: tensor '%s' has data_offsets [%llu, %llu], expected %llu bytes within %zu",
-                         path, name, (unsigned long long)e.begin, (unsigned long long)e.end,
-                         (unsigned long long)bytes, data_len);
-                goto done;
-            }
+            int i = parse_entry(p, &e) != 0 ? -1 : match_entry(p, name, &e, t, n, found, data_len);
+            if (i < 0) goto done;
             found[i] = true;
             entries[i] = e;
-        } while (peek(&p, ',') && p.s++);
+        } while (peek(p, ',') && p->s++);
     }
-    if (expect(&p, '}') != 0) goto done;
-    skip_ws(&p);
-    if (p.s != p.end) {
-        bad(&p, "trailing bytes after the header");
+    if (expect(p, '}') != 0) goto done;
+    skip_ws(p);
+    if (p->s != p->end) {
+        bad(p, "trailing bytes after the header");
         goto done;
     }
     for (int i = 0; i < n; i++)
         if (!found[i]) {
-            snprintf(err, ERR_LEN, "%s: tensor '%s' is missing", path, t[i].name);
+            errorf(p->err, "%s: tensor '%s' is missing", p->path, t[i].name);
             goto done;
         }
-    /* All checked: only now copy, so a bad file changes nothing. */
-    for (int i = 0; i < n; i++) memcpy(t[i].data, data + entries[i].begin, entries[i].end - entries[i].begin);
-    if (meta) *meta = scratch;
     rc = 0;
 done:
     free(found);
+    return rc;
+}
+
+int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor *t, int n, ckpt_meta_buf *meta,
+                     char *err)
+{
+    ckpt_meta_buf scratch = { 0 }; /* metadata lands in meta only on success */
+    uint64_t hlen = 0;
+    if (header_length(path, file, len, &hlen, err) != 0) return -1;
+    entry *entries = calloc((size_t)(n > 0 ? n : 1), sizeof *entries);
+    if (!entries) return errorf(err, "%s: out of memory", path);
+    parser p = { .start = file + 8, .s = file + 8, .end = file + 8 + hlen, .path = path, .err = err };
+    const char *data = file + 8 + hlen;
+    int rc = parse_header(&p, t, n, entries, &scratch, len - 8 - hlen);
+    if (rc == 0) {
+        /* All checked: only now copy, so a bad file changes nothing. */
+        for (int i = 0; i < n; i++) memcpy(t[i].data, data + entries[i].begin, entries[i].end - entries[i].begin);
+        if (meta) *meta = scratch;
+    }
     free(entries);
     return rc;
 }
@@ -361,17 +368,28 @@ static ckpt_tensor *net_tensors(const net *nt, float *host, const ckpt_tensor *e
     return t;
 }
 
+/* A host buffer for nt's parameters (*host, freed by the caller) and named views into it, extra
+ * following; NULL and a message when memory runs out. */
+static ckpt_tensor *host_tensors(const net *nt, const char *path, const ckpt_tensor *extra, int nextra, float **host,
+                                 int *count, char *err)
+{
+    *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
+    ckpt_tensor *t = *host ? net_tensors(nt, *host, extra, nextra, count) : NULL;
+    if (!t) {
+        free(*host);
+        *host = NULL;
+        errorf(err, "%s: out of memory", path);
+    }
+    return t;
+}
+
 int checkpoint_save_net(const net *nt, const char *path, const ckpt_tensor *extra, int nextra,
                         const ckpt_meta *meta, int nmeta, char *err)
 {
-    float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
+    float *host;
     int n = 0;
-    ckpt_tensor *t = host ? net_tensors(nt, host, extra, nextra, &n) : NULL;
-    if (!t) {
-        free(host);
-        snprintf(err, ERR_LEN, "%s: out of memory", path);
-        return -1;
-    }
+    ckpt_tensor *t = host_tensors(nt, path, extra, nextra, &host, &n, err);
+    if (!t) return -1;
     device_to_host(nt->device, host, nt->params, nt->nparams * sizeof(float));
     int rc = checkpoint_write(path, t, n, meta, nmeta, err);
     free(t);
@@ -382,14 +400,10 @@ int checkpoint_save_net(const net *nt, const char *path, const ckpt_tensor *extr
 int checkpoint_load_net(net *nt, const char *path, ckpt_tensor *extra, int nextra, ckpt_meta_buf *meta,
                         char *err)
 {
-    float *host = malloc((nt->nparams ? nt->nparams : 1) * sizeof(float));
+    float *host;
     int n = 0;
-    ckpt_tensor *t = host ? net_tensors(nt, host, extra, nextra, &n) : NULL;
-    if (!t) {
-        free(host);
-        snprintf(err, ERR_LEN, "%s: out of memory", path);
-        return -1;
-    }
+    ckpt_tensor *t = host_tensors(nt, path, extra, nextra, &host, &n, err);
+    if (!t) return -1;
     int rc = checkpoint_read(path, t, n, meta, err);
     if (rc == 0) host_to_device(nt->device, nt->params, host, nt->nparams * sizeof(float));
     free(t);

@@ -3,31 +3,55 @@
  * The table is read twice: once as the file wrote it, so that its mistakes are reported against
  * the file, and once more after the overrides, so that theirs are reported against the command
  * line. Each plugin's table is converted by the same routine, driven by the plugin's declared
- * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). */
+ * parameter list plus the few keys the host itself reads there (data.batch_size, optim.lr). The
+ * top-level keys that are plain values are one table, top_keys; optim.schedule is schedule.c's. */
 #include "config.h"
 
-#include <ctype.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "device.h"
 
-/* Keys of the top-level table that are plain values; data, model, loss and optim are plugins. */
-static const rx_param top_params[] = {
-    { .key = "epochs", .type = RX_INT, .def = { .i = 10 }, .help = "passes over the training set" },
-    { .key = "seed", .type = RX_INT, .def = { .i = 1 }, .help = "seed for initialization, split, shuffles and dropout" },
-    { .key = "threads", .type = RX_INT, .def = { .i = 0 }, .help = "CPU threads; 0 means every core" },
-    { .key = "device", .type = RX_STR, .def = { .s = "auto" }, .help = "auto, cpu or cuda" },
-    { .key = "out", .type = RX_STR, .def = { .s = "" }, .help = "run folder; default runs/<config>-<time>" },
-    { .key = "resume", .type = RX_BOOL, .def = { .b = false }, .help = "continue the run in `out` where it stopped" },
-    { .key = "ema", .type = RX_NUM, .def = { .num = 0 },
-      .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
-    { 0 },
+/* One key of the top-level table that is a plain value (data, model, loss and optim are
+ * plugins): read into its field of struct config, checked, and written back into the resolved
+ * config. A key is one line of top_keys. */
+typedef struct top_key {
+    rx_param p;                 /* key, type, default, help */
+    size_t offset, size;        /* its field: offsetof and sizeof in struct config */
+    int order;                  /* its place in the resolved config's last line; 0: left out */
+    const char *must;           /* NULL, or what a value must be, for the message: "at least 1" */
+    double min, max;            /* with must, numbers: a value in [min, max) */
+    const char *const *choices; /* with must, strings: one of these (NULL ended) */
+} top_key;
+
+#define FIELD(f) .offset = offsetof(config, f), .size = sizeof ((config *)0)->f
+static const char *const devices[] = { "auto", "cpu", "cuda", NULL };
+/* In the order the message for an unknown key lists them. `out` is left out of the resolved
+ * config: run again, that file repeats the run in a new folder (`runexp resume` names it). */
+static const top_key top_keys[] = {
+    { { .key = "epochs", .type = RX_INT, .def = { .i = 10 }, .help = "passes over the training set" },
+      FIELD(epochs), .order = 1, .must = "at least 1", .min = 1, .max = INFINITY },
+    { { .key = "seed", .type = RX_INT, .def = { .i = 1 }, .help = "seed for initialization, split, shuffles and dropout" },
+      FIELD(seed), .order = 2 },
+    { { .key = "threads", .type = RX_INT, .def = { .i = 0 }, .help = "CPU threads; 0 means every core" },
+      FIELD(threads), .order = 3, .must = "0 (every core) or more", .min = 0, .max = INFINITY },
+    { { .key = "device", .type = RX_STR, .def = { .s = "auto" }, .help = "auto, cpu or cuda" },
+      FIELD(device), .order = 5, .must = "auto, cpu or cuda", .choices = devices },
+    { { .key = "out", .type = RX_STR, .def = { .s = "" }, .help = "run folder; default runs/<config>-<time>" },
+      FIELD(out) },
+    { { .key = "resume", .type = RX_BOOL, .def = { .b = false }, .help = "continue the run in `out` where it stopped" },
+      FIELD(resume) },
+    { { .key = "ema", .type = RX_NUM, .def = { .num = 0 },
+        .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
+      FIELD(ema), .order = 4, .must = "a decay in [0, 1) (0: off)", .min = 0, .max = 1 },
 };
+#undef FIELD
+#define NTOP ((int)(sizeof top_keys / sizeof *top_keys))
 static const char *const top_tables[] = { "data", "model", "loss", "optim" };
 
 /* Keys the host reads inside a plugin's table, beside the plugin's own parameters. */
@@ -85,7 +109,7 @@ static const char *keep_string(config *c, const char *s)
 }
 
 /* "number 3.5", "string 'abc'", "table": what a value is, for messages. */
-static void describe(lua_State *L, int idx, char *buf, size_t len)
+void config_describe(lua_State *L, int idx, char *buf, size_t len)
 {
     int t = lua_type(L, idx);
     if (t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TSTRING) {
@@ -109,47 +133,61 @@ static const char *type_name(rx_type t)
     return "?";
 }
 
-/* Converts the Lua value at idx into *v as p declares it. */
-static int convert(reader *r, const char *where, int idx, const rx_param *p, rx_value *v)
+/* An integer, or a float with an integral value that a double holds exactly. */
+static bool to_int(lua_State *L, int idx, int64_t *i)
 {
-    lua_State *L = r->L;
+    if (lua_isinteger(L, idx)) {
+        *i = lua_tointeger(L, idx);
+        return true;
+    }
+    double d = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : NAN;
+    if (d == floor(d) && fabs(d) < 9e15) {
+        *i = (int64_t)d;
+        return true;
+    }
+    return false;
+}
+
+/* A list of numbers (the table at idx) into v; -1 and msg when it is not one. */
+static int to_nums(lua_State *L, int idx, const rx_param *p, rx_value *v, char *msg)
+{
+    lua_Integer n = luaL_len(L, idx);
+    if (n > RX_MAX_LIST) return errorf(msg, "'%s' has %lld values, at most %d are allowed", p->key, (long long)n, RX_MAX_LIST);
+    v->len = (int)n;
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, idx, i) != LUA_TNUMBER) {
+            char got[96];
+            config_describe(L, -1, got, sizeof got);
+            lua_pop(L, 1);
+            return errorf(msg, "'%s'[%lld] must be a number, got %s", p->key, (long long)i, got);
+        }
+        v->list[i - 1] = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+int config_convert(config *c, lua_State *L, int idx, const rx_param *p, rx_value *v, char *msg)
+{
     idx = lua_absindex(L, idx);
-    char got[96];
-    describe(L, idx, got, sizeof got);
     int t = lua_type(L, idx);
     switch (p->type) {
     case RX_INT:
-        if (lua_isinteger(L, idx)) {
-            v->i = lua_tointeger(L, idx);
-            return 0;
-        }
-        if (t == LUA_TNUMBER) {
-            double d = lua_tonumber(L, idx);
-            if (d == floor(d) && fabs(d) < 9e15) {
-                v->i = (int64_t)d;
-                return 0;
-            }
-        }
+        if (to_int(L, idx, &v->i)) return 0;
         break;
     case RX_NUM:
-        if (t == LUA_TNUMBER) {
-            v->num = lua_tonumber(L, idx);
-            return 0;
-        }
+        if (t == LUA_TNUMBER) return v->num = lua_tonumber(L, idx), 0;
         break;
     case RX_BOOL:
-        if (t == LUA_TBOOLEAN) {
-            v->b = lua_toboolean(L, idx);
-            return 0;
-        }
+        if (t == LUA_TBOOLEAN) return v->b = lua_toboolean(L, idx), 0;
         break;
     case RX_STR:
         /* A number where text is wanted (out=123 on the command line) is taken as its text. */
         if (t == LUA_TSTRING || t == LUA_TNUMBER) {
             lua_pushvalue(L, idx);
-            v->s = keep_string(r->c, lua_tostring(L, -1)); /* converts the copy, not the table's value */
+            v->s = keep_string(c, lua_tostring(L, -1)); /* converts the copy, not the table's value */
             lua_pop(L, 1);
-            return v->s ? 0 : fail(r, where, "out of memory");
+            return v->s ? 0 : errorf(msg, "out of memory");
         }
         break;
     case RX_NUMS:
@@ -158,38 +196,32 @@ static int convert(reader *r, const char *where, int idx, const rx_param *p, rx_
             v->list[0] = lua_tonumber(L, idx);
             return 0;
         }
-        if (t == LUA_TTABLE) {
-            lua_Integer n = luaL_len(L, idx);
-            if (n > RX_MAX_LIST)
-                return fail(r, where, "'%s' has %lld values, at most %d are allowed", p->key, (long long)n, RX_MAX_LIST);
-            v->len = (int)n;
-            for (lua_Integer i = 1; i <= n; i++) {
-                if (lua_rawgeti(L, idx, i) != LUA_TNUMBER) {
-                    describe(L, -1, got, sizeof got);
-                    lua_pop(L, 1);
-                    return fail(r, where, "'%s'[%lld] must be a number, got %s", p->key, (long long)i, got);
-                }
-                v->list[i - 1] = lua_tonumber(L, -1);
-                lua_pop(L, 1);
-            }
-            return 0;
-        }
+        if (t == LUA_TTABLE) return to_nums(L, idx, p, v, msg);
         break;
     }
-    return fail(r, where, "'%s' must be %s, got %s", p->key, type_name(p->type), got);
+    char got[96];
+    config_describe(L, idx, got, sizeof got);
+    return errorf(msg, "'%s' must be %s, got %s", p->key, type_name(p->type), got);
 }
 
-static void list_keys(const rx_param *a, const rx_param *b, char *buf, size_t len)
+/* config_convert, its message blamed on r's origin and `where`. */
+static int convert(reader *r, const char *where, int idx, const rx_param *p, rx_value *v)
+{
+    char msg[ERR_LEN];
+    return config_convert(r->c, r->L, idx, p, v, msg) != 0 ? fail(r, where, "%s", msg) : 0;
+}
+
+void config_list_keys(const rx_param *a, const rx_param *b, char *buf, size_t len)
 {
     size_t used = 0;
     buf[0] = '\0';
     for (const rx_param *set[2] = { a, b }, **s = set; s < set + 2; s++)
-        for (const rx_param *p = *s; p->key && used < len; p++)
+        for (const rx_param *p = *s; p && p->key && used < len; p++)
             used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", p->key);
     if (!used) snprintf(buf, len, "none");
 }
 
-static int find_param(const rx_param *ps, const char *key)
+int config_find_param(const rx_param *ps, const char *key)
 {
     for (int i = 0; ps[i].key; i++)
         if (strcmp(ps[i].key, key) == 0) return i;
@@ -239,7 +271,7 @@ static int read_rule(reader *r, plugin_use *u, const rx_param *p)
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
             char got[96];
-            describe(L, -2, got, sizeof got);
+            config_describe(L, -2, got, sizeof got);
             lua_pop(L, 2);
             return fail(r, u->where, "'%s': expected tensor names as keys ({bias = ...}), got %s", p->key, got);
         }
@@ -252,128 +284,13 @@ static int read_rule(reader *r, plugin_use *u, const rx_param *p)
     return 0;
 }
 
-/* optim.schedule (at the top of the stack): "name" or {"name", key = value}. */
-static int read_schedule(reader *r, plugin_use *u)
-{
-    static const struct { const char *name; schedule_kind kind; rx_param params[4]; } kinds[] = {
-        { "constant", SCHED_CONSTANT, { { 0 } } },
-        { "step", SCHED_STEP,
-          { { .key = "every", .type = RX_INT, .required = true, .help = "epochs between decays" },
-            { .key = "gamma", .type = RX_NUM, .def = { .num = 0.1 }, .help = "factor per decay" }, { 0 } } },
-        { "cosine", SCHED_COSINE,
-          { { .key = "warmup", .type = RX_NUM, .def = { .num = 0 }, .help = "share of the steps rising from start" },
-            { .key = "start", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the first step" },
-            { .key = "final", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the last step" } } },
-        { "onecycle", SCHED_ONECYCLE,
-          { { .key = "warmup", .type = RX_NUM, .def = { .num = 0.3 }, .help = "share of the steps rising from start" },
-            { .key = "start", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the first step" },
-            { .key = "final", .type = RX_NUM, .def = { .num = 0 }, .help = "factor at the last step" } } },
-    };
-    lua_State *L = r->L;
-    config *c = r->c;
-    int idx = lua_gettop(L);
-    char got[96];
-    describe(L, idx, got, sizeof got);
-    if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, 1);
-    else lua_pushvalue(L, idx);
-    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    int k = -1;
-    for (int i = 0; name && i < (int)(sizeof kinds / sizeof *kinds); i++)
-        if (strcmp(kinds[i].name, name) == 0) k = i;
-    lua_pop(L, 1);
-    if (k < 0)
-        return fail(r, u->where, "'schedule' must be constant, step, cosine or onecycle (a name or {\"name\", key = "
-                    "value}), got %s", got);
-    const rx_param *ps = kinds[k].params;
-    rx_value v[3];
-    for (int i = 0; ps[i].key; i++) v[i] = ps[i].def;
-    bool given[3] = { false };
-    if (lua_type(L, idx) == LUA_TTABLE) {
-        for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
-            if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1) continue;
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-            int i = find_param(ps, key);
-            if (i < 0) {
-                char keys[128];
-                list_keys(ps, no_params, keys, sizeof keys);
-                lua_pop(L, 2);
-                return fail(r, u->where, "schedule %s: unknown key '%s' (accepted: %s)", kinds[k].name, key, keys);
-            }
-            if (convert(r, u->where, -1, &ps[i], &v[i]) != 0) return -1;
-            given[i] = true;
-        }
-    }
-    for (int i = 0; ps[i].key; i++)
-        if (ps[i].required && !given[i]) return fail(r, u->where, "schedule %s: missing key '%s' (%s)", kinds[k].name, ps[i].key, ps[i].help);
-    schedule *s = &c->sched;
-    *s = (schedule){ .kind = kinds[k].kind, .ref = LUA_NOREF };
-    if (s->kind == SCHED_STEP) {
-        s->every = v[0].i;
-        s->gamma = v[1].num;
-        if (s->every < 1) return fail(r, u->where, "schedule step: 'every' must be at least 1 epoch, got %lld", (long long)s->every);
-        if (!(s->gamma >= 0) || !isfinite(s->gamma)) return fail(r, u->where, "schedule step: 'gamma' must be a finite number >= 0, got %g", s->gamma);
-    } else if (s->kind != SCHED_CONSTANT) {
-        s->warmup = v[0].num;
-        s->start = v[1].num;
-        s->final = v[2].num;
-        if (!(s->warmup >= 0 && s->warmup < 1)) return fail(r, u->where, "schedule %s: 'warmup' is a share of the steps in [0, 1), got %g", kinds[k].name, s->warmup);
-        for (int i = 1; i < 3; i++)
-            if (!(v[i].num >= 0) || !isfinite(v[i].num))
-                return fail(r, u->where, "schedule %s: '%s' must be a finite factor >= 0, got %g", kinds[k].name, ps[i].key, v[i].num);
-    }
-    return 0;
-}
-
-/* The text of the Lua function at the top of the stack, from its file, for the resolved config
- * (which `runexp resume` runs again). Lua gives the lines it spans, not the columns, so the text
- * is the shortest piece of those lines, from a "function" keyword to an "end", that Lua reads as
- * one function expression; a local function's name is left out ("function f(" would be a syntax
- * error there). Failing that, an expression that raises an error: the resolved config must never
- * run on with another learning rate. */
-static void function_source(lua_State *L, char *buf, size_t len)
-{
-    lua_Debug ar;
-    lua_pushvalue(L, -1);
-    lua_getinfo(L, ">S", &ar);
-    snprintf(buf, len, "error([==[the lr function defined in %s, line %d, cannot be copied into this file]==])",
-             ar.short_src, ar.linedefined);
-    FILE *f = ar.source[0] == '@' && ar.linedefined > 0 ? fopen(ar.source + 1, "r") : NULL;
-    if (!f) return;
-    char *line = NULL;
-    size_t cap = 0;
-    strbuf text = { 0 };
-    for (int n = 1; n <= ar.lastlinedefined && getline(&line, &cap, f) >= 0; n++)
-        if (n >= ar.linedefined) sb_printf(&text, "%s", line);
-    free(line);
-    fclose(f);
-    bool found = false;
-    for (char *from = text.s ? strstr(text.s, "function") : NULL; from && !found; from = strstr(from + 1, "function")) {
-        const char *args = from + 8; /* past "function", and past a name: "function decay(" */
-        while (*args == ' ' || *args == '\t') args++;
-        while (isalnum((unsigned char)*args) || *args == '_' || *args == '.') args++;
-        while (*args == ' ' || *args == '\t') args++;
-        if (*args != '(') continue;
-        for (const char *to = strstr(args, "end"); to && !found; to = strstr(to + 1, "end")) {
-            strbuf expr = { 0 };
-            sb_printf(&expr, "return function%.*s", (int)(to + 3 - args), args);
-            if (!expr.oom) {
-                found = luaL_loadbufferx(L, expr.s, expr.len, "=lr", "t") == LUA_OK;
-                lua_pop(L, 1); /* the function, or the message */
-            }
-            if (found && expr.len - 7 < len) snprintf(buf, len, "%s", expr.s + 7);
-            sb_free(&expr);
-        }
-    }
-    sb_free(&text);
-}
-
 /* Keys the host reads beside a plugin's own: those that need more than one rx_type. Returns 1
  * when it took the key, 0 when not, -1 on an error. The value is at the top of the stack. */
 static int read_host_special(reader *r, rx_kind kind, plugin_use *u, const char *key)
 {
     lua_State *L = r->L;
     if (kind == RX_LAYER) {
-        int i = find_param(layer_host_params, key);
+        int i = config_find_param(layer_host_params, key);
         if (i < 0) return 0;
         if (strcmp(key, "init") == 0) {
             rx_value v;
@@ -385,18 +302,21 @@ static int read_host_special(reader *r, rx_kind kind, plugin_use *u, const char 
         }
         return read_rule(r, u, &layer_host_params[i]) != 0 ? -1 : 1;
     }
-    if (kind == RX_OPTIM && strcmp(key, "schedule") == 0) return read_schedule(r, u) != 0 ? -1 : 1;
+    if (kind == RX_OPTIM && strcmp(key, "schedule") == 0) {
+        char msg[ERR_LEN];
+        return schedule_read(r->c, L, msg) != 0 ? fail(r, u->where, "%s", msg) : 1;
+    }
     if (kind == RX_OPTIM && strcmp(key, "lr") == 0 && lua_type(L, -1) == LUA_TFUNCTION) {
-        config *c = r->c;
-        if (c->sched.kind == SCHED_FUNCTION) luaL_unref(L, LUA_REGISTRYINDEX, c->sched.ref);
-        c->sched = (schedule){ .kind = SCHED_FUNCTION };
-        function_source(L, c->sched.source, sizeof c->sched.source);
-        lua_pushvalue(L, -1);
-        c->sched.ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        c->L = L;
+        schedule_read_function(r->c, L);
         return 1;
     }
     return 0;
+}
+
+void config_push_name(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, 1);
+    else lua_pushvalue(L, idx);
 }
 
 /* Reads the plugin use at the top of the stack: "name" or {"name", key = value, ...}. The host's
@@ -407,9 +327,8 @@ static int read_use(reader *r, rx_kind kind, const char *place, const char *path
     lua_State *L = r->L;
     int idx = lua_gettop(L);
     char got[96];
-    describe(L, idx, got, sizeof got);
-    if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, 1);
-    else lua_pushvalue(L, idx);
+    config_describe(L, idx, got, sizeof got);
+    config_push_name(L, idx);
     if (lua_type(L, -1) != LUA_TSTRING) {
         lua_pop(L, 1);
         return fail(r, place, "expected a %s plugin name or a table like {\"name\", key = value}, got %s",
@@ -436,21 +355,21 @@ static int read_use(reader *r, rx_kind kind, const char *place, const char *path
         for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
             if (lua_type(L, -2) != LUA_TSTRING) {
                 if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1) continue;
-                describe(L, -2, got, sizeof got);
+                config_describe(L, -2, got, sizeof got);
                 return fail(r, u->where, "unexpected positional value at key %s (only the plugin name comes first)", got);
             }
             const char *key = lua_tostring(L, -2);
-            int i = find_param(ps, key), special;
+            int i = config_find_param(ps, key), special;
             if (i >= 0) {
                 if (convert(r, u->where, -1, &ps[i], &u->args[i]) != 0) return -1;
                 given[i] = true;
             } else if ((special = read_host_special(r, kind, u, key)) != 0) {
                 if (special < 0) return -1;
-            } else if ((i = find_param(host, key)) >= 0) {
+            } else if ((i = config_find_param(host, key)) >= 0) {
                 if (convert(r, u->where, -1, &host[i], &host_args[i]) != 0) return -1;
             } else {
                 char keys[512];
-                list_keys(kind == RX_LAYER ? layer_host_params : host, ps, keys, sizeof keys);
+                config_list_keys(kind == RX_LAYER ? layer_host_params : host, ps, keys, sizeof keys);
                 return fail(r, u->where, "unknown key '%s' (accepted: %s)", key, keys);
             }
         }
@@ -479,13 +398,13 @@ static int64_t count_layers(reader *r, int idx, const char *place, int depth)
     idx = lua_absindex(L, idx);
     if (depth > 16) return fail(r, place, "residual blocks nested more than 16 deep");
     if (lua_type(L, idx) != LUA_TTABLE) {
-        describe(L, idx, got, sizeof got);
+        config_describe(L, idx, got, sizeof got);
         return fail(r, NULL, "'%s' must be a list of layers, got %s", place, got);
     }
     lua_Integer n = luaL_len(L, idx);
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) {
-            describe(L, -2, got, sizeof got);
+            config_describe(L, -2, got, sizeof got);
             lua_pop(L, 2);
             return fail(r, place, "unexpected key %s (%s is a list of layers)", got, place);
         }
@@ -550,56 +469,112 @@ static int read_layers(reader *r, int idx, const char *place, const char *path, 
     return 0;
 }
 
-/* Reads the whole experiment table at stack index idx into r->c. */
-static int read_experiment(reader *r, int idx)
+/* The value of top-level key k in c. A field is copied, not cast: its type is k's. */
+static void top_key_get(const config *c, const top_key *k, rx_value *v)
+{
+    const char *field = (const char *)c + k->offset;
+    switch (k->p.type) {
+    case RX_INT: memcpy(&v->i, field, sizeof v->i); break;
+    case RX_NUM: memcpy(&v->num, field, sizeof v->num); break;
+    case RX_BOOL: memcpy(&v->b, field, sizeof v->b); break;
+    case RX_STR: v->s = field; break;
+    case RX_NUMS: break; /* no top-level key is a list */
+    }
+}
+
+/* Sets top-level key k in c to v. */
+static void top_key_set(config *c, const top_key *k, const rx_value *v)
+{
+    char *field = (char *)c + k->offset;
+    switch (k->p.type) {
+    case RX_INT: memcpy(field, &v->i, sizeof v->i); break;
+    case RX_NUM: memcpy(field, &v->num, sizeof v->num); break;
+    case RX_BOOL: memcpy(field, &v->b, sizeof v->b); break;
+    case RX_STR: snprintf(field, k->size, "%s", v->s); break;
+    case RX_NUMS: break;
+    }
+}
+
+/* Whether v is what k's `must` asks for (always, where k asks for nothing). */
+static bool top_key_allows(const top_key *k, const rx_value *v)
+{
+    if (!k->must) return true;
+    if (k->choices) {
+        for (const char *const *s = k->choices; *s; s++)
+            if (strcmp(v->s, *s) == 0) return true;
+        return false;
+    }
+    double x = k->p.type == RX_INT ? (double)v->i : v->num;
+    return x >= k->min && x < k->max;
+}
+
+static int top_key_refused(reader *r, const top_key *k, const rx_value *v)
+{
+    const char *key = k->p.key, *must = k->must;
+    switch (k->p.type) {
+    case RX_INT: return fail(r, NULL, "'%s' must be %s, got %lld", key, must, (long long)v->i);
+    case RX_STR: return fail(r, NULL, "'%s' must be %s, got '%s'", key, must, v->s);
+    default: return fail(r, NULL, "'%s' must be %s, got %g", key, must, v->num);
+    }
+}
+
+/* An experiment table's key that is neither a plugin nor in top_keys, named with the keys it
+ * could have been. */
+static int unknown_top_key(reader *r)
+{
+    char got[96], keys[256] = "";
+    config_describe(r->L, -2, got, sizeof got);
+    for (int i = 0, used = 0; i < NTOP; i++)
+        used += snprintf(keys + used, sizeof keys - (size_t)used, "%s%s", i ? ", " : "", top_keys[i].p.key);
+    return fail(r, NULL, "unknown key %s in the experiment table (accepted: data, model, loss, optim, %s)", got, keys);
+}
+
+/* The keys of top_keys in the experiment table at idx, defaults for those it lacks, into r->c. */
+static int read_top_keys(reader *r, int idx)
 {
     lua_State *L = r->L;
-    config *c = r->c;
-    char got[96];
-    rx_value top[10];
-    for (int i = 0; top_params[i].key; i++) top[i] = top_params[i].def;
-
+    rx_value v[NTOP];
+    for (int i = 0; i < NTOP; i++) v[i] = top_keys[i].p.def;
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         bool known = false;
         for (size_t t = 0; key && t < sizeof top_tables / sizeof *top_tables; t++) known |= strcmp(key, top_tables[t]) == 0;
-        int i = key ? find_param(top_params, key) : -1;
-        if (i >= 0) {
-            if (convert(r, NULL, -1, &top_params[i], &top[i]) != 0) return -1;
+        int i = 0;
+        while (key && i < NTOP && strcmp(key, top_keys[i].p.key) != 0) i++;
+        if (key && i < NTOP) {
+            if (convert(r, NULL, -1, &top_keys[i].p, &v[i]) != 0) return -1;
         } else if (!known) {
-            describe(L, -2, got, sizeof got);
-            char keys[256];
-            list_keys(top_params, no_params, keys, sizeof keys);
-            return fail(r, NULL, "unknown key %s in the experiment table (accepted: data, model, loss, optim, %s)", got, keys);
+            return unknown_top_key(r);
         }
     }
-    c->epochs = top[0].i;
-    c->seed = top[1].i;
-    c->threads = top[2].i;
-    snprintf(c->device, sizeof c->device, "%s", top[3].s);
-    snprintf(c->out, sizeof c->out, "%s", top[4].s);
-    c->resume = top[5].b;
-    c->ema = top[6].num;
-    if (!(c->ema >= 0 && c->ema < 1)) return fail(r, NULL, "'ema' must be a decay in [0, 1) (0: off), got %g", c->ema);
-    if (c->epochs < 1) return fail(r, NULL, "'epochs' must be at least 1, got %lld", (long long)c->epochs);
-    if (c->threads < 0) return fail(r, NULL, "'threads' must be 0 (every core) or more, got %lld", (long long)c->threads);
-    if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
-        return fail(r, NULL, "'device' must be auto, cpu or cuda, got '%s'", top[3].s);
+    for (int i = 0; i < NTOP; i++) {
+        if (!top_key_allows(&top_keys[i], &v[i])) return top_key_refused(r, &top_keys[i], &v[i]);
+        top_key_set(r->c, &top_keys[i], &v[i]);
+    }
+    return 0;
+}
 
-    rx_value host[4];
-    if (lua_getfield(L, idx, "data") == LUA_TNIL) return fail(r, NULL, "missing key 'data' (the data set, e.g. {\"cifar10\", path = ...})");
+/* data = {"name", batch_size = ..., ...}, in the experiment table at idx. */
+static int read_data(reader *r, int idx)
+{
+    config *c = r->c;
+    rx_value host[1];
+    if (lua_getfield(r->L, idx, "data") == LUA_TNIL) return fail(r, NULL, "missing key 'data' (the data set, e.g. {\"cifar10\", path = ...})");
     if (read_use(r, RX_DATA, "data", "", data_host_params, host, &c->data) != 0) return -1;
-    lua_pop(L, 1);
+    lua_pop(r->L, 1);
     c->batch_size = host[0].i;
     if (c->batch_size < 1) return fail(r, c->data.where, "'batch_size' must be at least 1, got %lld", (long long)c->batch_size);
+    return 0;
+}
 
-    if (lua_getfield(L, idx, "loss") == LUA_TNIL) return fail(r, NULL, "missing key 'loss' (e.g. \"cross_entropy\")");
-    if (read_use(r, RX_LOSS, "loss", "", no_params, host, &c->loss) != 0) return -1;
-    lua_pop(L, 1);
-
+/* optim = {"name", lr = ..., schedule = ..., weight_decay = ..., ...}, in the experiment table at idx. */
+static int read_optim(reader *r, int idx)
+{
+    lua_State *L = r->L;
+    config *c = r->c;
+    rx_value host[3];
     if (lua_getfield(L, idx, "optim") == LUA_TNIL) return fail(r, NULL, "missing key 'optim' (e.g. {\"sgd\", lr = 0.01})");
-    if (c->sched.kind == SCHED_FUNCTION) luaL_unref(L, LUA_REGISTRYINDEX, c->sched.ref);
-    c->sched = (schedule){ .kind = SCHED_CONSTANT, .ref = LUA_NOREF };
+    schedule_reset(&c->sched, L);
     if (read_use(r, RX_OPTIM, "optim", "", optim_host_params, host, &c->optim) != 0) return -1;
     /* Both would set the schedule; which one won would depend on the order Lua lists keys in. */
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -617,8 +592,14 @@ static int read_experiment(reader *r, int idx)
     if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
         return fail(r, c->optim.where, "'weight_decay' must be a finite number >= 0, got %g", c->weight_decay);
     if (!(c->lr >= 0) || !isfinite(c->lr)) return fail(r, c->optim.where, "'lr' must be a finite number >= 0, got %g", c->lr);
+    return 0;
+}
 
-    lua_getfield(L, idx, "model");
+/* model = {layers...}, in the experiment table at idx. */
+static int read_model(reader *r, int idx)
+{
+    config *c = r->c;
+    lua_getfield(r->L, idx, "model");
     int64_t n = count_layers(r, -1, "model", 0);
     if (n < 0) return -1;
     if (c->nlayers != n) {
@@ -630,7 +611,19 @@ static int read_experiment(reader *r, int idx)
     }
     int at = 0;
     if (read_layers(r, -1, "model", "", &at) != 0) return -1;
-    lua_pop(L, 1);
+    lua_pop(r->L, 1);
+    return 0;
+}
+
+/* Reads the whole experiment table at stack index idx into r->c. */
+static int read_experiment(reader *r, int idx)
+{
+    rx_value host[1];
+    if (read_top_keys(r, idx) != 0 || read_data(r, idx) != 0) return -1;
+    if (lua_getfield(r->L, idx, "loss") == LUA_TNIL) return fail(r, NULL, "missing key 'loss' (e.g. \"cross_entropy\")");
+    if (read_use(r, RX_LOSS, "loss", "", no_params, host, &r->c->loss) != 0) return -1;
+    lua_pop(r->L, 1);
+    if (read_optim(r, idx) != 0 || read_model(r, idx) != 0) return -1;
     return 0;
 }
 
@@ -703,7 +696,7 @@ static int apply_override(reader *r, int idx, const char *arg)
         snprintf(done + used, sizeof done - used, "%s%s", used ? "." : "", part);
         if (lua_gettable(L, -2) != LUA_TTABLE) {
             char got[96];
-            describe(L, -1, got, sizeof got);
+            config_describe(L, -1, got, sizeof got);
             lua_pop(L, 2);
             return fail(r, NULL, "'%s': '%s' is %s in the config, not a table", arg, done, got);
         }
@@ -768,7 +761,7 @@ static int read_table_protected(lua_State *L)
     job->rc = -1;
     if (lua_type(L, job->idx) != LUA_TTABLE) {
         char got[96];
-        describe(L, job->idx, got, sizeof got);
+        config_describe(L, job->idx, got, sizeof got);
         fail(r, NULL, "the experiment must be a table, got %s", got);
         return 0;
     }
@@ -820,7 +813,7 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
         snprintf(err, ERR_LEN, "%s", lua_tostring(L, -1));
     } else if (lua_type(L, -1) != LUA_TTABLE) {
         char got[96];
-        describe(L, -1, got, sizeof got);
+        config_describe(L, -1, got, sizeof got);
         snprintf(err, ERR_LEN, "%s: the config must return a table (the experiment), got %s", file, got);
     } else {
         rc = config_from_table(c, L, -1, path, file, noverrides, overrides, err);
@@ -833,7 +826,7 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
 void config_free(config *c)
 {
     if (c->owns_L) lua_close(c->L);
-    else if (c->L && c->sched.kind == SCHED_FUNCTION) luaL_unref(c->L, LUA_REGISTRYINDEX, c->sched.ref);
+    else if (c->L) schedule_reset(&c->sched, c->L);
     plugin_unload(&c->data.pl);
     plugin_unload(&c->loss.pl);
     plugin_unload(&c->optim.pl);
@@ -848,49 +841,6 @@ const rx_value *config_arg(const plugin_use *u, const char *key)
 {
     int i = u->pl.desc ? plugin_param_index(u->pl.desc, key) : -1;
     return i >= 0 ? &u->args[i] : NULL;
-}
-
-int config_lr_factor(const config *c, int64_t step, int64_t steps, int64_t epoch, double *factor, char *err)
-{
-    const schedule *s = &c->sched;
-    double t = steps > 1 ? (double)step / (double)(steps - 1) : 1; /* 0 at the first step, 1 at the last */
-    switch (s->kind) {
-    case SCHED_CONSTANT: *factor = 1; return 0;
-    case SCHED_STEP: *factor = pow(s->gamma, (double)((epoch - 1) / s->every)); return 0;
-    case SCHED_COSINE:
-    case SCHED_ONECYCLE:
-        if (t < s->warmup) {
-            *factor = s->start + (1 - s->start) * t / s->warmup;
-        } else {
-            double u = s->warmup < 1 ? (t - s->warmup) / (1 - s->warmup) : 1; /* 0 .. 1 after the warm-up */
-            double down = s->kind == SCHED_COSINE ? 0.5 * (1 + cos(M_PI * u)) : 1 - u;
-            *factor = s->final + (1 - s->final) * down;
-        }
-        return 0;
-    case SCHED_FUNCTION: {
-        lua_State *L = c->L;
-        int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
-        lua_pushinteger(L, step);
-        lua_pushinteger(L, steps);
-        int ok = lua_pcall(L, 2, 1, 0) == LUA_OK;
-        double v = ok && lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
-        if (!ok || !(v >= 0) || !isfinite(v)) {
-            char got[96];
-            if (ok) describe(L, -1, got, sizeof got);
-            snprintf(err, ERR_LEN, "%s: optim: the lr function %s at step %lld of %lld: %s", c->file,
-                     ok ? "must return a finite number >= 0" : "failed", (long long)step, (long long)steps,
-                     ok ? got : lua_tostring(L, -1));
-            lua_settop(L, top);
-            return -1;
-        }
-        lua_settop(L, top);
-        *factor = v;
-        return 0;
-    }
-    }
-    *factor = 1;
-    return 0;
 }
 
 void config_tensor_rule(const config *c, const plugin_use *u, const char *name, tensor_rule *out)
@@ -922,7 +872,7 @@ static void lua_string(strbuf *b, const char *s)
 }
 
 /* The shortest decimal that reads back as the same double: 0.05, not 0.050000000000000003. */
-static void lua_number(strbuf *b, double x)
+void config_lua_number(strbuf *b, double x)
 {
     char buf[32];
     for (int digits = 1; digits <= 17; digits++) {
@@ -938,14 +888,14 @@ static void lua_value(strbuf *b, rx_type t, const rx_value *v)
 {
     switch (t) {
     case RX_INT: sb_printf(b, "%lld", (long long)v->i); break;
-    case RX_NUM: lua_number(b, v->num); break;
+    case RX_NUM: config_lua_number(b, v->num); break;
     case RX_BOOL: sb_printf(b, "%s", v->b ? "true" : "false"); break;
     case RX_STR: lua_string(b, v->s ? v->s : ""); break;
     case RX_NUMS:
         sb_printf(b, "{");
         for (int i = 0; i < v->len; i++) {
             sb_printf(b, "%s", i ? ", " : " ");
-            lua_number(b, v->list[i]);
+            config_lua_number(b, v->list[i]);
         }
         sb_printf(b, " }");
         break;
@@ -981,8 +931,8 @@ static void lua_rules(strbuf *b, const plugin_use *u, int field)
             lua_string(b, t->tensor);
             sb_printf(b, "] = ");
         }
-        if (field == 0) lua_number(b, t->lr_scale);
-        else if (field == 1) lua_number(b, t->weight_decay);
+        if (field == 0) config_lua_number(b, t->lr_scale);
+        else if (field == 1) config_lua_number(b, t->weight_decay);
         else if (field == 2) sb_printf(b, "%s", t->frozen ? "true" : "false");
         else sb_printf(b, "%lld", (long long)t->train_epochs);
     }
@@ -1006,26 +956,19 @@ static void lua_use(strbuf *b, const plugin_use *u, const char *extra)
     sb_printf(b, " }");
 }
 
-static void lua_schedule(strbuf *b, const schedule *s)
+/* The top-level keys that the resolved config holds, in their order: "epochs = 10, seed = 1". */
+static void lua_top_keys(strbuf *b, const config *c)
 {
-    switch (s->kind) {
-    case SCHED_CONSTANT: sb_printf(b, "\"constant\""); break;
-    case SCHED_STEP:
-        sb_printf(b, "{ \"step\", every = %lld, gamma = ", (long long)s->every);
-        lua_number(b, s->gamma);
-        sb_printf(b, " }");
-        break;
-    case SCHED_COSINE:
-    case SCHED_ONECYCLE:
-        sb_printf(b, "{ \"%s\", warmup = ", s->kind == SCHED_COSINE ? "cosine" : "onecycle");
-        lua_number(b, s->warmup);
-        sb_printf(b, ", start = ");
-        lua_number(b, s->start);
-        sb_printf(b, ", final = ");
-        lua_number(b, s->final);
-        sb_printf(b, " }");
-        break;
-    case SCHED_FUNCTION: break;
+    for (int order = 1, found = 1; found; order++) {
+        found = 0;
+        for (int i = 0; i < NTOP; i++) {
+            if (top_keys[i].order != order) continue;
+            rx_value v;
+            top_key_get(c, &top_keys[i], &v);
+            sb_printf(b, "%s%s = ", order > 1 ? ", " : "", top_keys[i].p.key);
+            lua_value(b, top_keys[i].p.type, &v);
+            found = 1;
+        }
     }
 }
 
@@ -1049,25 +992,14 @@ void config_to_lua(const config *c, strbuf *b)
     sb_printf(b, "  },\n  loss = ");
     lua_use(b, &c->loss, NULL);
     strbuf lr = { 0 };
-    sb_printf(&lr, "lr = ");
-    if (c->sched.kind == SCHED_FUNCTION) {
-        sb_printf(&lr, "%s", c->sched.source);
-    } else {
-        lua_number(&lr, c->lr);
-        sb_printf(&lr, ", schedule = ");
-        lua_schedule(&lr, &c->sched);
-    }
+    schedule_to_lua(c, &lr);
     sb_printf(&lr, ", weight_decay = ");
-    lua_number(&lr, c->weight_decay);
+    config_lua_number(&lr, c->weight_decay);
     sb_printf(b, ",\n  optim = ");
     lua_use(b, &c->optim, lr.s);
     sb_free(&lr);
-    sb_printf(b, ",\n  epochs = %lld, seed = %lld, threads = %lld, ema = ", (long long)c->epochs,
-              (long long)c->seed, (long long)c->threads);
-    lua_number(b, c->ema);
-    sb_printf(b, ", device = ");
-    lua_string(b, c->device);
-    /* No `out`: run again, this file repeats the run in a new folder (`runexp resume` names it). */
+    sb_printf(b, ",\n  ");
+    lua_top_keys(b, c);
     sb_printf(b, ",\n}\n");
 }
 

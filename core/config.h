@@ -10,6 +10,7 @@
 
 #include "files.h"
 #include "plugin.h"
+#include "schedule.h"
 
 #define CONFIG_MAX_ARGS 64
 
@@ -41,19 +42,6 @@ typedef struct plugin_use {
     tensor_rule rules[CONFIG_MAX_RULES];
     char init[16];             /* "default"; "dirac": identity on the first channels; "whiten": from the data */
 } plugin_use;
-
-/* The learning rate over training: lr times a factor of the step (see README "Schedules"). */
-typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE, SCHED_ONECYCLE, SCHED_FUNCTION } schedule_kind;
-
-typedef struct schedule {
-    schedule_kind kind;
-    double warmup;             /* cosine, onecycle: share of all steps spent rising from start to 1 */
-    double start, final;       /* the factor at the first and the last step */
-    int64_t every;             /* step: epochs between decays */
-    double gamma;              /* step: the factor each decay multiplies by */
-    int ref;                   /* function: the Lua function's registry reference in config.L */
-    char source[2048];         /* function: its source text, for the resolved config */
-} schedule;
 
 typedef struct config {
     char file[PATH_MAX];
@@ -97,15 +85,30 @@ void config_to_lua(const config *c, strbuf *b);
 /* The value of one argument of a plugin use, by key (NULL if the plugin has no such key). */
 const rx_value *config_arg(const plugin_use *u, const char *key);
 
-/* The learning rate factor at step (0-based) of steps in all, epoch (1-based) of epochs; a Lua
- * schedule function that fails or returns something unusable gives -1 and a message. */
-int config_lr_factor(const config *c, int64_t step, int64_t steps, int64_t epoch, double *factor, char *err);
-
 /* Refuses a plugin use that cannot run on device d, naming the file and the place:
  * "cifar10.lua: model[3] (conv2d): the plugin has no cuda implementation". */
 int plugin_use_check_device(const config *c, const plugin_use *u, rx_device d, char *err);
 
 /* The rule values that apply to tensor `name` of layer u, resolved. */
 void config_tensor_rule(const config *c, const plugin_use *u, const char *name, tensor_rule *out);
+
+/* ---- Lua values as the config reader takes them, for the readers of a config's parts
+ * (schedule.c), so that their messages read like every other key's ---- */
+
+/* "number 3.5", "string 'abc'", "table": what the value at idx is, for messages. */
+void config_describe(lua_State *L, int idx, char *buf, size_t len);
+/* Pushes the name in the "name" or {"name", key = value} at idx: the string, or the table's
+ * first element (whatever either is: the caller checks). */
+void config_push_name(lua_State *L, int idx);
+/* Converts the value at idx into *v as p declares it, a string copied into c. On failure writes
+ * what is wrong ("'every' must be an integer, got string 'x'") to msg (ERR_LEN bytes), without
+ * the place, and returns -1. */
+int config_convert(config *c, lua_State *L, int idx, const rx_param *p, rx_value *v, char *msg);
+/* The index of key in the list ps (ended by a NULL key), or -1. */
+int config_find_param(const rx_param *ps, const char *key);
+/* "a, b, c": the keys of the lists a and b (b may be NULL), or "none", for messages. */
+void config_list_keys(const rx_param *a, const rx_param *b, char *buf, size_t len);
+/* x as Lua reads it back: the shortest decimal that gives the same double, a float to Lua. */
+void config_lua_number(strbuf *b, double x);
 
 #endif

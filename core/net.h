@@ -1,10 +1,11 @@
 /* net.h: the network: the config's model list built into layers, with shapes inferred from the
  * data's sample shape, parameters and gradients in one flat buffer each, activations and layer
- * state allocated once for the largest batch. */
+ * state allocated once for the largest batch. The parameters' first values: init.h. */
 #ifndef RUNEXP_NET_H
 #define RUNEXP_NET_H
 
 #include "config.h"
+#include "init.h"
 
 typedef struct layer {
     const plugin_use *use;
@@ -59,19 +60,11 @@ typedef struct net {
     size_t workspace_bytes;
 } net;
 
-/* Creates every layer of c's model for inputs of shape `in` and batches up to max_batch. Errors
- * name the config file and the layer: "cifar10.lua: model[12] (linear): ...". */
+/* Creates every layer of c's model for inputs of shape `in` and batches up to max_batch (shapes
+ * and checks first, then all the memory at once). Errors name the config file and the layer:
+ * "cifar10.lua: model[12] (linear): ...". */
 int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_batch, char *err);
 void net_free(net *nt);
-/* Draws every parameter from its declared init, on the CPU from seed, then copies it over. */
-int net_init_params(net *nt, uint64_t seed, char *err);
-/* For the layer with init = "whiten" (the first): weights that whiten its k x k patches, computed
- * from n sample images (CPU memory), as airbench does: the eigenvectors of the patches' second
- * moment scaled by 1 / sqrt(eigenvalue + eps), and their negatives. */
-int net_init_whitening(net *nt, const float *images, int64_t n, double eps, char *err);
-/* Which layer asks for init = "whiten", or -1. */
-int net_whitening_layer(const net *nt);
-
 /* x: (N, in...). Returns the logits (N, out...), which stay valid until the next forward. */
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err);
 /* Adds the parameter gradients for dlogits into nt->grads (zero them first: net_zero_grads), for

@@ -515,6 +515,44 @@ static void test_optim_host_errors(void **state)
     expect_error(f, experiment(CONV, NULL, NULL), 1, ov, "command line: optim (sgd): 'schedule' must be constant", "got string 'cosin'");
 }
 
+/* The top-level keys, one table in config.c: each one's type and bounds refused with its own
+ * message, the full list of keys for a typo, and the resolved config's last line, every key
+ * given, exactly. */
+static void test_top_keys(void **state)
+{
+    fixture *f = *state;
+    static const struct { const char *top, *want; } cases[] = {
+        { "seed = 1.5", "exp.lua: 'seed' must be an integer, got number 1.5" },
+        { "threads = -1", "exp.lua: 'threads' must be 0 (every core) or more, got -1" },
+        { "threads = 'all'", "exp.lua: 'threads' must be an integer, got string 'all'" },
+        { "device = 3", "exp.lua: 'device' must be auto, cpu or cuda, got '3'" },
+        { "device = 'cuda_but_a_name_longer_than_the_field'",
+          "'device' must be auto, cpu or cuda, got 'cuda_but_a_name_longer_than_the_field'" },
+        { "out = true", "exp.lua: 'out' must be a string, got boolean true" },
+        { "resume = 1", "exp.lua: 'resume' must be a boolean, got number 1" },
+        { "ema = 0 / 0", "exp.lua: 'ema' must be a decay in [0, 1) (0: off), got " },
+        { "epochs = -3", "exp.lua: 'epochs' must be at least 1, got -3" },
+        { "[1] = 2", "exp.lua: unknown key number 1 in the experiment table (accepted: data, model, loss, optim, "
+                     "epochs, seed, threads, device, out, resume, ema)" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_error(f, experiment(CONV, NULL, cases[i].top), 0, NULL, cases[i].want, NULL);
+
+    config c;
+    char err[ERR_LEN];
+    const char *top = "seed = 7, threads = 3, device = 'cpu', out = '/tmp/x', resume = false, ema = 0.5";
+    if (load(f, &c, experiment(CONV, NULL, top), 0, NULL, err) != 0) fail_msg("%s", err);
+    assert_true(c.epochs == 2 && c.seed == 7 && c.threads == 3 && c.ema == 0.5 && !c.resume);
+    assert_string_equal(c.device, "cpu");
+    assert_string_equal(c.out, "/tmp/x");
+    strbuf b = { 0 };
+    config_to_lua(&c, &b);
+    assert_non_null(strstr(b.s, ",\n  epochs = 2, seed = 7, threads = 3, ema = 0.5, device = \"cpu\",\n}\n"));
+    assert_null(strstr(b.s, "/tmp/x")); /* no `out`: run again, the file makes a new folder */
+    sb_free(&b);
+    config_free(&c);
+}
+
 /* The factor at step (0-based) of steps, in epoch. */
 static double factor_at(const config *c, int64_t step, int64_t steps, int64_t epoch)
 {
@@ -790,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_optim_host_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_optim_host_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_top_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_factors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_function, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_function_source, setup, teardown),
