@@ -1,16 +1,77 @@
 /* device.c: CPU memory (64-byte aligned, so AVX-512 loads never split a cache line) and, in a
- * CUDA build, GPU memory through the CUDA runtime's C API and cuBLAS's handle. */
+ * CUDA build, GPU memory through the CUDA runtime's C API and cuBLAS's handle. Every CUDA and
+ * cuBLAS call goes through CUDA_CHECK or CUBLAS_CHECK, which keep the first failure for
+ * device_check (see device.h). */
 #include "device.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "files.h"
+#include "error.h"
 
 #ifdef RX_WITH_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+
+/* The first CUDA or cuBLAS call of this file that failed since the last device_check (or the
+ * start of the run), as device_check reports it; "" when none did. A deliberate exception to
+ * "no mutable globals", kept as narrow as it can be:
+ * - rx_ctx, where state belongs, is the plugin ABI and cannot grow a field, and most functions
+ *   here take no context; giving each a status argument would change about 150 call sites.
+ * - It is thread-local, not process-wide: CUDA keeps its own last error per host thread too, so
+ *   this record has the scope of the errors it reports, and two runs on two threads cannot see
+ *   each other's failures.
+ * - It is written only by record_failure below, on a failure, and read and cleared only by
+ *   device_check (and cleared by device_open_context, so a run never inherits an old failure). */
+static _Thread_local char first_failure[ERR_LEN];
+
+/* Said after the errors a faulting kernel leaves: CUDA reports them at whatever call comes next,
+ * so the call named is seldom the culprit. */
+#define KERNEL_FAULT_HINT "; a kernel queued before it faulted (CUDA_LAUNCH_BLOCKING=1 names the launch)"
+
+static bool kernel_fault(cudaError_t e)
+{
+    switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorHardwareStackError:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout: return true;
+    default: return false;
+    }
+}
+
+static void record_failure(const char *call, const char *file, int line, const char *why, const char *name,
+                           const char *hint)
+{
+    if (first_failure[0]) return; /* the first failure is the cause; later ones often follow from it */
+    snprintf(first_failure, sizeof first_failure, "%s failed at %s:%d: %s (%s)%s", call, file, line, why, name, hint);
+}
+
+static bool cuda_ok(cudaError_t e, const char *call, const char *file, int line)
+{
+    if (e == cudaSuccess) return true;
+    const char *hint = kernel_fault(e) ? KERNEL_FAULT_HINT : "";
+    record_failure(call, file, line, cudaGetErrorString(e), cudaGetErrorName(e), hint);
+    return false;
+}
+
+static bool cublas_ok(cublasStatus_t s, const char *call, const char *file, int line)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return true;
+    record_failure(call, file, line, cublasGetStatusString(s), cublasGetStatusName(s), "");
+    return false;
+}
+
+/* True when the call succeeded; otherwise false, and the call (as written), file and line are
+ * kept for device_check unless an earlier failure already is. */
+#define CUDA_CHECK(call) cuda_ok((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) cublas_ok((call), #call, __FILE__, __LINE__)
 #endif
 
 const char *device_name(rx_device d)
@@ -55,9 +116,9 @@ void *device_alloc(rx_device d, size_t bytes)
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
         void *p = NULL;
-        if (cudaMalloc(&p, rounded) != cudaSuccess) return NULL;
-        if (cudaMemset(p, 0, rounded) != cudaSuccess) {
-            cudaFree(p);
+        if (!CUDA_CHECK(cudaMalloc(&p, rounded))) return NULL;
+        if (!CUDA_CHECK(cudaMemset(p, 0, rounded))) {
+            CUDA_CHECK(cudaFree(p));
             return NULL;
         }
         return p;
@@ -72,7 +133,7 @@ void device_free(rx_device d, void *p)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        if (p) cudaFree(p);
+        if (p) CUDA_CHECK(cudaFree(p));
         return;
     }
 #endif
@@ -83,7 +144,7 @@ void device_zero(rx_device d, void *p, size_t bytes)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        cudaMemsetAsync(p, 0, bytes, 0);
+        CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, 0));
         return;
     }
 #endif
@@ -94,7 +155,7 @@ void device_to_host(rx_device d, void *host, const void *src, size_t bytes)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost);
+        CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
         return;
     }
 #endif
@@ -105,7 +166,7 @@ void host_to_device(rx_device d, void *dst, const void *host, size_t bytes)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, 0);
+        CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, 0));
         return;
     }
 #endif
@@ -116,7 +177,7 @@ void device_copy(rx_device d, void *dst, const void *src, size_t bytes)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0);
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
         return;
     }
 #endif
@@ -130,8 +191,8 @@ void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float
         cublasHandle_t h = (cublasHandle_t)ctx->cublas;
         for (size_t at = 0; at < n; at += 1u << 30) { /* cuBLAS counts in int */
             int k = (int)(n - at < (1u << 30) ? n - at : (1u << 30));
-            if (b != 1) cublasSscal(h, k, &b, y + at, 1);
-            if (a != 0) cublasSaxpy(h, k, &a, x + at, 1, y + at, 1);
+            if (b != 1 && !CUBLAS_CHECK(cublasSscal(h, k, &b, y + at, 1))) return;
+            if (a != 0 && !CUBLAS_CHECK(cublasSaxpy(h, k, &a, x + at, 1, y + at, 1))) return;
         }
         return;
     }
@@ -152,7 +213,7 @@ void *host_alloc_pinned(rx_device d, size_t bytes)
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
         void *p = NULL;
-        return cudaMallocHost(&p, bytes ? bytes : 64) == cudaSuccess ? p : NULL;
+        return CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 64)) ? p : NULL;
     }
 #endif
     return device_alloc(RX_CPU, bytes);
@@ -162,7 +223,7 @@ void host_free_pinned(rx_device d, void *p)
 {
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
-        if (p) cudaFreeHost(p);
+        if (p) CUDA_CHECK(cudaFreeHost(p));
         return;
     }
 #endif
@@ -174,11 +235,12 @@ int device_open_context(rx_device d, rx_ctx *ctx, char *why)
     ctx->cuda_stream = NULL; /* the default stream: everything in order */
     ctx->cublas = NULL;
 #ifdef RX_WITH_CUDA
+    first_failure[0] = '\0';
     if (d == RX_CUDA) {
         cublasHandle_t h;
-        cublasStatus_t s = cublasCreate(&h);
-        if (s != CUBLAS_STATUS_SUCCESS) {
-            snprintf(why, ERR_LEN, "cannot start cuBLAS (status %d)", (int)s);
+        if (!CUBLAS_CHECK(cublasCreate(&h))) {
+            errorf(why, "cannot start cuBLAS: %s", first_failure);
+            first_failure[0] = '\0'; /* reported here; no device_check will follow */
             return -1;
         }
         ctx->cublas = h;
@@ -190,7 +252,26 @@ int device_open_context(rx_device d, rx_ctx *ctx, char *why)
 void device_close_context(rx_device d, rx_ctx *ctx)
 {
 #ifdef RX_WITH_CUDA
-    if (d == RX_CUDA && ctx->cublas) cublasDestroy((cublasHandle_t)ctx->cublas);
+    if (d == RX_CUDA && ctx->cublas) CUBLAS_CHECK(cublasDestroy((cublasHandle_t)ctx->cublas));
 #endif
     ctx->cublas = NULL;
+}
+
+int device_check(rx_device d, char *err)
+{
+#ifdef RX_WITH_CUDA
+    /* Read (and so cleared) even when a failure is kept: it is then that same failure, which must
+     * not be reported again at the next check. Never on the CPU, which must not start CUDA. */
+    cudaError_t pending = d == RX_CUDA ? cudaGetLastError() : cudaSuccess;
+    if (first_failure[0]) {
+        errorf(err, "on the GPU: %s", first_failure);
+        first_failure[0] = '\0';
+        return -1;
+    }
+    if (pending != cudaSuccess) /* every call here is checked, so the call was a plugin's */
+        return errorf(err, "on the GPU: an unchecked CUDA call or kernel launch of a plugin's failed since the last "
+                      "check: %s (%s)%s", cudaGetErrorString(pending), cudaGetErrorName(pending),
+                      kernel_fault(pending) ? KERNEL_FAULT_HINT : "");
+#endif
+    return 0;
 }

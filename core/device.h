@@ -33,7 +33,18 @@ void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float
 void *host_alloc_pinned(rx_device d, size_t bytes);
 void host_free_pinned(rx_device d, void *p);
 
-/* The per-run handles a CUDA context carries (cuBLAS); no-ops on the CPU. */
+/* Whether every GPU call so far succeeded. The functions above return nothing (a copy cannot
+ * fail on the CPU); in a CUDA build each checks its CUDA and cuBLAS calls and keeps the first
+ * failure (per host thread) until this reports it: -1, with the call as written, file, line and
+ * CUDA's reason in err ("on the GPU: cudaMemcpy(...) failed at core/device.c:123: ..."), and the
+ * failure cleared. On d == RX_CUDA it also reports an error CUDA holds from a call or kernel
+ * launch nobody checked. It does not wait for the GPU: a kernel that faults while running is
+ * reported by the next call that waits for it (device_to_host), so call this after the copies
+ * the host is about to trust. Always 0 on the CPU and in a build without CUDA. */
+int device_check(rx_device d, char *err);
+
+/* The per-run handles a CUDA context carries (cuBLAS); no-ops on the CPU. Opening also forgets
+ * a failure that no device_check reported, so that a run never reports another's. */
 int device_open_context(rx_device d, rx_ctx *ctx, char *why);
 void device_close_context(rx_device d, rx_ctx *ctx);
 

@@ -548,6 +548,90 @@ static void test_sgd_run_cpu_vs_cuda(void **state)
     expect_same_run(NULL, "epochs=2 optim.nesterov=true optim.weight_decay=5e-4");
 }
 
+/* ---- device_check: the host's own CUDA and cuBLAS calls (core/device.c) ---- */
+
+/* On the CPU nothing can fail and CUDA is not touched: 0, err untouched. Runs in every build. */
+static void test_device_check_cpu(void **state)
+{
+    char err[ERR_LEN] = "untouched";
+    assert_int_equal(device_check(RX_CPU, err), 0);
+    assert_string_equal(err, "untouched");
+}
+
+#ifdef RX_WITH_CUDA
+/* Every function of device.c on the GPU, each result read back: no failure may be kept, and the
+ * values are exact (halves and small integers). */
+static void test_device_check_clean_on_gpu(void **state)
+{
+    REQUIRE_GPU(state);
+    enum { N = 1000 };
+    rx_ctx ctx = { .device = RX_CUDA, .threads = 1 };
+    char err[ERR_LEN];
+    if (device_open_context(RX_CUDA, &ctx, err) != 0) fail_msg("%s", err);
+    float *host = host_alloc_pinned(RX_CUDA, N * sizeof(float)), back[N];
+    assert_non_null(host);
+    float *x = gpu_alloc_or_fail(N * sizeof(float)), *y = gpu_alloc_or_fail(N * sizeof(float));
+    for (int i = 0; i < N; i++) host[i] = (float)i;
+    host_to_device(RX_CUDA, x, host, N * sizeof(float));
+    device_copy(RX_CUDA, y, x, N * sizeof(float));
+    device_axpby(RX_CUDA, &ctx, N, 2.0f, x, 0.5f, y);
+    device_to_host(RX_CUDA, back, y, N * sizeof(float));
+    if (device_check(RX_CUDA, err) != 0) fail_msg("%s", err);
+    for (int i = 0; i < N; i++)
+        if (back[i] != 2.5f * (float)i) fail_msg("device_axpby: y[%d] = %g, want %g", i, back[i], 2.5 * i);
+    device_zero(RX_CUDA, y, N * sizeof(float));
+    device_to_host(RX_CUDA, back, y, N * sizeof(float));
+    for (int i = 0; i < N; i++)
+        if (back[i] != 0) fail_msg("device_zero: y[%d] = %g", i, back[i]);
+    device_free(RX_CUDA, x);
+    device_free(RX_CUDA, y);
+    host_free_pinned(RX_CUDA, host);
+    device_close_context(RX_CUDA, &ctx);
+    if (device_check(RX_CUDA, err) != 0) fail_msg("%s", err);
+}
+
+/* The failing call is named as written, with file and line; the first of two failures is the
+ * one kept. Freeing a stack address fails on any machine (an invalid pointer on a GPU, and with
+ * no GPU CUDA cannot start), and changes nothing. On a GPU the failure is then reported once;
+ * without one CUDA keeps failing to start, and says so at every check. */
+static void test_device_check_names_failed_call(void **state)
+{
+    const gpu_probe *g = *state;
+    char err[ERR_LEN];
+    float not_gpu_memory = 0;
+    device_free(RX_CUDA, &not_gpu_memory);
+    host_free_pinned(RX_CUDA, &not_gpu_memory);
+    assert_int_equal(device_check(RX_CUDA, err), -1);
+    print_message("  device_check: %s\n", err);
+    const char *want = "on the GPU: cudaFree(p) failed at core/device.c:";
+    if (strncmp(err, want, strlen(want)) != 0) fail_msg("want \"%s<line>: <reason>\", got \"%s\"", want, err);
+    char *end;
+    long line = strtol(err + strlen(want), &end, 10);
+    if (line < 1 || strncmp(end, ": ", 2) != 0 || strlen(end) < 3)
+        fail_msg("want a line number and CUDA's reason after \"%s\", got \"%s\"", want, err);
+    if (g->usable) assert_int_equal(device_check(RX_CUDA, err), 0);
+}
+
+/* An error CUDA holds from a call device.c did not make (a plugin's, unchecked) is reported too
+ * (once, on a GPU). Asking for an attribute of a device that does not exist fails and changes
+ * nothing. */
+static void test_device_check_reports_unchecked_call(void **state)
+{
+    const gpu_probe *g = *state;
+    char err[ERR_LEN];
+    int warp = 0;
+    assert_int_not_equal(cudaDeviceGetAttribute(&warp, cudaDevAttrWarpSize, 1 << 20), cudaSuccess);
+    assert_int_equal(device_check(RX_CUDA, err), -1);
+    print_message("  device_check: %s\n", err);
+    assert_non_null(strstr(err, "on the GPU: an unchecked CUDA call or kernel launch of a plugin's failed"));
+    if (g->usable) assert_int_equal(device_check(RX_CUDA, err), 0);
+}
+#else
+static void test_device_check_clean_on_gpu(void **state) { REQUIRE_GPU(state); }
+static void test_device_check_names_failed_call(void **state) { REQUIRE_GPU(state); }
+static void test_device_check_reports_unchecked_call(void **state) { REQUIRE_GPU(state); }
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +643,11 @@ int main(void)
         cmocka_unit_test(test_cross_entropy_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_cpu_vs_cuda),
         cmocka_unit_test(test_adam_cpu_vs_cuda),
+        /* Last: the failures these provoke must not meet another test's GPU work. */
+        cmocka_unit_test(test_device_check_cpu),
+        cmocka_unit_test(test_device_check_clean_on_gpu),
+        cmocka_unit_test(test_device_check_names_failed_call),
+        cmocka_unit_test(test_device_check_reports_unchecked_call),
     };
     return cmocka_run_group_tests(tests, probe_gpu, free_probe);
 }
