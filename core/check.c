@@ -515,6 +515,11 @@ static void compare_results(harness *h, const char *what, gpu_side *g, double bo
         ew = fmax(ew, gpu_error(g->w[t].data, h->w[t].data, h->w[t].n, bits || !buf || !h->ctx.training, scratch));
     }
     free(scratch);
+    char failed[ERR_LEN];
+    if (device_check(RX_CUDA, failed) != 0) {
+        report(h, what, "FAIL", "%s", failed);
+        return;
+    }
     char limit[48] = "the same bits", state[48] = "";
     if (!bits) snprintf(limit, sizeof limit, "%g", bound);
     if (nstate) snprintf(state, sizeof state, ", state %.2g", es);
@@ -700,6 +705,11 @@ static bool loss_on_gpu(harness *h, rx_ctx *ctx, float *host)
         if (ok) device_to_host(RX_CUDA, host + n, dl, nx * sizeof(float));
         ok = ok && h->d->loss.forward[RX_CUDA](h->self, ctx, &tx, labels, losses, NULL) == 0;
         if (ok) device_to_host(RX_CUDA, host + n + nx, losses, n * sizeof(float));
+        char failed[ERR_LEN];
+        if (ok && device_check(RX_CUDA, failed) != 0) {
+            snprintf(ctx->err, sizeof ctx->err, "%s", failed);
+            ok = false;
+        }
     }
     device_free(RX_CUDA, x);
     device_free(RX_CUDA, dl);

@@ -391,7 +391,7 @@ int checkpoint_save_net(const net *nt, const char *path, const ckpt_tensor *extr
     ckpt_tensor *t = host_tensors(nt, path, extra, nextra, &host, &n, err);
     if (!t) return -1;
     device_to_host(nt->device, host, nt->params, nt->nparams * sizeof(float));
-    int rc = checkpoint_write(path, t, n, meta, nmeta, err);
+    int rc = device_check(nt->device, err) == 0 ? checkpoint_write(path, t, n, meta, nmeta, err) : -1;
     free(t);
     free(host);
     return rc;
@@ -406,6 +406,7 @@ int checkpoint_load_net(net *nt, const char *path, ckpt_tensor *extra, int nextr
     if (!t) return -1;
     int rc = checkpoint_read(path, t, n, meta, err);
     if (rc == 0) host_to_device(nt->device, nt->params, host, nt->nparams * sizeof(float));
+    if (rc == 0) rc = device_check(nt->device, err);
     free(t);
     free(host);
     return rc;

@@ -82,6 +82,7 @@ int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusio
         sum += s;
         device_to_host(t->device, t->host_logits, logits.data, (size_t)(n * classes) * sizeof(float));
         device_to_host(t->device, t->host_labels, t->labels, (size_t)n * sizeof(int32_t));
+        if (device_check(t->device, err) != 0) return -1; /* no accuracy counted from garbage */
         score_batch(t, n, e, confusion, predicted);
         if (samples && first == 0) sample_batch_capture(samples, t->device, t->x, t->labels, n, predicted);
     }

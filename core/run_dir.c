@@ -177,7 +177,7 @@ int run_dir_save_last(const char *dir, trainer *t, const run_position *p, char *
     int count = run_dir_path(path, dir, "last.safetensors", err) == 0 ? resume_tensors(t, extra, &host, path, err) : -1;
     if (count < 0) return -1;
     copy_resume_tensors(t, host, true);
-    int rc = checkpoint_save_net(&t->nt, path, extra, count, meta, nmeta, err);
+    int rc = device_check(t->device, err) == 0 ? checkpoint_save_net(&t->nt, path, extra, count, meta, nmeta, err) : -1;
     free(host);
     return rc;
 }
@@ -226,6 +226,7 @@ int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *h
     int rc = checkpoint_load_net(&t->nt, path, extra, count, &m, err);
     if (rc == 0) rc = read_position(&m, p, path, err);
     if (rc == 0) copy_resume_tensors(t, host, false);
+    if (rc == 0) rc = device_check(t->device, err);
     free(host);
     if (rc != 0) return -1;
     if (p->epochs_done > t->c->epochs)

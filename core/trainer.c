@@ -18,8 +18,13 @@ rx_tensor trainer_tensor(const trainer *t, float *data, int64_t n, rx_shape s)
 
 int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char *err)
 {
-    return errorf(err, "%s: %s: %s%s%s", t->c->file, u->where, op, op[0] ? ": " : "",
-                  t->ctx.err[0] ? t->ctx.err : "failed without a reason");
+    /* A GPU failure of the host's own before this call is where the trouble began: a plugin
+     * that checks its launches sees that failure as its own. */
+    char gpu[ERR_LEN];
+    bool earlier = device_check(t->device, gpu) != 0;
+    return errorf(err, "%s: %s: %s%s%s%s%s", t->c->file, u->where, op, op[0] ? ": " : "",
+                  t->ctx.err[0] ? t->ctx.err : "failed without a reason", earlier ? "; before it, " : "",
+                  earlier ? gpu : "");
 }
 
 /* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
@@ -210,6 +215,9 @@ int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *su
     crash_leave();
     if (rc != 0) return trainer_plugin_failed(t, &t->c->loss, "forward", err);
     device_to_host(t->device, t->host_losses, t->losses, (size_t)n * sizeof(float));
+    /* Once a batch, after the copy that waits for the GPU: a failed call or kernel is named
+     * here, before its garbage could pass for a NaN loss. */
+    if (device_check(t->device, err) != 0) return -1;
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += t->host_losses[i];
     *sum = s;

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "device.h"
+#include "error.h"
 #include "plugin.h"
 
 #ifdef RX_WITH_CUDA
@@ -282,6 +283,8 @@ static inline void expect_gpu_clean(const char *what)
     cudaError_t e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess) fail_msg("%s: %s", what, cudaGetErrorString(e));
+    char err[ERR_LEN];
+    if (device_check(RX_CUDA, err) != 0) fail_msg("%s: %s", what, err);
 }
 #endif
 
