@@ -1,4 +1,6 @@
-/* conv2d.c: 2-D convolution, PyTorch's nn.Conv2d with a square kernel (no dilation, no groups).
+/* conv2d.c: 2-D convolution, PyTorch's nn.Conv2d with a square kernel (no dilation, no groups):
+ * the descriptor, create, the im2col path, the workspace plan and the CPU operations that
+ * dispatch to either algorithm.
  *
  * CPU path: the batch is split into one contiguous chunk of samples per thread (OpenMP, at most
  * ctx->threads); each thread works through its chunk in its own slot of the workspace, calling
@@ -7,25 +9,15 @@
  * time, which keeps the scratch in the core's cache, and writes y and dx straight into their
  * NCHW planes. Two algorithms, chosen at create:
  *
- * im2col, any kernel, stride and padding. Per sample, with col = im2col(x) (C*K*K, OH*OW):
+ * im2col (here), any kernel, stride and padding. Per sample, with col = im2col(x) (C*K*K, OH*OW):
  *     forward   y   = W (OC, C*K*K) x col + b
  *     backward  dW += dY (OC, OH*OW) x col^T,  db += row sums of dY,
  *               dcol = W^T x dY, folded back into dx with col2im.
  *   A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself.
  *
- * Winograd F(4x4, 3x3), for 3x3 kernels at stride 1 with padding 0 to 2 (Lavin and Gray, "Fast
- * Algorithms for Convolutional Neural Networks", 2016). The output is cut into 4x4 tiles, each
- * computed from a 6x6 input tile with 36 multiplies per (input, output) channel pair instead of
- * 144: 4x fewer multiply-adds (F(2x2, 3x3), which this replaced, saves 2.25x). Per group of
- * samples (see WINO_COLUMNS), with V = their transformed input tiles side by side (36 planes of
- * (C, tiles)) and U = the transformed kernels (36 planes of (OC, C), once per call):
- *     forward   M_e = U_e V_e for each of the 36 planes e, then y = the output transform of M
- *     backward  dU_e += Z_e V_e^T, Z = the transformed output-gradient tiles; dW = G^T dU G
- *               dx: the same forward, run on dY with the kernels turned 180 degrees and their
- *               channel axes swapped (stride 1 makes the input gradient a convolution too).
- *   Its results differ from im2col's by rounding only (a few 1e-6 of the largest value; the
- *   transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms). Taken where
- *   it measured faster: both channel counts at least 8 (see conv2d_choose).
+ * Winograd F(4x4, 3x3) (winograd.c), for 3x3 kernels at stride 1 with padding 0 to 2: 4x fewer
+ *   multiply-adds, with results that differ from im2col's by rounding only. Taken where it
+ *   measured faster: both channel counts at least 8 (see conv2d_choose).
  *
  * Determinism: y and dx come from the same groups of samples (they start at fixed indices) and
  * the same sums whatever the thread count; the weight gradients are summed per chunk in the
@@ -37,8 +29,8 @@
  * per sample (conv2d.h), so that the same layer runs on either device.
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
- * algorithm the CPU chose (the two agree to rounding). The layer's struct is in conv2d.h, which
- * both files share. */
+ * algorithm the CPU chose (the two agree to rounding). The layer's struct, the plan and the
+ * scratch are in conv2d.h, which the three files share. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -58,83 +50,6 @@ static const rx_param params[] = {
 };
 enum { ARG_OUT, ARG_KERNEL, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
-/* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
- * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
- * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
-enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
-
-/* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
- * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */
-typedef struct conv2d_scratch {
-    float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
-    float *xpad;  /* the current sample with its zero border, kept zero between samples */
-    float *dxpad; /* im2col: col2im's sums, padding included */
-    float *dypad; /* Winograd: the current sample's dY with the border the dx convolution needs */
-    float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
-    float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
-    float *stage; /* Winograd: the transforms' scratch, and four output rows of whole tiles
-                   * when OH or OW is not a multiple of 4 (see wino_stage) */
-    float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU) */
-    float *db;    /* (OC) the chunk's share of db */
-} conv2d_scratch;
-
-/* How one call splits its batch of n: into groups of `group` samples (Winograd: one set of
- * SGEMMs each; im2col: 1), and the groups into one run per thread (a chunk). Groups start at
- * multiples of `group` whatever the thread count, so y and dx never depend on it. */
-typedef struct conv2d_plan {
-    int group;
-    int64_t groups;        /* ceil(n / group) */
-    int chunks;            /* at least 1, and no more than groups */
-    size_t slot;           /* floats of one chunk's scratch */
-    size_t vplane, mplane; /* Winograd: floats from one plane of v (of m) to the next */
-} conv2d_plan;
-
-/* Rounds a plane size up so that the 36 planes of a transform do not start at multiples of
- * 4 KB: transforms write all 36 at once, and planes 4 KB apart would share L1 sets (2-10x
- * slower for the tutorial's shapes). */
-static size_t wino_plane(size_t floats) { return (floats + 15) / 16 * 16 + 16; }
-
-static wino_geom wino_geometry(int cin, int h, int w, int cout, int pad)
-{
-    wino_geom g = { .cin = cin, .h = h, .w = w, .cout = cout, .oh = h + 2 * pad - 2,
-                    .ow = w + 2 * pad - 2, .pad = pad };
-    g.th = (g.oh + 3) / 4;
-    g.tw = (g.ow + 3) / 4;
-    g.tiles = g.th * g.tw;
-    g.ph = 4 * g.th + 2;
-    g.pw = 4 * g.tw + 4;
-    return g;
-}
-
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
-
-/* Floats of the stage: the transforms' row scratch (24 rows of tw + 1), or the output's (24 rows
- * of tw, then four output rows of 4 * tw), for the wider of the two geometries. */
-static size_t wino_stage(const conv2d *s)
-{
-    return 40 * (max_size((size_t)s->fwd.tw, (size_t)s->back.tw) + 1);
-}
-
-/* Floats per sample of v's and m's planes: the forward's and the dx convolution's tiles share
- * them (dW's dY tiles are the size of the forward's products). */
-static size_t wino_v_floats(const conv2d *s)
-{
-    return max_size((size_t)s->c * s->fwd.tiles, (size_t)s->oc * s->back.tiles);
-}
-
-static size_t wino_m_floats(const conv2d *s)
-{
-    return max_size((size_t)s->oc * s->fwd.tiles, (size_t)s->c * s->back.tiles);
-}
-
-/* Floats of one Winograd slot but for v and m: the padded copies, the stage, dU and db. */
-static size_t wino_fixed_floats(const conv2d *s)
-{
-    const wino_geom *f = &s->fwd, *b = &s->back;
-    return (size_t)f->cin * f->ph * f->pw + (size_t)b->cin * b->ph * b->pw + wino_stage(s) +
-           WINO_PLANES * s->uplane + (size_t)s->oc;
-}
-
 static conv2d_plan conv2d_plan_for(const conv2d *s, const rx_ctx *ctx, int64_t n)
 {
     conv2d_plan p = { .group = 1 };
@@ -142,17 +57,13 @@ static conv2d_plan conv2d_plan_for(const conv2d *s, const rx_ctx *ctx, int64_t n
     p.groups = n < 1 ? 1 : (n + p.group - 1) / p.group;
     const int threads = ctx->threads > 0 ? ctx->threads : 1;
     p.chunks = p.groups < threads ? (int)p.groups : threads;
-    if (s->algo == CONV2D_IM2COL) {
-        p.slot = s->slot;
-        return p;
-    }
-    p.vplane = wino_plane((size_t)p.group * wino_v_floats(s));
-    p.mplane = wino_plane((size_t)p.group * wino_m_floats(s));
-    p.slot = wino_fixed_floats(s) + WINO_PLANES * (p.vplane + p.mplane);
+    if (s->algo == CONV2D_IM2COL) p.slot = s->slot;
+    else wino_plan_slot(s, &p);
     return p;
 }
 
-/* The slot layout, in one place: conv2d_scratch_at carves it, conv2d_plan_for sizes it. */
+/* The slot layout: conv2d_scratch_at carves it, conv2d_plan_for sizes it (create for im2col,
+ * wino_plan_slot beside wino_scratch_at for Winograd). */
 static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan, float *slot)
 {
     conv2d_scratch sc = { 0 };
@@ -167,19 +78,7 @@ static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan
         sc.dw = p;
         p += (size_t)s->oc * s->rows;
     } else {
-        const wino_geom *f = &s->fwd, *b = &s->back;
-        sc.xpad = p;
-        p += (size_t)f->cin * f->ph * f->pw;
-        sc.dypad = p;
-        p += (size_t)b->cin * b->ph * b->pw;
-        sc.v = p;
-        p += WINO_PLANES * plan->vplane;
-        sc.m = p;
-        p += WINO_PLANES * plan->mplane;
-        sc.stage = p;
-        p += wino_stage(s);
-        sc.dw = p;
-        p += WINO_PLANES * s->uplane;
+        p = wino_scratch_at(s, plan, p, &sc);
     }
     sc.db = p;
     p += (size_t)s->oc;
@@ -244,24 +143,9 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     if (s->algo == CONV2D_IM2COL) {
         s->padded = (size_t)c * (size_t)ph * (size_t)pw;
         s->slot = (size_t)rows * (size_t)(oh * ow) + 2 * s->padded + (size_t)oc * (size_t)rows + (size_t)oc;
-    } else {
-        s->fwd = wino_geometry(s->c, s->h, s->w, s->oc, s->pad);
-        s->back = wino_geometry(s->oc, s->oh, s->ow, s->c, 2 - s->pad);
-        /* dW reads the forward's dY tiles from the dx convolution's padded dY: with padding 2
-         * the forward has a row (and column) of tiles more than the dx convolution needs. */
-        if (s->back.ph < s->back.pad + 4 * s->fwd.th) s->back.ph = s->back.pad + 4 * s->fwd.th;
-        if (s->back.pw < s->back.pad + 4 * s->fwd.tw) s->back.pw = s->back.pad + 4 * s->fwd.tw;
-        s->uplane = wino_plane((size_t)oc * (size_t)c);
-        s->u = malloc(sizeof(float) * WINO_PLANES * s->uplane);
-        s->u_back = malloc(sizeof(float) * WINO_PLANES * s->uplane);
-        if (!s->u || !s->u_back) {
-            conv2d_destroy(s);
-            return rx_fail(ctx, "out of memory");
-        }
-        s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
-        /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
-         * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
-        s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
+    } else if (wino_init(s) != 0) {
+        conv2d_destroy(s);
+        return rx_fail(ctx, "out of memory");
     }
     const float scale = 1.0f / sqrtf((float)rows);
     info->out = (rx_shape){ .ndim = 3, .d = { oc, oh, ow } };
@@ -280,7 +164,7 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     return 0;
 }
 
-/* ---- Shared helpers ---- */
+/* ---- Helpers of both algorithms (conv2d_pad_planes and conv2d_add_bias_grad: conv2d.h) ---- */
 
 /* dst (rows, len) = src (rows, len), each with its rows `ld` floats apart: a rectangle of a plane. */
 static inline __attribute__((always_inline)) void copy_block(const float *restrict src, size_t src_ld,
@@ -323,9 +207,7 @@ static void add_block_any(const float *src, size_t src_ld, float *dst, size_t ds
     }
 }
 
-/* Copies `planes` planes (h, w) into the interiors of a padded stack (planes, ph, pw), at
- * (pad, pad) in each; the border is left as it was (zero). */
-static void pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad)
+void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad)
 {
     for (int c = 0; c < planes; c++)
         copy_block_any(x + (size_t)c * h * w, (size_t)w, padded + ((size_t)c * ph + pad) * pw + pad,
@@ -342,8 +224,7 @@ static float row_sum(const float *restrict v, int n)
     return sum;
 }
 
-/* db (OC) += the row sums of one sample's dY (OC, OH*OW). */
-static void add_bias_grad(const conv2d *s, const float *dys, float *db)
+void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db)
 {
     for (int o = 0; o < s->oc; o++) db[o] += row_sum(dys + (size_t)o * s->pixels, s->pixels);
 }
@@ -386,7 +267,7 @@ static void conv2d_im2col(const conv2d *s, const float *restrict x, float *restr
 {
     const int k = s->k, st = s->stride, oh = s->oh, ow = s->ow;
     const size_t ph = (size_t)s->h + 2 * s->pad, pw = (size_t)s->w + 2 * s->pad;
-    pad_planes(x, s->c, s->h, s->w, pad, (int)ph, (int)pw, s->pad);
+    conv2d_pad_planes(x, s->c, s->h, s->w, pad, (int)ph, (int)pw, s->pad);
     for (int c = 0; c < s->c; c++)
         for (int ki = 0; ki < k; ki++)
             for (int kj = 0; kj < k; kj++) {
@@ -467,7 +348,7 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->rows, s->pixels, 1.0f,
                     dys, s->pixels, cols, s->pixels, 1.0f, sc->dw, s->rows);
-        if (s->bias) add_bias_grad(s, dys, sc->db);
+        if (s->bias) conv2d_add_bias_grad(s, dys, sc->db);
         if (!dx) continue;
         float *dxs = dx + (size_t)i * xsize;  /* (C, H, W) */
         if (s->pointwise) {  /* dx is dcol itself */
@@ -479,375 +360,6 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->rows, s->pixels, s->oc, 1.0f,
                     weight, s->rows, dys, s->pixels, 0.0f, sc->col, s->pixels);
         conv2d_col2im(s, sc->col, sc->dxpad, dxs);
-    }
-}
-
-/* ---- Winograd F(4x4, 3x3) ----
- * With a 6x6 input tile d, a 3x3 kernel g and a 4x4 output tile y (Lavin and Gray's points
- * 0, 1, -1, 2, -2 and infinity):
- *     y = A^T [(G g G^T) . (B^T d B)] A          (. elementwise, 36 products)
- *     B^T = | 4  0 -5  0  1  0 |   G = |  1/4   0     0   |   A^T = | 1  1  1  1  1  0 |
- *           | 0 -4 -4  1  1  0 |       | -1/6  -1/6  -1/6 |         | 0  1 -1  2 -2  0 |
- *           | 0  4 -4 -1  1  0 |       | -1/6   1/6  -1/6 |         | 0  1  1  4  4  0 |
- *           | 0 -2 -1  2  1  0 |       |  1/24  1/12  1/6 |         | 0  1 -1  8 -8  1 |
- *           | 0  2 -1 -2  1  0 |       |  1/24 -1/12  1/6 |
- *           | 0  4  0 -5  0  1 |       |  0     0     1   |
- * Summed over input channels, each of the 36 products is a matrix product across channels, so
- * plane e of the transformed tiles gives M_e (cout, tiles) = U_e (cout, cin) V_e (cin, tiles).
- * For the kernel gradient, dU_e = sum over tiles of (A dY A^T)_e V_e, and dW = G^T dU G.
- * Each transform is a 1-D one applied down the columns, then along the rows: the helpers below
- * are those 1-D transforms, written once. */
-
-/* The 1-D transforms on named scalars: macros, not functions on arrays, because the vectorizer
- * gives up on loops whose body passes arrays around (written that way, -fopt-info-vec-optimized
- * listed none of the transform loops). */
-
-/* (o0 .. o5) = B^T (d0 .. d5) */
-#define WINO_BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5) \
-    do {                                                         \
-        o0 = 4.0f * (d0) - 5.0f * (d2) + (d4);                   \
-        o1 = -4.0f * ((d1) + (d2)) + (d3) + (d4);                \
-        o2 = 4.0f * ((d1) - (d2)) - (d3) + (d4);                 \
-        o3 = 2.0f * ((d3) - (d1)) - (d2) + (d4);                 \
-        o4 = 2.0f * ((d1) - (d3)) - (d2) + (d4);                 \
-        o5 = 4.0f * (d1) - 5.0f * (d3) + (d5);                   \
-    } while (0)
-
-/* (o0 .. o3) = A^T (m0 .. m5) */
-#define WINO_AT(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                          \
-    do {                                                                         \
-        const float p1_ = (m1) + (m2), n1_ = (m1) - (m2);                        \
-        const float p2_ = (m3) + (m4), n2_ = (m3) - (m4);                        \
-        o0 = (m0) + p1_ + p2_;                                                   \
-        o1 = n1_ + 2.0f * n2_;                                                   \
-        o2 = p1_ + 4.0f * p2_;                                                   \
-        o3 = n1_ + 8.0f * n2_ + (m5);                                            \
-    } while (0)
-
-/* (o0 .. o5) = A (d0 .. d3), for dY */
-#define WINO_A(d0, d1, d2, d3, o0, o1, o2, o3, o4, o5)                                            \
-    do {                                                                                          \
-        const float p_ = (d0) + (d2), q_ = (d1) + (d3);                                           \
-        const float p4_ = (d0) + 4.0f * (d2), q8_ = 2.0f * (d1) + 8.0f * (d3);                    \
-        o0 = (d0);                                                                                \
-        o1 = p_ + q_;                                                                             \
-        o2 = p_ - q_;                                                                             \
-        o3 = p4_ + q8_;                                                                           \
-        o4 = p4_ - q8_;                                                                           \
-        o5 = (d3);                                                                                \
-    } while (0)
-
-/* G g for one column g of 3 (a kernel): 6 outputs. Once per kernel per call: no vector loop. */
-static void wino_g(const float g[3], float out[6])
-{
-    out[0] = 0.25f * g[0];
-    out[1] = -(g[0] + g[1] + g[2]) / 6.0f;
-    out[2] = -(g[0] - g[1] + g[2]) / 6.0f;
-    out[3] = g[0] / 24.0f + g[1] / 12.0f + g[2] / 6.0f;
-    out[4] = g[0] / 24.0f - g[1] / 12.0f + g[2] / 6.0f;
-    out[5] = g[2];
-}
-
-/* G^T d for one column d of 6 (a kernel gradient): 3 outputs. */
-static void wino_gt(const float d[6], float out[3])
-{
-    out[0] = 0.25f * d[0] - (d[1] + d[2]) / 6.0f + (d[3] + d[4]) / 24.0f;
-    out[1] = (d[2] - d[1]) / 6.0f + (d[3] - d[4]) / 12.0f;
-    out[2] = (d[3] + d[4] - d[1] - d[2]) / 6.0f + d[5];
-}
-
-/* U_e (cout, cin) for e = 6i + j from the 3x3 kernels: G g G^T. `flip` reads the kernels as the
- * dx convolution needs them: for output channel c and input o, W[o][c] turned 180 degrees. */
-static void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip)
-{
-    const int cout = flip ? s->c : s->oc, cin = flip ? s->oc : s->c;
-    for (int o = 0; o < cout; o++)
-        for (int c = 0; c < cin; c++) {
-            const float *k = flip ? weight + ((size_t)c * s->c + o) * 9 : weight + ((size_t)o * s->c + c) * 9;
-            float g[3][3];  /* the kernel as this convolution applies it, columns first: g[b][a] */
-            for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++) g[b][a] = flip ? k[(2 - a) * 3 + (2 - b)] : k[a * 3 + b];
-            float t[3][6];  /* G g, column b */
-            for (int b = 0; b < 3; b++) wino_g(g[b], t[b]);
-            float *out = u + (size_t)o * cin + c;
-            for (int i = 0; i < 6; i++) {  /* (G g) G^T, row i */
-                const float row[3] = { t[0][i], t[1][i], t[2][i] };
-                float r[6];
-                wino_g(row, r);
-                for (int j = 0; j < 6; j++) out[(6 * i + j) * s->uplane] = r[j];
-            }
-        }
-}
-
-/* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
-static void wino_kernel_grads(const conv2d *s, const float *du, float *dweight)
-{
-    for (int o = 0; o < s->oc; o++)
-        for (int c = 0; c < s->c; c++) {
-            const float *d = du + (size_t)o * s->c + c;
-            float r[6][3];  /* G^T dU, column j */
-            for (int j = 0; j < 6; j++) {
-                float col[6];
-                for (int i = 0; i < 6; i++) col[i] = d[(6 * i + j) * s->uplane];
-                wino_gt(col, r[j]);
-            }
-            float *k = dweight + ((size_t)o * s->c + c) * 9;
-            for (int a = 0; a < 3; a++) {  /* (G^T dU) G, row a */
-                const float row[6] = { r[0][a], r[1][a], r[2][a], r[3][a], r[4][a], r[5][a] };
-                float g[3];
-                wino_gt(row, g);
-                for (int b = 0; b < 3; b++) k[a * 3 + b] += g[b];
-            }
-        }
-}
-
-/* One row of tiles through B^T d B. The tiles' 6x6 inputs start at r0 (six rows pw apart, tile
- * tj at column 4*tj); plane e of the result goes to v[e * plane + tj]. B^T d is done first for
- * the whole width of the six rows, split by column residue mod 4 (t: 6 rows x 4 residues x
- * tw + 1); then each tile's (B^T d) B reads its columns 4tj .. 4tj+5 from those: plain vector
- * loops, where one loop over tiles doing both did not vectorize. `tw` is a parameter so that
- * wino_input can pass the usual widths as constants; `omp simd` then keeps the compiler from
- * unrolling those short loops into scalar code. */
-static inline __attribute__((always_inline)) void wino_input_row(const float *restrict r0, size_t pw,
-                                                                 float *restrict t, float *restrict v,
-                                                                 size_t plane, int tw)
-{
-    const int n = tw + 1;  /* columns of one residue a row of tiles reads (pw = 4 * tw + 4) */
-    const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
-    const float *restrict r4 = r3 + pw, *restrict r5 = r4 + pw;
-    /* all four residues in one loop: the loads of a row are then one group of four that the
-     * vectorizer splits with shuffles (one loop per residue loads with a stride of 4) */
-#define WINO_BT_RESIDUE(r)                                                                                   \
-    WINO_BT(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], r4[4 * x + r], r5[4 * x + r],         \
-            t[(0 + r) * n + x], t[(4 + r) * n + x], t[(8 + r) * n + x], t[(12 + r) * n + x], t[(16 + r) * n + x], \
-            t[(20 + r) * n + x])
-#pragma omp simd
-    for (int x = 0; x < n; x++) {
-        WINO_BT_RESIDUE(0);
-        WINO_BT_RESIDUE(1);
-        WINO_BT_RESIDUE(2);
-        WINO_BT_RESIDUE(3);
-    }
-#undef WINO_BT_RESIDUE
-    for (int i = 0; i < 6; i++) {
-        /* residue r of row i at c + r * n; four distinct pointers per plane group, or the
-         * compiler must assume the planes overlap and keeps the stores in order */
-        const float *restrict c0 = t + (size_t)(4 * i) * n, *restrict c1 = c0 + n;
-        const float *restrict c2 = c1 + n, *restrict c3 = c2 + n;
-        float *restrict v0 = v + (size_t)6 * i * plane, *restrict v1 = v0 + plane, *restrict v2 = v1 + plane;
-        float *restrict v3 = v2 + plane, *restrict v4 = v3 + plane, *restrict v5 = v4 + plane;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_BT(c0[tj], c1[tj], c2[tj], c3[tj], c0[tj + 1], c1[tj + 1], v0[tj], v1[tj], v2[tj], v3[tj], v4[tj],
-                    v5[tj]);
-    }
-}
-
-/* One sample's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
- * (cin, ph, pw): v points at the sample's first column (its tiles are columns v .. v + tiles - 1
- * of each channel's row, ld floats long); rows is scratch for 24 rows of tw + 1 floats. */
-static void wino_input(const wino_geom *g, const float *padded, float *rows, float *v, size_t ld, size_t plane)
-{
-    for (int c = 0; c < g->cin; c++)
-        for (int ti = 0; ti < g->th; ti++) {
-            const float *r0 = padded + ((size_t)c * g->ph + 4 * ti) * g->pw;
-            float *out = v + (size_t)c * ld + (size_t)ti * g->tw;
-            switch (g->tw) {
-            case 1: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 1); break;
-            case 2: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 2); break;
-            case 4: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 4); break;
-            case 8: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 8); break;
-            default: wino_input_row(r0, (size_t)g->pw, rows, out, plane, g->tw);
-            }
-        }
-}
-
-/* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles. */
-static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
-                          const float *v, float *m, int cols)
-{
-    for (int e = 0; e < WINO_PLANES; e++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane,
-                    g->cin, v + e * plan->vplane, cols, 0.0f, m + e * plan->mplane, cols);
-}
-
-/* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);
- * the four output rows go to y (rows ld apart), four columns per tile. A^T M first, into st (24
- * rows of tw: row r of column j at st[(4j + r) * tw]), then each row through A. */
-static inline __attribute__((always_inline)) void wino_output_row(const float *restrict m, size_t plane,
-                                                                  float bias, float *restrict st,
-                                                                  float *restrict y, size_t ld, int tw)
-{
-    for (int j = 0; j < 6; j++) {
-        const float *restrict m0 = m + (size_t)j * plane, *restrict m1 = m0 + 6 * plane;
-        const float *restrict m2 = m1 + 6 * plane, *restrict m3 = m2 + 6 * plane;
-        const float *restrict m4 = m3 + 6 * plane, *restrict m5 = m4 + 6 * plane;
-        float *restrict s0 = st + (size_t)(4 * j) * tw, *restrict s1 = s0 + tw;
-        float *restrict s2 = s1 + tw, *restrict s3 = s2 + tw;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_AT(m0[tj], m1[tj], m2[tj], m3[tj], m4[tj], m5[tj], s0[tj], s1[tj], s2[tj], s3[tj]);
-    }
-    for (int r = 0; r < 4; r++) {
-        const float *restrict a = st + (size_t)r * tw;  /* column j of row r at a + 4 * j * tw */
-        float *restrict yr = y + (size_t)r * ld;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++) {
-            float o0, o1, o2, o3;
-            WINO_AT(a[tj], a[4 * tw + tj], a[8 * tw + tj], a[12 * tw + tj], a[16 * tw + tj], a[20 * tw + tj], o0, o1,
-                    o2, o3);
-            yr[4 * tj] = o0 + bias;
-            yr[4 * tj + 1] = o1 + bias;
-            yr[4 * tj + 2] = o2 + bias;
-            yr[4 * tj + 3] = o3 + bias;
-        }
-    }
-}
-
-static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, float *y, size_t ld, int tw)
-{
-    switch (tw) {
-    case 1: wino_output_row(m, plane, bias, st, y, ld, 1); break;
-    case 2: wino_output_row(m, plane, bias, st, y, ld, 2); break;
-    case 4: wino_output_row(m, plane, bias, st, y, ld, 4); break;
-    case 8: wino_output_row(m, plane, bias, st, y, ld, 8); break;
-    default: wino_output_row(m, plane, bias, st, y, ld, tw);
-    }
-}
-
-/* y (cout, oh, ow) from the 36 product planes (cout, ld), the sample's tiles starting at m; stage holds 24 rows of tw for wino_output_row and
- * 4 more of 4*tw. Whole tiles go straight into y; when oh or ow is not a multiple of 4 the last
- * tiles stick out, so rows are built in the stage's 4 rows and cut to fit. */
-static void wino_output(const wino_geom *g, const float *m, size_t ld, size_t plane, const float *bias, float *stage,
-                        float *y)
-{
-    const bool exact = g->oh % 4 == 0 && g->ow % 4 == 0;
-    const size_t width = (size_t)4 * g->tw;
-    float *rows = stage + (size_t)24 * g->tw;  /* (4, width) */
-    for (int o = 0; o < g->cout; o++) {
-        float *out = y + (size_t)o * g->oh * g->ow;  /* (OH, OW) */
-        const float b = bias ? bias[o] : 0.0f;
-        for (int ti = 0; ti < g->th; ti++) {
-            const float *row = m + (size_t)o * ld + (size_t)ti * g->tw;
-            float *y0 = out + (size_t)4 * ti * g->ow;
-            if (exact) {
-                wino_output_row_any(row, plane, b, stage, y0, (size_t)g->ow, g->tw);
-                continue;
-            }
-            wino_output_row_any(row, plane, b, stage, rows, width, g->tw);
-            for (int r = 0; r < 4 && 4 * ti + r < g->oh; r++)
-                memcpy(y0 + (size_t)r * g->ow, rows + r * width, sizeof(float) * (size_t)g->ow);
-        }
-    }
-}
-
-/* One row of dY tiles through A dY A^T. The 4x4 tiles start at r0 (four rows pw apart, tile tj
- * at column 4*tj); plane e goes to z[e * plane + tj]. As in wino_input_row, A dY first, split by
- * column residue (q: 6 rows x 4 residues x tw), then the tiles. */
-static inline __attribute__((always_inline)) void wino_grad_row(const float *restrict r0, size_t pw,
-                                                                float *restrict q, float *restrict z,
-                                                                size_t plane, int tw)
-{
-    const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
-#define WINO_A_RESIDUE(r)                                                                                   \
-    WINO_A(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], q[(0 + r) * tw + x], q[(4 + r) * tw + x], \
-           q[(8 + r) * tw + x], q[(12 + r) * tw + x], q[(16 + r) * tw + x], q[(20 + r) * tw + x])
-#pragma omp simd
-    for (int x = 0; x < tw; x++) {  /* the four residues together, as in wino_input_row */
-        WINO_A_RESIDUE(0);
-        WINO_A_RESIDUE(1);
-        WINO_A_RESIDUE(2);
-        WINO_A_RESIDUE(3);
-    }
-#undef WINO_A_RESIDUE
-    for (int i = 0; i < 6; i++) {
-        const float *restrict c0 = q + (size_t)(4 * i) * tw, *restrict c1 = c0 + tw;
-        const float *restrict c2 = c1 + tw, *restrict c3 = c2 + tw;
-        float *restrict z0 = z + (size_t)6 * i * plane, *restrict z1 = z0 + plane, *restrict z2 = z1 + plane;
-        float *restrict z3 = z2 + plane, *restrict z4 = z3 + plane, *restrict z5 = z4 + plane;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_A(c0[tj], c1[tj], c2[tj], c3[tj], z0[tj], z1[tj], z2[tj], z3[tj], z4[tj], z5[tj]);
-    }
-}
-
-/* Z: one sample's transformed dY tiles into the 36 planes (OC, ld), from z on, read from dypad, where dY
- * sits at (back.pad, back.pad) with zeros past its last row and column (the partial tiles);
- * rows is scratch for 24 rows of tw floats. */
-static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, float *z, size_t ld, size_t plane)
-{
-    const wino_geom *f = &s->fwd, *b = &s->back;
-    for (int o = 0; o < s->oc; o++)
-        for (int ti = 0; ti < f->th; ti++) {
-            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 4 * ti) * b->pw + b->pad;
-            float *out = z + (size_t)o * ld + (size_t)ti * f->tw;
-            switch (f->tw) {
-            case 1: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 1); break;
-            case 2: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 2); break;
-            case 4: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 4); break;
-            case 8: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 8); break;
-            default: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, f->tw);
-            }
-        }
-}
-
-/* Samples [first, end) of a chunk forward, a group at a time: the group's tiles side by side in
- * V, 36 SGEMMs, then each sample's output transform. */
-static void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                               const float *bias, float *y, int64_t first, int64_t end)
-{
-    const wino_geom *f = &s->fwd;
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
-    memset(sc->xpad, 0, sizeof(float) * (size_t)f->cin * f->ph * f->pw);
-    for (int64_t i = first; i < end; i += plan->group) {
-        const int g = (int)(end - i < plan->group ? end - i : plan->group);
-        const size_t ld = (size_t)g * f->tiles;
-        for (int k = 0; k < g; k++) {
-            pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
-        }
-        wino_multiply(s, f, plan, s->u, sc->v, sc->m, (int)ld);
-        for (int k = 0; k < g; k++)
-            wino_output(f, sc->m + (size_t)k * f->tiles, ld, plan->mplane, bias, sc->stage, y + (size_t)(i + k) * ysize);
-    }
-}
-
-/* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
- * group's tiles by one SGEMM per plane), db, and dx as the forward convolution of dY by the
- * flipped kernels. */
-static void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                                const float *dy, float *dx, int64_t first, int64_t end)
-{
-    const wino_geom *f = &s->fwd, *b = &s->back;
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
-    memset(sc->xpad, 0, sizeof(float) * (size_t)f->cin * f->ph * f->pw);
-    memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
-    memset(sc->dw, 0, sizeof(float) * WINO_PLANES * s->uplane);
-    memset(sc->db, 0, sizeof(float) * (size_t)s->oc);
-    for (int64_t i = first; i < end; i += plan->group) {
-        const int g = (int)(end - i < plan->group ? end - i : plan->group);
-        const size_t ld = (size_t)g * f->tiles;
-        for (int k = 0; k < g; k++) {
-            const float *dys = dy + (size_t)(i + k) * ysize;  /* (OC, OH, OW) */
-            pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
-            pad_planes(dys, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
-            wino_grad_tiles(s, sc->dypad, sc->stage, sc->m + (size_t)k * f->tiles, ld, plan->mplane);
-            if (s->bias) add_bias_grad(s, dys, sc->db);
-        }
-        for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, (int)ld, 1.0f,
-                        sc->m + e * plan->mplane, (int)ld, sc->v + e * plan->vplane, (int)ld, 1.0f,
-                        sc->dw + e * s->uplane, s->c);
-        if (!dx) continue;
-        const size_t ldb = (size_t)g * b->tiles;
-        for (int k = 0; k < g; k++) {
-            pad_planes(dy + (size_t)(i + k) * ysize, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
-            wino_input(b, sc->dypad, sc->stage, sc->v + (size_t)k * b->tiles, ldb, plan->vplane);
-        }
-        wino_multiply(s, b, plan, s->u_back, sc->v, sc->m, (int)ldb);
-        for (int k = 0; k < g; k++)
-            wino_output(b, sc->m + (size_t)k * b->tiles, ldb, plan->mplane, NULL, sc->stage, dx + (size_t)(i + k) * xsize);
     }
 }
 

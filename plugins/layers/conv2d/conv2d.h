@@ -1,12 +1,15 @@
-/* conv2d.h: what conv2d.c (the CPU path, create and the descriptor) and conv2d.cu (the CUDA
- * path) share: the layer's geometry and the CPU's algorithm with its Winograd plan, fixed at
- * create; the workspace the CUDA path needs; and the CUDA entry points. The CUDA path always
- * runs im2col and reads only the geometry. */
+/* conv2d.h: what conv2d's three files share (declarations only): conv2d.c (the descriptor,
+ * create, the im2col path and the CPU operations), winograd.c (the Winograd path) and conv2d.cu
+ * (the CUDA path). The layer's geometry and the CPU's algorithm with its Winograd plan, fixed at
+ * create; the workspace the CUDA path needs; how the CPU splits a batch and carves its scratch;
+ * and the functions each file offers the others. The CUDA path always runs im2col and reads only
+ * the geometry. */
 #ifndef RX_LAYER_CONV2D_H
 #define RX_LAYER_CONV2D_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "runexp.h"
 
@@ -39,8 +42,8 @@ typedef struct conv2d {
     wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
     size_t uplane;     /* Winograd: floats from one transformed-kernel plane (OC*C) to the next */
     int group;         /* Winograd: samples whose tiles one SGEMM takes together (see WINO_COLUMNS) */
-    float *u;          /* Winograd: (16, OC, C) transformed kernels, redone every forward */
-    float *u_back;     /* Winograd: (16, C, OC) the same for dx, redone every backward */
+    float *u;          /* Winograd: (36, OC, C) transformed kernels, redone every forward */
+    float *u_back;     /* Winograd: (36, C, OC) the same for dx, redone every backward */
     size_t slot;       /* floats of workspace declared per sample (see conv2d_scratch, conv2d_plan) */
 } conv2d;
 
@@ -54,9 +57,66 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
     return col + (size_t)s->oc * (size_t)s->rows;
 }
 
+/* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
+ * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
+ * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
+enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
+
+/* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
+ * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */
+typedef struct conv2d_scratch {
+    float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
+    float *xpad;  /* the current sample with its zero border, kept zero between samples */
+    float *dxpad; /* im2col: col2im's sums, padding included */
+    float *dypad; /* Winograd: the current sample's dY with the border the dx convolution needs */
+    float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
+    float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
+    float *stage; /* Winograd: the transforms' scratch, and four output rows of whole tiles
+                   * when OH or OW is not a multiple of 4 (see wino_stage) */
+    float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU) */
+    float *db;    /* (OC) the chunk's share of db */
+} conv2d_scratch;
+
+/* How one call splits its batch of n: into groups of `group` samples (Winograd: one set of
+ * SGEMMs each; im2col: 1), and the groups into one run per thread (a chunk). Groups start at
+ * multiples of `group` whatever the thread count, so y and dx never depend on it. */
+typedef struct conv2d_plan {
+    int group;
+    int64_t groups;        /* ceil(n / group) */
+    int chunks;            /* at least 1, and no more than groups */
+    size_t slot;           /* floats of one chunk's scratch */
+    size_t vplane, mplane; /* Winograd: floats from one plane of v (of m) to the next */
+} conv2d_plan;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+/* conv2d.c, for both CPU algorithms: */
+/* Copies `planes` planes (h, w) into the interiors of a padded stack (planes, ph, pw), at
+ * (pad, pad) in each; the border is left as it was (zero). */
+void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad);
+/* db (OC) += the row sums of one sample's dY (OC, OH*OW). */
+void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
+
+/* winograd.c, for create and the CPU operations in conv2d.c: */
+/* create's share: both geometries, the transformed kernels' buffers, the group and the slot
+ * per sample. 0, or -1 when out of memory (the caller frees s). */
+int wino_init(conv2d *s);
+/* Fills p's vplane, mplane and slot for its group. */
+void wino_plan_slot(const conv2d *s, conv2d_plan *p);
+/* Carves Winograd's share of a slot from p on into sc; returns where it ends. */
+float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2d_scratch *sc);
+/* U (36 planes of (cout, cin), s->uplane apart) from the kernels; flip: for the dx convolution. */
+void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip);
+/* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
+void wino_kernel_grads(const conv2d *s, const float *du, float *dweight);
+/* Samples [first, end) of a chunk: y forward; the chunk's dU and db into sc and dx (unless
+ * NULL) backward. */
+void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
+                        const float *bias, float *y, int64_t first, int64_t end);
+void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
+                         const float *dy, float *dx, int64_t first, int64_t end);
+
 /* conv2d.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
 int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,
                         void *state);
