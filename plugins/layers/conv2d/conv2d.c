@@ -184,27 +184,25 @@ static inline __attribute__((always_inline)) void add_block(const float *restric
         for (int j = 0; j < len; j++) dst[(size_t)i * dst_ld + j] += src[(size_t)i * src_ld + j];
 }
 
-/* The same with the usual CIFAR widths as constants: a row of 8, 16 or 32 floats becomes one or
- * two vector moves instead of a loop with a remainder, which makes im2col and col2im 2-3x faster
- * on small planes than with a variable width. */
+/* BLOCK (copy_block or add_block) with the usual CIFAR widths as constants: a row of 8, 16 or 32
+ * floats becomes one or two vector moves instead of a loop with a remainder, which makes im2col
+ * and col2im 2-3x faster on small planes than with a variable width. */
+#define BLOCK_ANY_WIDTH(BLOCK, src, src_ld, dst, dst_ld, rows, len)  \
+    switch (len) {                                                   \
+    case 8: BLOCK(src, src_ld, dst, dst_ld, rows, 8); break;         \
+    case 16: BLOCK(src, src_ld, dst, dst_ld, rows, 16); break;       \
+    case 32: BLOCK(src, src_ld, dst, dst_ld, rows, 32); break;       \
+    default: BLOCK(src, src_ld, dst, dst_ld, rows, len);             \
+    }
+
 static void copy_block_any(const float *src, size_t src_ld, float *dst, size_t dst_ld, int rows, int len)
 {
-    switch (len) {
-    case 8: copy_block(src, src_ld, dst, dst_ld, rows, 8); break;
-    case 16: copy_block(src, src_ld, dst, dst_ld, rows, 16); break;
-    case 32: copy_block(src, src_ld, dst, dst_ld, rows, 32); break;
-    default: copy_block(src, src_ld, dst, dst_ld, rows, len);
-    }
+    BLOCK_ANY_WIDTH(copy_block, src, src_ld, dst, dst_ld, rows, len);
 }
 
 static void add_block_any(const float *src, size_t src_ld, float *dst, size_t dst_ld, int rows, int len)
 {
-    switch (len) {
-    case 8: add_block(src, src_ld, dst, dst_ld, rows, 8); break;
-    case 16: add_block(src, src_ld, dst, dst_ld, rows, 16); break;
-    case 32: add_block(src, src_ld, dst, dst_ld, rows, 32); break;
-    default: add_block(src, src_ld, dst, dst_ld, rows, len);
-    }
+    BLOCK_ANY_WIDTH(add_block, src, src_ld, dst, dst_ld, rows, len);
 }
 
 void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad)

@@ -230,6 +230,29 @@ void wino_kernel_grads(const conv2d *s, const float *du, float *dweight)
         }
 }
 
+/* The second half of a row of tiles' transform, for wino_input_row and wino_grad_row: the
+ * first has transformed the columns into t (6 rows i, each as 4 residue rows of `ld` floats,
+ * residue r at c + r * ld); this transforms each tile's row i, tile tj reading columns tj (and
+ * tj + 1) of the residues, into planes 6i .. 6i+5 of out (tile tj at out[e * plane + tj]).
+ * TILE is WINO_BT_TILE for 6x6 input tiles, whose columns 4 and 5 are the next tile's residues 0
+ * and 1, or WINO_A_TILE for 4x4 dY tiles. Four distinct pointers per plane group, or the
+ * compiler must assume the planes overlap and keeps the stores in order. A macro, so that each
+ * use is the plain loop the vectorizer wants: an inline function with a flag for the transform
+ * compiled to different and larger code, the macro to the very instructions of the two loops it
+ * replaced. */
+#define WINO_TILES_TO_PLANES(t, ld, out, plane, tw, TILE)                                             \
+    for (int i = 0; i < 6; i++) {                                                                     \
+        const float *restrict c0 = (t) + (size_t)(4 * i) * (ld), *restrict c1 = c0 + (ld);            \
+        const float *restrict c2 = c1 + (ld), *restrict c3 = c2 + (ld);                               \
+        float *restrict o0 = (out) + (size_t)6 * i * (plane), *restrict o1 = o0 + (plane);            \
+        float *restrict o2 = o1 + (plane), *restrict o3 = o2 + (plane), *restrict o4 = o3 + (plane);  \
+        float *restrict o5 = o4 + (plane);                                                            \
+        _Pragma("omp simd") for (int tj = 0; tj < (tw); tj++) TILE;                                   \
+    }
+#define WINO_BT_TILE \
+    WINO_BT(c0[tj], c1[tj], c2[tj], c3[tj], c0[tj + 1], c1[tj + 1], o0[tj], o1[tj], o2[tj], o3[tj], o4[tj], o5[tj])
+#define WINO_A_TILE WINO_A(c0[tj], c1[tj], c2[tj], c3[tj], o0[tj], o1[tj], o2[tj], o3[tj], o4[tj], o5[tj])
+
 /* One row of tiles through B^T d B. The tiles' 6x6 inputs start at r0 (six rows pw apart, tile
  * tj at column 4*tj); plane e of the result goes to v[e * plane + tj]. B^T d is done first for
  * the whole width of the six rows, split by column residue mod 4 (t: 6 rows x 4 residues x
@@ -258,18 +281,7 @@ static inline __attribute__((always_inline)) void wino_input_row(const float *re
         WINO_BT_RESIDUE(3);
     }
 #undef WINO_BT_RESIDUE
-    for (int i = 0; i < 6; i++) {
-        /* residue r of row i at c + r * n; four distinct pointers per plane group, or the
-         * compiler must assume the planes overlap and keeps the stores in order */
-        const float *restrict c0 = t + (size_t)(4 * i) * n, *restrict c1 = c0 + n;
-        const float *restrict c2 = c1 + n, *restrict c3 = c2 + n;
-        float *restrict v0 = v + (size_t)6 * i * plane, *restrict v1 = v0 + plane, *restrict v2 = v1 + plane;
-        float *restrict v3 = v2 + plane, *restrict v4 = v3 + plane, *restrict v5 = v4 + plane;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_BT(c0[tj], c1[tj], c2[tj], c3[tj], c0[tj + 1], c1[tj + 1], v0[tj], v1[tj], v2[tj], v3[tj], v4[tj],
-                    v5[tj]);
-    }
+    WINO_TILES_TO_PLANES(t, n, v, plane, tw, WINO_BT_TILE);
 }
 
 /* One sample's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
@@ -389,15 +401,7 @@ static inline __attribute__((always_inline)) void wino_grad_row(const float *res
         WINO_A_RESIDUE(3);
     }
 #undef WINO_A_RESIDUE
-    for (int i = 0; i < 6; i++) {
-        const float *restrict c0 = q + (size_t)(4 * i) * tw, *restrict c1 = c0 + tw;
-        const float *restrict c2 = c1 + tw, *restrict c3 = c2 + tw;
-        float *restrict z0 = z + (size_t)6 * i * plane, *restrict z1 = z0 + plane, *restrict z2 = z1 + plane;
-        float *restrict z3 = z2 + plane, *restrict z4 = z3 + plane, *restrict z5 = z4 + plane;
-#pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_A(c0[tj], c1[tj], c2[tj], c3[tj], z0[tj], z1[tj], z2[tj], z3[tj], z4[tj], z5[tj]);
-    }
+    WINO_TILES_TO_PLANES(q, tw, z, plane, tw, WINO_A_TILE);
 }
 
 /* Z: one sample's transformed dY tiles into the 36 planes (OC, ld), from z on, read from dypad, where dY
