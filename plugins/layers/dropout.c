@@ -4,9 +4,9 @@
  * numbers come from ctx->rng, so a run replays exactly from its seed.
  * CUDA path: dropout.cu, which draws the very same mask from ctx->rng; dropout.h holds the
  * struct both files share. */
-#include <stdlib.h>
 #include <string.h>
 
+#include "create.h"
 #include "dropout.h"
 
 static const rx_param params[] = {
@@ -21,20 +21,11 @@ static int dropout_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
 {
     const double p = args[ARG_P].num;
     if (!(p >= 0.0 && p < 1.0)) return rx_fail(ctx, "p must be in [0, 1), got %g", p);
-    if (in.ndim < 1)
-        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
-    dropout *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "out of memory");
-    *s = (dropout){ .p = (float)p, .scale = (float)(1.0 / (1.0 - p)) };
-    info->out = in;
-    info->ntensors = 0;
-    info->state_bytes = (size_t)rx_numel(in);  /* uint8 keep mask */
-    info->workspace_bytes = 0;
-    *self = s;
-    return 0;
+    const size_t mask_bytes = (size_t)rx_numel(in);  /* the uint8 keep mask: per-sample state */
+    if (layer_elementwise_info(ctx, in, mask_bytes, info) != 0) return -1;
+    const dropout s = { .p = (float)p, .scale = (float)(1.0 / (1.0 - p)) };
+    return plugin_new_self(self, ctx, &s, sizeof s);
 }
-
-static void dropout_destroy(void *self) { free(self); }
 
 static int dropout_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                                rx_tensor *y, void *state)
@@ -80,7 +71,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = dropout_create,
-        .destroy = dropout_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = dropout_forward_cpu, [RX_CUDA] = dropout_forward_cuda },
         .backward = { [RX_CPU] = dropout_backward_cpu, [RX_CUDA] = dropout_backward_cuda },

@@ -16,8 +16,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdlib.h>
 
+#include "create.h"
 #include "linear.h"
 #include "threads.h"
 
@@ -39,24 +39,19 @@ static int linear_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     if (f < 1 || f > INT_MAX)
         return rx_fail(ctx, "the input has %" PRId64 " features, expected 1 to %d", f, INT_MAX);
 
-    linear *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "out of memory");
-    *s = (linear){ .in = (int)f, .out = (int)out, .bias = args[ARG_BIAS].b };
+    const linear s = { .in = (int)f, .out = (int)out, .bias = args[ARG_BIAS].b };
     const float scale = 1.0f / sqrtf((float)f);
     info->out = (rx_shape){ .ndim = 1, .d = { out } };
-    info->ntensors = s->bias ? 2 : 1;
+    info->ntensors = s.bias ? 2 : 1;
     info->tensors[0] = (rx_tensor_decl){ .name = "weight", .shape = { .ndim = 2, .d = { out, f } },
                                          .init = RX_INIT_UNIFORM, .scale = scale };
-    if (s->bias)
+    if (s.bias)
         info->tensors[1] = (rx_tensor_decl){ .name = "bias", .shape = { .ndim = 1, .d = { out } },
                                              .init = RX_INIT_UNIFORM, .scale = scale };
     info->state_bytes = 0;
     info->workspace_bytes = sizeof(float) * (size_t)out;  /* one column of y^T */
-    *self = s;
-    return 0;
+    return plugin_new_self(self, ctx, &s, sizeof s);
 }
-
-static void linear_destroy(void *self) { free(self); }
 
 /* How many blocks to split a product of n x out x f multiply-adds into: one per thread when
  * it is worth a parallel region (about 20 us of work on one core), else one. */
@@ -147,7 +142,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = linear_create,
-        .destroy = linear_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = linear_forward_cpu, [RX_CUDA] = linear_forward_cuda },
         .backward = { [RX_CPU] = linear_backward_cpu, [RX_CUDA] = linear_backward_cuda },

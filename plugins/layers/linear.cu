@@ -21,6 +21,22 @@
 #include "linear.h"
 #include "cuda_util.cuh"
 
+/* What both passes do first: the batch size as cuBLAS's int, and the run's cuBLAS handle bound
+ * to the run's stream. 0 with *n the batch (0: an empty batch, nothing to do, *h NULL), or -1
+ * after rx_fail; `what` names the pass in the messages ("linear forward"). */
+static int linear_cuda_start(rx_ctx *ctx, const rx_tensor *x, const char *what, int *n, cublasHandle_t *h)
+{
+    const int64_t batch = x->shape.d[0];
+    *n = 0;
+    *h = NULL;
+    if (batch < 1) return 0;
+    if (batch > INT_MAX) return rx_fail(ctx, "%s: batch %" PRId64 " is too large for cuBLAS's int sizes", what, batch);
+    *h = rx_cublas_on_stream(ctx, what);
+    if (!*h) return -1;
+    *n = (int)batch;
+    return 0;
+}
+
 /* y (N, OUT) += b (OUT) on every row. */
 __global__ void linear_add_bias(float *__restrict__ y, const float *__restrict__ b, int64_t total, int out)
 {
@@ -43,21 +59,20 @@ extern "C" int linear_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, 
                                    void *state)
 {
     const linear *s = (const linear *)self;
-    const int64_t n = x->shape.d[0];
-    if (n < 1) return 0;
-    if (n > INT_MAX) return rx_fail(ctx, "linear forward: batch %" PRId64 " is too large for cuBLAS's int sizes", n);
-    cublasHandle_t h = rx_cublas_on_stream(ctx, "linear forward");
-    if (!h) return -1;
+    int n;
+    cublasHandle_t h;
+    if (linear_cuda_start(ctx, x, "linear forward", &n, &h) != 0) return -1;
+    if (n == 0) return 0;
     const float one = 1.0f, zero = 0.0f;
     /* Row-major: y (N, OUT) = x (N, F) x W^T (F, OUT);
      * cuBLAS: y^T (OUT, N) = W (OUT, F) x x^T (F, N): W transposed, lda F. */
     if (RX_CUBLAS_OK(ctx,
-                     cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, s->out, (int)n, s->in, &one, w[0].data, s->in, x->data,
+                     cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, s->out, n, s->in, &one, w[0].data, s->in, x->data,
                                  s->in, &zero, y->data, s->out),
                      "linear forward: SGEMM") != 0)
         return -1;
     if (!s->bias) return 0;
-    const int64_t total = n * s->out;
+    const int64_t total = (int64_t)n * s->out;
     linear_add_bias<<<rx_cuda_blocks(total), RX_CUDA_THREADS, 0, rx_cuda_stream(ctx)>>>(y->data, w[1].data, total,
                                                                                        s->out);
     return RX_CUDA_LAUNCHED(ctx, "linear forward: bias");
@@ -68,16 +83,15 @@ extern "C" int linear_backward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x,
                                     rx_tensor *dw)
 {
     const linear *s = (const linear *)self;
-    const int64_t n = x->shape.d[0];
-    if (n < 1) return 0;
-    if (n > INT_MAX) return rx_fail(ctx, "linear backward: batch %" PRId64 " is too large for cuBLAS's int sizes", n);
-    cublasHandle_t h = rx_cublas_on_stream(ctx, "linear backward");
-    if (!h) return -1;
+    int n;
+    cublasHandle_t h;
+    if (linear_cuda_start(ctx, x, "linear backward", &n, &h) != 0) return -1;
+    if (n == 0) return 0;
     const float one = 1.0f, zero = 0.0f;
     /* Row-major: dW (OUT, F) += dY^T (OUT, N) x x (N, F);
      * cuBLAS: dW^T (F, OUT) += x^T (F, N) x dY (N, OUT): dY transposed, ldb OUT. */
     if (RX_CUBLAS_OK(ctx,
-                     cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, s->in, s->out, (int)n, &one, x->data, s->in, dy->data,
+                     cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, s->in, s->out, n, &one, x->data, s->in, dy->data,
                                  s->out, &one, dw[0].data, s->in),
                      "linear backward: SGEMM for dW") != 0)
         return -1;
@@ -90,7 +104,7 @@ extern "C" int linear_backward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x,
     /* Row-major: dX (N, F) = dY (N, OUT) x W (OUT, F);
      * cuBLAS: dX^T (F, N) = W^T (F, OUT) x dY^T (OUT, N), neither transposed. */
     return RX_CUBLAS_OK(ctx,
-                        cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, s->in, (int)n, s->out, &one, w[0].data, s->in,
+                        cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, s->in, n, s->out, &one, w[0].data, s->in,
                                     dy->data, s->out, &zero, dx->data, s->in),
                         "linear backward: SGEMM for dx");
 }

@@ -6,8 +6,8 @@
  * the same single multiply, so both devices give the same bits. */
 #include <float.h>
 #include <math.h>
-#include <stdlib.h>
 
+#include "create.h"
 #include "scale.h"
 #include "threads.h"
 
@@ -25,28 +25,14 @@ static int scale_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape
     if (!isfinite(by)) return rx_fail(ctx, "by must be a finite number, got %g", by);
     if (fabs(by) > FLT_MAX)
         return rx_fail(ctx, "by must fit in a float (magnitude at most %g), got %g", (double)FLT_MAX, by);
-    if (in.ndim < 1)
-        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
-    scale *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "out of memory");
-    *s = (scale){ .by = (float)by };
-    info->out = in;
-    info->ntensors = 0;
-    info->state_bytes = 0;
-    info->workspace_bytes = 0;
-    *self = s;
-    return 0;
+    if (layer_elementwise_info(ctx, in, 0, info) != 0) return -1;
+    return plugin_new_self(self, ctx, &(scale){ .by = (float)by }, sizeof(scale));
 }
-
-static void scale_destroy(void *self) { free(self); }
 
 /* out = by * in over n floats: forward with (x, y), backward with (dy, dx). */
 static void scale_multiply(const rx_ctx *ctx, float by, const float *restrict in, float *restrict out, size_t n)
 {
-    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
-    (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = by * in[i];
+    THREADS_ELEMENTWISE(ctx, n, i, out[i] = by * in[i]);
 }
 
 static int scale_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
@@ -76,7 +62,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = scale_create,
-        .destroy = scale_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = scale_forward_cpu, [RX_CUDA] = scale_forward_cuda },
         .backward = { [RX_CPU] = scale_backward_cpu, [RX_CUDA] = scale_backward_cuda },

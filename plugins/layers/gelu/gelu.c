@@ -7,10 +7,9 @@
  * needs only x, so there is no state; self holds the formula. Split across ctx->threads when the
  * tensor is large enough to pay for it; elementwise, so the result never depends on the thread
  * count. CUDA path: gelu.cu, running the same functions from gelu_math.h. */
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "create.h"
 #include "gelu.h"
 #include "gelu_math.h"
 #include "threads.h"
@@ -32,20 +31,9 @@ static int gelu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape 
     else
         return rx_fail(ctx, "approximate must be 'none' or 'tanh', got '%s'",
                        approximate ? approximate : "(nothing)");
-    if (in.ndim < 1)
-        return rx_fail(ctx, "expects a per-sample input with at least 1 dimension, got 0");
-    gelu *s = malloc(sizeof *s);
-    if (!s) return rx_fail(ctx, "out of memory");
-    *s = (gelu){ .form = form };
-    info->out = in;
-    info->ntensors = 0;
-    info->state_bytes = 0;
-    info->workspace_bytes = 0;
-    *self = s;
-    return 0;
+    if (layer_elementwise_info(ctx, in, 0, info) != 0) return -1;
+    return plugin_new_self(self, ctx, &(gelu){ .form = form }, sizeof(gelu));
 }
-
-static void gelu_destroy(void *self) { free(self); }
 
 static int gelu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                             rx_tensor *y, void *state)
@@ -54,15 +42,8 @@ static int gelu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const r
     const float *restrict in = x->data;  /* (N, ...) */
     float *restrict out = y->data;       /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
-    (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
-    if (s->form == GELU_TANH) {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(in[i]);
-    } else {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = gelu_exact(in[i]);
-    }
+    if (s->form == GELU_TANH) THREADS_ELEMENTWISE(ctx, n, i, out[i] = gelu_tanh(in[i]));
+    else THREADS_ELEMENTWISE(ctx, n, i, out[i] = gelu_exact(in[i]));
     return 0;
 }
 
@@ -76,15 +57,8 @@ static int gelu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const 
     const float *restrict g = dy->data;  /* (N, ...) */
     float *restrict out = dx->data;      /* (N, ...) */
     const size_t n = (size_t)rx_numel(x->shape);
-    const int threads = threads_for(ctx, n, THREADS_MIN_WORK);
-    (void)threads;  /* read only by the pragmas, which a build without OpenMP ignores */
-    if (s->form == GELU_TANH) {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = g[i] * gelu_tanh_grad(in[i]);
-    } else {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = g[i] * gelu_exact_grad(in[i]);
-    }
+    if (s->form == GELU_TANH) THREADS_ELEMENTWISE(ctx, n, i, out[i] = g[i] * gelu_tanh_grad(in[i]));
+    else THREADS_ELEMENTWISE(ctx, n, i, out[i] = g[i] * gelu_exact_grad(in[i]));
     return 0;
 }
 
@@ -97,7 +71,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = gelu_create,
-        .destroy = gelu_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = gelu_forward_cpu, [RX_CUDA] = gelu_forward_cuda },
         .backward = { [RX_CPU] = gelu_backward_cpu, [RX_CUDA] = gelu_backward_cuda },
