@@ -227,18 +227,23 @@ void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db)
     for (int o = 0; o < s->oc; o++) db[o] += row_sum(dys + (size_t)o * s->pixels, s->pixels);
 }
 
-/* Samples [first, end) of chunk t: its run of whole groups. */
-static void chunk_samples(const conv2d_plan *plan, int64_t n, int t, int64_t *first, int64_t *end)
+/* Chunk t of a call: its scratch, carved from its slot, and its samples [first, end), a run of
+ * whole groups. */
+static conv2d_scratch conv2d_chunk(const conv2d *s, const conv2d_plan *plan, float *slots, int64_t n, int t,
+                                   int64_t *first, int64_t *end)
 {
     const int64_t g0 = plan->groups * t / plan->chunks, g1 = plan->groups * (t + 1) / plan->chunks;
     *first = g0 * plan->group < n ? g0 * plan->group : n;
     *end = g1 * plan->group < n ? g1 * plan->group : n;
+    return conv2d_scratch_at(s, plan, slots + (size_t)t * plan->slot);
 }
 
-/* Checks the workspace for a batch of n (create declared s->slot floats per sample) and returns
- * it as the plan's slots, one per chunk. */
-static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, const conv2d_plan *plan, int64_t n)
+/* What both operations do first: plans the call for a batch of n into *plan, checks the
+ * workspace (create declared s->slot floats per sample) and returns it as the plan's slots, one
+ * per chunk; NULL after rx_fail. */
+static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan)
 {
+    *plan = conv2d_plan_for(s, ctx, n);
     const size_t declared = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
     const size_t need = sizeof(float) * plan->slot * (size_t)plan->chunks;
     if (need > declared) {  /* create's bound in conv2d_create is wrong: a bug, not bad input */
@@ -368,8 +373,8 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
 {
     const conv2d *s = self;
     const int64_t n = x->shape.d[0];
-    const conv2d_plan plan = conv2d_plan_for(s, ctx, n);
-    float *slots = conv2d_slots(s, ctx, &plan, n);
+    conv2d_plan plan;
+    float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
     if (s->algo == CONV2D_WINOGRAD) wino_kernels(s, w[0].data, s->u, false);
@@ -377,9 +382,8 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
-        const conv2d_scratch sc = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot);
         int64_t first, end;
-        chunk_samples(&plan, n, t, &first, &end);
+        const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
         if (s->algo == CONV2D_WINOGRAD) wino_forward_chunk(s, &plan, &sc, x->data, bias, y->data, first, end);
         else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, first, end);
     }
@@ -391,19 +395,18 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
                                rx_tensor *dx, rx_tensor *dw)
 {
     const conv2d *s = self;
-    const int64_t n = x->shape.d[0];
-    const conv2d_plan plan = conv2d_plan_for(s, ctx, n);
-    float *slots = conv2d_slots(s, ctx, &plan, n);
-    if (!slots) return -1;
     const bool winograd = s->algo == CONV2D_WINOGRAD;
+    const int64_t n = x->shape.d[0];
+    conv2d_plan plan;
+    float *slots = conv2d_slots(s, ctx, n, &plan);
+    if (!slots) return -1;
     if (winograd && dx) wino_kernels(s, w[0].data, s->u_back, true);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
-        const conv2d_scratch sc = conv2d_scratch_at(s, &plan, slots + (size_t)t * plan.slot);
         int64_t first, end;
-        chunk_samples(&plan, n, t, &first, &end);
+        const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
         if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, dx ? dx->data : NULL, first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
