@@ -22,13 +22,13 @@ int threads_for(const rx_ctx *ctx, int64_t work, int64_t min_work);
  * threads_for(ctx, n, THREADS_MIN_WORK) threads in equal static blocks: an elementwise pass
  * (relu, gelu, scale), whose result never depends on the thread count. `i` names the index for
  * the body. The pragma reads the thread count; a build without OpenMP ignores it. */
-#define THREADS_ELEMENTWISE(ctx, n, i, ...)                                                 \
-    do {                                                                                   \
-        const size_t elementwise_n_ = (n);                                                 \
+#define THREADS_ELEMENTWISE(ctx, n, i, ...)                                                             \
+    do {                                                                                                \
+        const size_t elementwise_n_ = (n);                                                              \
         const int elementwise_threads_ = threads_for((ctx), (int64_t)elementwise_n_, THREADS_MIN_WORK); \
-        (void)elementwise_threads_;                                                        \
-        _Pragma("omp parallel for simd num_threads(elementwise_threads_) schedule(static)") \
-        for (size_t i = 0; i < elementwise_n_; i++) __VA_ARGS__;                           \
+        (void)elementwise_threads_;                                                                     \
+        _Pragma("omp parallel for simd num_threads(elementwise_threads_) schedule(static)")             \
+        for (size_t i = 0; i < elementwise_n_; i++) __VA_ARGS__;                                        \
     } while (0)
 
 #endif
