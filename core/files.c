@@ -113,7 +113,7 @@ int open_regular(const char *path, int flags, char *err)
         errno = e;
         return -1;
     }
-    struct stat st;
+    struct stat st = { 0 };
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { /* swapped for something else since the check */
         errorf(err, "%s: is %s, expected a regular file", path, file_kind(st.st_mode));
         close(fd);
