@@ -5,7 +5,8 @@
  *    "data_offsets": [0, 1728]}, ...}
  * padded with spaces to a multiple of 8, then the tensors' bytes back to back. The reader is a
  * small strict JSON parser for exactly that form: every length and offset is checked against
- * the file before a byte is copied. */
+ * the file, and the tensors must tile the data section exactly (no overlap, no hole), before a
+ * byte is copied. */
 #include "checkpoint.h"
 
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* files.c: atomic writes, mkdir -p, whole-file reads and the string buffer (see files.h). */
+/* files.c: atomic writes, mkdir -p, opening only regular files, whole-file reads, UTF-8 and the
+ * string buffer (see files.h). */
 #include "files.h"
 
 #include <errno.h>

@@ -1,6 +1,8 @@
 /* files.h: the few file-system operations runexp needs, done safely: every output file is
  * written whole to a temporary name, flushed to disk and renamed into place, so a crash leaves
- * either the old file or the new one, never a torn one. Also a growable string buffer. */
+ * either the old file or the new one, never a torn one; every input file is opened only when it
+ * is a regular file, so a FIFO or a device put in its place is refused, not waited on. Also a
+ * growable string buffer whose JSON strings are always valid UTF-8. */
 #ifndef RUNEXP_FILES_H
 #define RUNEXP_FILES_H
 
