@@ -5,7 +5,8 @@
  *    "data_offsets": [0, 1728]}, ...}
  * padded with spaces to a multiple of 8, then the tensors' bytes back to back. The reader is a
  * small strict JSON parser for exactly that form: every length and offset is checked against
- * the file before a byte is copied. */
+ * the file, and the tensors must tile the data section exactly (no overlap, no hole), before a
+ * byte is copied. */
 #include "checkpoint.h"
 
 #include <stdlib.h>
@@ -325,6 +326,46 @@ done:
     return rc;
 }
 
+/* Tensor i's bytes, for sorting by where they start (empty tensors first at an offset). */
+typedef struct span {
+    uint64_t begin, end;
+    int i;
+} span;
+
+static int span_order(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* As the safetensors specification asks, the tensors' bytes cover the data section exactly:
+ * no two overlap, no byte lies between them or after the last (a hole could hide another file
+ * in this one). The first tensor out of place is named. */
+static int check_coverage(const char *path, const ckpt_tensor *t, const entry *e, int n, size_t data_len, char *err)
+{
+    span *s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
+    if (!s) return errorf(err, "%s: out of memory", path);
+    for (int k = 0; k < n; k++) s[k] = (span){ e[k].begin, e[k].end, k };
+    qsort(s, (size_t)n, sizeof *s, span_order);
+    int rc = 0;
+    uint64_t at = 0; /* where the next tensor must start */
+    for (int k = 0; rc == 0 && k < n; at = s[k++].end) {
+        if (s[k].begin < at)
+            rc = errorf(err, "%s: tensor '%s' (data_offsets [%llu, %llu]) overlaps tensor '%s' (data_offsets [%llu, %llu])",
+                        path, t[s[k].i].name, (unsigned long long)s[k].begin, (unsigned long long)s[k].end,
+                        t[s[k - 1].i].name, (unsigned long long)s[k - 1].begin, (unsigned long long)s[k - 1].end);
+        else if (s[k].begin > at)
+            rc = errorf(err, "%s: the data section has bytes [%llu, %llu) that no tensor holds, before tensor '%s'",
+                        path, (unsigned long long)at, (unsigned long long)s[k].begin, t[s[k].i].name);
+    }
+    if (rc == 0 && at != data_len)
+        rc = errorf(err, "%s: the data section has %llu bytes after the last tensor, which no tensor holds", path,
+                    (unsigned long long)(data_len - at));
+    free(s);
+    return rc;
+}
+
 int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor *t, int n, ckpt_meta_buf *meta,
                      char *err)
 {
@@ -336,6 +377,7 @@ int checkpoint_parse(const char *path, const char *file, size_t len, ckpt_tensor
     parser p = { .start = file + 8, .s = file + 8, .end = file + 8 + hlen, .path = path, .err = err };
     const char *data = file + 8 + hlen;
     int rc = parse_header(&p, t, n, entries, &scratch, len - 8 - hlen);
+    if (rc == 0) rc = check_coverage(path, t, entries, n, len - 8 - hlen, err);
     if (rc == 0) {
         /* All checked: only now copy, so a bad file changes nothing. */
         for (int i = 0; i < n; i++) memcpy(t[i].data, data + entries[i].begin, entries[i].end - entries[i].begin);

@@ -801,6 +801,7 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
                 char *const *overrides, char *err)
 {
     memset(c, 0, sizeof *c);
+    if (file_check_regular(file, err) != 0) return -1; /* Lua's loader would block on a FIFO */
     lua_State *L = luaL_newstate();
     if (!L) {
         snprintf(err, ERR_LEN, "%s: cannot create a Lua state (out of memory)", file);

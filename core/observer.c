@@ -77,12 +77,16 @@ typedef int (*observer)(observe_event event, const run_view *v, char *err);
 /* In this order: report.html embeds the pictures, so they are written first. */
 static const observer observers[] = { pictures_observe, report_observe };
 
-void observers_notify(observe_event event, const run_view *v, FILE *log, progress *bar)
+int observers_notify(observe_event event, const run_view *v, FILE *log, progress *bar, char *first_err)
 {
+    int failed = 0;
     for (size_t i = 0; i < sizeof observers / sizeof *observers; i++) {
         char err[ERR_LEN];
         if (observers[i](event, v, err) == 0) continue;
         if (bar) progress_end(bar);
-        fprintf(log, "warning: %s\n", err);
+        fprintf(log, "error: %s (the run goes on, and will end with this error)\n", err);
+        if (!first_err[0]) snprintf(first_err, ERR_LEN, "%s", err);
+        failed++;
     }
+    return failed;
 }

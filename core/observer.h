@@ -51,9 +51,11 @@ typedef struct run_view {
     const run_summary *summary;  /* TEST: the timings */
 } run_view;
 
-/* Tells every observer of event. What an observer cannot write is said on log as a warning
- * ("warning: report.html not written: ...", after ending the progress bar, which may be NULL)
- * and the run goes on: these files are for looking at. */
-void observers_notify(observe_event event, const run_view *v, FILE *log, progress *bar);
+/* Tells every observer of event. What an observer cannot write is said on log at once
+ * ("error: report.html not written: ...", after ending the progress bar, which may be NULL),
+ * and the run goes on, its weights and numbers kept; the first such message goes to first_err
+ * (ERR_LEN bytes) when that is still empty, for the run to end with. Returns how many observers
+ * failed. */
+int observers_notify(observe_event event, const run_view *v, FILE *log, progress *bar, char *first_err);
 
 #endif

@@ -48,18 +48,26 @@ static const char STYLE[] =
 
 /* ---- text ---- */
 
-/* Appends s with &, <, >, " and ' escaped: safe as element text and as an attribute value. */
+/* Appends s with &, <, >, " and ' escaped: safe as element text and as an attribute value.
+ * Bytes that are not UTF-8 (a run folder's name, a class name from a data file) and control
+ * characters other than tab and newlines become U+FFFD, so the page stays valid UTF-8 and HTML. */
 static void html_text(strbuf *b, const char *s)
 {
-    for (const char *c = s ? s : ""; *c; c++) {
+    for (const char *c = s ? s : ""; *c;) {
+        size_t n = utf8_char_len(c);
         switch (*c) {
         case '&': sb_printf(b, "&amp;"); break;
         case '<': sb_printf(b, "&lt;"); break;
         case '>': sb_printf(b, "&gt;"); break;
         case '"': sb_printf(b, "&quot;"); break;
         case '\'': sb_printf(b, "&#39;"); break;
-        default: sb_append(b, c, 1);
+        default:
+            if (n == 0 || *c == 0x7f || ((unsigned char)*c < 0x20 && !strchr("\t\n\r", *c)))
+                sb_append(b, UTF8_REPLACEMENT, 3);
+            else
+                sb_append(b, c, n);
         }
+        c += n ? n : 1;
     }
 }
 
@@ -77,7 +85,9 @@ static void short_text(strbuf *b, const char *s, int max)
     html_text(b, cut);
 }
 
-/* Appends a file path as a URL path: unreserved characters and '/' as they are, the rest %XX. */
+/* Appends a file path as a URL path: unreserved characters and '/' as they are, the rest %XX.
+ * The result is ASCII whatever the path holds, and a byte that is not UTF-8 stays that byte
+ * (%FF), so the link still reaches the folder. */
 static void url_path(strbuf *b, const char *s)
 {
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {

@@ -209,9 +209,44 @@ static int read_position_field(const ckpt_meta_buf *m, const char *key, int type
 #define POSITION_READ(type, name, key) \
     if (read_position_field(m, key, POSITION_TYPE_##type, &p->name, path, err) != 0) return -1;
 
-static int read_position(const ckpt_meta_buf *m, run_position *p, const char *path, char *err)
+int run_position_read(const ckpt_meta_buf *m, run_position *p, const char *path, char *err)
 {
     POSITION_FIELDS(POSITION_READ)
+    return 0;
+}
+
+/* Metadata that contradicts the run would make rows of nonsense (a loss of 0, infinite images
+ * per second): refused, named, before anything is restored from it. */
+int run_position_check(const run_position *p, int64_t epochs, int64_t batches, const char *path, char *err)
+{
+    if (p->epochs_done > epochs)
+        return errorf(err, "%s: the run has done %lld epochs, more than epochs=%lld", path, (long long)p->epochs_done,
+                      (long long)epochs);
+    if (p->batches_done > batches)
+        return errorf(err, "%s: metadata 'batch' is %lld, past the end of an epoch of %lld batches", path,
+                      (long long)p->batches_done, (long long)batches);
+    if (p->epochs_done == epochs && p->batches_done > 0)
+        return errorf(err, "%s: metadata 'batch' is %lld, but all %lld epochs are done", path, (long long)p->batches_done,
+                      (long long)epochs);
+    int64_t steps = 0;
+    bool over = __builtin_mul_overflow(p->epochs_done, batches, &steps) ||
+                __builtin_add_overflow(steps, p->batches_done, &steps);
+    if (over || p->step != steps)
+        return errorf(err, "%s: metadata 'step' is %lld, but %lld epochs of %lld batches and %lld batches more make %s%lld",
+                      path, (long long)p->step, (long long)p->epochs_done, (long long)batches, (long long)p->batches_done,
+                      over ? "more than " : "", (long long)(over ? INT64_MAX : steps));
+    if (p->best_epoch > p->epochs_done)
+        return errorf(err, "%s: metadata 'best_epoch' is %lld, past the %lld epochs done", path, (long long)p->best_epoch,
+                      (long long)p->epochs_done);
+    const struct { const char *key; double v; bool positive; } sums[] = {
+        { "loss_sum", p->loss_sum, false },
+        { "epoch_seconds", p->epoch_seconds, p->batches_done > 0 },
+        { "train_seconds", p->train_seconds, p->epochs_done > 0 },
+    };
+    for (size_t i = 0; i < sizeof sums / sizeof *sums; i++)
+        if (!isfinite(sums[i].v) || sums[i].v < 0 || (sums[i].positive && sums[i].v == 0))
+            return errorf(err, "%s: metadata '%s' is %g, expected a finite number%s", path, sums[i].key, sums[i].v,
+                          sums[i].positive ? " above 0 after the batches done" : " of 0 or more");
     return 0;
 }
 
@@ -224,13 +259,12 @@ int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *h
     if (count < 0) return -1;
     ckpt_meta_buf m;
     int rc = checkpoint_load_net(&t->nt, path, extra, count, &m, err);
-    if (rc == 0) rc = read_position(&m, p, path, err);
+    if (rc == 0) rc = run_position_read(&m, p, path, err);
+    if (rc == 0) rc = run_position_check(p, t->c->epochs, (t->info.size[RX_TRAIN] + t->c->batch_size - 1) / t->c->batch_size,
+                                         path, err);
     if (rc == 0) copy_resume_tensors(t, host, false);
     if (rc == 0) rc = device_check(t->device, err);
     free(host);
     if (rc != 0) return -1;
-    if (p->epochs_done > t->c->epochs)
-        return errorf(err, "%s: the run has done %lld epochs, more than epochs=%lld", path, (long long)p->epochs_done,
-                      (long long)t->c->epochs);
     return read_metrics(dir, history, p->epochs_done, nhistory, err);
 }

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "record.h"
 #include "trainer.h"
 
@@ -60,6 +61,13 @@ int run_dir_load_best(const char *dir, net *nt, char *err);
 
 /* last.safetensors: t's weights, optimizer state and moving average, and p. */
 int run_dir_save_last(const char *dir, trainer *t, const run_position *p, char *err);
+/* last.safetensors' metadata m into p: every field there, of its type; -1 with a message naming
+ * the field otherwise (path names the file). */
+int run_position_read(const ckpt_meta_buf *m, run_position *p, const char *path, char *err);
+/* Whether p can be where a run of `epochs` epochs of `batches` batches each stands: no epoch or
+ * batch past the end, as many optimizer steps as batches done, the best epoch one of those done,
+ * finite non-negative sums and times; -1 with a message naming the field and its value. */
+int run_position_check(const run_position *p, int64_t epochs, int64_t batches, const char *path, char *err);
 /* Restores what run_dir_save_last wrote into t and p, and the history (room for t->c->epochs
  * records) of the epochs it covers from metrics.csv. */
 int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *history, int *nhistory, char *err);

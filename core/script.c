@@ -410,6 +410,7 @@ int script_run(script *s, const char *file, char *err)
 {
     s->file = file;
     s->interrupted = false;
+    if (file_check_regular(file, err) != 0) return SCRIPT_FAILED; /* Lua's loader would block on a FIFO */
     s->taken = calloc((size_t)s->noverrides + 1, sizeof *s->taken);
     lua_State *L = luaL_newstate();
     if (!L || !s->taken) {

@@ -34,6 +34,8 @@ typedef struct run {
     int64_t *confusion;          /* (nclasses, nclasses) test counts, for the report */
     sample_batch samples;        /* the first batch of the run, then of the test, for the pictures */
     progress bar;                /* the epoch's progress bar (a no-op off a terminal) */
+    int observer_failures;       /* pictures and reports not written: the run fails at its end */
+    char observer_err[ERR_LEN];  /* the first of them */
 } run;
 
 static double now_seconds(void)
@@ -50,7 +52,7 @@ static void observe(run *r, observe_event event)
                    .history = r->history, .nhistory = r->nhistory, .info = &r->t.info, .samples = &r->samples,
                    .test = tested ? &r->s->test : NULL, .confusion = tested ? r->confusion : NULL,
                    .summary = tested ? r->s : NULL };
-    observers_notify(event, &v, r->t.log, &r->bar);
+    r->observer_failures += observers_notify(event, &v, r->t.log, &r->bar, r->observer_err);
 }
 
 /* ---- One batch, one epoch ---- */
@@ -288,6 +290,8 @@ int train_run(config *c, FILE *log, run_summary *s, char *err)
             rc = run_epochs(&r, err);
         }
     }
+    if (rc == 0 && r.observer_failures) /* what is for looking at failed; what was computed is all kept */
+        rc = errorf(err, "%s (the run finished; its weights and metrics are in %s)", r.observer_err, s->dir);
     /* The history outlives the run, for the caller (runexp.train returns it to Lua). */
     s->history = r.history;
     s->nhistory = r.nhistory;

@@ -3,6 +3,8 @@
 #include "helpers.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -123,6 +125,72 @@ static void test_broken_files(void **state)
     free(dir);
 }
 
+/* Two tensors whose data_offsets do not tile the data section exactly, as the safetensors
+ * specification asks: each refused, the tensor named. */
+static void expect_layout_refused(const char *path, const char *header, size_t data_len, const char *why)
+{
+    write_safetensors(path, header, data_len);
+    float w[6] = { 9, 9, 9, 9, 9, 9 }, b[2] = { 9, 9 };
+    ckpt_tensor t[2] = { { .name = "0.weight", .shape = TEST_SHAPE(2, 3), .data = w },
+                         { .name = "0.bias", .shape = TEST_SHAPE(2), .data = b } };
+    char err[ERR_LEN] = "";
+    assert_int_equal(checkpoint_read(path, t, 2, NULL, err), -1);
+    if (!strstr(err, why) || !strstr(err, path)) fail_msg("got \"%s\", wanted \"%s\"", err, why);
+    for (int i = 0; i < 6; i++) assert_true(w[i] == 9);
+}
+
+static void test_offsets_tile_the_data(void **state)
+{
+    char *dir = test_tmpdir();
+    char *path = tmp_file(dir, "layout.safetensors");
+    /* In either order in the header, and laid out either way round: accepted. */
+    const char *bias_first = "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[8,32]},"
+                             "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    write_safetensors(path, bias_first, 32);
+    float w[6], b[2];
+    ckpt_tensor ok[2] = { { .name = "0.weight", .shape = TEST_SHAPE(2, 3), .data = w },
+                          { .name = "0.bias", .shape = TEST_SHAPE(2), .data = b } };
+    char err[ERR_LEN];
+    if (checkpoint_read(path, ok, 2, NULL, err) != 0) fail_msg("%s", err);
+
+    expect_layout_refused(path,
+                          "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                          "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", 24,
+                          "tensor '0.bias' (data_offsets [16, 24]) overlaps tensor '0.weight' (data_offsets [0, 24])");
+    expect_layout_refused(path,
+                          "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                          "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[28,36]}}", 36,
+                          "the data section has bytes [24, 28) that no tensor holds, before tensor '0.bias'");
+    expect_layout_refused(path,
+                          "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[4,28]},"
+                          "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[28,36]}}", 36,
+                          "bytes [0, 4) that no tensor holds, before tensor '0.weight'");
+    expect_layout_refused(path,
+                          "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                          "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]}}", 40,
+                          "the data section has 8 bytes after the last tensor");
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
+
+/* A FIFO given as a checkpoint is refused at once: opening it would wait for a writer. */
+static void test_fifo_is_refused(void **state)
+{
+    char *dir = test_tmpdir();
+    char *path = tmp_file(dir, "fifo.safetensors");
+    assert_int_equal(mkfifo(path, 0644), 0);
+    alarm(20); /* a blocking open would hang the suite: end it instead */
+    time_t start = time(NULL);
+    expect_refused(path, "fifo.safetensors: is a FIFO, expected a regular file");
+    assert_true(time(NULL) - start <= 1);
+    alarm(0);
+    unlink(path);
+    expect_refused(dir, "is a folder, expected a regular file");
+    rmdir(dir);
+    free(dir);
+}
+
 /* The tutorial's network from configs/cifar10.lua, saved with PyTorch's names, and loaded back
  * into a network initialized from another seed. */
 static void test_tutorial_names(void **state)
@@ -185,6 +253,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_and_layout),
         cmocka_unit_test(test_broken_files),
+        cmocka_unit_test(test_offsets_tile_the_data),
+        cmocka_unit_test(test_fifo_is_refused),
         cmocka_unit_test(test_tutorial_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

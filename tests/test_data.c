@@ -18,6 +18,8 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -565,6 +567,46 @@ static void test_cifar10_refuses_broken_files(void **state)
     cifar10_load(&ds, "/nonexistent/cifar");
     data_create_refused(&ds, "not found in /nonexistent/cifar (see README");
     data_close(&ds);
+}
+
+/* Files that are not regular files: a FIFO would block a plain open for ever, a device be read
+ * as data. Each is refused at once, the kind of file named. */
+static void put_fifo(const char *dir, const char *name)
+{
+    char file[PATH_MAX];
+    path_join(file, dir, name);
+    if (mkfifo(file, 0644) != 0) fail_msg("cannot make the FIFO %s: %s", file, strerror(errno));
+}
+
+static void fifo_batch_1(const char *dir) { put_fifo(dir, "data_batch_1.bin"); }
+static void fifo_meta(const char *dir) { put_fifo(dir, "batches.meta.txt"); }
+
+static void device_test_batch(const char *dir)
+{
+    char file[PATH_MAX];
+    path_join(file, dir, "test_batch.bin");
+    if (symlink("/dev/zero", file) != 0) fail_msg("cannot link %s: %s", file, strerror(errno));
+}
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void test_cifar10_refuses_files_that_are_not_files(void **state)
+{
+    alarm(20); /* a blocking open would hang the suite: end it instead */
+    double start = seconds_now();
+    expect_broken_refused(*state, "data_batch_1.bin", fifo_batch_1, "data_batch_1.bin: is a FIFO, expected a regular file");
+    expect_broken_refused(*state, "batches.meta.txt", fifo_meta, "batches.meta.txt: is a FIFO, expected a regular file");
+    double fifos = seconds_now() - start;
+    if (fifos > 1.0) fail_msg("two FIFOs took %.2f s to refuse", fifos);
+    /* A link to a device (links to regular files are followed, as make_broken_copy's are). */
+    expect_broken_refused(*state, "test_batch.bin", device_test_batch,
+                          "test_batch.bin: is a character device, expected a regular file");
+    alarm(0);
 }
 
 /* ---- cifar10: augmentation and test-time views, checked by hand ---- */
@@ -1500,6 +1542,7 @@ int main(void)
         cmocka_unit_test(test_cifar10_refuses_bad_batches),
         cmocka_unit_test(test_cifar10_refuses_bad_arguments),
         cmocka_unit_test(test_cifar10_refuses_broken_files),
+        cmocka_unit_test(test_cifar10_refuses_files_that_are_not_files),
         cmocka_unit_test(test_cifar10_crop_reflect),
         cmocka_unit_test(test_cifar10_crop_zeros),
         cmocka_unit_test(test_cifar10_flip_random),

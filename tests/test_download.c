@@ -603,6 +603,28 @@ static void test_archive_put_by_hand(void **state)
     data_close(&ds);
 }
 
+/* A FIFO where the archive or its .part is expected is refused, not waited on for ever. */
+static void test_fifo_archive_is_refused(void **state)
+{
+    const fixture *fx = *state;
+    data_set ds;
+    cifar10_load(&ds, fx, DEAD_URL);
+    char archive[PATH_MAX], part[PATH_MAX + 8], want[PATH_MAX + 64];
+    join(archive, ds.parent, ARCHIVE);
+    snprintf(part, sizeof part, "%s.part", archive);
+    assert_int_equal(mkdir(ds.parent, 0755), 0);
+    alarm(20); /* a blocking open would hang the suite: end it instead */
+    assert_int_equal(mkfifo(archive, 0644), 0);
+    snprintf(want, sizeof want, "%s: is a FIFO, expected a regular file", archive);
+    expect_refusal(&ds, want);
+    assert_int_equal(unlink(archive), 0);
+    assert_int_equal(mkfifo(part, 0644), 0);
+    snprintf(want, sizeof want, "%s: is a FIFO, expected a regular file", part);
+    expect_refusal(&ds, want);
+    alarm(0);
+    data_close(&ds);
+}
+
 static void test_download_off(void **state)
 {
     const fixture *fx = *state;
@@ -713,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_no_network),
         cmocka_unit_test(test_http_error),
         cmocka_unit_test(test_archive_put_by_hand),
+        cmocka_unit_test(test_fifo_archive_is_refused),
         cmocka_unit_test(test_download_off),
         cmocka_unit_test(test_keeps_an_incomplete_folder),
         cmocka_unit_test(test_refuses_bad_arguments),

@@ -462,6 +462,71 @@ static void test_run_report(void **state)
     free(dir);
 }
 
+/* Whether python3 reads FILE as `what` ("utf-8": decodes; "json": parses). */
+static void assert_python_reads(const char *file, const char *what)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "python3 -c 'import json, sys; b = open(sys.argv[1], \"rb\").read(); %s' '%s'",
+             strcmp(what, "json") == 0 ? "json.loads(b)" : "b.decode(\"utf-8\")", file);
+    if (system(cmd) != 0) fail_msg("%s is not valid %s", file, what);
+}
+
+/* Text from files (class names, a run folder's name) that is not UTF-8: every byte that is not
+ * part of a well-formed character becomes U+FFFD in JSON and HTML alike; good characters stay. */
+static void test_text_not_utf8(void **state)
+{
+    static const char *const bad[] = {
+        "ca\xfft",          /* a byte that starts nothing */
+        "\xc3(",            /* a lead byte without its continuation */
+        "\xc0\xaf",         /* an overlong '/' */
+        "\xed\xa0\x80",     /* a surrogate */
+        "ctl\x01\x7f",      /* control characters */
+        "caf\xc3\xa9 \xf0\x9f\x90\x88", /* well formed: kept as they are */
+        "cut \xe2\x82",     /* a character cut short at the end */
+    };
+    enum { NBAD = sizeof bad / sizeof *bad };
+    strbuf b = { 0 };
+    sb_json_string(&b, "a\xff\x01\\b");
+    assert_string_equal(b.s, "\"a" UTF8_REPLACEMENT "\\u0001\\\\b\"");
+    sb_free(&b);
+    assert_int_equal(utf8_char_len("\xf4\x90\x80\x80"), 0); /* past U+10FFFF */
+    assert_int_equal(utf8_char_len("\xf0\x9f\x90\x88"), 4);
+
+    char *dir = test_tmpdir(), err[ERR_LEN];
+    int64_t confusion[NBAD * NBAD] = { 0 };
+    eval_result test = { .loss = 0.5, .accuracy = 0.5, .nclasses = NBAD, .correct = 1, .total = 2 };
+    for (int k = 0; k < NBAD; k++) {
+        snprintf(test.class_names[k], CLASS_NAME_LEN, "%s", bad[k]);
+        confusion[k * NBAD + k] = test.class_total[k] = test.class_correct[k] = 1;
+    }
+    epoch_record h[2];
+    fill_history(h, 2);
+    report_input in = { .title = "runs/\xff\xfe", .config_text = "-- \xff\n", .history = h, .nhistory = 2, .epochs = 2,
+                        .test = &test, .confusion = confusion };
+    const char *html_path = path_in(dir, "report.html");
+    assert_int_equal(report_write_html(html_path, &in, err), 0);
+    assert_python_reads(html_path, "utf-8");
+    char *html;
+    read_text(html_path, &html);
+    assert_has(html, "caf\xc3\xa9 \xf0\x9f\x90\x88");
+    assert_has(html, "ca" UTF8_REPLACEMENT "t");
+    assert_has(html, "runs/" UTF8_REPLACEMENT UTF8_REPLACEMENT);
+    free(html);
+
+    run_summary sum = { .test = test, .epochs = 2 };
+    snprintf(sum.dir, sizeof sum.dir, "runs/\xff\x01");
+    summary_json(&b, &sum);
+    assert_false(b.oom);
+    const char *json_path = path_in(dir, "summary.json");
+    assert_int_equal(write_file_atomic(json_path, b.s, b.len, err), 0);
+    assert_python_reads(json_path, "json");
+    sb_free(&b);
+    unlink(html_path);
+    unlink(json_path);
+    rmdir(dir);
+    free(dir);
+}
+
 static void test_sweep_report(void **state)
 {
     char *dir = test_tmpdir(), err[ERR_LEN];
@@ -578,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_grey_grid_and_refusals),
         cmocka_unit_test(test_run_report),
         cmocka_unit_test(test_sweep_report),
+        cmocka_unit_test(test_text_not_utf8),
         cmocka_unit_test(test_progress_is_silent_off_a_terminal),
         cmocka_unit_test(test_progress_on_a_terminal),
     };

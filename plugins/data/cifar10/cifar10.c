@@ -41,6 +41,7 @@
 
 #include "runexp.h"
 #include "data.h"
+#include "regular.h"
 #include "cifar10.h"
 #include "download.h"
 
@@ -281,10 +282,9 @@ static FILE *cifar10_open(rx_ctx *ctx, const char *dir, const char *name, int64_
         rx_fail(ctx, "path '%s' is too long", dir);
         return NULL;
     }
-    FILE *f = fopen(file, "rb");
+    FILE *f = fopen_regular(ctx, file); /* a FIFO or a device is refused, not waited on */
     if (!f) {
         if (errno == ENOENT) rx_fail(ctx, "%s not found in %s (" GETTING_DATA ")", name, dir);
-        else rx_fail(ctx, "%s: cannot open: %s", file, strerror(errno));
         return NULL;
     }
     struct stat st;

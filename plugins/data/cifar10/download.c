@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "download.h"
+#include "regular.h"
 
 #define DL_STALLED_TRIES 5    /* tries in a row that add nothing before giving up */
 #define DL_CONNECT_SECS  30L
@@ -343,8 +344,8 @@ int dl_fetch(rx_ctx *ctx, const char *url, const char *part, const char *label)
 {
     dl_fetch_state s = { .label = label, .tty = isatty(STDERR_FILENO) != 0 };
     double start = dl_seconds();
-    s.fd = open(part, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-    if (s.fd < 0) return rx_fail(ctx, "cannot write %s: %s", part, strerror(errno));
+    s.fd = open_regular(ctx, part, O_WRONLY | O_CREAT | O_APPEND, 0666);
+    if (s.fd < 0) return -1;
     int64_t had = dl_fd_size(s.fd);
     if (had > 0)
         fprintf(stderr, "%s: continuing the download of %s into %s (%.1f MB there)\n", label, url, part, (double)had / 1e6);
@@ -372,8 +373,8 @@ int dl_digest(rx_ctx *ctx, const char *file, const char *algo, char *hex)
 {
     const EVP_MD *md = EVP_get_digestbyname(algo);
     if (!md) return rx_fail(ctx, "%s is not available in this OpenSSL", algo);
-    FILE *f = fopen(file, "rb");
-    if (!f) return rx_fail(ctx, "%s: cannot open: %s", file, strerror(errno));
+    FILE *f = fopen_regular(ctx, file);
+    if (!f) return -1;
     EVP_MD_CTX *mdc = EVP_MD_CTX_new();
     int rc = 0;
     if (!mdc || EVP_DigestInit_ex(mdc, md, NULL) != 1) rc = rx_fail(ctx, "%s is not available in this OpenSSL", algo);
@@ -445,11 +446,13 @@ static int dl_extract_member(rx_ctx *ctx, struct archive *a, struct archive_entr
  * everything else in the archive is skipped. */
 static int dl_extract_folder(rx_ctx *ctx, const char *archive, const char *folder, const char *dest)
 {
+    int fd = open_regular(ctx, archive, O_RDONLY, 0);
+    if (fd < 0) return -1;
     struct archive *a = archive_read_new();
-    if (!a) return rx_fail(ctx, "%s: out of memory", archive);
+    if (!a) return close(fd), rx_fail(ctx, "%s: out of memory", archive);
     int rc = 0;
     if (archive_read_support_filter_gzip(a) != ARCHIVE_OK || archive_read_support_format_tar(a) != ARCHIVE_OK ||
-        archive_read_open_filename(a, archive, DL_BLOCK) != ARCHIVE_OK)
+        archive_read_open_fd(a, fd, DL_BLOCK) != ARCHIVE_OK)
         rc = rx_fail(ctx, "%s: %s", archive, archive_error_string(a));
     struct archive_entry *e;
     int r = ARCHIVE_EOF;
@@ -460,6 +463,7 @@ static int dl_extract_folder(rx_ctx *ctx, const char *archive, const char *folde
     }
     if (rc == 0 && r != ARCHIVE_EOF) rc = rx_fail(ctx, "%s: %s (a damaged archive?)", archive, archive_error_string(a));
     archive_read_free(a); /* reading only: nothing to lose */
+    close(fd);
     return rc;
 }
 
