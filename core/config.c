@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "device.h"
 
 /* One key of the top-level table that is a plain value (data, model, loss and optim are
@@ -564,6 +565,9 @@ static int read_data(reader *r, int idx)
     lua_pop(r->L, 1);
     c->batch_size = host[0].i;
     if (c->batch_size < 1) return fail(r, c->data.where, "'batch_size' must be at least 1, got %lld", (long long)c->batch_size);
+    if (c->batch_size > CHECKED_MAX_DIM)
+        return fail(r, c->data.where, "'batch_size' must be at most %d (no batch is larger), got %lld", CHECKED_MAX_DIM,
+                    (long long)c->batch_size);
     return 0;
 }
 
