@@ -89,8 +89,8 @@ static int check(const plugin_path *path, int argc, char **argv)
 {
     check_options o = { .in = { 3, { 3, 8, 8 } }, .batch = 4, .seed = 1, .out = stdout };
     const char *name = argv[0];
-    lua_State *L = luaL_newstate();
-    if (!L) return fprintf(stderr, "runexp: out of memory\n"), 1;
+    lua_State *L = config_lua_state();
+    if (!L) return fprintf(stderr, "runexp: out of memory creating a Lua state\n"), 1;
     luaL_openlibs(L);
     lua_newtable(L);
     lua_pushstring(L, name);
