@@ -623,12 +623,13 @@ static int layer_plan(const harness *h, char *err)
     size_origin o = { "command line", "--batch", (long long)h->n };
     int64_t per = 2 * (rx_numel(h->o->in) + rx_numel(h->info.out)); /* x and dx, y and dy */
     size_t io, state, work, total;
-    bool ok = checked_bytes(h->n, per, 2 * sizeof(float), &io) && checked_bytes(h->n, (int64_t)h->info.state_bytes, 1, &state) &&
+    bool ok = checked_bytes(h->n, per, 2 * sizeof(float), &io) &&
+              checked_bytes(h->n, (int64_t)h->info.state_bytes, 1, &state) &&
               checked_bytes(h->n, (int64_t)h->info.workspace_bytes, 1, &work) && checked_add(io, state, &total) &&
               checked_add(total, work, &total) && total <= checked_host_memory();
+    double sample = (double)per * 8 + (double)h->info.state_bytes + (double)h->info.workspace_bytes;
     if (!ok)
-        return size_error(err, &o, (double)h->n * ((double)per * 8 + (double)h->info.state_bytes + (double)h->info.workspace_bytes),
-                          "%s's checks (x, y and their gradients with guards, state, workspace)", h->d->name);
+        return size_error(err, &o, (double)h->n * sample, "%s's checks (x, y and their gradients with guards, state, workspace)", h->d->name);
     return 0;
 }
 

@@ -57,20 +57,20 @@ static int init_whitening(trainer *t, char *err)
     if (!ops->batch[RX_CPU])
         return errorf(err, "%s: init = \"whiten\" needs a data plugin that draws batches on the CPU", c->file);
     int64_t n = t->info.size[RX_TRAIN] < WHITEN_IMAGES ? t->info.size[RX_TRAIN] : WHITEN_IMAGES;
-    size_t bytes; /* at most WHITEN_IMAGES samples of at most CHECKED_MAX_ELEMENTS */
-    if (!checked_bytes(n, rx_numel(t->info.sample), sizeof(float), &bytes) || bytes > checked_host_memory()) {
-        size_origin o = { c->file, "whitening images", n };
-        return size_error(err, &o, (double)n * (double)rx_numel(t->info.sample) * sizeof(float),
-                          "drawing them (images x %lld floats)", (long long)rx_numel(t->info.sample));
-    }
+    int64_t per = rx_numel(t->info.sample);
+    size_origin o = { c->file, "whitening images", n };
+    size_t bytes;
+    if (!checked_bytes(n, per, sizeof(float), &bytes) || bytes > checked_host_memory())
+        return size_error(err, &o, (double)n * (double)per * sizeof(float), "drawing them (images x %lld floats)",
+                          (long long)per);
     rx_tensor x = { .data = malloc(bytes), .device = RX_CPU, .shape = { .ndim = t->info.sample.ndim + 1, .d = { n } } };
     int32_t *labels = malloc((size_t)n * sizeof *labels);
     for (int i = 0; i < t->info.sample.ndim; i++) x.shape.d[i + 1] = t->info.sample.d[i];
     rx_ctx cpu = t->ctx;
     cpu.device = RX_CPU;
     int rc = -1;
-    size_origin o = { c->file, "whitening images", n };
-    if (!x.data || !labels) size_error(err, &o, (double)bytes, "drawing them (images x %lld floats)", (long long)rx_numel(t->info.sample));
+    if (!x.data || !labels)
+        size_error(err, &o, (double)bytes, "drawing them (images x %lld floats)", (long long)per);
     else if (ops->begin_epoch(t->data, &cpu, RX_TRAIN, 1) != 0 || ops->batch[RX_CPU](t->data, &cpu, RX_TRAIN, 0, 0, &x, labels) != 0)
         errorf(err, "%s: %s: drawing images for whitening: %s", c->file, c->data.where, cpu.err);
     else rc = net_init_whitening(&t->nt, x.data, n, 5e-4, err);
@@ -151,8 +151,9 @@ static int plan_buffers(const trainer *t, char *err)
                           "the batch buffers (batch x %lld values, on the device and on the host)", (long long)per);
     /* at most 16 x 2^40 x 4 bytes: state_per_param and nparams are bounded */
     state = (size_t)t->state_per_param * t->nt.nparams * sizeof(float);
+    double need = (double)total + (double)state;
     if (!checked_add(total, state, &total) || (t->device == RX_CPU && total > checked_host_memory()))
-        return size_error(err, &o, (double)total + (double)state,
+        return size_error(err, &o, need,
                           "the batch buffers (batch x %lld values) and the optimizer's state", (long long)per);
     return 0;
 }

@@ -266,7 +266,8 @@ static void test_size_bounds(void **state)
 {
     fixture *f = *state;
     expect_error(f, variant("batch_size = 16", "batch_size = 2147483648"), 0, NULL,
-                 "exp.lua: data (synthetic): 'batch_size' must be at most 2147483647 (no batch is larger), got 2147483648", NULL);
+                 "exp.lua: data (synthetic): 'batch_size' must be at most 2147483647 (no batch is larger), "
+                 "got 2147483648", NULL);
     char *huge[] = { "data.batch_size=9223372036854775807" };
     expect_error(f, base_config, 1, huge, "command line: data (synthetic): 'batch_size' must be at most 2147483647",
                  "got 9223372036854775807");
