@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "checked.h"
 #include "device.h"
 #include "net.h"
 
@@ -597,7 +598,8 @@ static int layer_create(harness *h, char *err)
     shape_format(h->o->in, in, sizeof in);
     if (h->d->layer.create(&h->self, &h->ctx, h->u->args, h->o->in, &h->info) != 0)
         return errorf(err, "%s: create refused the input %s: %s", h->d->name, in, h->ctx.err);
-    const char *problem = layer_info_problem(&h->info);
+    char buf[256];
+    const char *problem = layer_info_problem(&h->info, buf, sizeof buf);
     if (problem) {
         report(h, "create", "FAIL", "%s", problem);
         return 1;
@@ -613,7 +615,26 @@ static int layer_create(harness *h, char *err)
     return 0;
 }
 
-/* Every buffer, with guards; parameters U(-0.5, 0.5), x in the options' scale, dy U(-1, 1). */
+/* What the checks of a layer allocate for the batch: x, dx, y and dy with their guards (twice
+ * their size each), the state and the workspace, all checked, beside the tensors. Refuses a
+ * batch whose buffers overflow or pass the machine's memory, naming --batch. */
+static int layer_plan(const harness *h, char *err)
+{
+    size_origin o = { "command line", "--batch", (long long)h->n };
+    int64_t per = 2 * (rx_numel(h->o->in) + rx_numel(h->info.out)); /* x and dx, y and dy */
+    size_t io, state, work, total;
+    bool ok = checked_bytes(h->n, per, 2 * sizeof(float), &io) &&
+              checked_bytes(h->n, (int64_t)h->info.state_bytes, 1, &state) &&
+              checked_bytes(h->n, (int64_t)h->info.workspace_bytes, 1, &work) && checked_add(io, state, &total) &&
+              checked_add(total, work, &total) && total <= checked_host_memory();
+    double sample = (double)per * 8 + (double)h->info.state_bytes + (double)h->info.workspace_bytes;
+    if (!ok)
+        return size_error(err, &o, (double)h->n * sample, "%s's checks (x, y and their gradients with guards, state, workspace)", h->d->name);
+    return 0;
+}
+
+/* Every buffer, with guards; parameters U(-0.5, 0.5), x in the options' scale, dy U(-1, 1).
+ * layer_plan checked every size first. */
 static int layer_alloc(harness *h)
 {
     size_t nx = (size_t)(h->n * rx_numel(h->o->in)), ny = (size_t)(h->n * rx_numel(h->info.out));
@@ -658,7 +679,8 @@ static int check_layer(harness *h, char *err)
 {
     int rc = layer_create(h, err);
     if (rc != 0) return rc < 0 ? -1 : 0;
-    if (layer_alloc(h) != 0) return errorf(err, "out of memory for the checks");
+    if (layer_plan(h, err) != 0) return -1;
+    if (layer_alloc(h) != 0) return errorf(err, "%s: out of memory for the checks", h->d->name);
     rc = layer_pass(h, true);
     if (rc == 0) rc = layer_pass(h, false);
     if (rc < 0) return errorf(err, "out of memory for the checks");
@@ -760,7 +782,12 @@ static int check_loss(harness *h, char *err)
     if (h->d->loss.create(&h->self, &h->ctx, h->u->args, o->in, classes) != 0)
         return errorf(err, "%s: create refused the logits %s: %s", h->d->name, in, h->ctx.err);
     report(h, "create", "pass", "logits %s, %d classes", in, classes);
-    size_t nx = (size_t)(h->n * classes);
+    size_origin batch = { "command line", "--batch", (long long)h->n };
+    size_t nx, bytes;
+    if (!checked_bytes(h->n, classes, 1, &nx) || !checked_bytes(h->n, 5 * (int64_t)classes + 3, sizeof(float), &bytes) ||
+        bytes > checked_host_memory())
+        return size_error(err, &batch, (double)h->n * (5.0 * classes + 3) * sizeof(float),
+                          "%s's checks (logits, gradients with guards, losses)", h->d->name);
     h->labels = malloc((size_t)h->n * sizeof *h->labels);
     if (buffer_alloc(&h->x, nx) | buffer_alloc(&h->dx, nx) | buffer_alloc(&h->y, (size_t)h->n) || !h->labels)
         return errorf(err, "out of memory for the checks");
@@ -826,6 +853,14 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
  * NULL dereference) is reported as a failure of the check it was in, not a crash of runexp. */
 int check_plugin(const plugin_use *u, const check_options *o, char *err)
 {
+    int64_t n;
+    char in[96];
+    shape_format(o->in, in, sizeof in);
+    if (o->batch < 1 || o->batch > CHECKED_MAX_DIM)
+        return errorf(err, "command line: --batch = %lld: a batch is 1 to 2147483647 samples", (long long)o->batch);
+    if (!checked_numel(o->in, &n) || o->in.ndim > RX_MAX_DIMS - 1)
+        return errorf(err, "command line: --shape = %s: each dimension must be 1 to 2147483647, at most %d of them "
+                      "and 2^40 elements in all", in, RX_MAX_DIMS - 1);
     fflush(o->out);
     int pipefd[2];
     if (pipe(pipefd) != 0) return check_in_process(u, o, err);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "device.h"
 
 /* One key of the top-level table that is a plain value (data, model, loss and optim are
@@ -564,6 +565,9 @@ static int read_data(reader *r, int idx)
     lua_pop(r->L, 1);
     c->batch_size = host[0].i;
     if (c->batch_size < 1) return fail(r, c->data.where, "'batch_size' must be at least 1, got %lld", (long long)c->batch_size);
+    if (c->batch_size > CHECKED_MAX_DIM)
+        return fail(r, c->data.where, "'batch_size' must be at most %d (no batch is larger), got %lld", CHECKED_MAX_DIM,
+                    (long long)c->batch_size);
     return 0;
 }
 
@@ -627,6 +631,76 @@ static int read_experiment(reader *r, int idx)
     return 0;
 }
 
+/* ---- Lua states with a memory limit ---- */
+
+/* What a state's allocations add up to, and how far they may go. Lives as long as the state:
+ * budget_alloc frees it with the state's main block, which lua_close frees last, so a state
+ * made here is closed with a plain lua_close. */
+typedef struct lua_budget {
+    size_t used, limit;
+    bool refused;     /* an allocation was refused for the limit */
+    bool *freed;      /* while lua_newstate runs: set when a failed start already freed this */
+} lua_budget;
+
+static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lua_budget *b = ud;
+    size_t old = ptr ? osize : 0; /* without ptr, osize is a type, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        b->used -= old;
+        if (ptr && b->used == 0) { /* the main block, the last of all */
+            if (b->freed) *b->freed = true;
+            free(b);
+        }
+        return NULL;
+    }
+    if (nsize > old && (b->used >= b->limit || nsize - old > b->limit - b->used)) {
+        b->refused = true;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) b->used = b->used - old + nsize;
+    return p;
+}
+
+/* As luaL_newstate's: an error outside any protected call is printed before Lua aborts. */
+static int panic(lua_State *L)
+{
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error object is not a string";
+    fprintf(stderr, "runexp: unprotected error in a Lua call (%s)\n", msg);
+    return 0;
+}
+
+lua_State *config_lua_state(void)
+{
+    lua_budget *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    bool freed = false;
+    *b = (lua_budget){ .limit = CONFIG_LUA_LIMIT, .freed = &freed };
+    lua_State *L = lua_newstate(budget_alloc, b);
+    if (!L && !freed) free(b);
+    if (L) b->freed = NULL;
+    if (L) lua_atpanic(L, panic);
+    return L;
+}
+
+/* L's budget, or NULL for a state not made by config_lua_state. */
+static lua_budget *budget_of(lua_State *L)
+{
+    void *ud;
+    return lua_getallocf(L, &ud) == budget_alloc ? ud : NULL;
+}
+
+bool config_lua_limit_reached(lua_State *L, const char *origin, char *err)
+{
+    lua_budget *b = budget_of(L);
+    if (!b || !b->refused) return false;
+    errorf(err, "%s: the config's Lua used more than %zu MiB, the limit of a config (it describes experiments; "
+           "data belongs to a data plugin)", origin, (size_t)CONFIG_LUA_LIMIT >> 20);
+    return true;
+}
+
 /* Stops a command-line table constructor that runs too long (a loop in a function call). */
 static void too_long(lua_State *L, lua_Debug *ar)
 {
@@ -646,12 +720,23 @@ static int push_override_value(reader *r, const char *arg, const char *value)
         lua_pushfstring(L, "return %s", value);
         int ok = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=(command line)", "t") == LUA_OK;
         lua_remove(L, -2);
+        lua_budget *b = budget_of(L);
+        size_t limit = b ? b->limit : 0;
         if (ok) {
             lua_newtable(L); /* an empty _ENV: constants only */
             lua_setupvalue(L, -2, 1);
             lua_sethook(L, too_long, LUA_MASKCOUNT, 1000000);
+            if (b && b->used < limit && limit - b->used > CONFIG_OVERRIDE_LIMIT) b->limit = b->used + CONFIG_OVERRIDE_LIMIT;
+            if (b) b->refused = false;
             ok = lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE;
             lua_sethook(L, NULL, 0, 0);
+        }
+        bool refused = b && b->refused;
+        if (b) b->limit = limit, b->refused = false;
+        if (!ok && refused) {
+            lua_pop(L, 1);
+            return fail(r, NULL, "'%s': evaluating the value took more than %d MiB, the limit of a command-line value",
+                        arg, CONFIG_OVERRIDE_LIMIT >> 20);
         }
         if (!ok) {
             const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "not a table";
@@ -790,7 +875,7 @@ int config_from_table(config *c, lua_State *L, int idx, const plugin_path *path,
     lua_pushlightuserdata(L, &job);
     lua_pushvalue(L, job.idx);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-        snprintf(err, ERR_LEN, "%s: %s", file, lua_tostring(L, -1));
+        if (!config_lua_limit_reached(L, file, err)) snprintf(err, ERR_LEN, "%s: %s", file, lua_tostring(L, -1));
         job.rc = -1;
     }
     lua_settop(L, top);
@@ -802,7 +887,7 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
 {
     memset(c, 0, sizeof *c);
     if (file_check_regular(file, err) != 0) return -1; /* Lua's loader would block on a FIFO */
-    lua_State *L = luaL_newstate();
+    lua_State *L = config_lua_state();
     if (!L) {
         snprintf(err, ERR_LEN, "%s: cannot create a Lua state (out of memory)", file);
         return -1;
@@ -811,7 +896,7 @@ int config_load(config *c, const plugin_path *path, const char *file, int noverr
     int rc = -1;
     /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
     if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        snprintf(err, ERR_LEN, "%s", lua_tostring(L, -1));
+        if (!config_lua_limit_reached(L, file, err)) snprintf(err, ERR_LEN, "%s", lua_tostring(L, -1));
     } else if (lua_type(L, -1) != LUA_TTABLE) {
         char got[96];
         config_describe(L, -1, got, sizeof got);

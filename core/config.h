@@ -75,6 +75,17 @@ int config_read_plugin(config *c, lua_State *L, int idx, rx_kind kind, const plu
 /* Applies one "a.b=value" override to the table at idx (a Lua error may escape: call it from Lua). */
 int config_override(lua_State *L, int idx, const char *arg, char *err);
 /* Runs FILE in a fresh Lua state (without the runexp module) and reads the table it returns. */
+/* The memory a config's Lua state may take (1 GiB), and one command-line value's evaluation
+ * (16 MiB): a config describes experiments, and a runaway one must stop with a message, not
+ * take the machine. */
+#define CONFIG_LUA_LIMIT ((size_t)1 << 30)
+#define CONFIG_OVERRIDE_LIMIT (16 << 20)
+/* A fresh Lua state (no libraries opened) whose allocations past CONFIG_LUA_LIMIT are refused;
+ * lua_close closes it. NULL when out of memory. */
+lua_State *config_lua_state(void);
+/* After a Lua error in L: true, with "<origin>: the config's Lua used more than 1024 MiB ..." in
+ * err, when it was L's memory limit (a state of config_lua_state's); else false, err untouched. */
+bool config_lua_limit_reached(lua_State *L, const char *origin, char *err);
 int config_load(config *c, const plugin_path *path, const char *file, int noverrides,
                 char *const *overrides, char *err);
 void config_free(config *c);

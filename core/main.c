@@ -1,5 +1,6 @@
 /* main.c: the runexp command line. Everything that can go wrong arrives here as one line of
  * text, printed once, with a non-zero exit status (1 failed, 2 usage, 130 stopped by a signal). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <lualib.h>
 
 #include "check.h"
+#include "checked.h"
 #include "crash.h"
 #include "files.h"
 #include "script.h"
@@ -58,14 +60,23 @@ static int resume(script *s, const char *dir, int argc, char **argv, char *err)
     return rc;
 }
 
-/* "--shape=3,8,8" into a per-sample shape. */
+/* A whole number from 1 to CHECKED_MAX_DIM (a dimension or a batch), the rest of the text in
+ * *end; false for anything else (a sign, junk, a number past the bound). */
+static bool parse_count(const char *text, char **end, long long *v)
+{
+    errno = 0;
+    *v = strtoll(text, end, 10);
+    return *end != text && errno == 0 && *text != '-' && *text != '+' && *v >= 1 && *v <= CHECKED_MAX_DIM;
+}
+
+/* "--shape=3,8,8" into a per-sample shape; its elements are checked by check_plugin. */
 static int parse_shape(const char *text, rx_shape *s)
 {
     s->ndim = 0;
     for (const char *p = text; *p;) {
         char *end;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || v < 1 || s->ndim == RX_MAX_DIMS - 1) return -1;
+        long long v;
+        if (!parse_count(p, &end, &v) || s->ndim == RX_MAX_DIMS - 1) return -1;
         s->d[s->ndim++] = v;
         p = *end == ',' ? end + 1 : end;
         if (*end && *end != ',') return -1;
@@ -78,8 +89,8 @@ static int check(const plugin_path *path, int argc, char **argv)
 {
     check_options o = { .in = { 3, { 3, 8, 8 } }, .batch = 4, .seed = 1, .out = stdout };
     const char *name = argv[0];
-    lua_State *L = luaL_newstate();
-    if (!L) return fprintf(stderr, "runexp: out of memory\n"), 1;
+    lua_State *L = config_lua_state();
+    if (!L) return fprintf(stderr, "runexp: out of memory creating a Lua state\n"), 1;
     luaL_openlibs(L);
     lua_newtable(L);
     lua_pushstring(L, name);
@@ -88,12 +99,21 @@ static int check(const plugin_path *path, int argc, char **argv)
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
         if (strncmp(argv[i], "--shape=", 8) == 0) {
-            if (parse_shape(argv[i] + 8, &o.in) != 0) rc = snprintf(err, sizeof err, "'%s': expected --shape=C,H,W", argv[i]);
+            if (parse_shape(argv[i] + 8, &o.in) != 0)
+                rc = snprintf(err, sizeof err, "'%s': expected --shape=C,H,W, at most %d dimensions of 1 to %d",
+                              argv[i], RX_MAX_DIMS - 1, CHECKED_MAX_DIM);
         } else if (strncmp(argv[i], "--batch=", 8) == 0) {
-            o.batch = atoll(argv[i] + 8);
-            if (o.batch < 1) rc = snprintf(err, sizeof err, "'%s': expected a batch of at least 1", argv[i]);
+            char *end;
+            long long v;
+            if (!parse_count(argv[i] + 8, &end, &v) || *end)
+                rc = snprintf(err, sizeof err, "'%s': expected a batch of 1 to %d samples", argv[i], CHECKED_MAX_DIM);
+            o.batch = v;
         } else if (strncmp(argv[i], "--seed=", 7) == 0) {
-            o.seed = strtoull(argv[i] + 7, NULL, 10);
+            char *end;
+            errno = 0;
+            o.seed = strtoull(argv[i] + 7, &end, 10);
+            if (end == argv[i] + 7 || *end || errno || argv[i][7] == '-')
+                rc = snprintf(err, sizeof err, "'%s': expected a seed from 0 to 18446744073709551615", argv[i]);
         } else if (config_override(L, -1, argv[i], err) != 0) {
             rc = 1;
         }

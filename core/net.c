@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "crash.h"
 #include "device.h"
 
@@ -31,9 +32,22 @@ static rx_shape batched(int64_t n, rx_shape s)
     return b;
 }
 
-const char *layer_info_problem(const rx_layer_info *info)
+/* Whether a per-sample byte count a layer declared (state, workspace) can be meant: no more
+ * than a tensor of CHECKED_MAX_ELEMENTS floats. */
+static bool per_sample_ok(size_t bytes)
 {
+    return bytes <= (size_t)CHECKED_MAX_ELEMENTS * sizeof(float);
+}
+
+const char *layer_info_problem(const rx_layer_info *info, char *buf, size_t len)
+{
+    int64_t n;
+    char s[96];
     if (!shape_ok(info->out)) return "create reported an invalid output shape";
+    shape_format(info->out, s, sizeof s);
+    if (!checked_numel(info->out, &n))
+        return snprintf(buf, len, "create reported the output shape %s: past the bounds of a size (a dimension "
+                        "over 2^31 - 1, or over 2^40 elements)", s), buf;
     if (info->ntensors < 0 || info->ntensors > RX_MAX_TENSORS) return "create reported an invalid tensor count";
     for (int t = 0; t < info->ntensors; t++) {
         const rx_tensor_decl *d = &info->tensors[t];
@@ -41,7 +55,14 @@ const char *layer_info_problem(const rx_layer_info *info)
         if (d->shape.ndim < 1 || d->shape.ndim > RX_MAX_DIMS) return "create declared a tensor of invalid rank";
         for (int i = 0; i < d->shape.ndim; i++)
             if (d->shape.d[i] < 1) return "create declared a tensor with an empty dimension";
+        shape_format(d->shape, s, sizeof s);
+        if (!checked_numel(d->shape, &n))
+            return snprintf(buf, len, "create declared tensor '%s' of shape %s: past the bounds of a size (a "
+                            "dimension over 2^31 - 1, or over 2^40 elements)", d->name, s), buf;
     }
+    if (!per_sample_ok(info->state_bytes) || !per_sample_ok(info->workspace_bytes))
+        return snprintf(buf, len, "create declared state_bytes = %zu and workspace_bytes = %zu per sample: more "
+                        "than 4 TiB a sample cannot be meant", info->state_bytes, info->workspace_bytes), buf;
     return NULL;
 }
 
@@ -149,11 +170,18 @@ static int create_layer(net *nt, rx_ctx *ctx, const config *c, int i, rx_shape i
         shape_format(in, s, sizeof s);
         return errorf(err, "%s: %s: %s (input shape %s)", c->file, l->use->where, ctx->err[0] ? ctx->err : "create failed", s);
     }
-    const char *why = layer_info_problem(&l->info);
+    char buf[256];
+    const char *why = layer_info_problem(&l->info, buf, sizeof buf);
     if (why) return errorf(err, "%s: %s: plugin error: %s", c->file, l->use->where, why);
     if (plugin_use_check_device(c, l->use, nt->device, err) != 0) return -1;
     if (check_rules(c, l, err) != 0) return -1;
     return init_check_layer(c, l, i, nt->in, err);
+}
+
+/* The batch size every buffer of the network is sized for, as messages name it. */
+static size_origin batch_origin(const net *nt, const config *c)
+{
+    return (size_origin){ c->file, "data.batch_size", (long long)nt->max_batch };
 }
 
 /* Every layer created in turn, each on the shape the one before makes: the shapes, and how much
@@ -167,9 +195,11 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
     for (int i = 0; i < nt->n; i++) {
         layer *l = &nt->layers[i];
         if (create_layer(nt, ctx, c, i, shape, err) != 0) return -1;
-        for (int t = 0; t < l->info.ntensors; t++) nt->nparams += (size_t)rx_numel(l->info.tensors[t].shape);
-        size_t ws = l->info.workspace_bytes * (size_t)nt->max_batch;
-        if (ws > nt->workspace_bytes) nt->workspace_bytes = ws;
+        for (int t = 0; t < l->info.ntensors; t++)
+            if (!checked_add(nt->nparams, (size_t)rx_numel(l->info.tensors[t].shape), &nt->nparams) ||
+                nt->nparams > (size_t)CHECKED_MAX_ELEMENTS)
+                return errorf(err, "%s: %s: the model's parameters pass 2^40 (4 TiB of floats): no model that large "
+                              "can be meant", c->file, l->use->where);
         shape = l->info.out;
     }
     nt->out = shape;
@@ -179,19 +209,79 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
     return 0;
 }
 
+/* One more buffer of the plan: batch x per x elem bytes, added to *total; what names it. */
+static int plan_part(const net *nt, const config *c, int64_t per, size_t elem, const char *what, size_t *total,
+                     char *err)
+{
+    size_t bytes;
+    size_origin o = batch_origin(nt, c);
+    if (!checked_bytes(nt->max_batch, per, elem, &bytes) || !checked_add(*total, bytes, total) ||
+        *total > CHECKED_MAX_BYTES)
+        return size_error(err, &o, (double)nt->max_batch * (double)per * (double)elem, "%s (batch x %lld x %zu bytes)",
+                          what, (long long)per, elem);
+    return 0;
+}
+
+/* Every size net_allocate asks for, checked, and the largest workspace: the parameters and their
+ * gradients, the workspace, backward's two buffers, each residual block's two and each layer's
+ * output and state, for the largest batch. Their sum must fit a size and, on the CPU, the
+ * machine's memory; then no size net_allocate computes can wrap, as each is part of the sum. */
+static int net_plan(net *nt, const config *c, char *err)
+{
+    size_t total = nt->nparams * 2 * sizeof(float); /* net_create keeps nparams within 2^40 */
+    int64_t max_act = rx_numel(nt->in);
+    char what[160];
+    for (int i = 0; i < nt->n; i++) {
+        const layer *l = &nt->layers[i];
+        int64_t out = rx_numel(l->info.out);
+        max_act = out > max_act ? out : max_act;
+        snprintf(what, sizeof what, "%s's workspace", l->use->where);
+        if (plan_part(nt, c, (int64_t)l->info.workspace_bytes, 1, what, &total, err) != 0) return -1;
+        size_t ws = l->info.workspace_bytes * (size_t)nt->max_batch;
+        if (ws > nt->workspace_bytes) nt->workspace_bytes = ws;
+        snprintf(what, sizeof what, "%s's output", l->use->where);
+        if (plan_part(nt, c, out, sizeof(float), what, &total, err) != 0) return -1;
+        snprintf(what, sizeof what, "%s's state", l->use->where);
+        if (plan_part(nt, c, (int64_t)l->info.state_bytes, 1, what, &total, err) != 0) return -1;
+    }
+    for (int i = 0; i < nt->nsteps; i++)
+        if (nt->steps[i].kind == STEP_END &&
+            plan_part(nt, c, 2 * rx_numel(nt->steps[i].shape), sizeof(float), "a residual block's sum and gradient",
+                      &total, err) != 0)
+            return -1;
+    if (plan_part(nt, c, 2 * max_act, sizeof(float), "backward's two gradient buffers", &total, err) != 0) return -1;
+    size_origin o = batch_origin(nt, c);
+    if (nt->device == RX_CPU && total > checked_host_memory())
+        return size_error(err, &o, (double)total, "the network's memory (parameters, activations, gradients, state)");
+    return 0;
+}
+
+/* device_alloc of a size net_plan checked, or NULL with the message: what, and how much. */
+static void *net_alloc(const net *nt, const config *c, size_t bytes, const char *what, char *err)
+{
+    void *p = device_alloc(nt->device, bytes);
+    size_origin o = batch_origin(nt, c);
+    if (!p) size_error(err, &o, (double)bytes, "%s", what);
+    return p;
+}
+
 /* Each layer's output and state for the largest batch, and its tensors as views into the flat
  * parameters and gradients. */
-static int allocate_layers(net *nt)
+static int allocate_layers(net *nt, const config *c, char *err)
 {
     size_t offset = 0;
+    char what[160];
     for (int i = 0; i < nt->n; i++) {
         layer *l = &nt->layers[i];
         int count = l->info.ntensors;
         l->w = calloc((size_t)(count ? count : 1), sizeof *l->w);
         l->dw = calloc((size_t)(count ? count : 1), sizeof *l->dw);
-        l->out = device_alloc(nt->device, (size_t)rx_numel(l->info.out) * (size_t)nt->max_batch * sizeof(float));
-        l->state = device_alloc(nt->device, l->info.state_bytes * (size_t)nt->max_batch);
-        if (!l->w || !l->dw || !l->out || !l->state) return -1;
+        if (!l->w || !l->dw) return errorf(err, "%s: %s: out of memory for its tensors' views", c->file, l->use->where);
+        snprintf(what, sizeof what, "%s's output", l->use->where);
+        l->out = net_alloc(nt, c, (size_t)rx_numel(l->info.out) * (size_t)nt->max_batch * sizeof(float), what, err);
+        snprintf(what, sizeof what, "%s's state", l->use->where);
+        if (l->out) l->state = net_alloc(nt, c, l->info.state_bytes * (size_t)nt->max_batch, what, err);
+        if (!l->out || !l->state) return -1;
         for (int t = 0; t < count; t++) {
             rx_shape s = l->info.tensors[t].shape;
             l->w[t] = (rx_tensor){ .data = nt->params + offset, .shape = s, .device = nt->device };
@@ -202,28 +292,28 @@ static int allocate_layers(net *nt)
     return 0;
 }
 
-/* All the memory the created network runs in, now, none per batch. */
+/* All the memory the created network runs in, now, none per batch; every size was checked by
+ * net_plan. */
 static int net_allocate(net *nt, const config *c, char *err)
 {
     size_t max_act = (size_t)rx_numel(nt->in), batch = (size_t)nt->max_batch;
     for (int i = 0; i < nt->n; i++)
         if ((size_t)rx_numel(nt->layers[i].info.out) > max_act) max_act = (size_t)rx_numel(nt->layers[i].info.out);
-    nt->params = device_alloc(nt->device, nt->nparams * sizeof(float));
-    nt->grads = device_alloc(nt->device, nt->nparams * sizeof(float));
-    nt->workspace = device_alloc(nt->device, nt->workspace_bytes);
-    for (int k = 0; k < 2; k++) nt->dbuf[k] = device_alloc(nt->device, max_act * batch * sizeof(float));
-    bool ok = nt->params && nt->grads && nt->workspace && nt->dbuf[0] && nt->dbuf[1];
+    nt->params = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters", err);
+    if (nt->params) nt->grads = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters' gradients", err);
+    if (nt->grads) nt->workspace = net_alloc(nt, c, nt->workspace_bytes, "the layers' shared workspace", err);
+    for (int k = 0; k < 2 && nt->workspace; k++)
+        nt->dbuf[k] = net_alloc(nt, c, max_act * batch * sizeof(float), "backward's gradient buffers", err);
+    bool ok = nt->dbuf[0] && nt->dbuf[1];
     for (int i = 0; ok && i < nt->nsteps; i++) {
         net_step *st = &nt->steps[i];
         if (st->kind != STEP_END) continue;
         size_t bytes = (size_t)rx_numel(st->shape) * batch * sizeof(float);
-        st->out = device_alloc(nt->device, bytes);
-        st->dskip = device_alloc(nt->device, bytes);
+        st->out = net_alloc(nt, c, bytes, "a residual block's sum", err);
+        if (st->out) st->dskip = net_alloc(nt, c, bytes, "a residual block's gradient", err);
         ok = st->out && st->dskip;
     }
-    if (!ok || allocate_layers(nt) != 0)
-        return errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);
-    return 0;
+    return ok ? allocate_layers(nt, c, err) : -1;
 }
 
 int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_batch, char *err)
@@ -232,7 +322,14 @@ int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_ba
     nt->device = ctx->device;
     nt->max_batch = max_batch;
     nt->in = in;
-    if (net_create(nt, ctx, c, err) != 0 || net_allocate(nt, c, err) != 0) return -1;
+    int64_t numel;
+    if (!checked_numel(in, &numel) || in.ndim > RX_MAX_DIMS - 1) {
+        char s[96];
+        shape_format(in, s, sizeof s);
+        return errorf(err, "%s: the network's input shape %s: each dimension must be 1 to 2^31 - 1, and 2^40 "
+                      "elements in all at most", c->file, s);
+    }
+    if (net_create(nt, ctx, c, err) != 0 || net_plan(nt, c, err) != 0 || net_allocate(nt, c, err) != 0) return -1;
     ctx->workspace = nt->workspace;
     ctx->workspace_bytes = nt->workspace_bytes;
     return 0;

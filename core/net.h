@@ -80,9 +80,10 @@ void net_zero_grads(net *nt);
 /* "(16, 3, 3, 3)": a shape as every message writes it. */
 void shape_format(rx_shape s, char *buf, size_t len);
 
-/* What is wrong with what a plugin's create reported (a shape, a tensor), or NULL: checked
- * before the host trusts it with memory. */
-const char *layer_info_problem(const rx_layer_info *info);
+/* What is wrong with what a plugin's create reported (a shape, a tensor, a size past the
+ * bounds of checked.h), or NULL: checked before the host trusts it with memory. The message is
+ * a constant or written into buf (len bytes). */
+const char *layer_info_problem(const rx_layer_info *info, char *buf, size_t len);
 
 /* Checkpoint names as PyTorch's nn.Sequential gives them: "<index>.<tensor>", e.g. "11.weight",
  * and "4.1.weight" inside a residual block (a Sequential whose forward adds its input). */

@@ -412,7 +412,7 @@ int script_run(script *s, const char *file, char *err)
     s->interrupted = false;
     if (file_check_regular(file, err) != 0) return SCRIPT_FAILED; /* Lua's loader would block on a FIFO */
     s->taken = calloc((size_t)s->noverrides + 1, sizeof *s->taken);
-    lua_State *L = luaL_newstate();
+    lua_State *L = config_lua_state();
     if (!L || !s->taken) {
         free(s->taken);
         if (L) lua_close(L);
@@ -425,6 +425,7 @@ int script_run(script *s, const char *file, char *err)
     /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
     if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
         snprintf(err, ERR_LEN, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error without a message");
+        config_lua_limit_reached(L, file, err);
         rc = s->interrupted ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
     } else if (lua_type(L, -1) == LUA_TTABLE) {
         rc = run_returned_table(s, L, err);

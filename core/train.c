@@ -244,8 +244,7 @@ static int start(run *r, bool resuming, char *err)
     trainer *t = &r->t;
     const config *c = t->c;
     int nclasses = t->info.nclasses;
-    int64_t batches = (t->info.size[RX_TRAIN] + c->batch_size - 1) / c->batch_size;
-    r->total_steps = batches * c->epochs;
+    if (trainer_plan_epochs(t, sizeof *r->history, &r->total_steps, err) != 0) return -1;
     r->pos.best_valid_loss = INFINITY;
     r->history = calloc((size_t)c->epochs, sizeof *r->history);
     r->confusion = calloc((size_t)nclasses * (size_t)nclasses, sizeof *r->confusion);

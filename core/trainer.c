@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checked.h"
 #include "crash.h"
 #include "device.h"
 
@@ -56,14 +57,20 @@ static int init_whitening(trainer *t, char *err)
     if (!ops->batch[RX_CPU])
         return errorf(err, "%s: init = \"whiten\" needs a data plugin that draws batches on the CPU", c->file);
     int64_t n = t->info.size[RX_TRAIN] < WHITEN_IMAGES ? t->info.size[RX_TRAIN] : WHITEN_IMAGES;
-    rx_tensor x = { .data = malloc((size_t)(n * rx_numel(t->info.sample)) * sizeof(float)), .device = RX_CPU,
-                    .shape = { .ndim = t->info.sample.ndim + 1, .d = { n } } };
+    int64_t per = rx_numel(t->info.sample);
+    size_origin o = { c->file, "whitening images", n };
+    size_t bytes;
+    if (!checked_bytes(n, per, sizeof(float), &bytes) || bytes > checked_host_memory())
+        return size_error(err, &o, (double)n * (double)per * sizeof(float), "drawing them (images x %lld floats)",
+                          (long long)per);
+    rx_tensor x = { .data = malloc(bytes), .device = RX_CPU, .shape = { .ndim = t->info.sample.ndim + 1, .d = { n } } };
     int32_t *labels = malloc((size_t)n * sizeof *labels);
     for (int i = 0; i < t->info.sample.ndim; i++) x.shape.d[i + 1] = t->info.sample.d[i];
     rx_ctx cpu = t->ctx;
     cpu.device = RX_CPU;
     int rc = -1;
-    if (!x.data || !labels) errorf(err, "out of memory drawing %lld images for whitening", (long long)n);
+    if (!x.data || !labels)
+        size_error(err, &o, (double)bytes, "drawing them (images x %lld floats)", (long long)per);
     else if (ops->begin_epoch(t->data, &cpu, RX_TRAIN, 1) != 0 || ops->batch[RX_CPU](t->data, &cpu, RX_TRAIN, 0, 0, &x, labels) != 0)
         errorf(err, "%s: %s: drawing images for whitening: %s", c->file, c->data.where, cpu.err);
     else rc = net_init_whitening(&t->nt, x.data, n, 5e-4, err);
@@ -81,9 +88,20 @@ static int create_data(trainer *t, char *err)
     crash_leave();
     if (rc != 0) return trainer_plugin_failed(t, &c->data, "", err);
     const rx_data_info *in = &t->info;
-    if (in->sample.ndim < 1 || in->sample.ndim >= RX_MAX_DIMS || rx_numel(in->sample) < 1 || in->nclasses < 2 ||
-        in->nclasses > RX_MAX_CLASSES || in->size[RX_TRAIN] < 1 || in->size[RX_TEST] < 1)
+    int64_t numel;
+    if (in->sample.ndim < 1 || in->sample.ndim >= RX_MAX_DIMS || in->nclasses < 2 ||
+        in->nclasses > RX_MAX_CLASSES || in->size[RX_TRAIN] < 1 || in->size[RX_TEST] < 1 || in->size[RX_VALID] < 0)
         return errorf(err, "%s: %s: the plugin described an unusable data set", c->file, c->data.where);
+    for (int k = 0; k < RX_NSPLITS; k++)
+        if (in->size[k] > CHECKED_MAX_ELEMENTS)
+            return errorf(err, "%s: %s: the plugin described a split of %lld samples: more than 2^40 cannot be meant",
+                          c->file, c->data.where, (long long)in->size[k]);
+    if (!checked_numel(in->sample, &numel)) {
+        char s[96];
+        shape_format(in->sample, s, sizeof s);
+        return errorf(err, "%s: %s: the plugin described samples of shape %s: each dimension must be 1 to 2^31 - 1, "
+                      "and 2^40 elements in all at most", c->file, c->data.where, s);
+    }
     return 0;
 }
 
@@ -117,29 +135,64 @@ static int create_plugins(trainer *t, bool fresh, char *err)
     return create_loss_and_optim(t, err);
 }
 
+/* The batch buffers' sizes, checked: the inputs (a batch of samples), the labels and losses, the
+ * logits' gradient and their average over views (a batch of logits each), and the optimizer's
+ * state. Refuses, naming data.batch_size, a batch whose buffers overflow or pass the machine's
+ * memory (on the CPU); then no size alloc_buffers computes can wrap, each being part of it. */
+static int plan_buffers(const trainer *t, char *err)
+{
+    const config *c = t->c;
+    size_origin o = { c->file, "data.batch_size", (long long)c->batch_size };
+    int64_t per = rx_numel(t->info.sample) + 2 * rx_numel(t->nt.out) + 2; /* floats or int32s per sample */
+    size_t batch, state, total;
+    int staged = !c->data.pl.desc->data.batch[t->device];
+    if (!checked_bytes(c->batch_size, per, sizeof(float), &batch) || !checked_mul(batch, 2 + staged, &total))
+        return size_error(err, &o, (double)c->batch_size * (double)per * sizeof(float) * (2 + staged),
+                          "the batch buffers (batch x %lld values, on the device and on the host)", (long long)per);
+    /* at most 16 x 2^40 x 4 bytes: state_per_param and nparams are bounded */
+    state = (size_t)t->state_per_param * t->nt.nparams * sizeof(float);
+    double need = (double)total + (double)state;
+    if (!checked_add(total, state, &total) || (t->device == RX_CPU && total > checked_host_memory()))
+        return size_error(err, &o, need,
+                          "the batch buffers (batch x %lld values) and the optimizer's state", (long long)per);
+    return 0;
+}
+
+/* A buffer of a size plan_buffers checked, on the host or the run's device, or NULL with the
+ * message: what, and how much. */
+static void *buffer(const trainer *t, bool host, size_t bytes, const char *what, char *err)
+{
+    void *p = host ? malloc(bytes ? bytes : 1) : device_alloc(t->device, bytes);
+    size_origin o = { t->c->file, "data.batch_size", (long long)t->c->batch_size };
+    if (!p) size_error(err, &o, (double)bytes, "%s", what);
+    return p;
+}
+
 static int alloc_buffers(trainer *t, char *err)
 {
     size_t b = (size_t)t->c->batch_size, sample = (size_t)rx_numel(t->info.sample);
     size_t classes = (size_t)rx_numel(t->nt.out);
-    t->x = device_alloc(t->device, b * sample * sizeof(float));
-    t->labels = device_alloc(t->device, b * sizeof(int32_t));
-    t->losses = device_alloc(t->device, b * sizeof(float));
-    t->dlogits = device_alloc(t->device, b * classes * sizeof(float));
-    t->opt_state = device_alloc(t->device, (size_t)t->state_per_param * t->nt.nparams * sizeof(float));
-    t->avg_logits = device_alloc(t->device, b * classes * sizeof(float));
+    if (plan_buffers(t, err) != 0) return -1;
+    bool ok = (t->x = buffer(t, false, b * sample * sizeof(float), "the batch's inputs", err)) &&
+              (t->labels = buffer(t, false, b * sizeof(int32_t), "the batch's labels", err)) &&
+              (t->losses = buffer(t, false, b * sizeof(float), "the batch's losses", err)) &&
+              (t->dlogits = buffer(t, false, b * classes * sizeof(float), "the logits' gradient", err)) &&
+              (t->opt_state = buffer(t, false, (size_t)t->state_per_param * t->nt.nparams * sizeof(float),
+                                     "the optimizer's state", err)) &&
+              (t->avg_logits = buffer(t, false, b * classes * sizeof(float), "the views' average logits", err));
+    if (!ok) return -1;
     if (ema_start(&t->ema, t->device, t->c->ema, t->nt.params, t->nt.nparams, err) != 0) return -1;
-    t->host_losses = malloc(b * sizeof(float));
-    t->host_logits = malloc(b * classes * sizeof(float));
-    t->host_labels = malloc(b * sizeof(int32_t));
+    ok = (t->host_losses = buffer(t, true, b * sizeof(float), "the batch's losses on the host", err)) &&
+         (t->host_logits = buffer(t, true, b * classes * sizeof(float), "the batch's logits on the host", err)) &&
+         (t->host_labels = buffer(t, true, b * sizeof(int32_t), "the batch's labels on the host", err));
+    if (!ok) return -1;
     if (!t->c->data.pl.desc->data.batch[t->device]) { /* drawn on the CPU, copied over */
+        size_origin o = { t->c->file, "data.batch_size", (long long)b };
         t->staged_x = host_alloc_pinned(t->device, b * sample * sizeof(float));
         t->staged_labels = host_alloc_pinned(t->device, b * sizeof(int32_t));
         if (!t->staged_x || !t->staged_labels)
-            return errorf(err, "out of memory allocating pinned batch buffers (batch %zu)", b);
+            return size_error(err, &o, (double)(b * (sample + 1) * sizeof(float)), "the batch's pinned host buffers");
     }
-    if (!t->avg_logits || !t->x || !t->labels || !t->losses || !t->dlogits || !t->opt_state || !t->host_losses ||
-        !t->host_logits || !t->host_labels)
-        return errorf(err, "out of memory allocating batch buffers (batch %zu)", b);
     return 0;
 }
 
@@ -156,6 +209,21 @@ int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh
     if (resolve_device(t, quiet, err) != 0) return -1;
     t->ctx.device = t->device;
     return create_plugins(t, fresh, err) != 0 || alloc_buffers(t, err) != 0 ? -1 : 0;
+}
+
+int trainer_plan_epochs(const trainer *t, size_t record, int64_t *total_steps, char *err)
+{
+    const config *c = t->c;
+    size_origin o = { c->file, "epochs", (long long)c->epochs };
+    int64_t size = t->info.size[RX_TRAIN], batches = size / c->batch_size + (size % c->batch_size != 0);
+    size_t bytes;
+    if (!checked_bytes(c->epochs, 1, record, &bytes) || bytes > checked_host_memory())
+        return size_error(err, &o, (double)c->epochs * (double)record, "the record of every epoch (epochs x %zu bytes)",
+                          record);
+    if (!checked_mul_i64(batches, c->epochs, total_steps))
+        return errorf(err, "%s: epochs = %lld: the run's optimizer steps (epochs x %lld batches) overflow a 64-bit count",
+                      c->file, (long long)c->epochs, (long long)batches);
+    return 0;
 }
 
 void trainer_free(trainer *t)

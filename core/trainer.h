@@ -39,6 +39,10 @@ typedef struct trainer {
  * overwrite them. Errors name the config file and the place. Free with trainer_free either way. */
 int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh, char *err);
 void trainer_free(trainer *t);
+/* The run's optimizer steps (batches of the training split x epochs) into *total_steps, checked,
+ * and whether a record of `record` bytes for every epoch fits this machine: an error naming
+ * epochs, not an out-of-memory one, for an epochs past either. */
+int trainer_plan_epochs(const trainer *t, size_t record, int64_t *total_steps, char *err);
 
 /* A batch of n samples (or logits) over t's device, shaped (n, s...). */
 rx_tensor trainer_tensor(const trainer *t, float *data, int64_t n, rx_shape s);

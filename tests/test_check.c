@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "check.h"
+#include "checked.h"
 
 /* Runs the checks with options o on NAME of KIND with ARGS ("key=value ...", may be NULL) from
  * the plugin folder DIR; returns the number of failures and leaves the table in out. */
@@ -281,6 +282,41 @@ static void test_broken_plugins_caught(void **state)
     assert_non_null(strstr(out, "backward writes dx, dw           FAIL  wrote past the end of dx"));
 }
 
+/* Sizes: a plugin's declared sizes past the bounds fail create's row; a batch or shape whose
+ * buffers cannot be had is refused before any check runs, never checked on zero elements. */
+static void test_sizes(void **state)
+{
+    static char out[8192];
+    const char *dir = RX_BUILD_DIR "/tests/fixtures";
+    assert_int_equal(check_named(dir, RX_LAYER, "overflow", NULL, plain(TEST_SHAPE(1, 2, 2)), out, sizeof out), 1);
+    assert_non_null(strstr(out, "create                           FAIL  create reported the output shape "
+                                "(2147483647, 2147483647, 2147483647): past the bounds of a size"));
+    assert_int_equal(check_named(dir, RX_LAYER, "overflow", NULL, plain(TEST_SHAPE(2, 2, 2)), out, sizeof out), 1);
+    assert_non_null(strstr(out, "create declared state_bytes = 18446744073709551615"));
+
+    plugin_path path = { 0 };
+    plugin_path_add(&path, RX_BUILD_DIR "/plugins");
+    plugin_use u = { 0 };
+    char err[ERR_LEN];
+    assert_int_equal(plugin_load(&path, RX_LAYER, "relu", &u.pl, err, sizeof err), 0);
+    check_options o = plain(TEST_SHAPE(3, 8, 8));
+    o.out = tmpfile();
+    o.batch = (int64_t)1 << 56; /* x 192 x 4 bytes wraps to 0: every check passed on nothing */
+    assert_int_equal(check_plugin(&u, &o, err), -1);
+    assert_string_equal(err, "command line: --batch = 72057594037927936: a batch is 1 to 2147483647 samples");
+    o.batch = CHECKED_MAX_DIM;
+    assert_int_equal(check_plugin(&u, &o, err), -1);
+    assert_non_null(strstr(err, "command line: --batch = 2147483647: relu's checks (x, y and their gradients with "
+                                "guards, state, workspace) needs 1.32e+13 bytes"));
+    o.batch = 4;
+    o.in = TEST_SHAPE(1 << 20, 1 << 20, 2);
+    assert_int_equal(check_plugin(&u, &o, err), -1);
+    assert_string_equal(err, "command line: --shape = (1048576, 1048576, 2): each dimension must be 1 to 2147483647, "
+                             "at most 4 of them and 2^40 elements in all");
+    fclose(o.out);
+    plugin_unload(&u.pl);
+}
+
 static void test_command_line(void **state)
 {
     char cmd[1024];
@@ -292,6 +328,9 @@ static void test_command_line(void **state)
     snprintf(cmd, sizeof cmd, "'%s/runexp' check linear >/dev/null 2>&1", RX_BUILD_DIR); /* out is required */
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
     snprintf(cmd, sizeof cmd, "'%s/runexp' check conv2d out=2 kernel=3 --shape=x >/dev/null 2>&1", RX_BUILD_DIR);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+    /* a batch past the bound (atoll read it, and the buffers' sizes wrapped to nothing) */
+    snprintf(cmd, sizeof cmd, "'%s/runexp' check relu --batch=9223372036854775807 >/dev/null 2>&1", RX_BUILD_DIR);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
 }
 
@@ -319,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_examples_pass),
         cmocka_unit_test(test_broken_plugins_caught),
+        cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_command_line),
         cmocka_unit_test(test_examples_train),
     };

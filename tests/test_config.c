@@ -234,6 +234,49 @@ static void test_override_errors(void **state)
     expect_error(f, base_config, 1, empty, "'=3' is not key=value", NULL);
 }
 
+/* ---- Memory a config's Lua may take, and sizes it may ask for ---- */
+
+static void test_memory_limits(void **state)
+{
+    fixture *f = *state;
+    /* a config that builds a 2 GB string: refused at 1 GiB, with no allocation that large tried */
+    expect_error(f, "local s = ('a'):rep(2e9)\nreturn {}\n", 0, NULL,
+                 "exp.lua: the config's Lua used more than 1024 MiB, the limit of a config", NULL);
+    /* one that grows a table without end: stopped at the same limit */
+    expect_error(f, "local t = {}\nfor i = 1, 1e9 do t[i] = i end\nreturn {}\n", 0, NULL,
+                 "exp.lua: the config's Lua used more than 1024 MiB", NULL);
+    /* a command-line value may take far less: 16 MiB */
+    char *big[] = { "x={('a'):rep(1e8)}" };
+    expect_error(f, base_config, 1, big, "command line: 'x={('a'):rep(1e8)}': evaluating the value took more than "
+                 "16 MiB, the limit of a command-line value", NULL);
+    /* under the limits, the same code runs: a 1 MB string, then a table value, both read */
+    config c;
+    char err[ERR_LEN];
+    char *fine[] = { "data.batch_size={('8'):rep(1)}" };
+    assert_int_equal(load(f, &c, "local s = ('a'):rep(1e6)\n" "return {\n"
+                     "  data = { 'synthetic', batch_size = #s // 100000, size = 8 },\n"
+                     "  model = { { 'flatten' }, { 'linear', out = 10 } },\n"
+                     "  loss = 'cross_entropy', optim = { 'sgd', lr = 0.1 },\n}\n", 0, NULL, err), 0);
+    assert_int_equal(c.batch_size, 10);
+    config_free(&c);
+    expect_error(f, base_config, 1, fine, "command line: data (synthetic): 'batch_size' must be an integer, got table", NULL);
+}
+
+static void test_size_bounds(void **state)
+{
+    fixture *f = *state;
+    expect_error(f, variant("batch_size = 16", "batch_size = 2147483648"), 0, NULL,
+                 "exp.lua: data (synthetic): 'batch_size' must be at most 2147483647 (no batch is larger), "
+                 "got 2147483648", NULL);
+    char *huge[] = { "data.batch_size=9223372036854775807" };
+    expect_error(f, base_config, 1, huge, "command line: data (synthetic): 'batch_size' must be at most 2147483647",
+                 "got 9223372036854775807");
+    config c;
+    char err[ERR_LEN];
+    assert_int_equal(load(f, &c, variant("batch_size = 16", "batch_size = 2147483647"), 0, NULL, err), 0);
+    config_free(&c);
+}
+
 /* ---- Residual blocks, training rules, init, schedules, weight averaging ---- */
 
 /* An experiment with this model list, these optimizer keys (after 'sgd') and these extra
@@ -821,6 +864,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lua_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_override_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rules, setup, teardown),

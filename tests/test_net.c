@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "checked.h"
 #include "config.h"
 #include "device.h"
 #include "net.h"
@@ -671,6 +672,46 @@ static float *to_gpu(const float *host, size_t n)
  * the GPU against the CPU: logits and every parameter's gradient, from the same weights; and
  * device_axpby itself, both of its paths (b = 1, and b != 1 as the moving average uses it).
  * Skipped without a usable GPU. */
+/* ---- Sizes from a plugin or the batch: checked before anything is allocated ---- */
+
+/* The build of `model` on inputs `in` for batches up to max_batch, with the test fixtures
+ * (tests/fixtures/layers/overflow.c) on the path, must fail naming both fragments. */
+static void expect_size_error(fixture *f, const char *model, rx_shape in, int64_t max_batch, const char *a,
+                              const char *b)
+{
+    char err[ERR_LEN];
+    plugin_path_add(&f->path, RX_BUILD_DIR "/tests/fixtures");
+    if (build(f, model, NULL, in, max_batch, err) == 0) fail_msg("built a network that should fail with \"%s\"", a);
+    if (!strstr(err, a) || (b && !strstr(err, b))) fail_msg("got \"%s\", wanted \"%s\" and \"%s\"", err, a, b ? b : "");
+    assert_non_null(strstr(err, "exp.lua: "));
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_sizes_checked(void **state)
+{
+    fixture *f = *state;
+    /* what a plugin declares: an output shape, a state, a tensor past the bounds */
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(1, 2, 2), 4, "model[1] (overflow): plugin error: create reported "
+                      "the output shape (2147483647, 2147483647, 2147483647): past the bounds of a size", NULL);
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(2, 2, 2), 4, "model[1] (overflow): plugin error: create declared "
+                      "state_bytes = 18446744073709551615 and workspace_bytes = 0 per sample", NULL);
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(3, 2, 2), 4, "create declared tensor 'weight' of shape "
+                      "(2147483647, 2147483647, 2147483647): past the bounds", NULL);
+    /* within bounds a sample, too large a batch: the batch is named, with what and how much */
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(4, 2, 2), CHECKED_MAX_DIM, "exp.lua: data.batch_size = 2147483647: "
+                      "model[1] (overflow)'s workspace (batch x 1099511627776 x 1 bytes) needs 2.36e+21 bytes",
+                      "more than any size can hold (it overflows)");
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(4, 2, 2), 1 << 20, "exp.lua: data.batch_size = 1048576: "
+                      "the network's memory (parameters, activations, gradients, state) needs 1.15e+18 bytes",
+                      "more than this machine's memory");
+    expect_size_error(f, "{ 'relu' }", TEST_SHAPE(3, 64, 64), (int64_t)1 << 50, "data.batch_size = 1125899906842624: "
+                      "model[1] (relu)'s output (batch x 12288 x 4 bytes) needs", "more than any size can hold");
+    expect_size_error(f, "{ 'relu' }", TEST_SHAPE(CHECKED_MAX_DIM, CHECKED_MAX_DIM, 2), 1,
+                      "the network's input shape (2147483647, 2147483647, 2): each dimension must be 1 to 2^31 - 1", NULL);
+    /* the fixture, on another input, is a plain identity that builds */
+    build_ok(f, "{ 'overflow' }", NULL, TEST_SHAPE(5, 2, 2), 4);
+}
+
 static void test_residual_cpu_vs_cuda(void **state)
 {
 #ifdef RX_WITH_CUDA
@@ -761,6 +802,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirac, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whitening, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_cpu_vs_cuda, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sizes_checked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
