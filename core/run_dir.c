@@ -109,17 +109,14 @@ int run_dir_mode_of(const config *c, int flags, run_dir_mode *mode, char *err)
     return 0;
 }
 
-/* The files a run starts with, in dir: started.lua, config.lua, and (unless t is NULL: a resume)
- * last.safetensors at p. */
-static int write_start(const char *dir, trainer *t, const run_position *p, const strbuf *lua, char *err)
+/* The config files of a run, in dir: started.lua (lua, marked) and config.lua (lua). */
+static int write_configs(const char *dir, const strbuf *lua, char *err)
 {
     strbuf started = { 0 };
     sb_printf(&started, "%s (resume compares config.lua with it)\n%s", started_mark, lua->s ? lua->s : "");
     int rc = write_text(dir, "started.lua", &started, err);
     sb_free(&started);
-    if (rc == 0) rc = write_text(dir, "config.lua", lua, err);
-    if (rc == 0 && t) rc = run_dir_save_last(dir, t, p, err);
-    return rc;
+    return rc == 0 ? write_text(dir, "config.lua", lua, err) : -1;
 }
 
 /* Flushes a folder's entries (a folder renamed into it) to disk. */
@@ -145,7 +142,7 @@ static int make_new(const char *dir, trainer *t, const run_position *p, const st
     snprintf(staging, sizeof staging, "%s/.%s.starting-%ld", parent, slash ? slash + 1 : path, (long)getpid());
     if (make_dirs(parent, err) != 0) return -1;
     if (mkdir(staging, 0755) != 0) return errorf(err, "%s: cannot create folder: %s", staging, strerror(errno));
-    int rc = write_start(staging, t, p, lua, err);
+    int rc = write_configs(staging, lua, err) == 0 ? run_dir_save_last(staging, t, p, err) : -1;
     if (rc == 0 && rename(staging, dir) != 0)
         rc = errno == ENOTEMPTY || errno == EEXIST
                  ? errorf(err, "%s already holds a run (made while this one started); choose another out=", dir)
@@ -175,7 +172,9 @@ static int remove_file(const char *dir, const char *name, char *err)
  * the run is finished), then last.safetensors is the start, then the old epochs' files go. */
 static int restart(const char *dir, trainer *t, const run_position *p, const strbuf *lua, char *err)
 {
-    if (remove_file(dir, "summary.json", err) != 0 || write_start(dir, t, p, lua, err) != 0) return -1;
+    if (remove_file(dir, "summary.json", err) != 0 || write_configs(dir, lua, err) != 0 ||
+        run_dir_save_last(dir, t, p, err) != 0)
+        return -1;
     return remove_file(dir, "metrics.csv", err) == 0 && remove_file(dir, "best.safetensors", err) == 0 ? 0 : -1;
 }
 
@@ -219,7 +218,7 @@ int run_dir_open(config *c, run_dir_mode mode, int flags, trainer *t, const run_
         rc = check_resume(c, flags, p, &lua, err);
         /* An extended run is no longer finished; started.lua takes what was allowed. */
         if (rc == 0) rc = remove_file(dir, "summary.json", err);
-        if (rc == 0) rc = write_start(dir, NULL, NULL, &lua, err);
+        if (rc == 0) rc = write_configs(dir, &lua, err);
     }
     if (rc == 0) fprintf(log, "%srun folder: %s\n", lua.s, dir);
     *config_text = lua.s;

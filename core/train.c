@@ -201,7 +201,9 @@ static int finish_epoch(run *r, char *err)
     if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
         run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
         return TRAIN_FAILED;
-    observe(r, OBSERVE_EPOCH);
+    /* The pictures and the report wait for a stop request no longer: the next epoch (after the
+     * resume) or the test draws them again. */
+    if (!interrupt_requested()) observe(r, OBSERVE_EPOCH);
     fflush(t->log);
     return 0;
 }

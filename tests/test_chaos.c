@@ -18,6 +18,7 @@
 #define KILLS 50
 #define CHAOS_SEED 16
 
+
 static const char *experiment =
     "return {\n"
     "  data = { 'synthetic', classes = 10, size = 8, train = 3000, valid = 1500, test = 3000, noise = 1.5,\n"
@@ -141,7 +142,7 @@ static void test_chaos(void **state)
         kill(pid, sig);
         int rc = finish(pid);
         double took = seconds_now() - sent;
-        if (sig != SIGKILL && took > 1.0) fail_msg("%s: the run took %.2f s to stop (exit %d)", what, took, rc);
+        if (sig != SIGKILL && took > TEST_STOP_SECONDS) fail_msg("%s: the run took %.2f s to stop (exit %d)", what, took, rc);
         if (rc != 0 && rc != 130 && rc != 128 + sig) fail_msg("%s: exit %d (see %s/log.txt)", what, rc, dir);
         char summary[800];
         snprintf(summary, sizeof summary, "%s/%s/summary.json", dir, run);
