@@ -6,6 +6,7 @@
 
 #include "checkpoint.h"
 #include "device.h"
+#include "interrupt.h"
 
 /* The logits of samples [first, first + n): the mean over the data plugin's test-time views,
  * the plain view last so that t->x holds it for the pictures. */
@@ -85,6 +86,8 @@ int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusio
         if (device_check(t->device, err) != 0) return -1; /* no accuracy counted from garbage */
         score_batch(t, n, e, confusion, predicted);
         if (samples && first == 0) sample_batch_capture(samples, t->device, t->x, t->labels, n, predicted);
+        /* Checked per batch: a test as long as the training cannot hold a stop request up. */
+        if (interrupt_requested()) return errorf(err, "stopped by a signal while evaluating"), EVAL_STOPPED;
     }
     finish_result(t, e, total, sum);
     return 0;
@@ -96,9 +99,8 @@ int evaluate_checkpoint(const config *c, const char *checkpoint, rx_split split,
     FILE *quiet = fopen("/dev/null", "w");
     int rc = -1;
     if (trainer_setup(&t, c, quiet ? quiet : stderr, true, false, err) == 0 &&
-        checkpoint_load_net(&t.nt, checkpoint, NULL, 0, NULL, err) == 0 &&
-        evaluate_split(&t, split, e, NULL, NULL, err) == 0)
-        rc = 0;
+        checkpoint_load_net(&t.nt, checkpoint, NULL, 0, NULL, err) == 0)
+        rc = evaluate_split(&t, split, e, NULL, NULL, err);
     trainer_free(&t);
     if (quiet) fclose(quiet);
     return rc;

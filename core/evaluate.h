@@ -9,7 +9,11 @@
 #include "record.h"
 #include "trainer.h"
 
-/* confusion (nclasses^2 counts, [true * nclasses + predicted]) and samples may be NULL. */
+/* A stop request (interrupt.h) came: the evaluation stopped at a batch's end. */
+enum { EVAL_STOPPED = -2 };
+
+/* confusion (nclasses^2 counts, [true * nclasses + predicted]) and samples may be NULL. Returns
+ * 0, -1 on failure, or EVAL_STOPPED (err says so) after a stop request. */
 int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusion, sample_batch *samples, char *err);
 
 /* Loads a checkpoint of c's network and measures it on a split; no run folder is made. */

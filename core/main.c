@@ -14,6 +14,7 @@
 #include "checked.h"
 #include "crash.h"
 #include "files.h"
+#include "run_dir.h"
 #include "script.h"
 #include "interrupt.h"
 
@@ -21,7 +22,11 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: runexp CONFIG.lua [key=value ...]   run the experiment(s) CONFIG.lua describes\n"
-            "       runexp resume RUN_DIR [key=value ...]  continue a stopped or crashed run\n"
+            "       runexp resume RUN_DIR [key=value ...] [--allow-changes] [--restart]\n"
+            "                                              continue a stopped or crashed run, from where\n"
+            "                                              it stood; --allow-changes: even with a config\n"
+            "                                              that differs from the one it started with;\n"
+            "                                              --restart: start the run in RUN_DIR over\n"
             "       runexp plugins                         list the plugins found, with their parameters\n"
             "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
             "                                              test a layer or loss plugin: gradients, writes,\n"
@@ -33,13 +38,15 @@ static void usage(FILE *f)
             "  epochs=5 is an integer, optim.lr=1e-3 a number, optim.nesterov=true a boolean,\n"
             "  lrs={0.1,0.01} a table, anything else a string.\n"
             "\n"
-            "Ctrl-C lets the current batch finish, saves RUN_DIR/last.safetensors and prints the\n"
-            "command that resumes. Plugins are searched in $RUNEXP_PLUGIN_PATH (colon separated),\n"
+            "Ctrl-C (or SIGTERM) stops within a second, whatever the run is doing: the current\n"
+            "batch finishes, RUN_DIR/last.safetensors is saved, and the command that resumes is\n"
+            "printed (exit status 130); a second Ctrl-C ends runexp at once. Plugins are searched in $RUNEXP_PLUGIN_PATH (colon separated),\n"
             "then next to the executable (build/plugins), then in the install prefix\n"
             "(lib/runexp/plugins); never in the current folder.\n");
 }
 
-/* `runexp resume DIR ...` is `runexp DIR/config.lua out=DIR resume=true ...`. */
+/* `runexp resume DIR ...` is `runexp DIR/config.lua out=DIR resume=true ...`; --restart and
+ * --allow-changes, anywhere among the arguments, set s->run_flags. */
 static int resume(script *s, const char *dir, int argc, char **argv, char *err)
 {
     char file[PATH_MAX], out[PATH_MAX + 8];
@@ -52,8 +59,17 @@ static int resume(script *s, const char *dir, int argc, char **argv, char *err)
     if (!args) return snprintf(err, ERR_LEN, "out of memory"), SCRIPT_FAILED;
     args[0] = out;
     args[1] = "resume=true";
-    for (int i = 0; i < argc; i++) args[i + 2] = argv[i];
-    s->noverrides = argc + 2;
+    int n = 2;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--restart") == 0) s->run_flags |= RUN_RESTART;
+        else if (strcmp(argv[i], "--allow-changes") == 0) s->run_flags |= RUN_ALLOW_CHANGES;
+        else if (argv[i][0] == '-') {
+            free(args);
+            snprintf(err, ERR_LEN, "resume: unknown option '%s' (known: --allow-changes, --restart)", argv[i]);
+            return SCRIPT_FAILED;
+        } else args[n++] = argv[i];
+    }
+    s->noverrides = n;
     s->overrides = args;
     int rc = script_run(s, file, err);
     free(args);

@@ -1,14 +1,19 @@
 /* run_dir.c: the run folder's files (see run_dir.h). */
 #include "run_dir.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "config_diff.h"
 #include "device.h"
 
 int run_dir_path(char *buf, const char *dir, const char *name, char *err)
@@ -41,31 +46,193 @@ static void default_run_dir(const config *c, char *dir, size_t len)
     snprintf(dir, len, "runs/%.*s-%s", (int)n, base, stamp);
 }
 
-bool run_dir_can_resume(const config *c)
+/* started.lua's first line: what makes a folder runexp's run folder. */
+static const char started_mark[] = "-- runexp run folder: the resolved config this run started with";
+/* config.lua's first line as runexp writes it: an older runexp's run folder has no started.lua. */
+static const char resolved_mark[] = "-- The resolved experiment: ";
+
+/* Whether dir/name exists and begins with mark. */
+static bool file_begins_with(const char *dir, const char *name, const char *mark)
 {
-    char last[PATH_MAX], err[ERR_LEN];
-    return c->out[0] && run_dir_path(last, c->out, "last.safetensors", err) == 0 && access(last, F_OK) == 0;
+    char path[PATH_MAX], head[128] = "", err[ERR_LEN];
+    if (run_dir_path(path, dir, name, err) != 0) return false;
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    head[n] = '\0';
+    fclose(f);
+    return strncmp(head, mark, strlen(mark)) == 0;
 }
 
-int run_dir_open(config *c, bool resuming, FILE *log, char **config_text, char *err)
+static bool exists(const char *dir, const char *name)
+{
+    char path[PATH_MAX], err[ERR_LEN];
+    return run_dir_path(path, dir, name, err) == 0 && access(path, F_OK) == 0;
+}
+
+typedef enum { FOLDER_NONE, FOLDER_RUN, FOLDER_OTHER } folder_kind;
+
+/* What dir holds: nothing (or no folder), a run, or something else (*found names one entry). */
+static folder_kind folder_of(const char *dir, char *found, size_t len)
+{
+    DIR *d = opendir(dir);
+    if (!d) return FOLDER_NONE; /* absent; anything else that cannot be listed fails when made */
+    const struct dirent *e;
+    found[0] = '\0';
+    while (!found[0] && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) snprintf(found, len, "%s", e->d_name);
+    closedir(d);
+    if (!found[0]) return FOLDER_NONE;
+    if (file_begins_with(dir, "started.lua", started_mark) || file_begins_with(dir, "config.lua", resolved_mark))
+        return FOLDER_RUN;
+    return FOLDER_OTHER;
+}
+
+/* Refuses a resume that would not go on as the run started: the resolved config now against
+ * started.lua. Checked before anything is loaded, so that an edit is what is reported, not what
+ * it breaks (a changed batch size no longer matches the checkpoint's step count). */
+static int check_unchanged(const config *c, int flags, char *err)
+{
+    const char *dir = c->out;
+    if ((flags & RUN_ALLOW_CHANGES) || !exists(dir, "started.lua")) return 0; /* an older runexp's run: no record */
+    char path[PATH_MAX], *was = NULL;
+    size_t len;
+    if (run_dir_path(path, dir, "started.lua", err) != 0 || read_file(path, &was, &len, err) != 0) return -1;
+    static const char *const allowed[] = { "epochs", NULL };
+    strbuf lua = { 0 }, changes = { 0 };
+    config_to_lua(c, &lua);
+    /* Without started.lua's mark, the texts' lines match (an lr function's code names its lines). */
+    const char *body = strchr(was, '\n') ? strchr(was, '\n') + 1 : was;
+    int rc = lua.oom ? errorf(err, "%s: out of memory writing the resolved config", dir)
+                     : config_diff(body, path, lua.s ? lua.s : "", "the config now", allowed, &changes, err);
+    if (rc == 0 && changes.len)
+        rc = errorf(err, "%s: the config differs from the one the run started with (%s): %s; a resumed run goes on "
+                    "bit for bit only unchanged: undo the changes (in %s/config.lua or the command line), or accept "
+                    "them with: runexp resume %s --allow-changes", dir, path, changes.s, dir, dir);
+    sb_free(&lua);
+    sb_free(&changes);
+    free(was);
+    return rc;
+}
+
+int run_dir_mode_of(const config *c, int flags, run_dir_mode *mode, char *err)
+{
+    char found[256];
+    const char *dir = c->out;
+    *mode = RUN_DIR_NEW;
+    folder_kind kind = dir[0] ? folder_of(dir, found, sizeof found) : FOLDER_NONE;
+    if (kind == FOLDER_OTHER)
+        return errorf(err, "%s holds files runexp did not make (%s): it is not a run folder, and nothing is written "
+                      "into it; choose another out=", dir, found);
+    if (kind == FOLDER_NONE) return 0;
+    if (!c->resume)
+        return errorf(err, "%s already holds a run; choose another out=, remove it, or continue it with: "
+                      "runexp resume %s", dir, dir);
+    if (flags & RUN_RESTART) return *mode = RUN_DIR_RESTART, 0;
+    if (!exists(dir, "last.safetensors"))
+        return errorf(err, "%s: last.safetensors is missing, so the run cannot continue (nothing was changed); "
+                      "start it over with: runexp resume %s --restart", dir, dir);
+    *mode = RUN_DIR_RESUME;
+    return check_unchanged(c, flags, err);
+}
+
+/* The config files of a run, in dir: started.lua (lua, marked) and config.lua (lua). */
+static int write_configs(const char *dir, const strbuf *lua, char *err)
+{
+    strbuf started = { 0 };
+    sb_printf(&started, "%s (resume compares config.lua with it)\n%s", started_mark, lua->s ? lua->s : "");
+    int rc = write_text(dir, "started.lua", &started, err);
+    sb_free(&started);
+    return rc == 0 ? write_text(dir, "config.lua", lua, err) : -1;
+}
+
+/* Flushes a folder's entries (a folder renamed into it) to disk. */
+static void sync_folder(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* A new run: made whole in PARENT/.NAME.starting-PID, then renamed to dir (an empty folder there
+ * is replaced), so that dir never exists without what resumes it. */
+static int make_new(const char *dir, trainer *t, const run_position *p, const strbuf *lua, char *err)
+{
+    char path[PATH_MAX], parent[PATH_MAX], staging[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s", dir);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--) path[n - 1] = '\0';
+    char *slash = strrchr(path, '/');
+    if (!slash) snprintf(parent, sizeof parent, ".");
+    else snprintf(parent, sizeof parent, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    snprintf(staging, sizeof staging, "%s/.%s.starting-%ld", parent, slash ? slash + 1 : path, (long)getpid());
+    if (make_dirs(parent, err) != 0) return -1;
+    if (mkdir(staging, 0755) != 0) return errorf(err, "%s: cannot create folder: %s", staging, strerror(errno));
+    int rc = write_configs(staging, lua, err) == 0 ? run_dir_save_last(staging, t, p, err) : -1;
+    if (rc == 0 && rename(staging, dir) != 0)
+        rc = errno == ENOTEMPTY || errno == EEXIST
+                 ? errorf(err, "%s already holds a run (made while this one started); choose another out=", dir)
+                 : errorf(err, "%s: cannot move the new run folder %s there: %s", dir, staging, strerror(errno));
+    if (rc != 0) {
+        static const char *const made[] = { "started.lua", "config.lua", "last.safetensors" };
+        char file[PATH_MAX], ignored[ERR_LEN];
+        for (int i = 0; i < 3; i++)
+            if (run_dir_path(file, staging, made[i], ignored) == 0) unlink(file);
+        rmdir(staging);
+        return -1;
+    }
+    sync_folder(parent);
+    return 0;
+}
+
+/* Removes dir/name if it is there. */
+static int remove_file(const char *dir, const char *name, char *err)
+{
+    char path[PATH_MAX];
+    if (run_dir_path(path, dir, name, err) != 0) return -1;
+    if (unlink(path) != 0 && errno != ENOENT) return errorf(err, "%s: cannot remove: %s", path, strerror(errno));
+    return 0;
+}
+
+/* `runexp resume DIR --restart`: the run in dir from the start. summary.json goes first (it says
+ * the run is finished), then last.safetensors is the start, then the old epochs' files go. */
+static int restart(const char *dir, trainer *t, const run_position *p, const strbuf *lua, char *err)
+{
+    if (remove_file(dir, "summary.json", err) != 0 || write_configs(dir, lua, err) != 0 ||
+        run_dir_save_last(dir, t, p, err) != 0)
+        return -1;
+    return remove_file(dir, "metrics.csv", err) == 0 && remove_file(dir, "best.safetensors", err) == 0 ? 0 : -1;
+}
+
+/* Refuses a resume that has nothing left to do. */
+static int check_unfinished(const config *c, const run_position *p, char *err)
+{
+    const char *dir = c->out;
+    if (p->epochs_done == c->epochs && exists(dir, "summary.json"))
+        return errorf(err, "%s: the run is finished (its results are in %s/summary.json); to train it further, give "
+                      "it more epochs: runexp resume %s epochs=%lld", dir, dir, dir, (long long)c->epochs + 1);
+    return 0;
+}
+
+int run_dir_open(config *c, run_dir_mode mode, int flags, trainer *t, const run_position *p, FILE *log,
+                 char **config_text, char *err)
 {
     if (!c->out[0]) default_run_dir(c, c->out, sizeof c->out);
     const char *dir = c->out;
-    char probe[PATH_MAX];
-    if (run_dir_path(probe, dir, "metrics.csv", err) != 0) return -1;
-    /* resume = true with no last.safetensors (killed before the first epoch's end): start over. */
-    if (!resuming && c->resume && access(probe, F_OK) == 0)
-        fprintf(log, "%s holds no last.safetensors to resume from: starting the run over\n", dir);
-    else if (!resuming && access(probe, F_OK) == 0)
-        return errorf(err, "%s already holds a run (metrics.csv); choose another out=, remove it, or continue it with: "
-                      "runexp resume %s", dir, dir);
-    if (make_dirs(dir, err) != 0) return -1;
     strbuf lua = { 0 };
     config_to_lua(c, &lua);
-    fprintf(log, "%s", lua.s ? lua.s : "");
-    int rc = write_text(dir, "config.lua", &lua, err);
+    int rc = lua.oom ? errorf(err, "%s: out of memory writing the resolved config", dir) : 0;
+    if (rc == 0 && mode == RUN_DIR_NEW) rc = make_new(dir, t, p, &lua, err);
+    if (rc == 0 && mode == RUN_DIR_RESTART) rc = restart(dir, t, p, &lua, err);
+    if (rc == 0 && mode == RUN_DIR_RESUME) {
+        rc = check_unfinished(c, p, err);
+        /* An extended run is no longer finished; started.lua takes what was allowed. */
+        if (rc == 0) rc = remove_file(dir, "summary.json", err);
+        if (rc == 0) rc = write_configs(dir, &lua, err);
+    }
+    if (rc == 0) fprintf(log, "%srun folder: %s\n", lua.s, dir);
     *config_text = lua.s;
-    fprintf(log, "run folder: %s\n", dir);
     return rc;
 }
 
@@ -161,6 +328,7 @@ static void copy_resume_tensors(trainer *t, float *host, bool to_host)
 #define POSITION_FORMAT_POSITION_COUNT(p, v, buf) snprintf(buf, sizeof buf, "%lld", (long long)(v))
 #define POSITION_FORMAT_POSITION_U64(p, v, buf) snprintf(buf, sizeof buf, "%" PRIu64, (v))
 #define POSITION_FORMAT_POSITION_NUM(p, v, buf) snprintf(buf, sizeof buf, "%.17g", (v))
+#define POSITION_FORMAT_POSITION_OPTNUM POSITION_FORMAT_POSITION_NUM
 #define POSITION_SAVE(type, name, key)                             \
     POSITION_FORMAT_##type(p, p->name, values[nmeta]);            \
     meta[nmeta] = (ckpt_meta){ key, values[nmeta] };               \
@@ -187,6 +355,7 @@ static int read_position_field(const ckpt_meta_buf *m, const char *key, int type
 {
     const char *s = ckpt_meta_get(m, key);
     char *end = NULL;
+    if (!s && type == 'o') return *(double *)v = NAN, 0; /* optional: a file of an older runexp */
     if (type == 'c') {
         long long x = s ? strtoll(s, &end, 10) : 0;
         if (!s || *end || x < 0) return errorf(err, "%s: metadata '%s' is missing or not a count", path, key);
@@ -206,6 +375,7 @@ static int read_position_field(const ckpt_meta_buf *m, const char *key, int type
 #define POSITION_TYPE_POSITION_COUNT 'c'
 #define POSITION_TYPE_POSITION_U64 'u'
 #define POSITION_TYPE_POSITION_NUM 'n'
+#define POSITION_TYPE_POSITION_OPTNUM 'o'
 #define POSITION_READ(type, name, key) \
     if (read_position_field(m, key, POSITION_TYPE_##type, &p->name, path, err) != 0) return -1;
 
@@ -266,5 +436,7 @@ int run_dir_resume(const char *dir, trainer *t, run_position *p, epoch_record *h
     if (rc == 0) rc = device_check(t->device, err);
     free(host);
     if (rc != 0) return -1;
+    *nhistory = 0;
+    if (p->epochs_done == 0) return 0; /* stopped in the first epoch: no metrics.csv yet */
     return read_metrics(dir, history, p->epochs_done, nhistory, err);
 }

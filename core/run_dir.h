@@ -1,4 +1,6 @@
 /* run_dir.h: the run folder, every file in it but the pictures and the report (observer.c):
+ *   started.lua        the resolved config the run started with (or last resumed with, after
+ *                      changes allowed), whose first line marks a folder as runexp's run folder
  *   config.lua         the resolved config (`runexp RUN/config.lua out=NEW` repeats the run)
  *   metrics.csv        one row per epoch (record.h's epoch fields)
  *   summary.json       the run's results (record.h's summary fields)
@@ -6,7 +8,12 @@
  *                      validation split): loads into PyTorch as it is
  *   last.safetensors   the weights, the optimizer state, the moving average and where training
  *                      stands (run_position): what `runexp resume` continues from, bit for bit
- * Every file is written whole and renamed into place (files.c), so a crash tears none. */
+ * Every file is written whole and renamed into place (files.c), so a crash tears none.
+ *
+ * A run folder is a run from the moment it appears: a new run is made in a hidden folder beside
+ * it (started.lua, config.lua, and last.safetensors at epoch 0, batch 0) that is renamed into
+ * place, so the folder is never there without what resumes it. A folder holding anything else
+ * (a config of the user's) is not written into; an empty one may be used. */
 #ifndef RUNEXP_RUN_DIR_H
 #define RUNEXP_RUN_DIR_H
 
@@ -27,17 +34,21 @@
     X(POSITION_COUNT, best_epoch, "best_epoch")    \
     X(POSITION_NUM, loss_sum, "loss_sum")          \
     X(POSITION_NUM, epoch_seconds, "epoch_seconds") \
-    X(POSITION_NUM, train_seconds, "train_seconds")
+    X(POSITION_NUM, train_seconds, "train_seconds") \
+    X(POSITION_OPTNUM, lr, "lr")
 
 #define POSITION_MEMBER_POSITION_COUNT int64_t
 #define POSITION_MEMBER_POSITION_U64 uint64_t
 #define POSITION_MEMBER_POSITION_NUM double
+#define POSITION_MEMBER_POSITION_OPTNUM double /* NaN when missing (a file of an older runexp) */
 #define POSITION_MEMBER(type, name, key) POSITION_MEMBER_##type name;
 
-/* epochs_done whole epochs, then batches_done batches into the next one; step optimizer steps;
- * rng the context's RNG state; the best validation loss so far and its epoch; the train loss
- * summed and the training time spent on the batches done this epoch, and the training time of
- * the whole epochs done. */
+/* epochs_done whole epochs, then batches_done batches into the next one (all of its batches:
+ * trained, not yet validated); step optimizer steps; rng the context's RNG state; the best
+ * validation loss so far and its epoch; the train loss summed and the training time spent on the
+ * batches done this epoch, and the training time of the whole epochs done; lr the last step's
+ * learning rate (the epoch's row of metrics.csv shows it). epochs_done = epochs: the test is
+ * what remains. */
 typedef struct run_position {
     POSITION_FIELDS(POSITION_MEMBER)
 } run_position;
@@ -45,12 +56,23 @@ typedef struct run_position {
 /* "DIR/NAME" into buf (PATH_MAX bytes); -1 when too long. */
 int run_dir_path(char *buf, const char *dir, const char *name, char *err);
 
-/* Makes the run folder c->out (a new one under runs/ when empty; the name is written back),
- * refusing one that already holds a run unless resuming it, and writes config.lua, also printed
- * on log. *config_text gets the resolved config (the caller frees it). */
-int run_dir_open(config *c, bool resuming, FILE *log, char **config_text, char *err);
-/* Whether c's run folder holds a last.safetensors to resume from. */
-bool run_dir_can_resume(const config *c);
+/* How a run folder is opened: a new run, the run in it continued, or the run in it started over
+ * (RUN_RESTART). */
+typedef enum { RUN_DIR_NEW, RUN_DIR_RESUME, RUN_DIR_RESTART } run_dir_mode;
+/* What a resume may do beyond continuing (`runexp resume DIR --restart --allow-changes`). */
+enum { RUN_RESTART = 1, RUN_ALLOW_CHANGES = 2 };
+
+/* How c's run folder is to be opened, from what it holds and c->resume: nothing (or no folder)
+ * is a new run; a run folder is refused unless resuming, and resumed only with its
+ * last.safetensors (or started over with RUN_RESTART); a folder of anything else is refused. */
+int run_dir_mode_of(const config *c, int flags, run_dir_mode *mode, char *err);
+/* Opens the run folder c->out (a new one under runs/ when empty; the name is written back) as
+ * mode says. A new or restarted run gets started.lua, config.lua and last.safetensors at p (the
+ * start: t's initial weights); a resumed one is refused when it is finished or when its config
+ * differs from started.lua (unless RUN_ALLOW_CHANGES; epochs may always change). The resolved
+ * config is printed on log; *config_text gets it (the caller frees it). */
+int run_dir_open(config *c, run_dir_mode mode, int flags, trainer *t, const run_position *p, FILE *log,
+                 char **config_text, char *err);
 
 int run_dir_write_metrics(const char *dir, const epoch_record *history, int n, char *err);
 int run_dir_write_summary(const run_summary *s, char *err);

@@ -136,7 +136,9 @@ static int l_train(lua_State *L)
     int rc = config_from_table(&c, L, 1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
     if (rc == 0) {
-        rc = train_run(&c, s->log, &sum, err);
+        s->in_experiment = true;
+        rc = train_run(&c, s->run_flags, s->log, &sum, err);
+        s->in_experiment = false;
         if (rc == TRAIN_INTERRUPTED) s->interrupted = true;
     }
     if (rc == 0) push_summary(L, &sum);
@@ -400,10 +402,28 @@ static int run_returned_table(script *s, lua_State *L, char *err)
     run_summary sum = { 0 };
     int rc = config_from_table(&c, L, -1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
-    if (rc == 0) rc = train_run(&c, s->log, &sum, err);
+    s->in_experiment = true;
+    if (rc == 0) rc = train_run(&c, s->run_flags, s->log, &sum, err);
+    s->in_experiment = false;
     run_summary_free(&sum);
     config_free(&c);
-    return rc == 0 ? SCRIPT_OK : rc == TRAIN_INTERRUPTED ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+    return rc == 0 ? SCRIPT_OK : rc == TRAIN_INTERRUPTED || interrupt_requested() ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+}
+
+/* How often the config's own Lua looks at the stop flag: every this many instructions (well
+ * under a millisecond of Lua). */
+#define STOP_CHECK_INSTRUCTIONS 10000
+
+/* A stop request ends the config's Lua (a loop, a long computation) as an error at its line;
+ * not while the host runs an experiment, which calls back into this state (an lr function) and
+ * stops at its own points. */
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    const script *s = *(script **)lua_getextraspace(L);
+    if (!interrupt_requested() || s->in_experiment) return;
+    lua_getinfo(L, "Sl", ar);
+    lua_pushfstring(L, "%s:%d: stopped by a signal", ar->short_src, ar->currentline);
+    lua_error(L);
 }
 
 int script_run(script *s, const char *file, char *err)
@@ -421,16 +441,19 @@ int script_run(script *s, const char *file, char *err)
     }
     luaL_openlibs(L);
     open_module(L, s);
+    *(script **)lua_getextraspace(L) = s;
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, STOP_CHECK_INSTRUCTIONS);
     int rc;
     /* Text only: a precompiled chunk is not a config. Lua's messages already name file:line. */
     if (luaL_loadfilex(L, file, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
         snprintf(err, ERR_LEN, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error without a message");
         config_lua_limit_reached(L, file, err);
-        rc = s->interrupted ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+        rc = s->interrupted || interrupt_requested() ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
     } else if (lua_type(L, -1) == LUA_TTABLE) {
         rc = run_returned_table(s, L, err);
     } else if (lua_isnil(L, -1)) {
-        rc = s->interrupted ? SCRIPT_INTERRUPTED : SCRIPT_OK; /* a program that ran its own experiments */
+        /* a program that ran its own experiments, unless a stop request cut it short */
+        rc = s->interrupted || interrupt_requested() ? SCRIPT_INTERRUPTED : SCRIPT_OK;
         if (rc) snprintf(err, ERR_LEN, "stopped by a signal");
     } else {
         char got[64];

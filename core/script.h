@@ -29,12 +29,15 @@ typedef struct script {
     FILE *log;
     const char *file;       /* the config being run */
     bool interrupted;       /* a run was stopped by SIGINT / SIGTERM */
+    int run_flags;          /* run_dir.h's RUN_RESTART, RUN_ALLOW_CHANGES: what a resume may do */
+    bool in_experiment;     /* the host runs an experiment, which stops at its own points */
 } script;
 
 enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };
 
 /* Runs FILE with the overrides; returns a SCRIPT_* exit status, with a one-line message in err
- * (ERR_LEN bytes) unless SCRIPT_OK. */
+ * (ERR_LEN bytes) unless SCRIPT_OK. A stop request (interrupt.h) ends the config's Lua too, as
+ * an error at the line it was running, and makes the status SCRIPT_INTERRUPTED. */
 int script_run(script *s, const char *file, char *err);
 
 /* `runexp plugins`: every plugin found, readable. */

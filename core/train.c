@@ -106,14 +106,25 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *er
     return optimizer_step(r, epoch, err);
 }
 
-/* After a stop request: last.safetensors, and how to go on, in err. */
-static int stop(run *r, int64_t epoch, char *err)
+/* After a stop request: last.safetensors at the position reached, and how to go on, in err. */
+static int stop(run *r, char *err)
 {
     progress_end(&r->bar);
     r->pos.rng = r->t.ctx.rng.s;
+    r->pos.lr = r->lr_now;
     if (run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
-    errorf(err, "stopped at epoch %lld, batch %lld: saved %s/last.safetensors; resume with: runexp resume %s",
-           (long long)epoch, (long long)r->pos.batches_done, r->s->dir, r->s->dir);
+    errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: runexp resume %s",
+           (long long)r->pos.epochs_done + 1, (long long)r->pos.batches_done,
+           r->pos.batches_done * r->t.c->batch_size >= r->t.info.size[RX_TRAIN] ? " (trained, not yet validated)" : "",
+           r->s->dir, r->s->dir);
+    return TRAIN_INTERRUPTED;
+}
+
+/* After a stop request where last.safetensors already holds where the run stands. */
+static int stopped(run *r, const char *when, char *err)
+{
+    errorf(err, "stopped %s: %s/last.safetensors holds the run so far; resume with: runexp resume %s", when, r->s->dir,
+           r->s->dir);
     return TRAIN_INTERRUPTED;
 }
 
@@ -136,7 +147,7 @@ static int train_epoch(run *r, char *err)
         r->pos.batches_done++;
         r->pos.epoch_seconds += now_seconds() - t0;
         progress_update(&r->bar, r->pos.batches_done, first + n, r->pos.loss_sum / (double)(first + n));
-        if (interrupt_requested() && first + n < total) return stop(r, epoch, err);
+        if (interrupt_requested() && first + n < total) return stop(r, err);
     }
     progress_end(&r->bar);
     return 0;
@@ -164,7 +175,8 @@ static int keep_best(run *r, const epoch_record *e, bool validating, char *err)
 }
 
 /* Validates after an epoch's training (the moving average, if any, is what is measured and
- * kept as best), records the epoch, and saves metrics.csv and last.safetensors. */
+ * kept as best), records the epoch, and saves metrics.csv and last.safetensors. A stop request
+ * during validation saves the epoch as trained, not yet validated. Returns a TRAIN_ code. */
 static int finish_epoch(run *r, char *err)
 {
     trainer *t = &r->t;
@@ -182,15 +194,18 @@ static int finish_epoch(run *r, char *err)
     if (rc == 0) epoch_print(t->log, &e, t->c->epochs);
     if (rc == 0) rc = keep_best(r, &e, validating, err);
     ema_swap(&t->ema, t->nt.params, false);
-    if (rc != 0) return -1;
+    if (rc == EVAL_STOPPED) return stop(r, err);
+    if (rc != 0) return TRAIN_FAILED;
     r->history[r->nhistory++] = e;
     r->pos = (run_position){ .epochs_done = epoch, .step = r->pos.step, .best_valid_loss = r->pos.best_valid_loss,
                              .best_epoch = r->pos.best_epoch, .train_seconds = r->pos.train_seconds + r->pos.epoch_seconds,
-                             .rng = t->ctx.rng.s };
+                             .rng = t->ctx.rng.s, .lr = r->lr_now };
     if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
         run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
-        return -1;
-    observe(r, OBSERVE_EPOCH);
+        return TRAIN_FAILED;
+    /* The pictures and the report wait for a stop request no longer: the next epoch (after the
+     * resume) or the test draws them again. */
+    if (!interrupt_requested()) observe(r, OBSERVE_EPOCH);
     fflush(t->log);
     return 0;
 }
@@ -206,18 +221,21 @@ static void print_test(FILE *log, const eval_result *e)
     fprintf(log, "test accuracy %.2f%% (%lld/%lld)\n", 100.0 * e->accuracy, (long long)e->correct, (long long)e->total);
 }
 
-/* Tests the best weights, as the tutorial does, and writes summary.json. */
+/* Tests the best weights, as the tutorial does, and writes summary.json, last: it says the run
+ * is finished. A stop request leaves the test to a resume (last.safetensors holds every epoch). */
 static int test_best(run *r, double start, char *err)
 {
     run_summary *s = r->s;
+    if (interrupt_requested()) return stopped(r, "before the test", err);
     if (run_dir_load_best(s->dir, &r->t.nt, err) != 0) return TRAIN_FAILED;
     fprintf(r->t.log, "loaded %s/best.safetensors (epoch %lld) for the test\n", s->dir, (long long)r->pos.best_epoch);
-    if (evaluate_split(&r->t, RX_TEST, &s->test, r->confusion, &r->samples, err) != 0) return TRAIN_FAILED;
+    int rc = evaluate_split(&r->t, RX_TEST, &s->test, r->confusion, &r->samples, err);
+    if (rc == EVAL_STOPPED) return stopped(r, "during the test", err);
+    if (rc != 0) return TRAIN_FAILED;
     print_test(r->t.log, &s->test);
     s->total_seconds = now_seconds() - start;
-    if (run_dir_write_summary(s, err) != 0) return TRAIN_FAILED;
     observe(r, OBSERVE_TEST);
-    return 0;
+    return run_dir_write_summary(s, err) == 0 ? 0 : TRAIN_FAILED;
 }
 
 static int run_epochs(run *r, char *err)
@@ -226,9 +244,10 @@ static int run_epochs(run *r, char *err)
     run_summary *s = r->s;
     double start = now_seconds();
     while (r->pos.epochs_done < c->epochs) {
+        if (interrupt_requested()) return stopped(r, "between epochs", err);
         int rc = train_epoch(r, err);
+        if (rc == 0) rc = finish_epoch(r, err);
         if (rc != 0) return rc;
-        if (finish_epoch(r, err) != 0) return TRAIN_FAILED;
     }
     s->epochs = c->epochs;
     s->best_epoch = r->pos.best_epoch;
@@ -253,44 +272,64 @@ static int start(run *r, bool resuming, char *err)
     if (!resuming) return 0;
     if (run_dir_resume(c->out, t, &r->pos, r->history, &r->nhistory, err) != 0) return -1;
     t->ctx.rng.s = r->pos.rng;
-    fprintf(t->log, "resuming %s: %lld of %lld epochs done", c->out, (long long)r->pos.epochs_done, (long long)c->epochs);
-    if (r->pos.batches_done)
-        fprintf(t->log, ", and %lld batches of epoch %lld", (long long)r->pos.batches_done, (long long)r->pos.epochs_done + 1);
-    fprintf(t->log, "\n");
+    if (!isnan(r->pos.lr)) r->lr_now = r->pos.lr; /* shown in the epoch's row when its training is done */
     return 0;
 }
 
-static void print_data(const run *r)
+static void print_data(const run *r, bool resuming)
 {
     const rx_data_info *in = &r->t.info;
     FILE *log = r->t.log;
+    if (resuming) {
+        const run_position *p = &r->pos;
+        fprintf(log, "resuming %s: %lld of %lld epochs done", r->s->dir, (long long)p->epochs_done, (long long)r->t.c->epochs);
+        if (p->batches_done)
+            fprintf(log, ", and %lld batches of epoch %lld", (long long)p->batches_done, (long long)p->epochs_done + 1);
+        fprintf(log, "%s\n", p->epochs_done == r->t.c->epochs ? "; the test remains" : "");
+    }
     fprintf(log, "data: %lld train, %lld valid, %lld test images of shape", (long long)in->size[RX_TRAIN],
             (long long)in->size[RX_VALID], (long long)in->size[RX_TEST]);
     for (int i = 0; i < in->sample.ndim; i++) fprintf(log, "%s%lld", i ? "x" : " ", (long long)in->sample.d[i]);
     fprintf(log, "; %zu parameters; %s, %lld threads\n", r->t.nt.nparams, r->s->device, (long long)r->s->threads);
 }
 
-int train_run(config *c, FILE *log, run_summary *s, char *err)
+/* The stop request came before the run folder was opened: nothing of it was written. */
+static int not_started(const config *c, run_dir_mode mode, char *err)
+{
+    if (mode == RUN_DIR_NEW) return errorf(err, "stopped by a signal before the run started; nothing was written"), TRAIN_INTERRUPTED;
+    errorf(err, "stopped by a signal before the run went on; %s is as it was; resume with: runexp resume %s", c->out, c->out);
+    return TRAIN_INTERRUPTED;
+}
+
+int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
 {
     memset(s, 0, sizeof *s);
     if (c->resume && !c->out[0])
         return errorf(err, "%s: resume = true needs out= (the run folder to continue)", c->file), TRAIN_FAILED;
+    run_dir_mode mode = RUN_DIR_NEW;
+    if (interrupt_requested()) return not_started(c, mode, err);
+    if (run_dir_mode_of(c, flags, &mode, err) != 0) return TRAIN_FAILED;
     run r = { .s = s };
-    bool resuming = c->resume && run_dir_can_resume(c);
+    bool resuming = mode == RUN_DIR_RESUME, opened = false;
     int rc = TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
     s->seed = c->seed;
     if (trainer_setup(&r.t, c, log, false, !resuming, err) == 0 && start(&r, resuming, err) == 0) {
         snprintf(s->device, sizeof s->device, "%s", device_name(r.t.device));
         s->threads = r.t.ctx.threads;
-        if (run_dir_open(c, resuming, log, &r.config_text, err) == 0) {
+        r.pos.rng = r.t.ctx.rng.s; /* a new run's start: after the initial weights drew from it */
+        if (interrupt_requested()) {
+            rc = not_started(c, mode, err);
+        } else if ((opened = run_dir_open(c, mode, flags, &r.t, &r.pos, log, &r.config_text, err) == 0)) {
             snprintf(s->dir, sizeof s->dir, "%s", c->out);
-            print_data(&r);
+            print_data(&r, resuming);
             rc = run_epochs(&r, err);
         }
     }
     if (rc == 0 && r.observer_failures) /* what is for looking at failed; what was computed is all kept */
         rc = errorf(err, "%s (the run finished; its weights and metrics are in %s)", r.observer_err, s->dir);
+    /* A failure the stop request caused (an interrupted read) is the stop. */
+    if (rc == TRAIN_FAILED && !opened && interrupt_requested()) rc = TRAIN_INTERRUPTED;
     /* The history outlives the run, for the caller (runexp.train returns it to Lua). */
     s->history = r.history;
     s->nhistory = r.nhistory;

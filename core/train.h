@@ -13,10 +13,12 @@
 
 enum { TRAIN_FAILED = -1, TRAIN_INTERRUPTED = -2 };
 
-/* Runs c, printing progress to log. Returns 0, TRAIN_FAILED, or TRAIN_INTERRUPTED after a stop
- * request (the last checkpoint is saved and err says how to resume). On failure err holds one
- * line, and no output of the run is left half-written. s gets the results and the history
- * (free with run_summary_free, whatever the result). */
-int train_run(config *c, FILE *log, run_summary *s, char *err);
+/* Runs c, printing progress to log; flags (run_dir.h's RUN_RESTART, RUN_ALLOW_CHANGES) say what a
+ * resume may do. Returns 0, TRAIN_FAILED, or TRAIN_INTERRUPTED after a stop request, which is
+ * honoured at any moment: before the run folder is made (nothing is written), in a batch, in
+ * validation or the test (last.safetensors holds where the run stands, and err says how to
+ * resume). On failure err holds one line, and no output of the run is left half-written. s gets
+ * the results and the history (free with run_summary_free, whatever the result). */
+int train_run(config *c, int flags, FILE *log, run_summary *s, char *err);
 
 #endif

@@ -22,6 +22,14 @@
 
 #define TEST_MAX_ARGS 64
 
+/* How long a stop request (Ctrl-C) may take: a second, promised; the sanitizers' build runs
+ * several times slower. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_STOP_SECONDS 3.0
+#else
+#define TEST_STOP_SECONDS 1.0
+#endif
+
 /* Only the plugins this build made: tests never see installed ones. */
 static inline void test_plugin_path(plugin_path *p)
 {

@@ -66,7 +66,7 @@ static int run(fixture *f, int n, char *const *overrides, run_summary *s, char *
     FILE *log = fopen(f->log, "w");
     assert_non_null(log);
     int rc = config_load(&c, &pp, f->config, n, overrides, err);
-    if (rc == 0) rc = train_run(&c, log, s, err);
+    if (rc == 0) rc = train_run(&c, 0, log, s, err);
     run_summary_free(s); /* these tests read the summary, not its history */
     fclose(log);
     config_free(&c);
@@ -129,7 +129,7 @@ static void test_learns_and_writes_the_run(void **state)
 
     /* Exactly the promised files, and no temporary file left over. */
     const char *want[] = { "best.safetensors", "config.lua", "last.safetensors", "metrics.csv", "summary.json",
-                           "report.html", "train_batch.png", "test_predictions.png" };
+                           "report.html", "train_batch.png", "test_predictions.png", "started.lua" };
     int found = 0;
     DIR *d = opendir(f->run);
     for (struct dirent *e; (e = readdir(d));) {
@@ -141,6 +141,11 @@ static void test_learns_and_writes_the_run(void **state)
     }
     closedir(d);
     assert_int_equal(found, (int)(sizeof want / sizeof *want));
+    /* Nor the folder the run was made in before it was renamed into place. */
+    d = opendir(f->dir);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".starting-")) fail_msg("left over: %s", e->d_name);
+    closedir(d);
 
     /* A second run into the same folder is refused: nothing is overwritten. */
     assert_int_equal(run(f, 1, ov, &s, err), -1);
@@ -445,7 +450,7 @@ static void test_schedules(void **state)
     test_plugin_path(&pp);
     config c;
     FILE *log = fopen(f->log, "w");
-    if (config_load(&c, &pp, file, 0, NULL, err) != 0 || train_run(&c, log, &s, err) != 0) fail_msg("%s", err);
+    if (config_load(&c, &pp, file, 0, NULL, err) != 0 || train_run(&c, 0, log, &s, err) != 0) fail_msg("%s", err);
     fclose(log);
     assert_int_equal(s.nhistory, 3);
     for (int e = 0; e < 3; e++) assert_near(s.history[e].lr, 0.1 * (1 - (32.0 * (e + 1) - 1) / 96.0));

@@ -91,7 +91,10 @@ static double seconds_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* `line` must fail (exit 1) within a second, saying `want` on stderr. */
+/* `line` must fail (exit 1) at once, saying `want` on stderr. "At once" is a bound that tells a
+ * refusal from a blocked open (which `timeout 10` ends), not a speed: a CUDA build's start on a
+ * busy 2-core machine has taken 1.3 s. */
+#define REFUSAL_SECONDS 5.0
 static void expect_quick_refusal(fixture *f, const char *line, const char *want)
 {
     char out[4096];
@@ -99,7 +102,7 @@ static void expect_quick_refusal(fixture *f, const char *line, const char *want)
     int rc = sh(f, line, out, sizeof out);
     double took = seconds_now() - start;
     if (rc != 1 || !strstr(out, want)) fail_msg("'%s' exited %d saying: %s(wanted \"%s\")", line, rc, out, want);
-    if (took > 1.0) fail_msg("'%s' took %.2f s to refuse", line, took);
+    if (took > REFUSAL_SECONDS) fail_msg("'%s' took %.2f s to refuse", line, took);
 }
 
 static void test_fifo_config_and_checkpoint(void **state)

@@ -1,6 +1,7 @@
 /* test_script.c: configs as Lua programs (the runexp module), the command line's commands,
  * sweeps that survive a broken run, and resuming: after SIGKILL or Ctrl-C, a resumed run ends
- * with the same weights, bit for bit, as the same run left alone. */
+ * with the same weights, bit for bit, as the same run left alone, even when stopped before its
+ * first batch or in its first epoch; a Ctrl-C also stops a config's own Lua. */
 #include "helpers.h"
 
 #include <signal.h>
@@ -267,13 +268,13 @@ static void assert_same_tensors(const char *a, const char *b)
 }
 
 /* Starts runexp on the experiment in CONFIG into RUN, and sends it `sig` once its first epoch
- * is done and the second has begun; its stderr goes to STDERR_PATH. Returns the exit status
- * (or 128 + signal). */
+ * is done (metrics.csv is written) and the second has begun; its stderr goes to STDERR_PATH.
+ * Returns the exit status (or 128 + signal). */
 static int run_and_signal(const char *config, const char *run, int sig, const char *stderr_path)
 {
     char out[700], last[700];
     snprintf(out, sizeof out, "out=%s", run);
-    snprintf(last, sizeof last, "%s/last.safetensors", run);
+    snprintf(last, sizeof last, "%s/metrics.csv", run);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -410,8 +411,13 @@ static void test_resume_errors(void **state)
     snprintf(args, sizeof args, "resume '%s' epochs=1", run);
     assert_int_equal(runexp_cli(f, args, out, sizeof out), 1);
     assert_non_null(strstr(out, "last.safetensors: the run has done 2 epochs, more than epochs=1"));
-    /* A network that no longer fits the checkpoint: both shapes named. */
+    /* A network that no longer fits the checkpoint: the edit named, and with the edit accepted,
+     * both shapes. */
     snprintf(args, sizeof args, "resume '%s' model.1.out=8", run);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "the config differs from the one the run started with"));
+    assert_non_null(strstr(out, "model[1].out was 16, now 8"));
+    snprintf(args, sizeof args, "resume '%s' model.1.out=8 --allow-changes", run);
     assert_int_equal(runexp_cli(f, args, out, sizeof out), 1);
     assert_non_null(strstr(out, "tensor '0.weight' has shape (16, 3, 3, 3), the network expects (8, 3, 3, 3)"));
     /* resume = true needs to know which folder. */
@@ -428,6 +434,121 @@ static void test_resume_errors(void **state)
     assert_int_equal(metrics_rows(run), 3);
 }
 
+/* ---- Stops at any moment (issue 16) ---- */
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A config whose Lua never ends: one Ctrl-C stops it within a second, exit 130, with the line
+ * it was running. It used to be ignored (the flag was read only between batches). */
+static void test_stop_while_lua_runs(void **state)
+{
+    fixture *f = *state;
+    char config[700], log[700];
+    snprintf(config, sizeof config, "%s/loop.lua", f->dir);
+    snprintf(log, sizeof log, "%s/stderr.txt", f->dir);
+    write_text_file(config, "local n = 0\nwhile true do n = n + 1 end\n");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr)) _exit(99);
+        execl(RX_BUILD_DIR "/runexp", "runexp", config, (char *)NULL);
+        _exit(98);
+    }
+    struct timespec wait = { 0, 300000000 };
+    nanosleep(&wait, NULL);
+    double sent = seconds_now();
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    double took = seconds_now() - sent;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    if (took > TEST_STOP_SECONDS) fail_msg("the stop took %.2f s", took);
+    char err[ERR_LEN], *text;
+    size_t len;
+    if (read_file(log, &text, &len, err) != 0) fail_msg("%s", err);
+    if (!strstr(text, "loop.lua:2: stopped by a signal")) fail_msg("got: %s", text);
+    free(text);
+}
+
+/* Killed before the first batch (by its lr function, at step 0, when told to): the folder holds
+ * the run at its start, and the resume ends as the run left alone does, bit for bit. Ctrl-C in
+ * the first epoch: the resume continues from the batch reached (it used to look for a
+ * metrics.csv the first epoch had not written). */
+static void test_stop_in_the_first_epoch(void **state)
+{
+    fixture *f = *state;
+    char config[700], program[1200], whole[700], killed[700], stopped[700], args[1600], log[700];
+    static char out[1 << 16];
+    snprintf(config, sizeof config, "%s/first.lua", f->dir);
+    snprintf(program, sizeof program,
+             "local e = dofile('%s')\n"
+             "e.epochs = 2\n"
+             "e.optim.lr = function(step, steps)\n"
+             "  if step == 0 and os.getenv('RX_KILL_AT_START') then os.execute('kill -KILL $PPID') end\n"
+             "  return 0.01\n"
+             "end\n"
+             "return e\n", f->base);
+    write_text_file(config, program);
+    snprintf(whole, sizeof whole, "%s/whole", f->dir);
+    snprintf(killed, sizeof killed, "%s/killed", f->dir);
+    snprintf(stopped, sizeof stopped, "%s/stopped", f->dir);
+    snprintf(log, sizeof log, "%s/stderr.txt", f->dir);
+    snprintf(args, sizeof args, "'%s' out='%s'", config, whole);
+    assert_int_equal(runexp_cli(f, args, out, sizeof out), 0);
+
+    snprintf(args, sizeof args, "sh -c \"RX_KILL_AT_START=1 exec '%s/runexp' '%s' out='%s'\"; echo $?", RX_BUILD_DIR,
+             config, killed);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s >'%s' 2>&1", f->dir, args, log);
+    assert_int_equal(system(cmd), 0);
+    char err[ERR_LEN], *text;
+    size_t len;
+    if (read_file(log, &text, &len, err) != 0) fail_msg("%s", err);
+    if (!strstr(text, "137")) fail_msg("not killed: %s", text);
+    free(text);
+    snprintf(args, sizeof args, "resume '%s'", killed);
+    int rc = runexp_cli(f, args, out, sizeof out);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "resuming "));
+    assert_non_null(strstr(out, ": 0 of 2 epochs done\n"));
+    assert_same_tensors(whole, killed);
+    assert_same_file_tensors(whole, killed, "best.safetensors");
+
+    /* Ctrl-C once the folder exists: within the first epoch (a few tenths of a second long). */
+    char last[800];
+    snprintf(last, sizeof last, "%s/last.safetensors", stopped);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        snprintf(args, sizeof args, "out=%s", stopped);
+        if (!freopen("/dev/null", "w", stdout) || !freopen(log, "w", stderr)) _exit(99);
+        execl(RX_BUILD_DIR "/runexp", "runexp", config, args, (char *)NULL);
+        _exit(98);
+    }
+    struct timespec pause = { 0, 1000000 }, into = { 0, 40000000 };
+    for (int i = 0; i < 60000 && access(last, F_OK) != 0; i++) nanosleep(&pause, NULL);
+    nanosleep(&into, NULL);
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    if (read_file(log, &text, &len, err) != 0) fail_msg("%s", err);
+    if (!strstr(text, "runexp: stopped at epoch 1, batch ")) fail_msg("got: %s", text);
+    free(text);
+    snprintf(args, sizeof args, "resume '%s'", stopped);
+    rc = runexp_cli(f, args, out, sizeof out);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "batches of epoch 1"));
+    assert_same_tensors(whole, stopped);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +561,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_with_average, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_while_lua_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_in_the_first_epoch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
