@@ -9,11 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "device.h"
 #include "error.h"
+#include "files.h"
 #include "plugin.h"
 
 #ifdef RX_WITH_CUDA
@@ -295,6 +299,50 @@ static inline void expect_gpu_clean(const char *what)
     if (device_check(RX_CUDA, err) != 0) fail_msg("%s: %s", what, err);
 }
 #endif
+
+static inline double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static inline int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* Runs a shell command line in dir (build/runexp is $RUNEXP); returns the exit status; its
+ * stderr lands in out (len bytes), its stdout nowhere. */
+static inline int shell_in(const char *dir, const char *line, char *out, size_t len)
+{
+    char cmd[4096], path[700];
+    snprintf(path, sizeof path, "%s/stderr.txt", dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && RUNEXP='%s/runexp'; (%s) >/dev/null 2>'%s'", dir, RX_BUILD_DIR, line, path);
+    int status = system(cmd);
+    FILE *e = fopen(path, "r");
+    size_t n = e ? fread(out, 1, len - 1, e) : 0;
+    out[n] = '\0';
+    if (e) fclose(e);
+    return WEXITSTATUS(status);
+}
+
+/* The tensors of the checkpoint dir/file: the bytes after its header (whose metadata holds
+ * timings), in a new buffer of *n bytes. */
+static inline char *checkpoint_tensor_bytes(const char *dir, const char *file, size_t *n)
+{
+    char path[800], err[ERR_LEN], *blob;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
+    uint64_t h = 0;
+    for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
+    *n = len - 8 - h;
+    memmove(blob, blob + 8 + h, *n);
+    return blob;
+}
 
 static inline char *test_tmpdir(void)
 {

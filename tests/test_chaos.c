@@ -32,13 +32,6 @@ static const char *experiment =
     "  epochs = 3, threads = 2, device = 'cpu',\n"
     "}\n";
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Starts runexp in dir with the arguments (NULL-terminated), output to dir/log.txt. */
 static pid_t start(const char *dir, char *const *argv)
 {
@@ -78,21 +71,6 @@ static int sh(const char *dir, const char *line)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The tensors of dir/run/last.safetensors: the bytes after its header (whose metadata holds
- * timings). */
-static char *tensor_bytes(const char *dir, const char *run, size_t *n)
-{
-    char path[800], err[ERR_LEN], *blob;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s/last.safetensors", dir, run);
-    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
-    uint64_t h = 0;
-    for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
-    *n = len - 8 - h;
-    memmove(blob, blob + 8 + h, *n);
-    return blob;
-}
-
 /* run ended as the run left alone ("whole") did. */
 static void expect_same_as_whole(const char *dir, const char *run, const char *what)
 {
@@ -105,7 +83,9 @@ static void expect_same_as_whole(const char *dir, const char *run, const char *w
              run, run, run);
     if (sh(dir, line) != 0) fail_msg("%s: the results differ from the run left alone (see %s/log.txt)", what, dir);
     size_t na, nb;
-    char *x = tensor_bytes(dir, "whole", &na), *y = tensor_bytes(dir, run, &nb);
+    char last[600];
+    snprintf(last, sizeof last, "%s/last.safetensors", run);
+    char *x = checkpoint_tensor_bytes(dir, "whole/last.safetensors", &na), *y = checkpoint_tensor_bytes(dir, last, &nb);
     if (na != nb || memcmp(x, y, na) != 0) fail_msg("%s: last.safetensors' tensors differ from the run left alone", what);
     free(x);
     free(y);
@@ -142,7 +122,10 @@ static void test_chaos(void **state)
         kill(pid, sig);
         int rc = finish(pid);
         double took = seconds_now() - sent;
-        if (sig != SIGKILL && took > TEST_STOP_SECONDS) fail_msg("%s: the run took %.2f s to stop (exit %d)", what, took, rc);
+        /* A stop's latency; a run that exits 0 got the signal after its last check (while writing
+         * its last files) and finished, which a loaded machine can stretch past the bound. */
+        if (sig != SIGKILL && rc != 0 && took > TEST_STOP_SECONDS)
+            fail_msg("%s: the run took %.2f s to stop (exit %d)", what, took, rc);
         if (rc != 0 && rc != 130 && rc != 128 + sig) fail_msg("%s: exit %d (see %s/log.txt)", what, rc, dir);
         char summary[800];
         snprintf(summary, sizeof summary, "%s/%s/summary.json", dir, run);

@@ -588,13 +588,6 @@ static void device_test_batch(const char *dir)
     if (symlink("/dev/zero", file) != 0) fail_msg("cannot link %s: %s", file, strerror(errno));
 }
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void test_cifar10_refuses_files_that_are_not_files(void **state)
 {
     alarm(20); /* a blocking open would hang the suite: end it instead */

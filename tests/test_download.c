@@ -293,13 +293,6 @@ static const char *server_log(const server *s, char *buf, size_t cap)
     return buf;
 }
 
-static int count_lines(const char *text)
-{
-    int n = 0;
-    for (; *text; text++) n += *text == '\n';
-    return n;
-}
-
 /* ---- The plugin, called as the host calls it ---- */
 
 typedef struct data_set {

@@ -82,13 +82,6 @@ static char *slurp(const char *dir, const char *name)
     return data;
 }
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 static void test_learns_and_writes_the_run(void **state)
 {
     fixture *f = *state;

@@ -53,26 +53,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Runs a shell command line in the fixture's folder (build/runexp is $RUNEXP); returns the exit
- * status, or 128 + the signal that ended it; its stderr lands in out. */
+/* Runs a shell command line in the fixture's folder (see shell_in). */
 static int sh(fixture *f, const char *line, char *out, size_t len)
 {
-    char cmd[4096], path[700];
-    snprintf(path, sizeof path, "%s/stderr.txt", f->dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && RUNEXP='%s/runexp'; (%s) >/dev/null 2>'%s'", f->dir, RX_BUILD_DIR, line, path);
-    int status = system(cmd);
-    FILE *e = fopen(path, "r");
-    size_t n = e ? fread(out, 1, len - 1, e) : 0;
-    out[n] = '\0';
-    if (e) fclose(e);
-    return WEXITSTATUS(status);
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
+    return shell_in(f->dir, line, out, len);
 }
 
 static bool same_file(const char *a, const char *b)
@@ -173,13 +157,6 @@ static void test_plugin_crash_is_named(void **state)
 
 /* ---- Issue 16: the run folder's rules, and stops at any moment ---- */
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static bool file_in(fixture *f, const char *name)
 {
     char path[800];
@@ -214,25 +191,10 @@ static int run_and_interrupt(fixture *f, const char *args, const char *file, int
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* The tensors of a checkpoint in the fixture's folder: the bytes after its header (whose
- * metadata holds timings). */
-static char *tensor_bytes(fixture *f, const char *name, size_t *n)
-{
-    char path[800], err[ERR_LEN], *blob;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", f->dir, name);
-    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
-    uint64_t h = 0;
-    for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
-    *n = len - 8 - h;
-    memmove(blob, blob + 8 + h, *n);
-    return blob;
-}
-
 static void expect_same_tensors(fixture *f, const char *a, const char *b)
 {
     size_t na, nb;
-    char *x = tensor_bytes(f, a, &na), *y = tensor_bytes(f, b, &nb);
+    char *x = checkpoint_tensor_bytes(f->dir, a, &na), *y = checkpoint_tensor_bytes(f->dir, b, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(x, y, na);
     free(x);

@@ -69,26 +69,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Runs a shell command line in the fixture's folder (build/runexp is $RUNEXP); returns the exit
- * status; its stderr lands in out. */
+/* Runs a shell command line in the fixture's folder (see shell_in). */
 static int sh(fixture *f, const char *line, char *out, size_t len)
 {
-    char cmd[4096], path[700];
-    snprintf(path, sizeof path, "%s/stderr.txt", f->dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && RUNEXP='%s/runexp'; (%s) >/dev/null 2>'%s'", f->dir, RX_BUILD_DIR, line, path);
-    int status = system(cmd);
-    FILE *e = fopen(path, "r");
-    size_t n = e ? fread(out, 1, len - 1, e) : 0;
-    out[n] = '\0';
-    if (e) fclose(e);
-    return WEXITSTATUS(status);
-}
-
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    return shell_in(f->dir, line, out, len);
 }
 
 /* `line` must fail (exit 1) at once, saying `want` on stderr. "At once" is a bound that tells a

@@ -238,24 +238,10 @@ static void test_commands(void **state)
 
 /* ---- Resume ---- */
 
-/* The tensors of a checkpoint: the bytes after its header (its metadata holds timings). */
-static char *tensor_bytes(const char *run, const char *file, size_t *n)
-{
-    char path[700], err[ERR_LEN], *blob;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", run, file);
-    if (read_file(path, &blob, &len, err) != 0) fail_msg("%s", err);
-    uint64_t h = 0;
-    for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)blob[b] << (8 * b);
-    *n = len - 8 - h;
-    memmove(blob, blob + 8 + h, *n);
-    return blob;
-}
-
 static void assert_same_file_tensors(const char *a, const char *b, const char *file)
 {
     size_t na, nb;
-    char *x = tensor_bytes(a, file, &na), *y = tensor_bytes(b, file, &nb);
+    char *x = checkpoint_tensor_bytes(a, file, &na), *y = checkpoint_tensor_bytes(b, file, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(x, y, na);
     free(x);
@@ -435,13 +421,6 @@ static void test_resume_errors(void **state)
 }
 
 /* ---- Stops at any moment (issue 16) ---- */
-
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* A config whose Lua never ends: one Ctrl-C stops it within a second, exit 130, with the line
  * it was running. It used to be ignored (the flag was read only between batches). */
