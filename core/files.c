@@ -13,6 +13,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int sync_folder(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
 static int fsync_dir_of(const char *path)
 {
     char dir[PATH_MAX];
@@ -21,11 +30,7 @@ static int fsync_dir_of(const char *path)
     if (slash == dir) dir[1] = '\0';
     else if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
+    return sync_folder(dir);
 }
 
 int write_file_atomic(const char *path, const void *data, size_t len, char *err)

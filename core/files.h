@@ -13,6 +13,8 @@
 
 /* Writes len bytes to path atomically (temporary file, fsync, rename, fsync of the folder). */
 int write_file_atomic(const char *path, const void *data, size_t len, char *err);
+/* Flushes a folder's entries (a file or folder renamed into it) to disk; -1 when it cannot. */
+int sync_folder(const char *dir);
 /* Creates path and its missing parents, like mkdir -p. */
 int make_dirs(const char *path, char *err);
 /* Reads a whole regular file into a new buffer (NUL-terminated for text); the caller frees it. */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "files.h"
+
 #ifndef RX_PLUGIN_DIR
 #define RX_PLUGIN_DIR "/usr/local/lib/runexp/plugins"
 #endif
@@ -193,6 +195,11 @@ int plugin_load_file(const char *file, rx_kind kind, const char *name, plugin *o
     snprintf(out->file, sizeof out->file, "%s", file);
     /* RTLD_NODELETE: a plugin stays mapped after dlclose, because threads it started (OpenMP's
      * pool, OpenBLAS's) outlive the run that used it and would crash into unmapped code. */
+    char not_regular[ERR_LEN];
+    if (file_check_regular(file, not_regular) != 0) { /* dlopen would block on a FIFO */
+        snprintf(err, errlen, "%s", not_regular);
+        return -1;
+    }
     void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!h) {
         snprintf(err, errlen, "%s: cannot load: %s", file, dlerror());

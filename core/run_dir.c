@@ -55,12 +55,12 @@ static const char resolved_mark[] = "-- The resolved experiment: ";
 static bool file_begins_with(const char *dir, const char *name, const char *mark)
 {
     char path[PATH_MAX], head[128] = "", err[ERR_LEN];
-    if (run_dir_path(path, dir, name, err) != 0) return false;
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    size_t n = fread(head, 1, sizeof head - 1, f);
-    head[n] = '\0';
-    fclose(f);
+    /* open_regular: a FIFO of that name must not block (it is no run of ours either) */
+    int fd = run_dir_path(path, dir, name, err) == 0 ? open_regular(path, O_RDONLY, err) : -1;
+    if (fd < 0) return false;
+    ssize_t n = read(fd, head, sizeof head - 1);
+    close(fd);
+    head[n > 0 ? n : 0] = '\0';
     return strncmp(head, mark, strlen(mark)) == 0;
 }
 
@@ -146,16 +146,6 @@ static int write_configs(const char *dir, const strbuf *lua, char *err)
     return rc == 0 ? write_text(dir, "config.lua", lua, err) : -1;
 }
 
-/* Flushes a folder's entries (a folder renamed into it) to disk. */
-static void sync_folder(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* A new run: made whole in PARENT/.NAME.starting-PID, then renamed to dir (an empty folder there
  * is replaced), so that dir never exists without what resumes it. */
 static int make_new(const char *dir, trainer *t, const run_position *p, const strbuf *lua, char *err)
@@ -182,7 +172,7 @@ static int make_new(const char *dir, trainer *t, const run_position *p, const st
         rmdir(staging);
         return -1;
     }
-    sync_folder(parent);
+    sync_folder(parent); /* best effort: the rename itself is done */
     return 0;
 }
 

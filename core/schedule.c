@@ -5,11 +5,13 @@
 #include "schedule.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -151,8 +153,13 @@ static void function_source(lua_State *L, char *buf, size_t len)
     lua_getinfo(L, ">S", &ar);
     snprintf(buf, len, "error([==[the lr function defined in %s, line %d, cannot be copied into this file]==])",
              ar.short_src, ar.linedefined);
-    FILE *f = ar.source[0] == '@' && ar.linedefined > 0 ? fopen(ar.source + 1, "r") : NULL;
-    if (!f) return;
+    char why[ERR_LEN];
+    int fd = ar.source[0] == '@' && ar.linedefined > 0 ? open_regular(ar.source + 1, O_RDONLY, why) : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd);
+        return;
+    }
     char *line = NULL;
     size_t cap = 0;
     strbuf text = { 0 };

@@ -100,6 +100,29 @@ static void test_not_a_shared_object(void **state)
     free(dir);
 }
 
+/* A FIFO where a plugin is looked for is refused, not opened: dlopen would block on it. */
+static void test_fifo_is_not_opened(void **state)
+{
+    alarm(20); /* a blocking open would hang the suite: end it instead */
+    char *dir = test_tmpdir();
+    char sub[512], file[600];
+    snprintf(sub, sizeof sub, "%s/layers", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(file, sizeof file, "%s/pipe.so", sub);
+    assert_int_equal(mkfifo(file, 0644), 0);
+    plugin_path p = { 0 };
+    plugin_path_add(&p, dir);
+    plugin pl;
+    char err[1024] = "";
+    assert_int_equal(plugin_load(&p, RX_LAYER, "pipe", &pl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "pipe.so: is a FIFO, expected a regular file"));
+    alarm(0);
+    unlink(file);
+    rmdir(sub);
+    rmdir(dir);
+    free(dir);
+}
+
 static void test_search_order(void **state)
 {
     /* RUNEXP_PLUGIN_PATH comes first; the first folder holding the name wins. */
@@ -180,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_unknown_lists_known),
         cmocka_unit_test(test_names_are_not_paths),
         cmocka_unit_test(test_not_a_shared_object),
+        cmocka_unit_test(test_fifo_is_not_opened),
         cmocka_unit_test(test_search_order),
         cmocka_unit_test(test_in_tree_plugins_load),
         cmocka_unit_test(test_load_any_kind),
