@@ -346,9 +346,7 @@ static void test_examples_train(void **state)
                  ">'%s/log' 2>&1 && grep -q 'test accuracy 9' '%s/log'",
                  RX_BUILD_DIR, RX_BUILD_DIR, RX_SOURCE_DIR, examples[i], examples[i], dir, dir, dir);
         if (system(cmd) != 0) fail_msg("%s did not train to 90%%: see %s/log", examples[i], dir);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
-        free(dir);
+        test_rmdir(dir);
     }
 }
 

@@ -514,10 +514,7 @@ static void expect_same_run(const char *config, const char *overrides)
         config = file;
     }
     run_result cpu = run_on(dir, config, "cpu", overrides), gpu = run_on(dir, config, "cuda", overrides);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
+    test_rmdir(dir);
     const double loss_error = fabs(gpu.train_loss - cpu.train_loss) / fabs(cpu.train_loss);
     print_message("  %s%s%s: epoch 1 train loss cpu %.6f, cuda %.6f; test accuracy cpu %.4f, cuda %.4f\n", config,
                   overrides[0] ? " " : "", overrides, cpu.train_loss, gpu.train_loss, cpu.accuracy, gpu.accuracy);
