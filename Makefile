@@ -42,8 +42,9 @@ ifeq ($(SANITIZE),1)
   OPT := -O1
 endif
 ifeq ($(CUDA),1)
-  CFLAGS += -DRX_WITH_CUDA -isystem $(CUDA_HOME)/include
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  CFLAGS += -DRX_WITH_CUDA -DRX_CUDA_LIB_DIR='"$(CUDA_HOME)/lib64"' -isystem $(CUDA_HOME)/include
+  # No -lcublas: plugins/common/cublas_lazy.c loads cuBLAS when a run first uses it.
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
   # --fmad=false: kernels round every multiply and add as the CPU twins do (gcc in ISO C mode
   # contracts nothing), so the two devices can be compared closely.
   NVCCFLAGS := -O3 -std=c++17 --fmad=false -Xcompiler -fPIC,-Wall -Icore -DRX_WITH_CUDA $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH))
@@ -73,7 +74,10 @@ $(BUILD)/core/%.o: core/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DRX_PLUGIN_DIR='"$(PREFIX)/lib/runexp/plugins"' -c $< -o $@
 
-$(BUILD)/libruncore.a: $(CORE_OBJ)
+# Files of plugins/common the host links too, so that each concept has one copy.
+HOST_COMMON_OBJ := $(BUILD)/plugins/common/cublas_lazy.c.o
+
+$(BUILD)/libruncore.a: $(CORE_OBJ) $(HOST_COMMON_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a

@@ -12,6 +12,9 @@
  * and weight decay too), on both devices: the same first-epoch loss and test accuracy within
  * the bounds given at expect_same_run.
  *
+ * Loading: cuBLAS is loaded by its first call, not by a device=cpu run (test_cublas_loaded_on_first_use,
+ * the one test that runs without a GPU in a CUDA build).
+ *
  * Inputs are fresh each run: the seed is the time, printed with every result and failure, and
  * RX_TEST_SEED=N repeats a run. Whether a GPU is usable is read from `runexp check relu`'s own
  * row, so this process touches CUDA only in the in-process tests, which come last and run only
@@ -27,6 +30,7 @@
 #include "error.h"
 
 #ifdef RX_WITH_CUDA
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -107,7 +111,7 @@ static int probe_gpu(void **state)
     else
         g->usable = true;
 #endif
-    if (!g->usable && !g->problem[0]) printf("test_cuda: every test here skips: %s\n", g->why);
+    if (!g->usable && !g->problem[0]) printf("test_cuda: every test that needs a GPU skips: %s\n", g->why);
     else if (g->usable) printf("test_cuda: a GPU is usable; random inputs from seed %u (RX_TEST_SEED=%u repeats)\n",
                                g->seed, g->seed);
     *state = g;
@@ -623,16 +627,58 @@ static void test_device_check_reports_unchecked_call(void **state)
     assert_non_null(strstr(err, "on the GPU: an unchecked CUDA call or kernel launch of a plugin's failed"));
     if (g->usable) assert_int_equal(device_check(RX_CUDA, err), 0);
 }
+
+/* True when this process has libcublas mapped. */
+static bool cublas_mapped(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, "libcublas") != NULL;
+    fclose(f);
+    return found;
+}
+
+/* cuBLAS is loaded by its first call (plugins/common/cublas_lazy.c), not with the program: a
+ * device=cpu run of a CUDA build maps no libcublas (linked, it cost every run 210 MB of resident
+ * memory), and the first call in this process loads the real library. Runs without a GPU: loading
+ * and asking cuBLAS for a status name need none. */
+static void test_cublas_loaded_on_first_use(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir(), config[600], cmd[2000], out[OUTPUT_MAX];
+    snprintf(config, sizeof config, "%s/maps.lua", dir);
+    FILE *f = fopen(config, "w");
+    assert_non_null(f);
+    fprintf(f, "local e = dofile('%s/configs/synthetic.lua')\n"
+               "e.epochs, e.device, e.out = 1, 'cpu', '%s/run'\n"
+               "runexp.train(e)\n"
+               "local maps = io.open('/proc/self/maps'):read('a')\n"
+               "print(maps:find('libcublas') and 'cublas mapped' or 'no cublas')\n",
+            RX_SOURCE_DIR, dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, RX_BUILD_DIR "/runexp %s", config);
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc != 0 || !strstr(out, "no cublas")) fail_msg("exit %d:\n%s", rc, out);
+    test_rmdir(dir);
+
+    assert_false(cublas_mapped()); /* runs first: nothing here has called cuBLAS yet */
+    assert_string_equal(cublasGetStatusName(CUBLAS_STATUS_SUCCESS), "CUBLAS_STATUS_SUCCESS");
+    assert_true(cublas_mapped());
+}
 #else
 static void test_device_check_clean_on_gpu(void **state) { REQUIRE_GPU(state); }
 static void test_device_check_names_failed_call(void **state) { REQUIRE_GPU(state); }
 static void test_device_check_reports_unchecked_call(void **state) { REQUIRE_GPU(state); }
+static void test_cublas_loaded_on_first_use(void **state) { REQUIRE_GPU(state); }
 #endif
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         /* Child processes first: this process has not touched CUDA yet. */
+        cmocka_unit_test(test_cublas_loaded_on_first_use),
         cmocka_unit_test(test_synthetic_run_cpu_vs_cuda),
         cmocka_unit_test(test_every_layer_run_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_run_cpu_vs_cuda),
