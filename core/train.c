@@ -1,10 +1,12 @@
 /* train.c: the train / validate / test loop (see train.h).
  *
  * Everything that can be refused (config, plugins, data files, shapes) is checked before the
- * run folder is created, so a failed start leaves nothing behind. Then each epoch trains,
- * validates, saves the best checkpoint by validation loss (as the tutorial does), rewrites
- * metrics.csv and saves last.safetensors, which lets a resumed run continue bit for bit. At the
- * end the best checkpoint is loaded and tested, and summary.json written. */
+ * run folder is created, so a failed start leaves nothing behind. Then each epoch trains (the
+ * gradients clipped by their global norm when clip_grad_norm asks), validates, saves the best
+ * checkpoint by validation loss (as the tutorial does), rewrites metrics.csv and saves
+ * last.safetensors, which lets a resumed run continue bit for bit. After the last epoch, or
+ * sooner when early_stop sees no improvement for `patience` epochs, the best checkpoint is loaded
+ * and tested, and summary.json written. What is printed follows the log level (config `log`). */
 #include "train.h"
 
 #include <math.h>
@@ -51,8 +53,8 @@ static int log_level(const config *c)
     return strcmp(c->log, "quiet") == 0 ? LOG_QUIET : strcmp(c->log, "verbose") == 0 ? LOG_VERBOSE : LOG_NORMAL;
 }
 
-/* The lines about the run as a whole (the device auto chose, a resume's position, an early stop,
- * the result): a command line's run says them at the normal level, a script's only when verbose. */
+/* The lines about the run as a whole (the device auto chose, a resume's position): a command
+ * line's run says them at the normal level, a script's only when verbose. */
 static bool says_run_lines(const run *r)
 {
     return r->level == LOG_VERBOSE || (r->level == LOG_NORMAL && !r->in_script);
@@ -345,7 +347,7 @@ static int run_epochs(run *r, char *err)
     s->epochs = c->epochs;
     s->stopped_early = done < c->epochs;
     s->stopped_epoch = s->stopped_early ? done : 0;
-    if (s->stopped_early && says_run_lines(r))
+    if (s->stopped_early && r->level == LOG_VERBOSE) /* the result line says it too */
         fprintf(r->t.log, "stopping early: the validation loss has not fallen by more than %g for %lld epochs\n",
                 c->early_stop_min_delta, (long long)r->pos.stale_epochs);
     for (int i = 0; i < r->nhistory; i++) s->clipped_steps += r->history[i].clipped_steps;
