@@ -28,10 +28,12 @@ typedef struct top_key {
     const char *must;           /* NULL, or what a value must be, for the message: "at least 1" */
     double min, max;            /* with must, numbers: a value in [min, max) */
     const char *const *choices; /* with must, strings: one of these (NULL ended) */
+    bool omit_default;          /* left out of the resolved config at its default (a feature off) */
 } top_key;
 
 #define FIELD(f) .offset = offsetof(config, f), .size = sizeof ((config *)0)->f
 static const char *const devices[] = { "auto", "cpu", "cuda", NULL };
+static const char *const log_levels[] = { "quiet", "normal", "verbose", NULL };
 /* In the order the message for an unknown key lists them. `out` is left out of the resolved
  * config: run again, that file repeats the run in a new folder (`runexp resume` names it). */
 static const top_key top_keys[] = {
@@ -50,10 +52,18 @@ static const top_key top_keys[] = {
     { { .key = "ema", .type = RX_NUM, .def = { .num = 0 },
         .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
       FIELD(ema), .order = 4, .must = "a decay in [0, 1) (0: off)", .min = 0, .max = 1 },
+    { { .key = "clip_grad_norm", .type = RX_NUM, .def = { .num = 0 },
+        .help = "scale the gradients down to this global L2 norm before each step (0: off)" },
+      FIELD(clip_grad_norm), .order = 6, .must = "a finite number >= 0 (0: off)", .min = 0, .max = INFINITY,
+      .omit_default = true },
+    /* Left out of the resolved config: how much a run prints is no part of the experiment, and a
+     * resume may print more or less. */
+    { { .key = "log", .type = RX_STR, .def = { .s = "normal" }, .help = "quiet, normal or verbose (-q, -v)" },
+      FIELD(log), .must = "quiet, normal or verbose", .choices = log_levels },
 };
 #undef FIELD
 #define NTOP ((int)(sizeof top_keys / sizeof *top_keys))
-static const char *const top_tables[] = { "data", "model", "loss", "optim" };
+static const char *const top_tables[] = { "data", "model", "loss", "optim", "early_stop" };
 
 /* Keys the host reads inside a plugin's table, beside the plugin's own parameters. */
 static const rx_param data_host_params[] = {
@@ -527,7 +537,8 @@ static int unknown_top_key(reader *r)
     config_describe(r->L, -2, got, sizeof got);
     for (int i = 0, used = 0; i < NTOP; i++)
         used += snprintf(keys + used, sizeof keys - (size_t)used, "%s%s", i ? ", " : "", top_keys[i].p.key);
-    return fail(r, NULL, "unknown key %s in the experiment table (accepted: data, model, loss, optim, %s)", got, keys);
+    return fail(r, NULL, "unknown key %s in the experiment table (accepted: data, model, loss, optim, early_stop, %s)",
+                got, keys);
 }
 
 /* The keys of top_keys in the experiment table at idx, defaults for those it lacks, into r->c. */
@@ -619,11 +630,54 @@ static int read_model(reader *r, int idx)
     return 0;
 }
 
+/* early_stop = { patience = N, min_delta = d } (absent or false: off), in the experiment table
+ * at idx. Its keys go through the same conversion as a plugin's, so their messages read alike. */
+static int read_early_stop(reader *r, int idx)
+{
+    static const rx_param keys[] = {
+        { .key = "patience", .type = RX_INT, .required = true, .help = "epochs without improvement before stopping" },
+        { .key = "min_delta", .type = RX_NUM, .def = { .num = 0 }, .help = "a smaller decrease is no improvement" },
+        { 0 },
+    };
+    lua_State *L = r->L;
+    config *c = r->c;
+    rx_value v[2] = { { .i = 0 }, keys[1].def };
+    bool seen[2] = { false, false };
+    c->early_stop_patience = 0; /* read twice (the file, then with the overrides): off unless given */
+    c->early_stop_min_delta = 0;
+    int t = lua_getfield(L, idx, "early_stop");
+    if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) return lua_pop(L, 1), 0;
+    if (t != LUA_TTABLE) {
+        char got[96];
+        config_describe(L, -1, got, sizeof got);
+        return fail(r, NULL, "'early_stop' must be a table { patience = N, min_delta = d } (or false), got %s", got);
+    }
+    for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int i = key ? config_find_param(keys, key) : -1;
+        if (i < 0) {
+            char got[96];
+            config_describe(L, -2, got, sizeof got);
+            return fail(r, "early_stop", "unknown key %s (accepted: patience, min_delta)", got);
+        }
+        if (convert(r, "early_stop", -1, &keys[i], &v[i]) != 0) return -1;
+        seen[i] = true;
+    }
+    lua_pop(L, 1);
+    if (!seen[0]) return fail(r, "early_stop", "'patience' is required (epochs without improvement before stopping)");
+    if (v[0].i < 1) return fail(r, "early_stop", "'patience' must be at least 1, got %lld", (long long)v[0].i);
+    if (!(v[1].num >= 0) || !isfinite(v[1].num))
+        return fail(r, "early_stop", "'min_delta' must be a finite number >= 0, got %g", v[1].num);
+    c->early_stop_patience = v[0].i;
+    c->early_stop_min_delta = v[1].num;
+    return 0;
+}
+
 /* Reads the whole experiment table at stack index idx into r->c. */
 static int read_experiment(reader *r, int idx)
 {
     rx_value host[1];
-    if (read_top_keys(r, idx) != 0 || read_data(r, idx) != 0) return -1;
+    if (read_top_keys(r, idx) != 0 || read_early_stop(r, idx) != 0 || read_data(r, idx) != 0) return -1;
     if (lua_getfield(r->L, idx, "loss") == LUA_TNIL) return fail(r, NULL, "missing key 'loss' (e.g. \"cross_entropy\")");
     if (read_use(r, RX_LOSS, "loss", "", no_params, host, &r->c->loss) != 0) return -1;
     lua_pop(r->L, 1);
@@ -1049,12 +1103,18 @@ static void lua_top_keys(strbuf *b, const config *c)
         found = 0;
         for (int i = 0; i < NTOP; i++) {
             if (top_keys[i].order != order) continue;
+            found = 1;
             rx_value v;
             top_key_get(c, &top_keys[i], &v);
+            if (top_keys[i].omit_default && v.num == top_keys[i].p.def.num) continue; /* numbers only */
             sb_printf(b, "%s%s = ", order > 1 ? ", " : "", top_keys[i].p.key);
             lua_value(b, top_keys[i].p.type, &v);
-            found = 1;
         }
+    }
+    if (c->early_stop_patience > 0) {
+        sb_printf(b, ", early_stop = { patience = %lld, min_delta = ", (long long)c->early_stop_patience);
+        config_lua_number(b, c->early_stop_min_delta);
+        sb_printf(b, " }");
     }
 }
 

@@ -52,6 +52,10 @@ typedef struct config {
     double lr, weight_decay;   /* optim.lr and optim.weight_decay, read by the host */
     schedule sched;            /* optim.schedule, or optim.lr given as a function */
     double ema;                /* decay of the weights' moving average used for evaluation; 0: off */
+    double clip_grad_norm;     /* > 0: gradients scaled down to this global L2 norm before each step */
+    int64_t early_stop_patience; /* > 0: stop after this many epochs without the validation loss */
+    double early_stop_min_delta; /* improving by more than min_delta; 0 patience: off */
+    char log[16];              /* "quiet", "normal" or "verbose": what a run prints */
     lua_State *L;              /* the state holding a schedule function, or NULL */
     bool owns_L;               /* config_free closes it (config_load's own state) */
     char device[16];           /* "auto", "cpu" or "cuda" */

@@ -4,6 +4,7 @@
  * device_check (see device.h). */
 #include "device.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,27 @@ void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float
     }
 #pragma omp parallel for simd num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
+}
+
+double device_sum_squares(rx_device d, const rx_ctx *ctx, size_t n, const float *x)
+{
+    double sum = 0;
+#ifdef RX_WITH_CUDA
+    if (d == RX_CUDA) {
+        cublasHandle_t h = (cublasHandle_t)ctx->cublas;
+        for (size_t at = 0; at < n; at += 1u << 30) { /* cuBLAS counts in int */
+            int k = (int)(n - at < (1u << 30) ? n - at : (1u << 30));
+            float norm = 0; /* the host pointer mode: the call waits for the queued work */
+            if (!CUBLAS_CHECK(cublasSnrm2(h, k, x + at, 1, &norm))) return NAN;
+            sum += (double)norm * (double)norm;
+        }
+        return sum;
+    }
+#endif
+    /* One thread, in order, in double: the same sum on every thread count, and no float's
+     * overflow for the squares of large gradients. */
+    for (size_t i = 0; i < n; i++) sum += (double)x[i] * (double)x[i];
+    return sum;
 }
 
 void *host_alloc_pinned(rx_device d, size_t bytes)

@@ -29,6 +29,10 @@ void device_copy(rx_device d, void *dst, const void *src, size_t bytes);
 /* y = a * x + b * y over n floats of the device: residual sums, averages of views, the weights'
  * moving average. cuBLAS on the GPU, ctx->threads on the CPU. */
 void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float *x, float b, float *y);
+/* The sum of the squares of n floats of the device (a gradient's squared L2 norm), on the host:
+ * in double and in order on the CPU, from cuBLAS's snrm2 on the GPU (which waits for the queued
+ * work); NaN after a failed cuBLAS call (device_check says which). */
+double device_sum_squares(rx_device d, const rx_ctx *ctx, size_t n, const float *x);
 /* Host memory the device copies from without staging (pinned on CUDA). */
 void *host_alloc_pinned(rx_device d, size_t bytes);
 void host_free_pinned(rx_device d, void *p);

@@ -33,6 +33,10 @@ static void usage(FILE *f)
             "                                              determinism, speed\n"
             "       runexp --help | --version\n"
             "\n"
+            "-q (--quiet) prints only errors and each run's result line, -v (--verbose) everything (the\n"
+            "resolved config, the data, each best checkpoint, the test per class); the default prints a\n"
+            "line per epoch and the result. They set the config's log = \"quiet\" | \"verbose\".\n"
+            "\n"
             "key=value overrides the config with dotted keys, typed as Lua reads them:\n"
             "  runexp configs/cifar10.lua epochs=1 optim.lr=0.05 data.path=/x device=cpu out=runs/x\n"
             "  epochs=5 is an integer, optim.lr=1e-3 a number, optim.nesterov=true a boolean,\n"
@@ -155,6 +159,23 @@ static int check(const plugin_path *path, int argc, char **argv)
     return failures == 0 ? 0 : 1;
 }
 
+/* -q (--quiet) and -v (--verbose), anywhere among a run's or a resume's arguments: taken out of
+ * argv and given back as the override log=quiet or log=verbose (the last one wins), which comes
+ * after the config's own `log`, so the command line wins. NULL when neither is there. */
+static char *take_log_level(int *argc, char **argv)
+{
+    char *level = NULL;
+    int n = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "-q") == 0 || strcmp(argv[i], "--quiet") == 0) level = "log=quiet";
+        else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) level = "log=verbose";
+        else argv[n++] = argv[i];
+    }
+    *argc = n;
+    argv[n] = NULL;
+    return level;
+}
+
 /* OpenMP's threads spin at every barrier by default. On a machine shared with other work (a CI
  * runner, a laptop, a VM with busy neighbours) the spinning thread holds a core the working one
  * needs, and a 2-thread run fell to a tenth of its speed; sleeping instead costs a few
@@ -171,6 +192,8 @@ static void prefer_passive_threads(char **argv)
 int main(int argc, char **argv)
 {
     prefer_passive_threads(argv);
+    bool other_verb = argc >= 2 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "plugins") == 0);
+    char *level = other_verb ? NULL : take_log_level(&argc, argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -195,6 +218,10 @@ int main(int argc, char **argv)
             return 2;
         }
         return check(&s.path, argc - 2, argv + 2);
+    }
+    if (level) { /* room: taking the option out freed a slot, and argv[argc] was NULL */
+        argv[argc++] = level;
+        argv[argc] = NULL;
     }
     interrupt_handle_signals();
     crash_handle_signals();

@@ -62,16 +62,25 @@ void progress_begin(progress *p, FILE *out, int64_t total_batches, int64_t epoch
     p->last_draw = p->start - 1; /* the first update draws */
 }
 
+double progress_run_left(const progress *p, int64_t done, double elapsed)
+{
+    if (done <= 0) return -1;
+    double per_batch = elapsed / (double)done, later = p->later_epoch_seconds;
+    if (!(later > 0)) later = per_batch * (double)p->total;
+    return per_batch * (double)(p->total - done) + later * (double)(p->epochs - p->epoch);
+}
+
 static void draw(progress *p, int64_t done, int64_t images, double loss, double elapsed)
 {
-    char head[64], tail[160], eta[32], rate[32], bar[MAX_BAR + 3] = "", line[320];
+    char head[64], tail[192], eta[32], run_eta[32], rate[32], bar[MAX_BAR + 3] = "", line[352];
     snprintf(head, sizeof head, "epoch %lld/%lld ", (long long)p->epoch, (long long)p->epochs);
     if (elapsed > 0 && images > 0) snprintf(rate, sizeof rate, "%.0f", (double)images / elapsed);
     else snprintf(rate, sizeof rate, "--");
     format_duration(eta, sizeof eta, done > 0 ? elapsed * (double)(p->total - done) / (double)done : -1);
     int digits = snprintf(NULL, 0, "%lld", (long long)p->total); /* a steady width: the line does not jitter */
-    snprintf(tail, sizeof tail, " %*lld/%lld  %s img/s  loss %.4f  ETA %s", digits, (long long)done,
-             (long long)p->total, rate, loss, eta);
+    format_duration(run_eta, sizeof run_eta, progress_run_left(p, done, elapsed));
+    snprintf(tail, sizeof tail, " %*lld/%lld  %s img/s  loss %.4f  ETA %s, run %s", digits, (long long)done,
+             (long long)p->total, rate, loss, eta, run_eta);
     int columns = terminal_columns(p->out);
     int room = columns - 1 - (int)strlen(head) - (int)strlen(tail) - 2;
     if (room >= MIN_BAR) format_bar(bar, room < MAX_BAR ? room : MAX_BAR, done, p->total);

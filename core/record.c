@@ -34,6 +34,9 @@ const field summary_fields[] = {
     SUMMARY_FIELD(FIELD_NUM, train_seconds_per_epoch, "%.6g"),
     SUMMARY_FIELD(FIELD_NUM, images_per_second, "%.6g"),
     SUMMARY_FIELD(FIELD_NUM, total_seconds, "%.6g"),
+    SUMMARY_FIELD(FIELD_BOOL, stopped_early, NULL),
+    SUMMARY_FIELD(FIELD_INT, stopped_epoch, NULL),
+    SUMMARY_FIELD(FIELD_INT, clipped_steps, NULL),
 };
 const int n_summary_fields = (int)(sizeof summary_fields / sizeof *summary_fields);
 
@@ -46,6 +49,11 @@ double field_number(const field *f, const void *record)
 {
     if (f->type == FIELD_INT) return (double)field_int(f, record);
     return *(const double *)(const void *)((const char *)record + f->offset);
+}
+
+bool field_bool(const field *f, const void *record)
+{
+    return *(const bool *)(const void *)((const char *)record + f->offset);
 }
 
 const char *field_string(const field *f, const void *record)
@@ -87,14 +95,26 @@ void epoch_csv_row(strbuf *b, const epoch_record *e)
 int epoch_csv_parse(const char *line, epoch_record *e)
 {
     const char *p = line;
+    bool older = false;
     for (int i = 0; i < n_epoch_fields; i++) {
         const field *f = &epoch_fields[i];
         char *end;
         void *at = (char *)e + f->offset;
         if (f->type == FIELD_INT) *(int64_t *)at = strtoll(p, &end, 10);
         else *(double *)at = strtod(p, &end);
-        if (end == p || *end != (i + 1 < n_epoch_fields ? ',' : '\0')) return -1;
+        if (end == p) return -1;
+        if (*end == '\0' && i + 1 == EPOCH_FIELDS_BEFORE_0_3) { /* an older runexp's row */
+            older = true;
+            break;
+        }
+        if (*end != (i + 1 < n_epoch_fields ? ',' : '\0')) return -1;
         p = end + 1;
+    }
+    for (int i = EPOCH_FIELDS_BEFORE_0_3; older && i < n_epoch_fields; i++) {
+        const field *f = &epoch_fields[i];
+        void *at = (char *)e + f->offset;
+        if (f->type == FIELD_INT) *(int64_t *)at = 0;
+        else *(double *)at = NAN;
     }
     return 0;
 }
@@ -116,6 +136,7 @@ static void json_value(strbuf *b, const field *f, const void *record)
 {
     double v = f->type == FIELD_NUM ? field_number(f, record) : 0;
     if (f->type == FIELD_STR) sb_json_string(b, field_string(f, record));
+    else if (f->type == FIELD_BOOL) sb_printf(b, "%s", field_bool(f, record) ? "true" : "false");
     else if (f->type == FIELD_INT) sb_printf(b, "%lld", (long long)field_int(f, record));
     else if (isfinite(v)) sb_printf(b, f->format, v);
     else sb_printf(b, "null"); /* e.g. no validation split: JSON has no NaN */

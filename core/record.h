@@ -26,10 +26,21 @@
     X(FIELD_NUM, valid_accuracy, "%.6f", "  valid accuracy %.2f%%", 100)         \
     X(FIELD_NUM, lr, "%g", "  lr %.4g", 1)                                       \
     X(FIELD_NUM, train_seconds, "%.4f", "  (train %.2f s", 1)                    \
-    X(FIELD_NUM, images_per_second, "%.1f", ", %.0f img/s)", 1)
+    X(FIELD_NUM, images_per_second, "%.1f", ", %.0f img/s)", 1)                  \
+    X(FIELD_NUM, grad_norm, "%.6g", "  grad norm %.3g", 1)                       \
+    X(FIELD_NUM, grad_norm_max, "%.6g", " (max %.3g)", 1)                       \
+    X(FIELD_INT, clipped_steps, "%lld", NULL, 1)                                 \
+    X(FIELD_INT, epochs_without_improvement, "%lld", NULL, 1)
+/* grad_norm, grad_norm_max: the mean and largest global gradient norm of the epoch's steps before
+ * clipping (NaN without clip_grad_norm); clipped_steps: the steps that were scaled down;
+ * epochs_without_improvement: since the validation loss last fell by more than
+ * early_stop.min_delta (0 after an epoch that did). A row of an older runexp ends after
+ * images_per_second (EPOCH_FIELDS_BEFORE_0_3 fields); the rest then read as NaN or 0. */
+#define EPOCH_FIELDS_BEFORE_0_3 8
 
-/* FIELD_CLASSES: an eval_result's per-class accuracies; FIELD_EVAL: an embedded eval_result. */
-typedef enum { FIELD_INT, FIELD_NUM, FIELD_STR, FIELD_CLASSES, FIELD_EVAL } field_type;
+/* FIELD_CLASSES: an eval_result's per-class accuracies; FIELD_EVAL: an embedded eval_result;
+ * FIELD_BOOL: a bool (true or false in JSON and Lua). */
+typedef enum { FIELD_INT, FIELD_NUM, FIELD_STR, FIELD_CLASSES, FIELD_EVAL, FIELD_BOOL } field_type;
 
 #define RECORD_MEMBER_FIELD_INT int64_t
 #define RECORD_MEMBER_FIELD_NUM double
@@ -57,6 +68,9 @@ typedef struct run_summary {
     double best_valid_loss;      /* NaN or infinite without a validation split: null in JSON */
     eval_result test;            /* the best checkpoint on the test split */
     double train_seconds_per_epoch, images_per_second, total_seconds;
+    bool stopped_early;          /* early_stop ended the run before its last epoch */
+    int64_t stopped_epoch;       /* the epoch it stopped after; 0 when every epoch ran */
+    int64_t clipped_steps;       /* steps whose gradients clip_grad_norm scaled down */
     int nhistory;
     epoch_record *history;       /* (nhistory), one per epoch; free with run_summary_free */
 } run_summary;
@@ -84,10 +98,11 @@ extern const int n_eval_fields;
 extern const field summary_fields[];
 extern const int n_summary_fields;
 
-/* A field's value: FIELD_INT, FIELD_NUM (a double; an integer converted), FIELD_STR. */
+/* A field's value: FIELD_INT, FIELD_NUM (a double; an integer converted), FIELD_STR, FIELD_BOOL. */
 int64_t field_int(const field *f, const void *record);
 double field_number(const field *f, const void *record);
 const char *field_string(const field *f, const void *record);
+bool field_bool(const field *f, const void *record);
 /* An evaluation's per-class accuracy: correct / total, 0 for a class the split lacks. */
 double class_accuracy(const eval_result *e, int k);
 

@@ -202,6 +202,12 @@ static int check_unfinished(const config *c, const run_position *p, char *err)
     if (p->epochs_done == c->epochs && exists(dir, "summary.json"))
         return errorf(err, "%s: the run is finished (its results are in %s/summary.json); to train it further, give "
                       "it more epochs: runexp resume %s epochs=%lld", dir, dir, dir, (long long)c->epochs + 1);
+    if (run_stopped_early(c, p) && exists(dir, "summary.json"))
+        return errorf(err, "%s: the run stopped early after epoch %lld, %lld epochs without improvement (early_stop."
+                      "patience = %lld), and is finished (its results are in %s/summary.json); to train it further, "
+                      "give it more patience: runexp resume %s 'early_stop={patience=%lld}' --allow-changes", dir,
+                      (long long)p->epochs_done, (long long)p->stale_epochs, (long long)c->early_stop_patience, dir, dir,
+                      (long long)p->stale_epochs + 1);
     return 0;
 }
 
@@ -221,7 +227,7 @@ int run_dir_open(config *c, run_dir_mode mode, int flags, trainer *t, const run_
         if (rc == 0) rc = remove_file(dir, "summary.json", err);
         if (rc == 0) rc = write_configs(dir, &lua, err);
     }
-    if (rc == 0) fprintf(log, "%srun folder: %s\n", lua.s, dir);
+    if (rc == 0 && log) fprintf(log, "%srun folder: %s\n", lua.s, dir);
     *config_text = lua.s;
     return rc;
 }
@@ -319,6 +325,7 @@ static void copy_resume_tensors(trainer *t, float *host, bool to_host)
 #define POSITION_FORMAT_POSITION_U64(p, v, buf) snprintf(buf, sizeof buf, "%" PRIu64, (v))
 #define POSITION_FORMAT_POSITION_NUM(p, v, buf) snprintf(buf, sizeof buf, "%.17g", (v))
 #define POSITION_FORMAT_POSITION_OPTNUM POSITION_FORMAT_POSITION_NUM
+#define POSITION_FORMAT_POSITION_OPTCOUNT POSITION_FORMAT_POSITION_COUNT
 #define POSITION_SAVE(type, name, key)                             \
     POSITION_FORMAT_##type(p, p->name, values[nmeta]);            \
     meta[nmeta] = (ckpt_meta){ key, values[nmeta] };               \
@@ -326,8 +333,8 @@ static void copy_resume_tensors(trainer *t, float *host, bool to_host)
 
 int run_dir_save_last(const char *dir, trainer *t, const run_position *p, char *err)
 {
-    char path[PATH_MAX], values[16][40];
-    ckpt_meta meta[18] = { { "format", "pt" }, { "producer", "runexp" } };
+    char path[PATH_MAX], values[24][40];
+    ckpt_meta meta[26] = { { "format", "pt" }, { "producer", "runexp" } };
     int nmeta = 2;
     POSITION_FIELDS(POSITION_SAVE)
     ckpt_tensor extra[2];
@@ -346,7 +353,8 @@ static int read_position_field(const ckpt_meta_buf *m, const char *key, int type
     const char *s = ckpt_meta_get(m, key);
     char *end = NULL;
     if (!s && type == 'o') return *(double *)v = NAN, 0; /* optional: a file of an older runexp */
-    if (type == 'c') {
+    if (!s && type == 'k') return *(int64_t *)v = 0, 0;
+    if (type == 'c' || type == 'k') {
         long long x = s ? strtoll(s, &end, 10) : 0;
         if (!s || *end || x < 0) return errorf(err, "%s: metadata '%s' is missing or not a count", path, key);
         *(int64_t *)v = x;
@@ -366,6 +374,7 @@ static int read_position_field(const ckpt_meta_buf *m, const char *key, int type
 #define POSITION_TYPE_POSITION_U64 'u'
 #define POSITION_TYPE_POSITION_NUM 'n'
 #define POSITION_TYPE_POSITION_OPTNUM 'o'
+#define POSITION_TYPE_POSITION_OPTCOUNT 'k'
 #define POSITION_READ(type, name, key) \
     if (read_position_field(m, key, POSITION_TYPE_##type, &p->name, path, err) != 0) return -1;
 
@@ -395,6 +404,9 @@ int run_position_check(const run_position *p, int64_t epochs, int64_t batches, c
         return errorf(err, "%s: metadata 'step' is %lld, but %lld epochs of %lld batches and %lld batches more make %s%lld",
                       path, (long long)p->step, (long long)p->epochs_done, (long long)batches, (long long)p->batches_done,
                       over ? "more than " : "", (long long)(over ? INT64_MAX : steps));
+    if (p->stale_epochs > p->epochs_done)
+        return errorf(err, "%s: metadata 'epochs_without_improvement' is %lld, more than the %lld epochs done", path,
+                      (long long)p->stale_epochs, (long long)p->epochs_done);
     if (p->best_epoch > p->epochs_done)
         return errorf(err, "%s: metadata 'best_epoch' is %lld, past the %lld epochs done", path, (long long)p->best_epoch,
                       (long long)p->epochs_done);

@@ -35,23 +35,38 @@
     X(POSITION_NUM, loss_sum, "loss_sum")          \
     X(POSITION_NUM, epoch_seconds, "epoch_seconds") \
     X(POSITION_NUM, train_seconds, "train_seconds") \
-    X(POSITION_OPTNUM, lr, "lr")
+    X(POSITION_OPTNUM, lr, "lr")                   \
+    X(POSITION_OPTNUM, grad_norm_sum, "grad_norm_sum") \
+    X(POSITION_OPTNUM, grad_norm_max, "grad_norm_max") \
+    X(POSITION_OPTCOUNT, clipped_steps, "clipped_steps") \
+    X(POSITION_OPTCOUNT, stale_epochs, "epochs_without_improvement") \
+    X(POSITION_OPTNUM, stop_best_loss, "early_stop_best")
 
 #define POSITION_MEMBER_POSITION_COUNT int64_t
 #define POSITION_MEMBER_POSITION_U64 uint64_t
 #define POSITION_MEMBER_POSITION_NUM double
 #define POSITION_MEMBER_POSITION_OPTNUM double /* NaN when missing (a file of an older runexp) */
+#define POSITION_MEMBER_POSITION_OPTCOUNT int64_t /* 0 when missing */
 #define POSITION_MEMBER(type, name, key) POSITION_MEMBER_##type name;
 
 /* epochs_done whole epochs, then batches_done batches into the next one (all of its batches:
  * trained, not yet validated); step optimizer steps; rng the context's RNG state; the best
  * validation loss so far and its epoch; the train loss summed and the training time spent on the
  * batches done this epoch, and the training time of the whole epochs done; lr the last step's
- * learning rate (the epoch's row of metrics.csv shows it). epochs_done = epochs: the test is
- * what remains. */
+ * learning rate (the epoch's row of metrics.csv shows it); the sum and largest of the global
+ * gradient norms of this epoch's steps before clipping and how many were clipped (with
+ * clip_grad_norm); the epochs since the validation loss last fell by more than
+ * early_stop.min_delta, and the loss it fell to (early stopping's own best). epochs_done = epochs,
+ * or stale_epochs reaching early_stop.patience: the test is what remains. */
 typedef struct run_position {
     POSITION_FIELDS(POSITION_MEMBER)
 } run_position;
+
+/* Whether early stopping has ended the run at p: the test is what remains. */
+static inline bool run_stopped_early(const config *c, const run_position *p)
+{
+    return c->early_stop_patience > 0 && p->stale_epochs >= c->early_stop_patience;
+}
 
 /* "DIR/NAME" into buf (PATH_MAX bytes); -1 when too long. */
 int run_dir_path(char *buf, const char *dir, const char *name, char *err);
@@ -70,7 +85,7 @@ int run_dir_mode_of(const config *c, int flags, run_dir_mode *mode, char *err);
  * mode says. A new or restarted run gets started.lua, config.lua and last.safetensors at p (the
  * start: t's initial weights); a resumed one is refused when it is finished or when its config
  * differs from started.lua (unless RUN_ALLOW_CHANGES; epochs may always change). The resolved
- * config is printed on log; *config_text gets it (the caller frees it). */
+ * config is printed on log (unless NULL); *config_text gets it (the caller frees it). */
 int run_dir_open(config *c, run_dir_mode mode, int flags, trainer *t, const run_position *p, FILE *log,
                  char **config_text, char *err);
 

@@ -100,6 +100,9 @@ static void set_fields(lua_State *L, const field *fields, int n, const void *rec
             lua_setfield(L, -2, key);
         } else if (f->type == FIELD_STR) {
             set_string(L, key, field_string(f, record));
+        } else if (f->type == FIELD_BOOL) {
+            lua_pushboolean(L, field_bool(f, record));
+            lua_setfield(L, -2, key);
         } else if (f->type == FIELD_INT) {
             set_integer(L, key, field_int(f, record));
         } else {
@@ -137,7 +140,7 @@ static int l_train(lua_State *L)
     free(rest);
     if (rc == 0) {
         s->in_experiment = true;
-        rc = train_run(&c, s->run_flags, s->log, &sum, err);
+        rc = train_run(&c, s->run_flags | TRAIN_IN_SCRIPT, s->log, &sum, err);
         s->in_experiment = false;
         if (rc == TRAIN_INTERRUPTED) s->interrupted = true;
     }

@@ -1,10 +1,12 @@
 /* train.c: the train / validate / test loop (see train.h).
  *
  * Everything that can be refused (config, plugins, data files, shapes) is checked before the
- * run folder is created, so a failed start leaves nothing behind. Then each epoch trains,
- * validates, saves the best checkpoint by validation loss (as the tutorial does), rewrites
- * metrics.csv and saves last.safetensors, which lets a resumed run continue bit for bit. At the
- * end the best checkpoint is loaded and tested, and summary.json written. */
+ * run folder is created, so a failed start leaves nothing behind. Then each epoch trains (the
+ * gradients clipped by their global norm when clip_grad_norm asks), validates, saves the best
+ * checkpoint by validation loss (as the tutorial does), rewrites metrics.csv and saves
+ * last.safetensors, which lets a resumed run continue bit for bit. After the last epoch, or
+ * sooner when early_stop sees no improvement for `patience` epochs, the best checkpoint is loaded
+ * and tested, and summary.json written. What is printed follows the log level (config `log`). */
 #include "train.h"
 
 #include <math.h>
@@ -36,7 +38,27 @@ typedef struct run {
     progress bar;                /* the epoch's progress bar (a no-op off a terminal) */
     int observer_failures;       /* pictures and reports not written: the run fails at its end */
     char observer_err[ERR_LEN];  /* the first of them */
+    int level;                   /* LOG_QUIET, LOG_NORMAL or LOG_VERBOSE: config `log` (-q, -v) */
+    bool in_script;              /* one of a script's runs (TRAIN_IN_SCRIPT): the script says the results */
 } run;
+
+/* What a run prints (config `log`): quiet, its result line only; normal, a line per epoch and its
+ * result line (a script's run: the epoch lines, the script printing what it wants of the
+ * results); verbose, everything: the resolved config, the data, each best checkpoint saved and
+ * the test per class. Errors go to stderr at every level. */
+enum { LOG_QUIET, LOG_NORMAL, LOG_VERBOSE };
+
+static int log_level(const config *c)
+{
+    return strcmp(c->log, "quiet") == 0 ? LOG_QUIET : strcmp(c->log, "verbose") == 0 ? LOG_VERBOSE : LOG_NORMAL;
+}
+
+/* The lines about the run as a whole (the device auto chose, a resume's position): a command
+ * line's run says them at the normal level, a script's only when verbose. */
+static bool says_run_lines(const run *r)
+{
+    return r->level == LOG_VERBOSE || (r->level == LOG_NORMAL && !r->in_script);
+}
 
 static double now_seconds(void)
 {
@@ -56,6 +78,35 @@ static void observe(run *r, observe_event event)
 }
 
 /* ---- One batch, one epoch ---- */
+
+/* clip_grad_norm: the global L2 norm of the gradients of every group this epoch trains, as
+ * torch.nn.utils.clip_grad_norm_ computes it; above the bound, every one of them is scaled by
+ * bound / (norm + 1e-6) before the step. The norm before clipping goes into the epoch's row. */
+static int clip_gradients(run *r, int64_t epoch, char *err)
+{
+    trainer *t = &r->t;
+    double bound = t->c->clip_grad_norm, sum = 0;
+    if (!(bound > 0)) return 0;
+    for (int i = 0; i < t->nt.ngroups; i++) {
+        const param_group *g = &t->nt.groups[i];
+        if (group_trains(g, epoch)) sum += device_sum_squares(t->device, &t->ctx, g->n, t->nt.grads + g->offset);
+    }
+    if (device_check(t->device, err) != 0) return -1;
+    double norm = sqrt(sum), coef = bound / (norm + 1e-6);
+    if (!isfinite(norm))
+        return errorf(err, "epoch %lld, batch %lld: the gradients' norm is %s; stopping (best.safetensors is kept as it "
+                      "was; try a smaller learning rate)", (long long)epoch, (long long)r->pos.batches_done + 1,
+                      isnan(norm) ? "NaN" : "infinite");
+    r->pos.grad_norm_sum += norm;
+    if (norm > r->pos.grad_norm_max) r->pos.grad_norm_max = norm;
+    if (coef >= 1) return 0;
+    r->pos.clipped_steps++;
+    for (int i = 0; i < t->nt.ngroups; i++) {
+        const param_group *g = &t->nt.groups[i];
+        if (group_trains(g, epoch)) device_axpby(t->device, &t->ctx, g->n, 0, NULL, (float)coef, t->nt.grads + g->offset);
+    }
+    return 0;
+}
 
 /* One step of every group the optimizer trains, at the schedule's learning rate; then the
  * moving average, if any, follows the weights. */
@@ -103,6 +154,7 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *er
     rx_tensor dlogits = trainer_tensor(t, t->dlogits, n, t->nt.out);
     net_zero_grads(&t->nt);
     if (net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err) != 0) return -1;
+    if (clip_gradients(r, epoch, err) != 0) return -1;
     return optimizer_step(r, epoch, err);
 }
 
@@ -139,7 +191,12 @@ static int train_epoch(run *r, char *err)
     t->ctx.err[0] = '\0';
     if (c->data.pl.desc->data.begin_epoch(t->data, &t->ctx, RX_TRAIN, epoch) != 0)
         return trainer_plugin_failed(t, &c->data, "begin_epoch", err);
-    progress_begin(&r->bar, t->log, (total + c->batch_size - 1) / c->batch_size, epoch, c->epochs);
+    progress_begin(&r->bar, r->level > LOG_QUIET ? t->log : NULL, (total + c->batch_size - 1) / c->batch_size, epoch,
+                   c->epochs);
+    /* The time left for the whole run counts each epoch to come as long as those done took. */
+    double done_seconds = 0;
+    for (int i = 0; i < r->nhistory; i++) done_seconds += r->history[i].seconds;
+    r->bar.later_epoch_seconds = r->nhistory ? done_seconds / r->nhistory : 0;
     for (int64_t first = r->pos.batches_done * c->batch_size; first < total; first += c->batch_size) {
         double t0 = now_seconds();
         int64_t n = total - first < c->batch_size ? total - first : c->batch_size;
@@ -164,14 +221,40 @@ static int keep_best(run *r, const epoch_record *e, bool validating, char *err)
     if (run_dir_path(best, r->s->dir, "best.safetensors", err) != 0 ||
         run_dir_save_best(r->s->dir, &r->t.nt, e->epoch, e->valid_loss, err) != 0)
         return -1;
-    if (validating)
+    if (r->level == LOG_VERBOSE && validating)
         fprintf(r->t.log, "  validation loss decreased (%.4f -> %.4f): saved %s\n", r->pos.best_valid_loss,
                 e->valid_loss, best);
-    else
+    else if (r->level == LOG_VERBOSE)
         fprintf(r->t.log, "  no validation split: saved the last epoch's weights as %s\n", best);
     r->pos.best_valid_loss = e->valid_loss;
     r->pos.best_epoch = e->epoch;
     return 0;
+}
+
+/* The epoch's row, from its validation v and where its training stands; early stopping's count
+ * of epochs without improvement moves on in r->pos (saved with the epoch). */
+static epoch_record epoch_row(run *r, const eval_result *v, double valid_seconds)
+{
+    const config *c = r->t.c;
+    run_position *p = &r->pos;
+    double images = (double)r->t.info.size[RX_TRAIN];
+    bool clipping = c->clip_grad_norm > 0;
+    /* seconds: the epoch's training (summed over any resumes) plus its validation. */
+    epoch_record e = { .epoch = p->epochs_done + 1, .seconds = valid_seconds + p->epoch_seconds,
+                       .train_loss = p->loss_sum / images, .valid_loss = v->loss, .valid_accuracy = v->accuracy,
+                       .lr = r->lr_now, .train_seconds = p->epoch_seconds, .images_per_second = images / p->epoch_seconds,
+                       .grad_norm = clipping ? p->grad_norm_sum / (double)p->batches_done : NAN,
+                       .grad_norm_max = clipping ? p->grad_norm_max : NAN, .clipped_steps = p->clipped_steps };
+    /* Keras' and Lightning's rule: an improvement is a fall of more than min_delta below the best
+     * so far by that same rule (best.safetensors follows every fall). */
+    if (r->t.info.size[RX_VALID] > 0 && v->loss < p->stop_best_loss - c->early_stop_min_delta) {
+        p->stop_best_loss = v->loss;
+        p->stale_epochs = 0;
+    } else if (r->t.info.size[RX_VALID] > 0) {
+        p->stale_epochs++;
+    }
+    e.epochs_without_improvement = p->stale_epochs;
+    return e;
 }
 
 /* Validates after an epoch's training (the moving average, if any, is what is measured and
@@ -180,26 +263,25 @@ static int keep_best(run *r, const epoch_record *e, bool validating, char *err)
 static int finish_epoch(run *r, char *err)
 {
     trainer *t = &r->t;
-    int64_t epoch = r->pos.epochs_done + 1, images = t->info.size[RX_TRAIN];
     bool validating = t->info.size[RX_VALID] > 0;
     double valid_start = now_seconds();
     eval_result v = { .loss = NAN, .accuracy = NAN };
+    epoch_record e = { 0 };
     ema_swap(&t->ema, t->nt.params, true);
     int rc = validating ? evaluate_split(t, RX_VALID, &v, NULL, NULL, err) : 0;
-    /* seconds: the epoch's training (summed over any resumes) plus its validation. */
-    epoch_record e = { .epoch = epoch, .seconds = now_seconds() - valid_start + r->pos.epoch_seconds,
-                       .train_loss = r->pos.loss_sum / (double)images, .valid_loss = v.loss,
-                       .valid_accuracy = v.accuracy, .lr = r->lr_now, .train_seconds = r->pos.epoch_seconds,
-                       .images_per_second = (double)images / r->pos.epoch_seconds };
-    if (rc == 0) epoch_print(t->log, &e, t->c->epochs);
-    if (rc == 0) rc = keep_best(r, &e, validating, err);
+    if (rc == 0) {
+        e = epoch_row(r, &v, now_seconds() - valid_start);
+        if (r->level > LOG_QUIET) epoch_print(t->log, &e, t->c->epochs);
+        rc = keep_best(r, &e, validating, err);
+    }
     ema_swap(&t->ema, t->nt.params, false);
     if (rc == EVAL_STOPPED) return stop(r, err);
     if (rc != 0) return TRAIN_FAILED;
     r->history[r->nhistory++] = e;
-    r->pos = (run_position){ .epochs_done = epoch, .step = r->pos.step, .best_valid_loss = r->pos.best_valid_loss,
+    r->pos = (run_position){ .epochs_done = e.epoch, .step = r->pos.step, .best_valid_loss = r->pos.best_valid_loss,
                              .best_epoch = r->pos.best_epoch, .train_seconds = r->pos.train_seconds + r->pos.epoch_seconds,
-                             .rng = t->ctx.rng.s, .lr = r->lr_now };
+                             .rng = t->ctx.rng.s, .lr = r->lr_now, .stale_epochs = r->pos.stale_epochs,
+                             .stop_best_loss = r->pos.stop_best_loss };
     if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
         run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
         return TRAIN_FAILED;
@@ -218,7 +300,16 @@ static void print_test(FILE *log, const eval_result *e)
     for (int k = 0; k < e->nclasses; k++)
         fprintf(log, "  %-12s %3.0f%% (%lld/%lld)\n", e->class_names[k], 100.0 * class_accuracy(e, k),
                 (long long)e->class_correct[k], (long long)e->class_total[k]);
-    fprintf(log, "test accuracy %.2f%% (%lld/%lld)\n", 100.0 * e->accuracy, (long long)e->correct, (long long)e->total);
+}
+
+/* The run's last line: the test's result, the epoch tested, and where to look at the run. */
+static void print_result(FILE *log, const run_summary *s)
+{
+    const eval_result *e = &s->test;
+    fprintf(log, "test accuracy %.2f%% (%lld/%lld), test loss %.4f; best epoch %lld", 100.0 * e->accuracy,
+            (long long)e->correct, (long long)e->total, e->loss, (long long)s->best_epoch);
+    if (s->stopped_early) fprintf(log, " (stopped early after epoch %lld)", (long long)s->stopped_epoch);
+    fprintf(log, "; report: %s/report.html\n", s->dir);
 }
 
 /* Tests the best weights, as the tutorial does, and writes summary.json, last: it says the run
@@ -228,14 +319,17 @@ static int test_best(run *r, double start, char *err)
     run_summary *s = r->s;
     if (interrupt_requested()) return stopped(r, "before the test", err);
     if (run_dir_load_best(s->dir, &r->t.nt, err) != 0) return TRAIN_FAILED;
-    fprintf(r->t.log, "loaded %s/best.safetensors (epoch %lld) for the test\n", s->dir, (long long)r->pos.best_epoch);
+    if (r->level == LOG_VERBOSE)
+        fprintf(r->t.log, "loaded %s/best.safetensors (epoch %lld) for the test\n", s->dir, (long long)r->pos.best_epoch);
     int rc = evaluate_split(&r->t, RX_TEST, &s->test, r->confusion, &r->samples, err);
     if (rc == EVAL_STOPPED) return stopped(r, "during the test", err);
     if (rc != 0) return TRAIN_FAILED;
-    print_test(r->t.log, &s->test);
+    if (r->level == LOG_VERBOSE) print_test(r->t.log, &s->test);
     s->total_seconds = now_seconds() - start;
     observe(r, OBSERVE_TEST);
-    return run_dir_write_summary(s, err) == 0 ? 0 : TRAIN_FAILED;
+    if (run_dir_write_summary(s, err) != 0) return TRAIN_FAILED;
+    if (!r->in_script || r->level == LOG_VERBOSE) print_result(r->t.log, s);
+    return 0;
 }
 
 static int run_epochs(run *r, char *err)
@@ -243,17 +337,24 @@ static int run_epochs(run *r, char *err)
     const config *c = r->t.c;
     run_summary *s = r->s;
     double start = now_seconds();
-    while (r->pos.epochs_done < c->epochs) {
+    while (r->pos.epochs_done < c->epochs && !run_stopped_early(c, &r->pos)) {
         if (interrupt_requested()) return stopped(r, "between epochs", err);
         int rc = train_epoch(r, err);
         if (rc == 0) rc = finish_epoch(r, err);
         if (rc != 0) return rc;
     }
+    int64_t done = r->pos.epochs_done; /* fewer than c->epochs when early_stop ended the run */
     s->epochs = c->epochs;
+    s->stopped_early = done < c->epochs;
+    s->stopped_epoch = s->stopped_early ? done : 0;
+    if (s->stopped_early && r->level == LOG_VERBOSE) /* the result line says it too */
+        fprintf(r->t.log, "stopping early: the validation loss has not fallen by more than %g for %lld epochs\n",
+                c->early_stop_min_delta, (long long)r->pos.stale_epochs);
+    for (int i = 0; i < r->nhistory; i++) s->clipped_steps += r->history[i].clipped_steps;
     s->best_epoch = r->pos.best_epoch;
     s->best_valid_loss = r->pos.best_valid_loss;
-    s->train_seconds_per_epoch = r->pos.train_seconds / (double)c->epochs;
-    s->images_per_second = (double)r->t.info.size[RX_TRAIN] * (double)c->epochs / r->pos.train_seconds;
+    s->train_seconds_per_epoch = r->pos.train_seconds / (double)done;
+    s->images_per_second = (double)r->t.info.size[RX_TRAIN] * (double)done / r->pos.train_seconds;
     return test_best(r, start, err);
 }
 
@@ -264,7 +365,11 @@ static int start(run *r, bool resuming, char *err)
     const config *c = t->c;
     int nclasses = t->info.nclasses;
     if (trainer_plan_epochs(t, sizeof *r->history, &r->total_steps, err) != 0) return -1;
+    if (c->early_stop_patience > 0 && t->info.size[RX_VALID] == 0)
+        return errorf(err, "%s: early_stop watches the validation loss, but %s has no validation split (give it one, "
+                      "e.g. valid_fraction = 0.1, or leave early_stop out)", c->file, c->data.where);
     r->pos.best_valid_loss = INFINITY;
+    r->pos.stop_best_loss = INFINITY;
     r->history = calloc((size_t)c->epochs, sizeof *r->history);
     r->confusion = calloc((size_t)nclasses * (size_t)nclasses, sizeof *r->confusion);
     if (!r->history || !r->confusion || sample_batch_alloc(&r->samples, t->info.sample) != 0)
@@ -273,6 +378,10 @@ static int start(run *r, bool resuming, char *err)
     if (run_dir_resume(c->out, t, &r->pos, r->history, &r->nhistory, err) != 0) return -1;
     t->ctx.rng.s = r->pos.rng;
     if (!isnan(r->pos.lr)) r->lr_now = r->pos.lr; /* shown in the epoch's row when its training is done */
+    /* A file of an older runexp: no clipping was recorded, and early stopping starts from the best. */
+    if (isnan(r->pos.grad_norm_sum)) r->pos.grad_norm_sum = 0;
+    if (isnan(r->pos.grad_norm_max)) r->pos.grad_norm_max = 0;
+    if (isnan(r->pos.stop_best_loss)) r->pos.stop_best_loss = r->pos.best_valid_loss;
     return 0;
 }
 
@@ -280,13 +389,14 @@ static void print_data(const run *r, bool resuming)
 {
     const rx_data_info *in = &r->t.info;
     FILE *log = r->t.log;
-    if (resuming) {
+    if (resuming && says_run_lines(r)) {
         const run_position *p = &r->pos;
         fprintf(log, "resuming %s: %lld of %lld epochs done", r->s->dir, (long long)p->epochs_done, (long long)r->t.c->epochs);
         if (p->batches_done)
             fprintf(log, ", and %lld batches of epoch %lld", (long long)p->batches_done, (long long)p->epochs_done + 1);
-        fprintf(log, "%s\n", p->epochs_done == r->t.c->epochs ? "; the test remains" : "");
+        fprintf(log, "%s\n", p->epochs_done == r->t.c->epochs || run_stopped_early(r->t.c, p) ? "; the test remains" : "");
     }
+    if (r->level < LOG_VERBOSE) return;
     fprintf(log, "data: %lld train, %lld valid, %lld test images of shape", (long long)in->size[RX_TRAIN],
             (long long)in->size[RX_VALID], (long long)in->size[RX_TEST]);
     for (int i = 0; i < in->sample.ndim; i++) fprintf(log, "%s%lld", i ? "x" : " ", (long long)in->sample.d[i]);
@@ -309,18 +419,19 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     run_dir_mode mode = RUN_DIR_NEW;
     if (interrupt_requested()) return not_started(c, mode, err);
     if (run_dir_mode_of(c, flags, &mode, err) != 0) return TRAIN_FAILED;
-    run r = { .s = s };
+    run r = { .s = s, .level = log_level(c), .in_script = flags & TRAIN_IN_SCRIPT };
     bool resuming = mode == RUN_DIR_RESUME, opened = false;
     int rc = TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
     s->seed = c->seed;
-    if (trainer_setup(&r.t, c, log, false, !resuming, err) == 0 && start(&r, resuming, err) == 0) {
+    if (trainer_setup(&r.t, c, log, !says_run_lines(&r), !resuming, err) == 0 && start(&r, resuming, err) == 0) {
         snprintf(s->device, sizeof s->device, "%s", device_name(r.t.device));
         s->threads = r.t.ctx.threads;
         r.pos.rng = r.t.ctx.rng.s; /* a new run's start: after the initial weights drew from it */
         if (interrupt_requested()) {
             rc = not_started(c, mode, err);
-        } else if ((opened = run_dir_open(c, mode, flags, &r.t, &r.pos, log, &r.config_text, err) == 0)) {
+        } else if ((opened = run_dir_open(c, mode, flags, &r.t, &r.pos, r.level == LOG_VERBOSE ? log : NULL, &r.config_text,
+                                          err) == 0)) {
             snprintf(s->dir, sizeof s->dir, "%s", c->out);
             print_data(&r, resuming);
             rc = run_epochs(&r, err);

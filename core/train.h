@@ -12,9 +12,12 @@
 #include "record.h"
 
 enum { TRAIN_FAILED = -1, TRAIN_INTERRUPTED = -2 };
+/* A flag beside run_dir.h's: the run is one of a script's (runexp.train), whose results go back
+ * to the script; at the normal log level it prints its epoch lines only. */
+enum { TRAIN_IN_SCRIPT = 4 };
 
-/* Runs c, printing progress to log; flags (run_dir.h's RUN_RESTART, RUN_ALLOW_CHANGES) say what a
- * resume may do. Returns 0, TRAIN_FAILED, or TRAIN_INTERRUPTED after a stop request, which is
+/* Runs c, printing progress to log as c->log says; flags (run_dir.h's RUN_RESTART,
+ * RUN_ALLOW_CHANGES) say what a resume may do, TRAIN_IN_SCRIPT who prints the results. Returns 0, TRAIN_FAILED, or TRAIN_INTERRUPTED after a stop request, which is
  * honoured at any moment: before the run folder is made (nothing is written), in a batch, in
  * validation or the test (last.safetensors holds where the run stands, and err says how to
  * resume). On failure err holds one line, and no output of the run is left half-written. s gets

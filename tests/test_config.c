@@ -576,7 +576,7 @@ static void test_top_keys(void **state)
         { "ema = 0 / 0", "exp.lua: 'ema' must be a decay in [0, 1) (0: off), got " },
         { "epochs = -3", "exp.lua: 'epochs' must be at least 1, got -3" },
         { "[1] = 2", "exp.lua: unknown key number 1 in the experiment table (accepted: data, model, loss, optim, "
-                     "epochs, seed, threads, device, out, resume, ema)" },
+                     "early_stop, epochs, seed, threads, device, out, resume, ema, clip_grad_norm, log)" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         expect_error(f, experiment(CONV, NULL, cases[i].top), 0, NULL, cases[i].want, NULL);
@@ -593,6 +593,64 @@ static void test_top_keys(void **state)
     assert_non_null(strstr(b.s, ",\n  epochs = 2, seed = 7, threads = 3, ema = 0.5, device = \"cpu\",\n}\n"));
     assert_null(strstr(b.s, "/tmp/x")); /* no `out`: run again, the file makes a new folder */
     sb_free(&b);
+    config_free(&c);
+}
+
+/* early_stop, clip_grad_norm and log: read, checked, and in the resolved config only when on
+ * (log never: how much a run prints is no part of the experiment). */
+static void test_habit_keys(void **state)
+{
+    fixture *f = *state;
+    static const struct { const char *top, *want; } cases[] = {
+        { "early_stop = 3", "exp.lua: 'early_stop' must be a table { patience = N, min_delta = d } (or false), got number 3" },
+        { "early_stop = {}", "exp.lua: early_stop: 'patience' is required" },
+        { "early_stop = { patience = 0 }", "exp.lua: early_stop: 'patience' must be at least 1, got 0" },
+        { "early_stop = { patience = -2 }", "exp.lua: early_stop: 'patience' must be at least 1, got -2" },
+        { "early_stop = { patience = 2.5 }", "exp.lua: early_stop: 'patience' must be an integer, got number 2.5" },
+        { "early_stop = { patience = 2, min_delta = -0.1 }",
+          "exp.lua: early_stop: 'min_delta' must be a finite number >= 0, got -0.1" },
+        { "early_stop = { patience = 2, min_delta = 1 / 0 }", "'min_delta' must be a finite number >= 0, got inf" },
+        { "early_stop = { patience = 2, min_delta = 'x' }", "early_stop: 'min_delta' must be a number, got string 'x'" },
+        { "early_stop = { patience = 2, mode = 'max' }",
+          "exp.lua: early_stop: unknown key string 'mode' (accepted: patience, min_delta)" },
+        { "early_stop = { 5 }", "exp.lua: early_stop: unknown key number 1 (accepted: patience, min_delta)" },
+        { "clip_grad_norm = -1", "exp.lua: 'clip_grad_norm' must be a finite number >= 0 (0: off), got -1" },
+        { "clip_grad_norm = 1 / 0", "exp.lua: 'clip_grad_norm' must be a finite number >= 0 (0: off), got inf" },
+        { "clip_grad_norm = 'big'", "exp.lua: 'clip_grad_norm' must be a number, got string 'big'" },
+        { "log = 'loud'", "exp.lua: 'log' must be quiet, normal or verbose, got 'loud'" },
+        { "log = true", "exp.lua: 'log' must be a string, got boolean true" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_error(f, experiment(CONV, NULL, cases[i].top), 0, NULL, cases[i].want, NULL);
+    char *bad[] = { "early_stop.patience=0" };
+    expect_error(f, experiment(CONV, NULL, "early_stop = { patience = 2 }"), 1, bad,
+                 "command line: early_stop: 'patience' must be at least 1, got 0", NULL);
+
+    config c;
+    char err[ERR_LEN];
+    strbuf b = { 0 };
+    if (load(f, &c, experiment(CONV, NULL, NULL), 0, NULL, err) != 0) fail_msg("%s", err);
+    assert_true(c.early_stop_patience == 0 && c.clip_grad_norm == 0);
+    assert_string_equal(c.log, "normal");
+    config_to_lua(&c, &b);
+    assert_non_null(strstr(b.s, ",\n  epochs = 2, seed = 1, threads = 0, ema = 0.0, device = \"auto\",\n}\n")); /* off: left out */
+    sb_free(&b);
+    config_free(&c);
+
+    const char *top = "early_stop = { patience = 3, min_delta = 0.01 }, clip_grad_norm = 2, log = 'quiet'";
+    char *ov[] = { "log=verbose", "clip_grad_norm=0.5" }; /* the command line wins */
+    if (load(f, &c, experiment(CONV, NULL, top), 2, ov, err) != 0) fail_msg("%s", err);
+    assert_true(c.early_stop_patience == 3 && c.early_stop_min_delta == 0.01 && c.clip_grad_norm == 0.5);
+    assert_string_equal(c.log, "verbose");
+    b = (strbuf){ 0 };
+    config_to_lua(&c, &b);
+    assert_non_null(strstr(b.s, "device = \"auto\", clip_grad_norm = 0.5, early_stop = { patience = 3, min_delta = 0.01 },\n}\n"));
+    assert_null(strstr(b.s, "log"));
+    sb_free(&b);
+    config_free(&c);
+    char *off[] = { "early_stop=false" }; /* read again with the overrides: off, not the file's */
+    if (load(f, &c, experiment(CONV, NULL, top), 1, off, err) != 0) fail_msg("%s", err);
+    assert_true(c.early_stop_patience == 0 && c.early_stop_min_delta == 0);
     config_free(&c);
 }
 
@@ -874,6 +932,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_optim_host_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_optim_host_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_top_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_habit_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_factors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_function, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lr_function_source, setup, teardown),

@@ -542,6 +542,47 @@ static void test_every_layer_run_cpu_vs_cuda(void **state)
     expect_same_run(NULL, "");
 }
 
+/* Gradient clipping end to end: the global norm from cuBLAS's snrm2 against the CPU's sum, and
+ * the scaling, on a bound most steps pass. */
+static void test_clip_run_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+    expect_same_run("configs/synthetic.lua", "clip_grad_norm=0.05");
+}
+
+/* device_sum_squares, the norm clip_grad_norm measures: the GPU's (snrm2 over chunks) against the
+ * CPU's (in order, in double), within float rounding (1e-5 relative); a vector past one of
+ * snrm2's thread blocks, and one value whose square is known. */
+static void test_sum_squares_cpu_vs_cuda(void **state)
+{
+    REQUIRE_GPU(state);
+#ifdef RX_WITH_CUDA
+    const gpu_probe *g = *state;
+    rx_ctx cpu = { .device = RX_CPU, .threads = 1 }, gpu = { .device = RX_CUDA, .threads = 1 };
+    char why[ERR_LEN];
+    if (device_open_context(RX_CUDA, &gpu, why) != 0) fail_msg("%s", why);
+    const size_t n = (1 << 20) + 3;
+    float *x = malloc(n * sizeof(float));
+    assert_non_null(x);
+    rx_rng rng = rx_rng_stream(g->seed, 0x5503);
+    fill_uniform(x, n, &rng, 1.0f);
+    float *x_d = gpu_alloc_or_fail(n * sizeof(float));
+    host_to_device(RX_CUDA, x_d, x, n * sizeof(float));
+    double want = device_sum_squares(RX_CPU, &cpu, n, x), got = device_sum_squares(RX_CUDA, &gpu, n, x_d);
+    expect_gpu_clean("device_sum_squares");
+    print_message("  sum of %zu squares: cpu %.9g, cuda %.9g\n", n, want, got);
+    if (!(fabs(got - want) <= 1e-5 * want)) fail_msg("sum of squares: %.9g on the CPU, %.9g on the GPU", want, got);
+    x[0] = 3;
+    x[1] = -4;
+    host_to_device(RX_CUDA, x_d, x, 2 * sizeof(float));
+    got = device_sum_squares(RX_CUDA, &gpu, 2, x_d);
+    if (fabs(got - 25) > 1e-5) fail_msg("3^2 + 4^2 on the GPU: %.9g", got);
+    device_free(RX_CUDA, x_d);
+    free(x);
+    device_close_context(RX_CUDA, &gpu);
+#endif
+}
+
 /* sgd's other options end to end: Nesterov and weight decay, two epochs. */
 static void test_sgd_run_cpu_vs_cuda(void **state)
 {
@@ -682,10 +723,12 @@ int main(void)
         cmocka_unit_test(test_synthetic_run_cpu_vs_cuda),
         cmocka_unit_test(test_every_layer_run_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_run_cpu_vs_cuda),
+        cmocka_unit_test(test_clip_run_cpu_vs_cuda),
         /* Then the tests that use the GPU from this process. */
         cmocka_unit_test(test_cross_entropy_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_cpu_vs_cuda),
         cmocka_unit_test(test_adam_cpu_vs_cuda),
+        cmocka_unit_test(test_sum_squares_cpu_vs_cuda),
         /* Last: the failures these provoke must not meet another test's GPU work. */
         cmocka_unit_test(test_device_check_cpu),
         cmocka_unit_test(test_device_check_clean_on_gpu),

@@ -84,9 +84,9 @@ static void test_learns_and_writes_the_run(void **state)
     fixture *f = *state;
     char out[600], err[ERR_LEN];
     snprintf(out, sizeof out, "out=%s", f->run);
-    char *ov[] = { out };
+    char *ov[] = { out, "log=verbose" }; /* the lines checked below are the verbose level's */
     run_summary s;
-    if (run(f, 1, ov, &s, err) != 0) fail_msg("%s", err);
+    if (run(f, 2, ov, &s, err) != 0) fail_msg("%s", err);
     if (s.test.accuracy < 0.9) fail_msg("test accuracy %.3f, expected at least 0.9", s.test.accuracy);
     assert_true(s.best_epoch >= 1 && s.best_epoch <= 4);
     assert_true(s.best_valid_loss < 0.5);
@@ -301,9 +301,9 @@ static void run_into(fixture *f, const char *name, int n, char *const *more, run
 static void test_without_validation(void **state)
 {
     fixture *f = *state;
-    char *ov[] = { "data.valid=0", "epochs=2" };
+    char *ov[] = { "data.valid=0", "epochs=2", "log=verbose" };
     run_summary s;
-    run_into(f, "novalid", 2, ov, &s);
+    run_into(f, "novalid", 3, ov, &s);
     char run_dir[600];
     snprintf(run_dir, sizeof run_dir, "%s/novalid", f->dir);
     assert_true(isnan(s.best_valid_loss));
