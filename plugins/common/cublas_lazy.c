@@ -29,6 +29,8 @@
     X(cublasCreate_v2, (cublasHandle_t * handle), (handle))                                                 \
     X(cublasDestroy_v2, (cublasHandle_t handle), (handle))                                                  \
     X(cublasSetStream_v2, (cublasHandle_t handle, cudaStream_t stream), (handle, stream))                   \
+    X(cublasSnrm2_v2, (cublasHandle_t handle, int n, const float *x, int incx, float *result),               \
+      (handle, n, x, incx, result))                                                                         \
     X(cublasSscal_v2, (cublasHandle_t handle, int n, const float *alpha, float *x, int incx),               \
       (handle, n, alpha, x, incx))                                                                          \
     X(cublasSaxpy_v2,                                                                                       \
