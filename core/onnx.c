@@ -42,7 +42,8 @@ const char *onnx_keep_name(onnx_graph *g, const char *name)
     }
     char *copy = strdup(name);
     if (!copy) return g->oom = true, NULL;
-    return g->names[g->nnames++] = copy;
+    g->names[g->nnames++] = copy;
+    return copy;
 }
 
 static const char *new_temp(onnx_graph *g)

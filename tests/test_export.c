@@ -145,8 +145,8 @@ static void export_and_compare(const fixture *f, const char *name, const char *o
     snprintf(line, sizeof line, "RUNEXP_PLUGIN_PATH=%s/examples $RUNEXP export %s %s/model.onnx %s", RX_BUILD_DIR,
              name, name, opset);
     if (shell_in(f->dir, line, err, sizeof err) != 0) fail_msg("%s: %s", line, err);
-    snprintf(line, sizeof line, "python3 %s/scripts/onnx_compare.py %s/model.onnx %s/input.f32 %s/logits.f32 %d %d %d %d "
-             ">&2", RX_SOURCE_DIR, name, name, name, SAMPLES, c, h, w);
+    snprintf(line, sizeof line, "python3 %s/scripts/onnx_compare.py %s/model.onnx %s/input.f32 %s/logits.f32 "
+             "%d %d %d %d >&2", RX_SOURCE_DIR, name, name, name, SAMPLES, c, h, w);
     int rc = shell_in(f->dir, line, err, sizeof err);
     printf("    %s %s: %s", name, opset, err);
     if (rc != 0) fail_msg("%s: ONNX Runtime disagrees with runexp or the checker refused the file", name);
@@ -220,7 +220,8 @@ static void test_plugin_mappings(void **state)
 static void test_layer_without_mapping(void **state)
 {
     fixture *f = *state;
-    train_synthetic(f, "unmapped", "{ { 'conv2d', out = 4, kernel = 3 }, { 'good' }, { 'flatten' }, { 'linear', out = 10 } }",
+    train_synthetic(f, "unmapped",
+                    "{ { 'conv2d', out = 4, kernel = 3 }, { 'good' }, { 'flatten' }, { 'linear', out = 10 } }",
                     RX_BUILD_DIR "/tests/fixtures");
     char line[1200], err[ERR_LEN], out[700];
     snprintf(line, sizeof line, "RUNEXP_PLUGIN_PATH=%s/tests/fixtures $RUNEXP export unmapped out.onnx", RX_BUILD_DIR);
@@ -232,26 +233,33 @@ static void test_layer_without_mapping(void **state)
     assert_int_equal(access(out, F_OK), -1);
 }
 
+/* Runs the shell line in dir, which must end with `status` and say `message` on stderr. */
+static void expect_fails(const fixture *f, const char *line, int status, const char *message)
+{
+    char err[ERR_LEN];
+    assert_int_equal(shell_in(f->dir, line, err, sizeof err), status);
+    expect_message(err, message);
+}
+
 /* What export is pointed at must be there: the run, its config, its checkpoint. */
 static void test_missing_inputs(void **state)
 {
     fixture *f = *state;
-    char err[ERR_LEN], path[700];
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export nonesuch out.onnx", err, sizeof err), 1);
-    expect_message(err, "runexp: export: nonesuch: No such file or directory (expected a run folder or a checkpoint");
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export nonesuch/best.safetensors out.onnx", err, sizeof err), 1);
-    expect_message(err, "nonesuch/best.safetensors: No such file or directory");
+    char path[700];
+    expect_fails(f, "$RUNEXP export nonesuch out.onnx", 1,
+                 "runexp: export: nonesuch: No such file or directory (expected a run folder or a checkpoint");
+    expect_fails(f, "$RUNEXP export nonesuch/best.safetensors out.onnx", 1,
+                 "nonesuch/best.safetensors: No such file or directory");
     /* A folder that is no run: no config.lua. */
-    assert_int_equal(shell_in(f->dir, "mkdir -p empty && $RUNEXP export empty out.onnx", err, sizeof err), 1);
-    expect_message(err, "empty/config.lua: No such file or directory (the run's resolved config");
+    expect_fails(f, "mkdir -p empty && $RUNEXP export empty out.onnx", 1,
+                 "empty/config.lua: No such file or directory (the run's resolved config");
     /* A run without its checkpoint (stopped before its first epoch ended). */
     train_synthetic(f, "nockpt", "{ { 'flatten' }, { 'linear', out = 10 } }", RX_BUILD_DIR "/plugins");
-    assert_int_equal(shell_in(f->dir, "rm nockpt/best.safetensors && $RUNEXP export nockpt out.onnx", err, sizeof err), 1);
-    expect_message(err, "nockpt/best.safetensors: No such file or directory (the run writes it after its first epoch)");
+    expect_fails(f, "rm nockpt/best.safetensors && $RUNEXP export nockpt out.onnx", 1,
+                 "nockpt/best.safetensors: No such file or directory (the run writes it after its first epoch)");
     /* A checkpoint that is not one: the checkpoint reader's own refusal. */
-    assert_int_equal(shell_in(f->dir, "echo junk > nockpt/best.safetensors && "
-                              "$RUNEXP export nockpt/best.safetensors out.onnx", err, sizeof err), 1);
-    expect_message(err, "nockpt/best.safetensors");
+    expect_fails(f, "echo junk > nockpt/best.safetensors && $RUNEXP export nockpt/best.safetensors out.onnx", 1,
+                 "nockpt/best.safetensors");
     snprintf(path, sizeof path, "%s/out.onnx", f->dir);
     assert_int_equal(access(path, F_OK), -1);
 }
@@ -268,9 +276,8 @@ static void test_unwritable_output(void **state)
     assert_int_equal(shell_in(f->dir, "$RUNEXP export small small/config.lua/model.onnx", err, sizeof err), 1);
     expect_message(err, "small/config.lua/model.onnx");
     expect_message(err, "Not a directory");
-    assert_int_equal(shell_in(f->dir, "mkdir -p out && echo old > out/model.onnx && "
-                              "ulimit -f 8 && $RUNEXP export small out/model.onnx", err, sizeof err), 1);
-    expect_message(err, "out/model.onnx");
+    expect_fails(f, "mkdir -p out && echo old > out/model.onnx && ulimit -f 8 && $RUNEXP export small out/model.onnx",
+                 1, "out/model.onnx: ");
     char path[700];
     snprintf(path, sizeof path, "%s/out/model.onnx", f->dir);
     if (read_file(path, &old, &len, err) != 0) fail_msg("%s", err);
@@ -282,17 +289,11 @@ static void test_unwritable_output(void **state)
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
-    char err[ERR_LEN];
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export", err, sizeof err), 2);
-    expect_message(err, "export needs a run (or checkpoint) and the file to write");
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export a b --opset 16", err, sizeof err), 2);
-    expect_message(err, "--opset '16': expected an opset from 17 to 22");
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export a b --opset=17x", err, sizeof err), 2);
-    expect_message(err, "--opset '17x'");
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export a b c", err, sizeof err), 2);
-    expect_message(err, "unexpected 'c'");
-    assert_int_equal(shell_in(f->dir, "$RUNEXP export a b --fast", err, sizeof err), 2);
-    expect_message(err, "unexpected '--fast'");
+    expect_fails(f, "$RUNEXP export", 2, "export needs a run (or checkpoint) and the file to write");
+    expect_fails(f, "$RUNEXP export a b --opset 16", 2, "--opset '16': expected an opset from 17 to 22");
+    expect_fails(f, "$RUNEXP export a b --opset=17x", 2, "--opset '17x'");
+    expect_fails(f, "$RUNEXP export a b c", 2, "unexpected 'c'");
+    expect_fails(f, "$RUNEXP export a b --fast", 2, "unexpected '--fast'");
 }
 
 int main(void)

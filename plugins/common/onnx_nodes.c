@@ -16,7 +16,9 @@ int onnx_unary(rx_ctx *ctx, rx_onnx *g, const char *op)
 
 const char *onnx_scalar(rx_ctx *ctx, rx_onnx *g, float v)
 {
-    const char *name = g->constant(g, (rx_shape){ .ndim = 0 }, &v);
+    const float value[1] = { v };
+    const rx_shape scalar = { .ndim = 0 };
+    const char *name = g->constant(g, scalar, value); /* copied into the graph */
     if (!name) rx_fail(ctx, "out of memory adding an ONNX constant");
     return name;
 }
