@@ -91,9 +91,10 @@ static int add_normalization(onnx_graph *g, const config *c, rx_shape in, const 
     return 0;
 }
 
-/* Layer i's nodes, from *x; *x then names its output (out, or its input for an identity). */
+/* Layer i's nodes, from *x; *x then names its output (out, or its input for an identity). file
+ * names the config in messages. */
 static int add_layer(onnx_graph *g, rx_ctx *ctx, const net *nt, int i, int opset, const char **x, const char *out,
-                     char *err)
+                     const char *file, char *err)
 {
     const layer *l = &nt->layers[i];
     rx_onnx b;
@@ -109,7 +110,7 @@ static int add_layer(onnx_graph *g, rx_ctx *ctx, const net *nt, int i, int opset
     }
     ctx->err[0] = '\0';
     if (l->use->pl.desc->layer.export_onnx(l->self, ctx, &b) != 0)
-        return errorf(err, "%s: %s: export_onnx failed: %s", nt->layers[i].use->where, l->use->pl.file,
+        return errorf(err, "%s: %s: %s: export_onnx failed: %s", file, l->use->where, l->use->pl.file,
                       ctx->err[0] ? ctx->err : "no reason given");
     if (g->oom || g->body.oom) return errorf(err, "out of memory writing the ONNX model");
     *x = g->same ? *x : out;
@@ -117,7 +118,8 @@ static int add_layer(onnx_graph *g, rx_ctx *ctx, const net *nt, int i, int opset
 }
 
 /* The steps of nt as nodes, from *x (the input, normalized) to "logits". */
-static int add_steps(onnx_graph *g, rx_ctx *ctx, const net *nt, int opset, const char **x, char *err)
+static int add_steps(onnx_graph *g, rx_ctx *ctx, const net *nt, int opset, const char **x, const char *file,
+                     char *err)
 {
     const char *kept[64];
     int depth = 0;
@@ -136,7 +138,7 @@ static int add_steps(onnx_graph *g, rx_ctx *ctx, const net *nt, int opset, const
             if (onnx_node(g, "Add", (const char *[]){ *x, kept[--depth] }, 2, out, NULL, 0) != 0)
                 return errorf(err, "out of memory writing the ONNX model");
             *x = out;
-        } else if (add_layer(g, ctx, nt, st->layer, opset, x, out, err) != 0) {
+        } else if (add_layer(g, ctx, nt, st->layer, opset, x, out, file, err) != 0) {
             return -1;
         }
     }
@@ -153,14 +155,14 @@ static int build_model(trainer *t, int opset, strbuf *model, char *err)
     const char *x = "input";
     t->ctx.training = false;
     int rc = add_normalization(&g, t->c, t->info.sample, &x, err) != 0 ||
-                     add_steps(&g, &t->ctx, &t->nt, opset, &x, err) != 0
+                     add_steps(&g, &t->ctx, &t->nt, opset, &x, t->c->file, err) != 0
                  ? -1
                  : onnx_model(&g, opset, "input", t->info.sample, "logits", t->nt.out, model, err);
     onnx_graph_free(&g);
     return rc;
 }
 
-int export_onnx(const plugin_path *path, const char *target, const char *out, int opset, char *err)
+int export_run(const plugin_path *path, const char *target, const char *out, int opset, char *err)
 {
     char config_file[PATH_MAX], checkpoint[PATH_MAX];
     if (find_files(target, config_file, checkpoint, err) != 0) return -1;
@@ -216,7 +218,7 @@ int export_main(const plugin_path *path, int argc, char **argv)
         return 2;
     }
     char err[ERR_LEN] = "";
-    if (export_onnx(path, files[0], files[1], opset, err) != 0) {
+    if (export_run(path, files[0], files[1], opset, err) != 0) {
         fprintf(stderr, "runexp: export: %s\n", err);
         return 1;
     }

@@ -15,7 +15,7 @@
 
 /* Exports target (a run folder: its config.lua and best.safetensors; or a checkpoint file, with
  * the config.lua beside it) to out, atomically. -1 with the message in err (ERR_LEN bytes). */
-int export_onnx(const plugin_path *path, const char *target, const char *out, int opset, char *err);
+int export_run(const plugin_path *path, const char *target, const char *out, int opset, char *err);
 
 /* The command line after `runexp export`: returns the exit status (0, 1 failed, 2 usage) after
  * printing what went wrong. */

@@ -216,6 +216,14 @@ static void test_plugin_mappings(void **state)
     expect_message(err, "'Unsqueeze'");
 }
 
+/* Runs the shell line in dir, which must end with `status` and say `message` on stderr. */
+static void expect_fails(const fixture *f, const char *line, int status, const char *message)
+{
+    char err[ERR_LEN];
+    assert_int_equal(shell_in(f->dir, line, err, sizeof err), status);
+    expect_message(err, message);
+}
+
 /* A layer whose plugin has no export_onnx: refused by name and place, nothing written. */
 static void test_layer_without_mapping(void **state)
 {
@@ -233,12 +241,16 @@ static void test_layer_without_mapping(void **state)
     assert_int_equal(access(out, F_OK), -1);
 }
 
-/* Runs the shell line in dir, which must end with `status` and say `message` on stderr. */
-static void expect_fails(const fixture *f, const char *line, int status, const char *message)
+/* A mapping that fails: the plugin's reason, with the layer and the plugin's file. */
+static void test_mapping_refused(void **state)
 {
-    char err[ERR_LEN];
-    assert_int_equal(shell_in(f->dir, line, err, sizeof err), status);
-    expect_message(err, message);
+    fixture *f = *state;
+    train_synthetic(f, "refused", "{ { 'refuses_export' }, { 'flatten' }, { 'linear', out = 10 } }",
+                    RX_BUILD_DIR "/tests/fixtures");
+    expect_fails(f, "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/tests/fixtures $RUNEXP export refused out.onnx", 1,
+                 "runexp: export: refused/config.lua: model[1] (refuses_export): ");
+    expect_fails(f, "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/tests/fixtures $RUNEXP export refused out.onnx", 1,
+                 "layers/refuses_export.so: export_onnx failed: no ONNX operator for this setting");
 }
 
 /* What export is pointed at must be there: the run, its config, its checkpoint. */
@@ -304,6 +316,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_airbench, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plugin_mappings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layer_without_mapping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mapping_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_inputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
