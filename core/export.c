@@ -131,7 +131,9 @@ static int add_steps(onnx_graph *g, rx_ctx *ctx, const net *nt, int opset, const
             kept[depth++] = *x;
             continue;
         }
-        snprintf(name, sizeof name, "%s%s", l->use->path, st->kind == STEP_END ? ".sum" : ".out");
+        /* Blocks nested to end at the same layer are told apart by their depth. */
+        if (st->kind == STEP_END) snprintf(name, sizeof name, "%s.sum%d", l->use->path, depth);
+        else snprintf(name, sizeof name, "%s.out", l->use->path);
         const char *out = i == nt->nsteps - 1 ? "logits" : onnx_keep_name(g, name);
         if (!out) return errorf(err, "out of memory writing the ONNX model");
         if (st->kind == STEP_END) {

@@ -216,6 +216,28 @@ static void test_plugin_mappings(void **state)
     expect_message(err, "'Unsqueeze'");
 }
 
+/* What the three configs leave out: gelu's tanh form, both global pools, batchnorm on a flat
+ * input, scale, residual blocks nested to end at one layer, and a dropout last (the logits then
+ * come through an Identity). */
+static void test_other_layers(void **state)
+{
+    fixture *f = *state;
+    need_runtime(f);
+    train_synthetic(f, "others",
+                    "{ { 'conv2d', out = 6, kernel = 3, padding = 1, stride = 2 }, { 'batchnorm' },"
+                    "  { 'residual', { { 'gelu', approximate = 'tanh' },"
+                    "                  { 'residual', { { 'conv2d', out = 6, kernel = 3, padding = 1 } } } } },"
+                    "  { 'global_pool', mode = 'max' }, { 'flatten' }, { 'linear', out = 12 }, { 'batchnorm' },"
+                    "  { 'scale', by = 0.5 }, { 'linear', out = 10 }, { 'dropout', p = 0.3 } }",
+                    RX_BUILD_DIR "/plugins");
+    runexp_logits(f, "others");
+    export_and_compare(f, "others", "", 3, 8, 8);
+    train_synthetic(f, "avg", "{ { 'conv2d', out = 4, kernel = 3 }, { 'global_pool', mode = 'avg' },"
+                              "  { 'flatten' }, { 'linear', out = 10 } }", RX_BUILD_DIR "/plugins");
+    runexp_logits(f, "avg");
+    export_and_compare(f, "avg", "", 3, 8, 8);
+}
+
 /* Runs the shell line in dir, which must end with `status` and say `message` on stderr. */
 static void expect_fails(const fixture *f, const char *line, int status, const char *message)
 {
@@ -315,6 +337,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tutorial_best, setup, teardown),
         cmocka_unit_test_setup_teardown(test_airbench, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plugin_mappings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layer_without_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mapping_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_inputs, setup, teardown),
