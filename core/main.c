@@ -13,6 +13,7 @@
 #include "check.h"
 #include "checked.h"
 #include "crash.h"
+#include "export.h"
 #include "files.h"
 #include "run_dir.h"
 #include "script.h"
@@ -31,6 +32,9 @@ static void usage(FILE *f)
             "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
             "                                              test a layer or loss plugin: gradients, writes,\n"
             "                                              determinism, speed\n"
+            "       runexp export RUN_DIR|CHECKPOINT model.onnx [--opset N]\n"
+            "                                              the trained network as an ONNX file (opset 17\n"
+            "                                              by default), for ONNX Runtime and serving tools\n"
             "       runexp --help | --version\n"
             "\n"
             "-q (--quiet) prints only errors and each run's result line, -v (--verbose) everything (the\n"
@@ -227,6 +231,7 @@ int main(int argc, char **argv)
     crash_handle_signals();
     /* A file-size limit (ulimit -f) or a full disk should fail a write with a message, not kill. */
     signal(SIGXFSZ, SIG_IGN);
+    if (strcmp(argv[1], "export") == 0) return export_main(&s.path, argc - 2, argv + 2);
     char err[ERR_LEN] = "";
     int rc;
     if (strcmp(argv[1], "resume") == 0) {

@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RX_ABI_VERSION 2
+#define RX_ABI_VERSION 3
 #define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
@@ -177,6 +177,53 @@ typedef struct rx_layer_info {
     size_t workspace_bytes;  /* per sample scratch during forward or backward */
 } rx_layer_info;
 
+/* ---- ONNX export: a layer's inference graph, written through the host's builder ----
+ *
+ * A layer that can be exported says so with the optional operation export_onnx, which adds ONNX
+ * nodes (https://onnx.ai/onnx/operators/) to a graph the host builds and serializes: the plugin
+ * names operators and values, the host writes the protobuf, so no plugin links a protobuf library.
+ * Values are tensors with the batch first, (N, in...); the layer's declared tensors are already
+ * initializers (its weights as trained), under their checkpoint names. */
+
+typedef enum { RX_ATTR_INT = 1, RX_ATTR_FLOAT, RX_ATTR_INTS, RX_ATTR_STRING } rx_onnx_attr_type;
+
+#define RX_ONNX_MAX_INTS 8
+
+/* One attribute of a node: Conv's "pads", BatchNormalization's "epsilon". */
+typedef struct rx_onnx_attr {
+    const char *name;
+    rx_onnx_attr_type type;
+    int64_t i;                       /* RX_ATTR_INT */
+    float f;                         /* RX_ATTR_FLOAT */
+    int nints;                       /* RX_ATTR_INTS: ints[0 .. nints - 1] */
+    int64_t ints[RX_ONNX_MAX_INTS];
+    const char *s;                   /* RX_ATTR_STRING */
+} rx_onnx_attr;
+
+typedef struct rx_onnx rx_onnx;
+struct rx_onnx {
+    void *host;              /* the host's graph: the plugin leaves it alone */
+    int opset;               /* the default domain's opset the file declares (17 or newer) */
+    rx_shape in;             /* the layer's per-sample input shape, without N */
+    const char *input;       /* the value holding the layer's input (N, in...) */
+    const char *output;      /* the value the layer must write its output (N, out...) into */
+    const char *tensors[RX_MAX_TENSORS]; /* the declared tensors' initializers, declaration order */
+    /* Adds the node op_type(inputs) -> outputs with nattrs attributes (names are copied). 0, or
+     * -1 when out of memory. An input "" is an optional input left out, as ONNX writes it. */
+    int (*node)(rx_onnx *g, const char *op_type, const char *const *inputs, int ninputs,
+                const char *const *outputs, int noutputs, const rx_onnx_attr *attrs, int nattrs);
+    /* A float32 constant of `shape` (ndim 0: a scalar) holding data, as an initializer; returns
+     * its name, valid until the export ends, or NULL when out of memory. */
+    const char *(*constant)(rx_onnx *g, rx_shape shape, const float *data);
+    /* The same for a 1-D int64 constant of n values (the axes of Unsqueeze, a Reshape's shape). */
+    const char *(*ints)(rx_onnx *g, int n, const int64_t *values);
+    /* A fresh name for a value between this layer's nodes; NULL when out of memory. */
+    const char *(*temp)(rx_onnx *g);
+    /* The layer is the identity in inference (dropout): its output is its input, and it adds no
+     * node. */
+    void (*same)(rx_onnx *g);
+};
+
 typedef struct rx_layer_ops {
     /* REQUIRED. Called once per run, on the CPU, before any memory is allocated. in: the
      * per-sample input shape, without N. args: the values of the plugin's params[], in order.
@@ -198,6 +245,10 @@ typedef struct rx_layer_ops {
     int (*backward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *y,
                                  const rx_tensor *dy, const rx_tensor *w, const void *state,
                                  rx_tensor *dx, rx_tensor *dw);
+    /* OPTIONAL (ABI 3). The layer in inference (ctx->training false) as ONNX nodes from
+     * g->input to g->output, added through g's functions; see rx_onnx above. Called once, on
+     * the CPU, after create. A layer without it cannot be exported: `runexp export` names it. */
+    int (*export_onnx)(void *self, rx_ctx *ctx, rx_onnx *g);
 } rx_layer_ops;
 
 /* ---- Losses: softmax and friends are fused in, so forward also yields the gradient. ---- */

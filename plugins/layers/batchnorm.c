@@ -26,6 +26,7 @@
 
 #include "batchnorm.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "eps", .type = RX_NUM, .def = { .num = 1e-5 },
@@ -246,6 +247,16 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
     return 0;
 }
 
+/* BatchNormalization in inference form: the running statistics, epsilon as a float. */
+static int batchnorm_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const batchnorm *s = self;
+    const rx_onnx_attr eps = { .name = "epsilon", .type = RX_ATTR_FLOAT, .f = (float)s->eps };
+    const char *inputs[] = { g->input, g->tensors[BN_WEIGHT], g->tensors[BN_BIAS], g->tensors[BN_RUNNING_MEAN],
+                             g->tensors[BN_RUNNING_VAR] };
+    return onnx_op(ctx, g, "BatchNormalization", inputs, 5, g->output, &eps, 1);
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -263,6 +274,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = batchnorm_forward_cpu },
         .backward = { [RX_CPU] = batchnorm_backward_cpu },
 #endif
+        .export_onnx = batchnorm_export_onnx,
     },
 };
 

@@ -62,6 +62,13 @@ static int dropout_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, con
     return 0;
 }
 
+/* Dropout is the identity in inference: nothing to add. */
+static int dropout_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    g->same(g);
+    return 0;
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -79,6 +86,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = dropout_forward_cpu },
         .backward = { [RX_CPU] = dropout_backward_cpu },
 #endif
+        .export_onnx = dropout_export_onnx,
     },
 };
 

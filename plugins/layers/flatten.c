@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "flatten.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -37,6 +38,13 @@ static int flatten_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, con
     return 0;
 }
 
+/* Flatten at axis 1: (N, ...) -> (N, numel). */
+static int flatten_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const rx_onnx_attr axis = { .name = "axis", .type = RX_ATTR_INT, .i = 1 };
+    return onnx_op(ctx, g, "Flatten", &g->input, 1, g->output, &axis, 1);
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -54,6 +62,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = flatten_forward_cpu },
         .backward = { [RX_CPU] = flatten_backward_cpu },
 #endif
+        .export_onnx = flatten_export_onnx,
     },
 };
 

@@ -16,6 +16,7 @@
 
 #include "global_pool.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "mode", .type = RX_STR, .def = { .s = "max" }, .help = "'max' or 'avg' (the mean)" },
@@ -132,6 +133,13 @@ static int global_pool_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x,
     return 0;
 }
 
+/* GlobalMaxPool or GlobalAveragePool: (N, C, H, W) -> (N, C, 1, 1), the shape create declares. */
+static int global_pool_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const global_pool *s = self;
+    return onnx_unary(ctx, g, s->mode == GLOBAL_POOL_MAX ? "GlobalMaxPool" : "GlobalAveragePool");
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -149,6 +157,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = global_pool_forward_cpu },
         .backward = { [RX_CPU] = global_pool_backward_cpu },
 #endif
+        .export_onnx = global_pool_export_onnx,
     },
 };
 

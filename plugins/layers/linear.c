@@ -20,6 +20,7 @@
 #include "create.h"
 #include "linear.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output features" },
@@ -133,6 +134,21 @@ static int linear_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     return 0;
 }
 
+/* Gemm(x, weight, bias) with the weight (out, F) transposed, as y = x W^T + b; an input of more
+ * than one dimension per sample is flattened first, as forward reads it. */
+static int linear_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const linear *s = self;
+    const char *x = g->input;
+    if (g->in.ndim > 1) {
+        const rx_onnx_attr axis = { .name = "axis", .type = RX_ATTR_INT, .i = 1 };
+        if (!(x = onnx_temp(ctx, g)) || onnx_op(ctx, g, "Flatten", &g->input, 1, x, &axis, 1) != 0) return -1;
+    }
+    const rx_onnx_attr trans_b = { .name = "transB", .type = RX_ATTR_INT, .i = 1 };
+    return onnx_op(ctx, g, "Gemm", (const char *[]){ x, g->tensors[0], g->tensors[1] }, s->bias ? 3 : 2,
+                   g->output, &trans_b, 1);
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -150,6 +166,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = linear_forward_cpu },
         .backward = { [RX_CPU] = linear_backward_cpu },
 #endif
+        .export_onnx = linear_export_onnx,
     },
 };
 

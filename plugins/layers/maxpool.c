@@ -20,6 +20,7 @@
 
 #include "maxpool.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "size", .type = RX_INT, .def = { .i = 2 }, .help = "window height and width" },
@@ -377,6 +378,17 @@ static int maxpool_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, con
     return 0;
 }
 
+/* MaxPool without padding, rounding the output size down (ceil_mode 0), as create does. */
+static int maxpool_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const maxpool *s = self;
+    const rx_onnx_attr attrs[] = {
+        { .name = "kernel_shape", .type = RX_ATTR_INTS, .nints = 2, .ints = { s->size, s->size } },
+        { .name = "strides", .type = RX_ATTR_INTS, .nints = 2, .ints = { s->stride, s->stride } },
+    };
+    return onnx_op(ctx, g, "MaxPool", &g->input, 1, g->output, attrs, 2);
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -394,6 +406,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = maxpool_forward_cpu },
         .backward = { [RX_CPU] = maxpool_backward_cpu },
 #endif
+        .export_onnx = maxpool_export_onnx,
     },
 };
 

@@ -5,6 +5,7 @@
 #include "create.h"
 #include "relu.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = { { 0 } };
 
@@ -35,6 +36,9 @@ static int relu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const 
     return 0;
 }
 
+/* Relu, as in inference. */
+static int relu_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g) { return onnx_unary(ctx, g, "Relu"); }
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -52,6 +56,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = relu_forward_cpu },
         .backward = { [RX_CPU] = relu_backward_cpu },
 #endif
+        .export_onnx = relu_export_onnx,
     },
 };
 

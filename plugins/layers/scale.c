@@ -10,6 +10,7 @@
 #include "create.h"
 #include "scale.h"
 #include "threads.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "by", .type = RX_NUM, .required = true, .help = "the factor, a finite number" },
@@ -53,6 +54,14 @@ static int scale_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
     return 0;
 }
 
+/* Mul by the factor, a float scalar as forward rounds it. */
+static int scale_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const scale *s = self;
+    const char *by = onnx_scalar(ctx, g, s->by);
+    return by ? onnx_op(ctx, g, "Mul", (const char *[]){ g->input, by }, 2, g->output, NULL, 0) : -1;
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -70,6 +79,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = scale_forward_cpu },
         .backward = { [RX_CPU] = scale_backward_cpu },
 #endif
+        .export_onnx = scale_export_onnx,
     },
 };
 

@@ -66,6 +66,23 @@ static int channel_scale_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *
     return 0;
 }
 
+/* For `runexp export`: Mul(x, scale) with the scale (C) made (C, 1, 1) by Unsqueeze, so that it
+ * broadcasts over (N, C, H, W); a flat (N, C) input takes it as it is. */
+static int channel_scale_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const char *scale = g->tensors[0];
+    if (g->in.ndim == 3) {
+        const int64_t axes[] = { 1, 2 };
+        const char *shaped = g->temp(g), *ax = g->ints(g, 2, axes);
+        if (!shaped || !ax || g->node(g, "Unsqueeze", (const char *[]){ scale, ax }, 2, &shaped, 1, NULL, 0) != 0)
+            return rx_fail(ctx, "out of memory");
+        scale = shaped;
+    }
+    if (g->node(g, "Mul", (const char *[]){ g->input, scale }, 2, &g->output, 1, NULL, 0) != 0)
+        return rx_fail(ctx, "out of memory");
+    return 0;
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -83,6 +100,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = channel_scale_forward_cpu },
         .backward = { [RX_CPU] = channel_scale_backward_cpu },
 #endif
+        .export_onnx = channel_scale_export_onnx,
     },
 };
 

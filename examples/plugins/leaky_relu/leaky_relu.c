@@ -54,6 +54,14 @@ static int leaky_relu_backward(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     return 0;
 }
 
+/* For `runexp export`: ONNX's LeakyRelu is this very function. */
+static int leaky_relu_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const rx_onnx_attr alpha = { .name = "alpha", .type = RX_ATTR_FLOAT, .f = ((const leaky_relu *)self)->slope };
+    if (g->node(g, "LeakyRelu", &g->input, 1, &g->output, 1, &alpha, 1) != 0) return rx_fail(ctx, "out of memory");
+    return 0;
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -66,6 +74,7 @@ static const rx_plugin desc = {
         .destroy = leaky_relu_destroy,
         .forward = { [RX_CPU] = leaky_relu_forward },
         .backward = { [RX_CPU] = leaky_relu_backward },
+        .export_onnx = leaky_relu_export_onnx,
     },
 };
 

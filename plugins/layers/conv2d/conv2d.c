@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "conv2d.h"
+#include "onnx_nodes.h"
 
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output channels" },
@@ -431,6 +432,19 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     return 0;
 }
 
+/* Conv with the layer's geometry; the bias, when there is one, as its third input. */
+static int conv2d_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
+{
+    const conv2d *s = self;
+    const rx_onnx_attr attrs[] = {
+        { .name = "kernel_shape", .type = RX_ATTR_INTS, .nints = 2, .ints = { s->k, s->k } },
+        { .name = "strides", .type = RX_ATTR_INTS, .nints = 2, .ints = { s->stride, s->stride } },
+        { .name = "pads", .type = RX_ATTR_INTS, .nints = 4, .ints = { s->pad, s->pad, s->pad, s->pad } },
+    };
+    return onnx_op(ctx, g, "Conv", (const char *[]){ g->input, g->tensors[0], g->tensors[1] }, s->bias ? 3 : 2,
+                   g->output, attrs, 3);
+}
+
 static const rx_plugin desc = {
     .abi = RX_ABI_VERSION,
     .size = sizeof(rx_plugin),
@@ -448,6 +462,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = conv2d_forward_cpu },
         .backward = { [RX_CPU] = conv2d_backward_cpu },
 #endif
+        .export_onnx = conv2d_export_onnx,
     },
 };
 
