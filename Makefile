@@ -13,7 +13,7 @@ CC      ?= cc
 # leaves loops with min/max or compare-and-select (gelu's polynomials, pooling) scalar.
 OPT     ?= -O3 -march=native -fno-trapping-math
 
-PKGS     := lua5.4 openblas libpng
+PKGS     := lua5.4 openblas libpng libjpeg
 
 # CUDA: compiled in when nvcc is found (CUDA=auto), on demand (CUDA=1), or left out (CUDA=0).
 # CUDA_ARCH picks the GPU to build for (sm_90 on an H200); empty: nvcc's default.
