@@ -111,9 +111,9 @@ $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/r
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared $< -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(HEADERS)
+$(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(COMMON_LIB) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(BUILD)/libruncore.a $(TEST_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(BUILD)/libruncore.a $(COMMON_LIB) $(TEST_LIBS) $(LDLIBS)
 
 # The out-of-tree example plugins, each built by its own Makefile as a user would, against
 # this tree's header; the tests run `runexp check` and a training run on them.

@@ -1,12 +1,10 @@
 /* picture.c: PNG and JPEG files into 8-bit RGB, and their fitting to a size (see picture.h).
  *
- * The file is read whole first (it is at most PICTURE_MAX_BYTES), so that its kind comes from
- * its first bytes and a truncated file is told apart from a damaged one: each decoder reads from
- * memory and knows where the bytes ran out. Both libraries report errors by longjmp; that stays
+ * The decoders read from memory: a file's kind comes from its first bytes, and a truncated file
+ * is told apart from a damaged one because each decoder knows where the bytes ran out. Both libraries report errors by longjmp; that stays
  * inside png_decode and jpeg_decode, which free what they made before they return. */
 #include "picture.h"
 
-#include <errno.h>
 #include <jpeglib.h>
 #include <jerror.h>
 #include <math.h>
@@ -15,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-#include "regular.h"
 
 const char *const picture_fit_names[2] = { "resize", "crop" };
 
@@ -28,37 +23,6 @@ void picture_free(picture *p)
 {
     free(p->rgb);
     *p = (picture){ 0 };
-}
-
-/* The whole of PATH into *bytes (malloc'd), its size in *len. */
-static int read_whole(rx_ctx *ctx, const char *path, uint8_t **bytes, size_t *len)
-{
-    FILE *f = fopen_regular(ctx, path);
-    if (!f) return -1;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        fclose(f);
-        return rx_fail(ctx, "%s: cannot stat: %s", path, strerror(errno));
-    }
-    if (st.st_size > PICTURE_MAX_BYTES) {
-        fclose(f);
-        return rx_fail(ctx, "%s: too large: %lld bytes, at most %lld read as a picture", path, (long long)st.st_size,
-                       PICTURE_MAX_BYTES);
-    }
-    *len = (size_t)st.st_size;
-    *bytes = malloc(*len ? *len : 1);
-    if (!*bytes) {
-        fclose(f);
-        return rx_fail(ctx, "%s: out of memory for %zu bytes", path, *len);
-    }
-    size_t got = fread(*bytes, 1, *len, f);
-    int e = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != *len) {
-        free(*bytes);
-        return rx_fail(ctx, "%s: read %zu of %zu bytes%s%s", path, got, *len, e ? ": " : "", e ? strerror(e) : "");
-    }
-    return 0;
 }
 
 /* A decoded size the caller can hold: 1 .. PICTURE_MAX_PIXELS pixels. */
@@ -215,23 +179,15 @@ static int jpeg_decode(rx_ctx *ctx, const char *path, const uint8_t *bytes, size
     return rc;
 }
 
-int picture_read(rx_ctx *ctx, const char *path, picture *p)
+int picture_decode(rx_ctx *ctx, const char *path, const uint8_t *bytes, size_t len, picture *p)
 {
     *p = (picture){ 0 };
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    if (read_whole(ctx, path, &bytes, &len) != 0) return -1;
-    int rc;
     if (len >= sizeof PNG_MAGIC && memcmp(bytes, PNG_MAGIC, sizeof PNG_MAGIC) == 0)
-        rc = png_decode(ctx, path, bytes, len, p);
-    else if (len >= sizeof JPEG_MAGIC && memcmp(bytes, JPEG_MAGIC, sizeof JPEG_MAGIC) == 0)
-        rc = jpeg_decode(ctx, path, bytes, len, p);
-    else if (len == 0)
-        rc = rx_fail(ctx, "%s: not an image: the file is empty", path);
-    else
-        rc = rx_fail(ctx, "%s: not an image: neither a PNG nor a JPEG by its first bytes", path);
-    free(bytes);
-    return rc;
+        return png_decode(ctx, path, bytes, len, p);
+    if (len >= sizeof JPEG_MAGIC && memcmp(bytes, JPEG_MAGIC, sizeof JPEG_MAGIC) == 0)
+        return jpeg_decode(ctx, path, bytes, len, p);
+    if (len == 0) return rx_fail(ctx, "%s: not an image: the file is empty", path);
+    return rx_fail(ctx, "%s: not an image: neither a PNG nor a JPEG by its first bytes", path);
 }
 
 /* ---- Fitting ---- */

@@ -5,12 +5,15 @@
  * takes: scaled whole, or scaled and centre-cropped.
  *
  * One copy for the data plugins (linked from libcommon.a like the rest of plugins/common) and for
- * the host, which links the same library for `runexp predict`. Errors go through rx_fail as one
- * line that starts with the file's path and says what was wrong: not an image, truncated, too
+ * the host, which links the same library for `runexp predict`. It reads no files: each side reads
+ * the bytes its own way (plugins through regular.c, the host through core/files.c, whose
+ * open_regular differ) and hands them over with the file's name. Errors go through rx_fail as
+ * one line that starts with that name and says what was wrong: not an image, truncated, too
  * large, or the library's own reason. */
 #ifndef RX_COMMON_PICTURE_H
 #define RX_COMMON_PICTURE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runexp.h"
@@ -18,7 +21,7 @@
 /* The largest picture decoded: 8192 x 8192. A bigger one is refused before memory is taken
  * (a 100-byte PNG can claim 2^31 x 2^31 pixels). */
 #define PICTURE_MAX_PIXELS (8192ll * 8192ll)
-/* The largest file read: compressed pictures are far smaller than their pixels. */
+/* The largest file a caller should read: compressed pictures are far smaller than their pixels. */
 #define PICTURE_MAX_BYTES (256ll << 20)
 
 typedef struct picture {
@@ -37,8 +40,9 @@ typedef enum { PICTURE_RESIZE = 0, PICTURE_CROP = 1 } picture_fit;
 /* The names of picture_fit's values, "resize" and "crop", for parameters and options. */
 extern const char *const picture_fit_names[2];
 
-/* Reads PATH (a regular file only) into *p. 0, or -1 after rx_fail("PATH: ..."), p left empty. */
-int picture_read(rx_ctx *ctx, const char *path, picture *p);
+/* The PNG or JPEG in bytes[0 .. len) (the file PATH) into *p. 0, or -1 after rx_fail("PATH: ..."),
+ * p left empty. */
+int picture_decode(rx_ctx *ctx, const char *path, const uint8_t *bytes, size_t len, picture *p);
 void picture_free(picture *p);
 
 /* p fitted to h x w into out (3, h, w), channel planes as the network takes them. h, w in

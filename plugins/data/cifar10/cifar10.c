@@ -186,24 +186,6 @@ static int cifar10_check_download_args(rx_ctx *ctx, const rx_value *args)
     return 0;
 }
 
-/* VALUE's position among the N accepted NAMES into *choice; anything else is refused with the key,
- * the accepted values and what was given. */
-static int parse_choice(rx_ctx *ctx, const char *key, const char *value, const char *const *names, int n, int *choice)
-{
-    const char *v = value ? value : "";
-    for (int i = 0; i < n; i++)
-        if (strcmp(v, names[i]) == 0) {
-            *choice = i;
-            return 0;
-        }
-    char accepted[128] = "";
-    for (int i = 0; i < n; i++) {
-        size_t len = strlen(accepted);
-        snprintf(accepted + len, sizeof accepted - len, "%s\"%s\"", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
-    }
-    return rx_fail(ctx, "%s must be %s, got \"%s\"", key, accepted, v);
-}
-
 static int check_int_range(rx_ctx *ctx, const char *key, int64_t v, int64_t min, int64_t max, const char *what)
 {
     if (v < min || v > max)
@@ -219,10 +201,10 @@ static int cifar10_parse_augment(rx_ctx *ctx, const rx_value *args, cifar10_augm
     if (check_int_range(ctx, "crop_padding", args[ARG_CROP_PADDING].i, 0, CIFAR_MAX_PADDING,
                         "pixels of padding around the 32x32 image; 0: no crop") != 0 ||
         check_int_range(ctx, "cutout", args[ARG_CUTOUT].i, 0, CIFAR_SIDE, "side of the square; 0: none") != 0 ||
-        parse_choice(ctx, "padding_mode", args[ARG_PADDING_MODE].s, padding_modes, NCHOICES(padding_modes),
+        data_parse_choice(ctx, "padding_mode", args[ARG_PADDING_MODE].s, padding_modes, NCHOICES(padding_modes),
                      &padding_mode) != 0 ||
-        parse_choice(ctx, "flip", args[ARG_FLIP].s, flip_names, NCHOICES(flip_names), &flip) != 0 ||
-        parse_choice(ctx, "tta", args[ARG_TTA].s, tta_names, NCHOICES(tta_names), &tta) != 0)
+        data_parse_choice(ctx, "flip", args[ARG_FLIP].s, flip_names, NCHOICES(flip_names), &flip) != 0 ||
+        data_parse_choice(ctx, "tta", args[ARG_TTA].s, tta_names, NCHOICES(tta_names), &tta) != 0)
         return -1;
     *aug = (cifar10_augment){
         .crop_padding = (int)args[ARG_CROP_PADDING].i,
@@ -253,17 +235,6 @@ static int cifar10_check_args(rx_ctx *ctx, const rx_value *args, cifar10_augment
         return rx_fail(ctx, "test_limit must be >= 0 (0: all), got %lld", (long long)args[ARG_TEST_LIMIT].i);
     if (cifar10_parse_augment(ctx, args, aug) != 0) return -1;
     return cifar10_check_download_args(ctx, args);
-}
-
-/* One table per channel so that normalizing a pixel is a lookup. Computed in float, in the
- * order torchvision does it, so the values match PyTorch's bit for bit. */
-static void cifar10_build_luts(cifar10 *d, const rx_value *mean, const rx_value *std)
-{
-    for (int c = 0; c < CIFAR_CHANNELS; c++) {
-        float m = (float)mean->list[mean->len == 1 ? 0 : c];
-        float s = (float)std->list[std->len == 1 ? 0 : c];
-        for (int v = 0; v < 256; v++) d->lut[c][v] = ((float)v / 255.0f - m) / s;
-    }
 }
 
 /* A limit of 0 means everything there is; a larger one than there is means the same. */
@@ -618,7 +589,7 @@ static int cifar10_create(void **self, rx_ctx *ctx, const rx_value *args, uint64
     d->aug = aug;
     d->ntrain = apply_limit(args[ARG_TRAIN_LIMIT].i, CIFAR_TRAIN_MAX);
     d->ntest = apply_limit(args[ARG_TEST_LIMIT].i, CIFAR_PER_FILE);
-    cifar10_build_luts(d, &args[ARG_MEAN], &args[ARG_STD]);
+    data_build_luts(d->lut, CIFAR_CHANNELS, &args[ARG_MEAN], &args[ARG_STD]);
     if (cifar10_read_meta(d, ctx, dir) != 0 || cifar10_alloc_images(d, ctx) != 0 ||
         cifar10_read_images(d, ctx, dir) != 0 ||
         cifar10_make_splits(d, ctx, args[ARG_VALID_FRACTION].num) != 0 || cifar10_place(d, ctx) != 0) {
