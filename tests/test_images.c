@@ -540,6 +540,51 @@ static void test_folder_cache(void **state)
     test_rmdir(root);
 }
 
+/* The augmentation and test-time views are cifar10's: here the mirror view of a picture whose
+ * left half is red and right half blue, and the parameters' bounds for a 4 x 6 size. */
+static void test_folder_views(void **state)
+{
+    char *root = test_tmpdir();
+    for (int k = 0; k < 2; k++) {
+        char rel[16];
+        snprintf(rel, sizeof rel, "c%d", k);
+        mkdirs_in(root, rel);
+        for (int i = 0; i < 4; i++) {
+            uint8_t px[4 * 6 * 3] = { 0 }; /* (4, 6, 3) */
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 6; x++) px[(y * 6 + x) * 3 + (x < 3 ? 0 : 2)] = 255;
+            char file[32];
+            snprintf(file, sizeof file, "%s/%d.png", rel, i);
+            write_png(at(root, file), 6, 4, PNG_COLOR_TYPE_RGB, 8, px, 18, NULL, 0);
+        }
+    }
+    data_set ds;
+    folder_load(&ds, root);
+    test_arg(ds.desc, ds.args, "tta")->s = "flip";
+    test_arg(ds.desc, ds.args, "test_fraction")->num = 0.25;
+    folder_create(&ds);
+    assert_int_equal(ds.info.views, 2);
+    float x[2][3 * 4 * 6];
+    int32_t labels[2];
+    for (int v = 0; v < 2; v++) {
+        rx_tensor t = { .data = x[v], .shape = { .ndim = 4, .d = { 1, 3, 4, 6 } }, .device = RX_CPU };
+        assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TEST, 0), 0);
+        if (ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 0, v, &t, labels) != 0) fail_msg("%s", ds.ctx.err);
+    }
+    assert_true(x[0][0] == 1.0f && x[0][48] == 0.0f);     /* red at (0, 0) */
+    assert_true(x[1][0] == 0.0f && x[1][48] == 1.0f);     /* mirrored: blue */
+    rx_tensor t = { .data = x[0], .shape = { .ndim = 4, .d = { 1, 3, 4, 6 } }, .device = RX_CPU };
+    assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 0, 2, &t, labels), -1);
+    expect_message(ds.ctx.err, "tta = \"flip\" gives views 0 .. 1");
+    folder_close(&ds);
+
+    folder_load(&ds, root);
+    test_arg(ds.desc, ds.args, "crop_padding")->i = 4;
+    folder_refused(&ds, "crop_padding must be in [0, 3] (pixels of padding around the 4x6 image");
+    folder_close(&ds);
+    test_rmdir(root);
+}
+
 static void test_folder_refusals(void **state)
 {
     char *root = test_tmpdir();
@@ -613,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_folder_split_layout),
         cmocka_unit_test(test_folder_one_folder),
         cmocka_unit_test(test_folder_cache),
+        cmocka_unit_test(test_folder_views),
         cmocka_unit_test(test_folder_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,7 +12,9 @@
  * Every picture is decoded and fitted to `size` once (scan.c: "resize" scales the whole picture,
  * "crop" scales and cuts its centre) and kept as bytes, in memory and in a cache file checked
  * against the files' names, sizes and times. Batches are normalized through a table per channel,
- * from the given mean and std or, by default, from the training split's own.
+ * from the given mean and std or, by default, from the training split's own. Augmentation of
+ * training images and the test-time views are cifar10's (plugins/common/augment.c), with the same
+ * parameters.
  */
 #include <limits.h>
 #include <math.h>
@@ -20,13 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
 #include "data.h"
 #include "imagefolder.h"
 
 #define STREAM_SPLIT 1
 #define STREAM_EPOCH 1000
 
-enum { ARG_PATH, ARG_SIZE, ARG_RESIZE, ARG_VALID_FRACTION, ARG_TEST_FRACTION, ARG_MEAN, ARG_STD, ARG_CACHE };
+enum {
+    ARG_PATH, ARG_SIZE, ARG_RESIZE, ARG_VALID_FRACTION, ARG_TEST_FRACTION, ARG_MEAN, ARG_STD, ARG_CACHE,
+    ARG_CROP_PADDING, /* then the rest of AUGMENT_PARAMS */
+};
 
 static const rx_param params[] = {
     { .key = "path", .type = RX_STR, .required = true,
@@ -47,6 +53,7 @@ static const rx_param params[] = {
       .help = "per-channel standard deviation divided by (1 or 3 values, > 0; none: the training split's own)" },
     { .key = "cache", .type = RX_STR, .def = { .s = "" },
       .help = "folder for the decoded images' cache file (\"\": the root folder itself)" },
+    AUGMENT_PARAMS("size"),
     { 0 },
 };
 
@@ -60,7 +67,9 @@ typedef struct imagefolder {
     int32_t *order[RX_NSPLITS]; /* indices into list and pixels: train's is this epoch's */
     int32_t *train_base;        /* (size[RX_TRAIN]) the training split before the epoch's shuffle */
     uint64_t seed;
-    float lut[3][256];          /* byte value -> normalized float, per channel */
+    int64_t epoch;              /* the training epoch begin_epoch fixed last: its augmentation */
+    augment aug;
+    float lut[3][AUGMENT_LEVELS]; /* byte value -> normalized float, per channel */
 } imagefolder;
 
 static void imagefolder_destroy(void *self)
@@ -85,7 +94,7 @@ static int check_normalization(rx_ctx *ctx, const rx_value *mean, const rx_value
     return 0;
 }
 
-static int check_args(rx_ctx *ctx, const rx_value *args, int *h, int *w, int *fit)
+static int check_args(rx_ctx *ctx, const rx_value *args, int *h, int *w, int *fit, augment *aug)
 {
     if (!args[ARG_PATH].s || !*args[ARG_PATH].s) return rx_fail(ctx, "path is empty (the root folder of the images)");
     const rx_value *size = &args[ARG_SIZE];
@@ -99,7 +108,9 @@ static int check_args(rx_ctx *ctx, const rx_value *args, int *h, int *w, int *fi
     double vf = args[ARG_VALID_FRACTION].num, tf = args[ARG_TEST_FRACTION].num;
     if (!(vf >= 0 && vf < 1)) return rx_fail(ctx, "valid_fraction must be in [0, 1), got %g", vf);
     if (!(tf > 0 && tf < 1)) return rx_fail(ctx, "test_fraction must be in (0, 1), got %g", tf);
-    if (check_normalization(ctx, &args[ARG_MEAN], &args[ARG_STD]) != 0) return -1;
+    if (check_normalization(ctx, &args[ARG_MEAN], &args[ARG_STD]) != 0 ||
+        augment_parse(ctx, &args[ARG_CROP_PADDING], *h, *w, aug) != 0)
+        return -1;
     return data_parse_choice(ctx, "resize", args[ARG_RESIZE].s, picture_fit_names, 2, fit);
 }
 
@@ -212,7 +223,7 @@ static void fill_info(const imagefolder *d, rx_data_info *info)
     info->nclasses = d->list.nclasses;
     for (int c = 0; c < d->list.nclasses; c++) info->class_names[c] = d->list.classes[c];
     for (int s = 0; s < RX_NSPLITS; s++) info->size[s] = d->size[s];
-    info->views = 0;
+    info->views = d->aug.views;
 }
 
 static int imagefolder_create(void **self, rx_ctx *ctx, const rx_value *args, uint64_t seed, rx_data_info *info)
@@ -220,13 +231,15 @@ static int imagefolder_create(void **self, rx_ctx *ctx, const rx_value *args, ui
     *self = NULL;
     int h = 0, w = 0, fit = 0;
     char cache[PATH_MAX];
-    if (check_args(ctx, args, &h, &w, &fit) != 0 || cache_path(ctx, args, h, w, fit, cache) != 0) return -1;
+    augment aug;
+    if (check_args(ctx, args, &h, &w, &fit, &aug) != 0 || cache_path(ctx, args, h, w, fit, cache) != 0) return -1;
     imagefolder *d = calloc(1, sizeof *d);
     if (!d) return rx_fail(ctx, "out of memory");
     const char *root = args[ARG_PATH].s;
     d->h = h;
     d->w = w;
     d->seed = seed;
+    d->aug = aug;
     if (if_scan(ctx, root, &d->list) != 0 ||
         make_splits(d, ctx, root, args[ARG_VALID_FRACTION].num, args[ARG_TEST_FRACTION].num) != 0 ||
         if_load_images(ctx, root, &d->list, cache, h, w, (picture_fit)fit, &d->pixels) != 0) {
@@ -248,6 +261,7 @@ static int imagefolder_begin_epoch(void *self, rx_ctx *ctx, rx_split split, int6
     int64_t n = d->size[RX_TRAIN];
     memcpy(d->order[RX_TRAIN], d->train_base, (size_t)n * sizeof(int32_t));
     data_shuffle_indices(d->order[RX_TRAIN], n, rx_rng_stream(d->seed, STREAM_EPOCH + (uint64_t)epoch));
+    d->epoch = epoch;
     return 0;
 }
 
@@ -255,8 +269,7 @@ static int imagefolder_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_
                                  int32_t *labels)
 {
     imagefolder *d = self;
-    if (data_check_split(ctx, split) != 0) return -1;
-    if (view != 0) return rx_fail(ctx, "batch: view %d, but imagefolder gives view 0 only", view);
+    if (data_check_split(ctx, split) != 0 || augment_check_view(ctx, &d->aug, split, view) != 0) return -1;
     const rx_shape *s = &x->shape;
     if (s->ndim != 4 || s->d[1] != 3 || s->d[2] != d->h || s->d[3] != d->w)
         return rx_fail(ctx, "batch: x has %d dims (%lld, %lld, %lld, %lld), expected (N, 3, %d, %d)", s->ndim,
@@ -264,14 +277,11 @@ static int imagefolder_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_
     if (first < 0 || s->d[0] < 0 || first + s->d[0] > d->size[split])
         return rx_fail(ctx, "batch: samples [%lld, %lld) are outside the %s split's %lld", (long long)first,
                        (long long)(first + s->d[0]), split_names[split], (long long)d->size[split]);
-    size_t plane = (size_t)d->h * (size_t)d->w;
+    size_t each = (size_t)3 * (size_t)d->h * (size_t)d->w;
     for (int64_t n = 0; n < s->d[0]; n++) {
-        int32_t image = d->order[split][first + n];
-        const uint8_t *px = d->pixels + (size_t)image * 3 * plane; /* (3, h, w) */
-        float *dst = x->data + (size_t)n * 3 * plane;
-        for (int c = 0; c < 3; c++)
-            for (size_t k = 0; k < plane; k++) dst[(size_t)c * plane + k] = d->lut[c][px[(size_t)c * plane + k]];
-        labels[n] = d->list.files[image].label;
+        augment_pick pk = augment_pick_for(&d->aug, d->seed, d->epoch, split, d->order[split][first + n], view);
+        augment_render(&d->aug, &d->lut[0][0], d->pixels + (size_t)pk.image * each, pk, x->data + (size_t)n * each);
+        labels[n] = d->list.files[pk.image].label;
     }
     return 0;
 }
