@@ -648,6 +648,28 @@ static void test_folder_refusals(void **state)
     test_rmdir(root);
 }
 
+/* configs/imagefolder.lua trains as the README says, on a tree of pictures made here (its last
+ * layer cut to the tree's 2 classes, the pictures to 16 x 16); summary.json names the classes. */
+static void test_example_config_trains(void **state)
+{
+    char *dir = test_tmpdir(), line[2048], err[4096];
+    char root[1100];
+    snprintf(root, sizeof root, "%s/pics", dir);
+    write_split_tree(root, 6);
+    snprintf(line, sizeof line, "OMP_WAIT_POLICY=passive \"$RUNEXP\" '%s/configs/imagefolder.lua' data.path=pics "
+             "data.size=16 data.batch_size=4 model.14.out=2 epochs=1 threads=1 device=cpu out=run", RX_SOURCE_DIR);
+    int rc = shell_in(dir, line, err, sizeof err);
+    if (rc != 0) fail_msg("runexp exited with %d: %s", rc, err);
+    expect_message(err, "imagefolder: pics: mean = {");
+    char *summary, e[ERR_LEN];
+    size_t len;
+    snprintf(line, sizeof line, "%s/run/summary.json", dir);
+    if (read_file(line, &summary, &len, e) != 0) fail_msg("%s", e);
+    expect_message(summary, "\"dog\"");
+    free(summary);
+    test_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -660,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_folder_cache),
         cmocka_unit_test(test_folder_views),
         cmocka_unit_test(test_folder_refusals),
+        cmocka_unit_test(test_example_config_trains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
