@@ -56,6 +56,7 @@ TEST_LIBS   := $(shell pkg-config --libs cmocka)
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+COMMON_LIB := $(BUILD)/plugins/libcommon.a
 # A plugin is plugins/KIND/NAME.c (with NAME.cu beside it) or a folder plugins/KIND/NAME/ whose
 # .c files (and .cu files, in a CUDA build) all go into build/plugins/KIND/NAME.so. plugins/common/
 # is no plugin: it is the static library every plugin links (build/plugins/libcommon.a).
@@ -69,14 +70,16 @@ HEADERS  := $(wildcard core/*.h)
 
 all: $(BUILD)/runexp $(PLUGINS)
 
-$(BUILD)/core/%.o: core/%.c $(HEADERS)
+$(BUILD)/core/%.o: core/%.c $(HEADERS) $(wildcard plugins/common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DRX_PLUGIN_DIR='"$(PREFIX)/lib/runexp/plugins"' -c $< -o $@
 
 $(BUILD)/libruncore.a: $(CORE_OBJ)
 	$(AR) rcs $@ $^
 
-$(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
+# The host links plugins/common too: runexp predict decodes pictures and draws their test-time
+# views with the code the data plugins use (picture.c, augment.c).
+$(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a $(COMMON_LIB)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # One shared object per plugin; plugins see core/runexp.h and plugins/common/. Plugin code is
@@ -84,7 +87,6 @@ $(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a
 # its files and plugins/common share between them.
 PLUGIN_CFLAGS = $(CFLAGS) -fvisibility=hidden -Iplugins/common
 COMMON_SRC := $(wildcard plugins/common/*.c) $(if $(filter 1,$(CUDA)),$(wildcard plugins/common/*.cu))
-COMMON_LIB := $(BUILD)/plugins/libcommon.a
 .SECONDEXPANSION:
 PLUGIN_SRC = $(wildcard plugins/$*.c plugins/$*/*.c) $(if $(filter 1,$(CUDA)),$(wildcard plugins/$*.cu plugins/$*/*.cu))
 PLUGIN_OBJ = $(patsubst plugins/%,$(BUILD)/plugins/%.o,$(PLUGIN_SRC))

@@ -17,6 +17,7 @@
 #include "run_dir.h"
 #include "script.h"
 #include "interrupt.h"
+#include "predict.h"
 
 static void usage(FILE *f)
 {
@@ -31,6 +32,8 @@ static void usage(FILE *f)
             "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
             "                                              test a layer or loss plugin: gradients, writes,\n"
             "                                              determinism, speed\n"
+            "       runexp predict RUN_DIR|CHECKPOINT IMAGE|FOLDER ... [--top=3] [--json] [--resize=resize|crop]\n"
+            "                                              classify PNG and JPEG files with a trained run\n"
             "       runexp --help | --version\n"
             "\n"
             "key=value overrides the config with dotted keys, typed as Lua reads them:\n"
@@ -200,6 +203,7 @@ int main(int argc, char **argv)
     crash_handle_signals();
     /* A file-size limit (ulimit -f) or a full disk should fail a write with a message, not kill. */
     signal(SIGXFSZ, SIG_IGN);
+    if (strcmp(argv[1], "predict") == 0) return predict_main(&s.path, argc - 2, argv + 2);
     char err[ERR_LEN] = "";
     int rc;
     if (strcmp(argv[1], "resume") == 0) {

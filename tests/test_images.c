@@ -1,7 +1,9 @@
 /* test_images.c: pictures in. The decoder (plugins/common/picture.c) on PNG and JPEG files this
  * suite writes itself with libpng and libjpeg, its fitting to a size, its refusals (not an image,
- * truncated, too large); and the imagefolder data plugin on small trees of such files: layouts,
- * splits, class names, normalization, the cache and its invalidation, and broken trees. */
+ * truncated, too large); the imagefolder data plugin on small trees of such files: layouts,
+ * splits, class names, normalization, the cache and its invalidation, and broken trees; and
+ * runexp predict on a run trained here on a tiny CIFAR-10 the suite writes, its test images
+ * saved as PNG. */
 #include "helpers.h"
 
 #include <jpeglib.h>
@@ -670,6 +672,162 @@ static void test_example_config_trains(void **state)
     test_rmdir(dir);
 }
 
+/* ---- runexp predict ---- */
+
+#define CIFAR_FILE_BYTES 30730000 /* 10,000 records of 3,073 bytes */
+#define TINY_TRAIN 240
+#define TINY_TEST 100
+
+/* Image k of the tiny CIFAR-10: its label, and (3, 32, 32) bytes a small network can tell apart
+ * a little (the label shifts one channel). */
+static int tiny_label(int k) { return (k * 7 + k / 3) % 10; }
+static void tiny_pixels(int k, uint8_t *px)
+{
+    rx_rng r = rx_rng_stream(77, (uint64_t)k);
+    for (int p = 0; p < 3072; p++) px[p] = (uint8_t)((rx_rng_next(&r) >> 58) + (p / 1024 == tiny_label(k) % 3 ? 25 * tiny_label(k) : 0));
+}
+
+/* A file in CIFAR-10's format: its official size (sparse), the first n records written. */
+static void write_cifar_file(const char *path, int first_k, int n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint8_t rec[3073];
+    for (int i = 0; i < n; i++) {
+        rec[0] = (uint8_t)tiny_label(first_k + i);
+        tiny_pixels(first_k + i, rec + 1);
+        assert_int_equal(fwrite(rec, 1, sizeof rec, f), sizeof rec);
+    }
+    assert_int_equal(ftruncate(fileno(f), CIFAR_FILE_BYTES), 0);
+    fclose(f);
+}
+
+/* The test images as PNG files, img-KKKK-label-L.png: what a user would save from the data set. */
+static void write_test_pngs(const char *dir)
+{
+    uint8_t px[3072], rgb[3072];
+    for (int i = 0; i < TINY_TEST; i++) {
+        int k = TINY_TRAIN + i;
+        tiny_pixels(k, px);
+        for (int c = 0; c < 3; c++)
+            for (int p = 0; p < 1024; p++) rgb[p * 3 + c] = px[c * 1024 + p];
+        char file[64];
+        snprintf(file, sizeof file, "img-%04d-label-%d.png", i, tiny_label(k));
+        write_png(at(dir, file), 32, 32, PNG_COLOR_TYPE_RGB, 8, rgb, 96, NULL, 0);
+    }
+}
+
+static char *predict_dir; /* a run trained once for the predict tests, in predict_dir/run */
+
+static int train_tiny_run(void **state)
+{
+    predict_dir = test_tmpdir();
+    mkdirs_in(predict_dir, "cifar");
+    mkdirs_in(predict_dir, "pngs/sub");
+    static const char *const train[] = { "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                         "data_batch_4.bin", "data_batch_5.bin" };
+    char rel[64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(rel, sizeof rel, "cifar/%s", train[i]);
+        write_cifar_file(at(predict_dir, rel), 0, i == 0 ? TINY_TRAIN : 0);
+    }
+    write_cifar_file(at(predict_dir, "cifar/test_batch.bin"), TINY_TRAIN, TINY_TEST);
+    write_text(at(predict_dir, "cifar/batches.meta.txt"), "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
+    write_text(at(predict_dir, "tiny.lua"),
+               "return { data = { 'cifar10', path = 'cifar', train_limit = 240, test_limit = 100, valid_fraction = 0.1,\n"
+               "  batch_size = 16, crop_padding = 2, flip = 'random', tta = 'flip_shift', mean = { 0.4, 0.5, 0.6 },\n"
+               "  std = { 0.2, 0.25, 0.3 } },\n"
+               "  model = { { 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'relu' }, { 'maxpool', size = 4 },\n"
+               "            { 'flatten' }, { 'linear', out = 10 } },\n"
+               "  loss = 'cross_entropy', optim = { 'sgd', lr = 0.05, momentum = 0.9 }, epochs = 1, device = 'cpu',\n"
+               "  threads = 1 }\n");
+    char pngs[1100];
+    snprintf(pngs, sizeof pngs, "%s/pngs", predict_dir);
+    write_test_pngs(pngs);
+    char err[4096];
+    int rc = shell_in(predict_dir, "OMP_WAIT_POLICY=passive \"$RUNEXP\" tiny.lua out=run", err, sizeof err);
+    if (rc != 0) fail_msg("training the tiny run exited with %d: %s", rc, err);
+    return 0;
+}
+
+static int remove_tiny_run(void **state)
+{
+    test_rmdir(predict_dir);
+    return 0;
+}
+
+/* runexp.predict on the test images saved as PNG gets exactly as many right as runexp.evaluate
+ * on the same weights, with the run's six test-time views (mirror and shifts) averaged. */
+static void test_predict_matches_evaluate(void **state)
+{
+    write_text(at(predict_dir, "compare.lua"),
+               "local e = runexp.evaluate('run/best.safetensors', dofile('run/config.lua'))\n"
+               "local p = runexp.predict('run', { 'pngs' }, { top = 2 })\n"
+               "local right = 0\n"
+               "for _, r in ipairs(p) do\n"
+               "  assert(not r.error, r.error)\n"
+               "  assert(#r.top == 2 and r.top[1].class == r.class and r.top[1].probability >= r.top[2].probability)\n"
+               "  if r.top[1].index == tonumber(r.file:match('label%-(%d+)')) then right = right + 1 end\n"
+               "end\n"
+               "io.stderr:write(string.format('evaluate %d of %d, predict %d of %d\\n', e.correct, e.total, right, #p))\n"
+               "assert(e.correct == right and e.total == #p and #p == 100, 'predict and evaluate differ')\n");
+    char err[4096];
+    int rc = shell_in(predict_dir, "OMP_WAIT_POLICY=passive \"$RUNEXP\" compare.lua", err, sizeof err);
+    if (rc != 0) fail_msg("exited with %d: %s", rc, err);
+    expect_message(err, "of 100, predict");
+}
+
+static int count_char(const char *s, char c)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == c;
+    return n;
+}
+
+/* The command line: one JSON line per file, in sorted order, folders walked; a broken file named
+ * and the others classified, with exit status 1; a checkpoint with its config.lua beside it. */
+static void test_predict_command_line(void **state)
+{
+    char err[4096], line[1024];
+    write_flat_jpeg(at(predict_dir, "pngs/sub/zz.jpg"), 50, 40, 200, 10, 10);
+    write_text(at(predict_dir, "notes.png"), "not a picture");
+    snprintf(line, sizeof line, "OMP_WAIT_POLICY=passive \"$RUNEXP\" predict run pngs notes.png --json --top=1 "
+             "> out.json");
+    int rc = shell_in(predict_dir, line, err, sizeof err);
+    assert_int_equal(rc, 1);
+    expect_message(err, "notes.png: not an image");
+    expect_message(err, "1 of 102 files could not be classified");
+    char *json;
+    size_t len;
+    if (read_file(at(predict_dir, "out.json"), &json, &len, line) != 0) fail_msg("%s", line);
+    assert_int_equal(count_char(json, '\n'), 102);
+    const char *first = "{\"file\": \"pngs/img-0000-label-";
+    assert_int_equal(strncmp(json, first, strlen(first)), 0);
+    expect_message(json, "{\"file\": \"pngs/sub/zz.jpg\", \"top\": [{\"class\": \"");
+    expect_message(json, "{\"file\": \"notes.png\", \"error\": \"notes.png: not an image");
+    free(json);
+
+    rc = shell_in(predict_dir, "\"$RUNEXP\" predict run/best.safetensors pngs/sub/zz.jpg --resize=crop > out.txt", err,
+                  sizeof err);
+    assert_int_equal(rc, 0);
+    if (read_file(at(predict_dir, "out.txt"), &json, &len, line) != 0) fail_msg("%s", line);
+    expect_message(json, "pngs/sub/zz.jpg: ");
+    assert_int_equal(count_char(json, ','), 2); /* three classes, the default */
+    free(json);
+
+    mkdirs_in(predict_dir, "lone");
+    rc = shell_in(predict_dir, "cp run/best.safetensors lone/ && \"$RUNEXP\" predict lone/best.safetensors pngs", err,
+                  sizeof err);
+    assert_int_equal(rc, 1);
+    expect_message(err, "predict needs the run's config.lua beside the checkpoint");
+    rc = shell_in(predict_dir, "\"$RUNEXP\" predict run --top=0 pngs", err, sizeof err);
+    assert_int_equal(rc, 2);
+    expect_message(err, "--top=K with K from 1 to 1000");
+    rc = shell_in(predict_dir, "\"$RUNEXP\" predict run empty-nothing", err, sizeof err);
+    assert_int_equal(rc, 1);
+    expect_message(err, "empty-nothing: cannot open");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -684,5 +842,10 @@ int main(void)
         cmocka_unit_test(test_folder_refusals),
         cmocka_unit_test(test_example_config_trains),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest predict_tests[] = {
+        cmocka_unit_test(test_predict_matches_evaluate),
+        cmocka_unit_test(test_predict_command_line),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    return failed + cmocka_run_group_tests(predict_tests, train_tiny_run, remove_tiny_run);
 }

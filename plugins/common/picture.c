@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const picture_fit_names[2] = { "resize", "crop" };
+const char *const picture_fit_names[3] = { "resize", "crop", NULL };
 
 static const uint8_t PNG_MAGIC[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
 static const uint8_t JPEG_MAGIC[3] = { 0xff, 0xd8, 0xff };

@@ -37,8 +37,9 @@ typedef struct picture {
  * source pixel counts: Pillow's BILINEAR and torchvision's Resize(antialias=True). */
 typedef enum { PICTURE_RESIZE = 0, PICTURE_CROP = 1 } picture_fit;
 
-/* The names of picture_fit's values, "resize" and "crop", for parameters and options. */
-extern const char *const picture_fit_names[2];
+/* The names of picture_fit's values, "resize" and "crop", for parameters and options; NULL ends
+ * the list (as luaL_checkoption takes it). */
+extern const char *const picture_fit_names[3];
 
 /* The PNG or JPEG in bytes[0 .. len) (the file PATH) into *p. 0, or -1 after rx_fail("PATH: ..."),
  * p left empty. */
