@@ -316,21 +316,10 @@ static void test_fitting(void **state)
 
 /* ---- The imagefolder plugin ---- */
 
-typedef struct data_set {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    rx_data_info info;
-} data_set;
-
-static void folder_load(data_set *ds, const char *root)
+static void folder_load(data_rig *ds, const char *root)
 {
-    memset(ds, 0, sizeof *ds);
+    data_rig_load(ds, "imagefolder");
     ds->ctx.threads = 2;
-    ds->desc = test_load(&ds->pl, RX_DATA, "imagefolder");
-    test_default_args(ds->desc, ds->args);
     test_arg(ds->desc, ds->args, "path")->s = root;
     *test_arg(ds->desc, ds->args, "size") = (rx_value){ .len = 2, .list = { 4, 6 } };
     /* Pixels in [0, 1] as they are: the values tests compare are v / 255. */
@@ -338,29 +327,8 @@ static void folder_load(data_set *ds, const char *root)
     *test_arg(ds->desc, ds->args, "std") = (rx_value){ .len = 1, .list = { 1 } };
 }
 
-static void folder_create(data_set *ds)
-{
-    memset(&ds->info, 0, sizeof ds->info);
-    if (ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info) != 0) fail_msg("create failed: %s", ds->ctx.err);
-}
-
-static void folder_refused(data_set *ds, const char *want)
-{
-    ds->self = NULL;
-    assert_int_equal(ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info), -1);
-    assert_null(ds->self);
-    if (!strstr(ds->ctx.err, want)) fail_msg("error '%s' does not say '%s'", ds->ctx.err, want);
-}
-
-static void folder_close(data_set *ds)
-{
-    ds->desc->data.destroy(ds->self);
-    ds->self = NULL;
-    plugin_unload(&ds->pl);
-}
-
 /* The first float of each channel of sample I of SPLIT, times 255 (the colour byte), and its label. */
-static void sample_colour(data_set *ds, rx_split split, int64_t i, int *rgb, int32_t *label)
+static void sample_colour(data_rig *ds, rx_split split, int64_t i, int *rgb, int32_t *label)
 {
     float x[3 * 4 * 6];
     rx_tensor t = { .data = x, .shape = { .ndim = 4, .d = { 1, 3, 4, 6 } }, .device = RX_CPU };
@@ -393,9 +361,9 @@ static void test_folder_split_layout(void **state)
 {
     char *root = test_tmpdir();
     write_split_tree(root, 3);
-    data_set ds;
+    data_rig ds;
     folder_load(&ds, root);
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.nclasses, 2);
     assert_string_equal(ds.info.class_names[0], "cat");
     assert_string_equal(ds.info.class_names[1], "dog");
@@ -417,7 +385,7 @@ static void test_folder_split_layout(void **state)
     sample_colour(&ds, RX_VALID, 0, rgb, &label);
     assert_int_equal(label, 0);
     assert_true(abs(rgb[1] - 100) <= 3);
-    folder_close(&ds);
+    data_rig_close(&ds);
     test_rmdir(root);
 }
 
@@ -435,11 +403,11 @@ static void test_folder_one_folder(void **state)
             write_flat_png(at(root, file), 6, 4, (uint8_t)(k * 50), 0, 0);
         }
     }
-    data_set ds;
+    data_rig ds;
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "valid_fraction")->num = 0.2;
     test_arg(ds.desc, ds.args, "test_fraction")->num = 0.1;
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.nclasses, 3);
     assert_int_equal(ds.info.size[RX_VALID], 6);
     assert_int_equal(ds.info.size[RX_TEST], 3);
@@ -451,13 +419,13 @@ static void test_folder_one_folder(void **state)
             sample_colour(&ds, s, i, rgb, &label);
             assert_int_equal(rgb[0], label * 50);
         }
-    folder_close(&ds);
+    data_rig_close(&ds);
 
     /* The training split's own statistics: every pixel's red is 0, 50 or 100. */
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "mean")->len = 0;
     test_arg(ds.desc, ds.args, "std")->len = 0;
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     float x[3 * 4 * 6 * 21];
     int32_t labels[21];
     rx_tensor t = { .data = x, .shape = { .ndim = 4, .d = { 21, 3, 4, 6 } }, .device = RX_CPU };
@@ -468,7 +436,7 @@ static void test_folder_one_folder(void **state)
         for (int k = 0; k < 24; k++) sum += x[n * 72 + k], sq += (double)x[n * 72 + k] * x[n * 72 + k];
     assert_true(fabs(sum / (21 * 24)) < 1e-4);
     assert_true(fabs(sq / (21 * 24) - 1) < 1e-3);
-    folder_close(&ds);
+    data_rig_close(&ds);
     test_rmdir(root);
 }
 
@@ -490,10 +458,10 @@ static void test_folder_cache(void **state)
 {
     char *root = test_tmpdir();
     write_split_tree(root, 2);
-    data_set ds;
+    data_rig ds;
     folder_load(&ds, root);
-    folder_create(&ds);
-    folder_close(&ds);
+    data_rig_create(&ds, 1);
+    data_rig_close(&ds);
     char cache[1100];
     cache_file(root, cache, sizeof cache);
     /* The last byte is the blue of the last test image's last pixel (a JPEG's 128, near enough). */
@@ -506,26 +474,26 @@ static void test_folder_cache(void **state)
     int rgb[3];
     int32_t label;
     folder_load(&ds, root);
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     sample_colour(&ds, RX_TEST, 1, rgb, &label);
     assert_int_equal(rgb[2], 7); /* read from the cache */
-    folder_close(&ds);
+    data_rig_close(&ds);
 
     /* A file that changed (size and time): decoded again, the mark gone. */
     write_flat_png(at(root, "train/cat/00.png"), 13, 8, 200, 0, 0);
     folder_load(&ds, root);
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     sample_colour(&ds, RX_TEST, 1, rgb, &label);
     assert_true(abs(rgb[2] - 128) <= 3);
-    folder_close(&ds);
+    data_rig_close(&ds);
 
     /* A torn cache is no cache: rebuilt, not an error. */
     struct stat whole, rebuilt;
     assert_int_equal(stat(cache, &whole), 0);
     cut_in_half(cache);
     folder_load(&ds, root);
-    folder_create(&ds);
-    folder_close(&ds);
+    data_rig_create(&ds, 1);
+    data_rig_close(&ds);
     assert_int_equal(stat(cache, &rebuilt), 0);
     assert_int_equal(rebuilt.st_size, whole.st_size);
 
@@ -533,8 +501,8 @@ static void test_folder_cache(void **state)
     char *elsewhere = test_tmpdir();
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "cache")->s = elsewhere;
-    folder_create(&ds);
-    folder_close(&ds);
+    data_rig_create(&ds, 1);
+    data_rig_close(&ds);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "ls '%s'/.imagefolder-4x6-resize-*.cache >/dev/null", elsewhere);
     assert_int_equal(system(cmd), 0);
@@ -560,11 +528,11 @@ static void test_folder_views(void **state)
             write_png(at(root, file), 6, 4, PNG_COLOR_TYPE_RGB, 8, px, 18, NULL, 0);
         }
     }
-    data_set ds;
+    data_rig ds;
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "tta")->s = "flip";
     test_arg(ds.desc, ds.args, "test_fraction")->num = 0.25;
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.views, 2);
     float x[2][3 * 4 * 6];
     int32_t labels[2];
@@ -578,36 +546,36 @@ static void test_folder_views(void **state)
     rx_tensor t = { .data = x[0], .shape = { .ndim = 4, .d = { 1, 3, 4, 6 } }, .device = RX_CPU };
     assert_int_equal(ds.desc->data.batch[RX_CPU](ds.self, &ds.ctx, RX_TEST, 0, 2, &t, labels), -1);
     expect_message(ds.ctx.err, "tta = \"flip\" gives views 0 .. 1");
-    folder_close(&ds);
+    data_rig_close(&ds);
 
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "crop_padding")->i = 4;
-    folder_refused(&ds, "crop_padding must be in [0, 3] (pixels of padding around the 4x6 image");
-    folder_close(&ds);
+    data_rig_refused(&ds, "crop_padding must be in [0, 3] (pixels of padding around the 4x6 image");
+    data_rig_close(&ds);
     test_rmdir(root);
 }
 
 static void test_folder_refusals(void **state)
 {
     char *root = test_tmpdir();
-    data_set ds;
+    data_rig ds;
     folder_load(&ds, at(root, "nowhere"));
-    folder_refused(&ds, "no such folder");
-    folder_close(&ds);
+    data_rig_refused(&ds, "no such folder");
+    data_rig_close(&ds);
 
     folder_load(&ds, root);
-    folder_refused(&ds, "no class folders");
-    folder_close(&ds);
+    data_rig_refused(&ds, "no class folders");
+    data_rig_close(&ds);
 
     write_split_tree(root, 2);
     mkdirs_in(root, "train/emu");
     folder_load(&ds, root);
-    folder_refused(&ds, "train/emu: an empty class folder");
-    folder_close(&ds);
+    data_rig_refused(&ds, "train/emu: an empty class folder");
+    data_rig_close(&ds);
     write_flat_png(at(root, "train/emu/1.png"), 3, 3, 1, 1, 1);
     folder_load(&ds, root);
-    folder_refused(&ds, "val lacks class 'emu'");
-    folder_close(&ds);
+    data_rig_refused(&ds, "val lacks class 'emu'");
+    data_rig_close(&ds);
     mkdirs_in(root, "val/emu");
     mkdirs_in(root, "test/emu");
     mkdirs_in(root, "test/yak");
@@ -615,38 +583,38 @@ static void test_folder_refusals(void **state)
     write_flat_png(at(root, "test/emu/1.png"), 3, 3, 1, 1, 1);
     write_flat_png(at(root, "test/yak/1.png"), 3, 3, 1, 1, 1);
     folder_load(&ds, root);
-    folder_refused(&ds, "test has class 'yak'");
-    folder_close(&ds);
+    data_rig_refused(&ds, "test has class 'yak'");
+    data_rig_close(&ds);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -r '%s/test/yak'", root);
     assert_int_equal(system(cmd), 0);
 
     write_text(at(root, "val/dog/broken.jpg"), "\xff\xd8\xff and then nothing a JPEG should hold");
     folder_load(&ds, root);
-    folder_refused(&ds, "val/dog/broken.jpg: not a readable JPEG");
-    folder_close(&ds);
+    data_rig_refused(&ds, "val/dog/broken.jpg: not a readable JPEG");
+    data_rig_close(&ds);
     write_text(at(root, "val/dog/broken.jpg"), "text");
     folder_load(&ds, root);
-    folder_refused(&ds, "val/dog/broken.jpg: not an image");
-    folder_close(&ds);
+    data_rig_refused(&ds, "val/dog/broken.jpg: not an image");
+    data_rig_close(&ds);
     unlink(at(root, "val/dog/broken.jpg"));
     assert_int_equal(mkfifo(at(root, "val/dog/pipe.png"), 0600), 0);
     folder_load(&ds, root); /* not a file: passed over, never opened (it would block) */
-    folder_create(&ds);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.size[RX_VALID], 3);
-    folder_close(&ds);
+    data_rig_close(&ds);
     unlink(at(root, "val/dog/pipe.png"));
 
     folder_load(&ds, root);
     test_arg(ds.desc, ds.args, "resize")->s = "stretch";
-    folder_refused(&ds, "resize must be \"resize\" or \"crop\", got \"stretch\"");
+    data_rig_refused(&ds, "resize must be \"resize\" or \"crop\", got \"stretch\"");
     *test_arg(ds.desc, ds.args, "size") = (rx_value){ .len = 1, .list = { 0 } };
     test_arg(ds.desc, ds.args, "resize")->s = "crop";
-    folder_refused(&ds, "size[0] is 0");
+    data_rig_refused(&ds, "size[0] is 0");
     *test_arg(ds.desc, ds.args, "size") = (rx_value){ .len = 1, .list = { 8 } };
     test_arg(ds.desc, ds.args, "std")->len = 0;
-    folder_refused(&ds, "mean and std are given together");
-    folder_close(&ds);
+    data_rig_refused(&ds, "mean and std are given together");
+    data_rig_close(&ds);
     test_rmdir(root);
 }
 
