@@ -11,6 +11,7 @@
 #define RUNEXP_PREDICT_H
 
 #include "plugin.h"
+#include "record.h" /* CLASS_NAME_LEN */
 
 #define PREDICT_MAX_TOP 1000
 
@@ -36,7 +37,7 @@ typedef struct predict_result {
     prediction *items;         /* (n) in the order the inputs name them, folders sorted */
     int top;                   /* entries of each index and probability */
     int nclasses;
-    char (*class_names)[32];   /* (nclasses) */
+    char (*class_names)[CLASS_NAME_LEN]; /* (nclasses) */
     int64_t failed;            /* items with an error */
 } predict_result;
 
