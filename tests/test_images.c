@@ -497,6 +497,17 @@ static void test_folder_cache(void **state)
     assert_int_equal(stat(cache, &rebuilt), 0);
     assert_int_equal(rebuilt.st_size, whole.st_size);
 
+    /* A root that cannot take the cache: the error says where it could go. */
+    char *ro = test_tmpdir();
+    folder_load(&ds, root);
+    char missing[1200];
+    snprintf(missing, sizeof missing, "%s/not-there", ro);
+    test_arg(ds.desc, ds.args, "cache")->s = missing;
+    data_rig_refused(&ds, "cannot write the cache");
+    expect_message(ds.ctx.err, "cache = a writable folder");
+    data_rig_close(&ds);
+    test_rmdir(ro);
+
     /* Elsewhere: cache = a folder. */
     char *elsewhere = test_tmpdir();
     folder_load(&ds, root);

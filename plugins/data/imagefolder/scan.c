@@ -270,7 +270,8 @@ static int cache_write(rx_ctx *ctx, const char *cache, const text *m, size_t byt
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         if (fd >= 0) close(fd);
-        return rx_fail(ctx, "%s: cannot write the cache: %s", tmp, strerror(errno));
+        return rx_fail(ctx, "%s: cannot write the cache: %s (cache = a writable folder puts it elsewhere)", tmp,
+                       strerror(errno));
     }
     int ok = fprintf(f, "%zu\n", m->len) > 0 && fwrite(m->s, 1, m->len, f) == m->len &&
              fwrite(px, 1, bytes, f) == bytes && fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -279,7 +280,8 @@ static int cache_write(rx_ctx *ctx, const char *cache, const text *m, size_t byt
     if (ok && rename(tmp, cache) == 0) return 0;
     e = ok ? errno : e;
     unlink(tmp);
-    return rx_fail(ctx, "%s: cannot write the cache: %s", cache, strerror(e));
+    return rx_fail(ctx, "%s: cannot write the cache: %s (cache = a writable folder puts it elsewhere)", cache,
+                   strerror(e));
 }
 
 /* ROOT/REL read whole (PICTURE_MAX_BYTES at most, a regular file only) and decoded into *p. */
