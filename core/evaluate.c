@@ -93,6 +93,15 @@ int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusio
     return 0;
 }
 
+int evaluate_logits(trainer *t, rx_split split, int64_t first, int64_t n, char *err)
+{
+    rx_tensor logits = { 0 };
+    t->ctx.training = false;
+    if (forward_views(t, split, first, n, &logits, err) != 0) return -1;
+    device_to_host(t->device, t->host_logits, logits.data, (size_t)(n * rx_numel(t->nt.out)) * sizeof(float));
+    return device_check(t->device, err);
+}
+
 int evaluate_checkpoint(const config *c, const char *checkpoint, rx_split split, eval_result *e, char *err)
 {
     trainer t = { 0 };

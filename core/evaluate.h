@@ -16,6 +16,11 @@ enum { EVAL_STOPPED = -2 };
  * 0, -1 on failure, or EVAL_STOPPED (err says so) after a stop request. */
 int evaluate_split(trainer *t, rx_split split, eval_result *e, int64_t *confusion, sample_batch *samples, char *err);
 
+/* The logits of samples [first, first + n) of split (n at most the batch size), averaged over the
+ * test-time views as evaluate_split averages them, into t->host_logits (n, classes). For
+ * predict.c, whose samples have no labels to score. */
+int evaluate_logits(trainer *t, rx_split split, int64_t first, int64_t n, char *err);
+
 /* Loads a checkpoint of c's network and measures it on a split; no run folder is made. */
 int evaluate_checkpoint(const config *c, const char *checkpoint, rx_split split, eval_result *e, char *err);
 

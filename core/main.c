@@ -18,6 +18,7 @@
 #include "run_dir.h"
 #include "script.h"
 #include "interrupt.h"
+#include "predict.h"
 
 static void usage(FILE *f)
 {
@@ -35,6 +36,8 @@ static void usage(FILE *f)
             "       runexp export RUN_DIR|CHECKPOINT model.onnx [--opset N]\n"
             "                                              the trained network as an ONNX file (opset 17\n"
             "                                              by default), for ONNX Runtime and serving tools\n"
+            "       runexp predict RUN_DIR|CHECKPOINT IMAGE|FOLDER ... [--top=3] [--json] [--resize=resize|crop]\n"
+            "                                              classify PNG and JPEG files with a trained run\n"
             "       runexp --help | --version\n"
             "\n"
             "-q (--quiet) prints only errors and each run's result line, -v (--verbose) everything (the\n"
@@ -232,6 +235,7 @@ int main(int argc, char **argv)
     /* A file-size limit (ulimit -f) or a full disk should fail a write with a message, not kill. */
     signal(SIGXFSZ, SIG_IGN);
     if (strcmp(argv[1], "export") == 0) return export_main(&s.path, argc - 2, argv + 2);
+    if (strcmp(argv[1], "predict") == 0) return predict_main(&s.path, argc - 2, argv + 2);
     char err[ERR_LEN] = "";
     int rc;
     if (strcmp(argv[1], "resume") == 0) {

@@ -14,6 +14,8 @@
 
 #include "config.h"
 #include "evaluate.h"
+#include "predict.h"
+#include "../plugins/common/picture.h" /* picture_fit_names */
 #include "files.h"
 #include "interrupt.h"
 #include "report.h"
@@ -184,6 +186,93 @@ static int l_evaluate(lua_State *L)
     if (e) config_free(&c);
     free(e);
     return rc == 0 ? 1 : raise(L, err);
+}
+
+/* The inputs of runexp.predict: a string, or a list of strings, into a new array (free it). */
+static char **predict_inputs(lua_State *L, int idx, int *n)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        char **v = malloc(sizeof *v);
+        if (v) v[0] = (char *)lua_tostring(L, idx);
+        *n = 1;
+        return v;
+    }
+    luaL_checktype(L, idx, LUA_TTABLE);
+    *n = (int)luaL_len(L, idx);
+    for (int i = 0; i < *n; i++) { /* every type checked before anything is allocated */
+        if (lua_rawgeti(L, idx, i + 1) != LUA_TSTRING)
+            luaL_error(L, "runexp.predict: images[%d] is not a string (a file or a folder)", i + 1);
+        lua_pop(L, 1);
+    }
+    char **v = malloc(sizeof *v * (size_t)(*n > 0 ? *n : 1));
+    for (int i = 0; v && i < *n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        v[i] = (char *)lua_tostring(L, -1); /* kept alive by the table */
+        lua_pop(L, 1);
+    }
+    return v;
+}
+
+/* One prediction as a table: file, and error, or class, probability and top (class, index,
+ * probability each, most probable first; index counts from 0, as labels do). */
+static void push_prediction(lua_State *L, const predict_result *r, const prediction *p)
+{
+    lua_newtable(L);
+    set_string(L, "file", p->file);
+    if (p->error) {
+        set_string(L, "error", p->error);
+        return;
+    }
+    set_string(L, "class", p->index[0] < r->nclasses ? r->class_names[p->index[0]] : "?");
+    set_number(L, "probability", p->probability[0]);
+    lua_createtable(L, r->top, 0);
+    for (int j = 0; j < r->top; j++) {
+        lua_createtable(L, 0, 3);
+        set_string(L, "class", p->index[j] < r->nclasses ? r->class_names[p->index[j]] : "?");
+        set_integer(L, "index", p->index[j]);
+        set_number(L, "probability", p->probability[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "top");
+}
+
+/* runexp.predict(checkpoint_or_run_dir, images [, { top = 3, resize = "resize" | "crop" }]) -> a list */
+static int l_predict(lua_State *L)
+{
+    script *s = self_of(L);
+    predict_request q = { .target = luaL_checkstring(L, 1), .top = 3, .fit = -1 };
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "top");
+        q.top = (int)luaL_optinteger(L, -1, 3);
+        lua_getfield(L, 3, "resize");
+        q.fit = luaL_checkoption(L, -1, "resize", picture_fit_names);
+        lua_pop(L, 2);
+    }
+    int n;
+    char **inputs = predict_inputs(L, 2, &n);
+    char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
+    if (!inputs || !rest) {
+        free(inputs);
+        free(rest);
+        return raise(L, "out of memory");
+    }
+    q.inputs = inputs;
+    q.ninputs = n;
+    q.noverrides = remaining_overrides(s, rest);
+    q.overrides = rest;
+    predict_result r;
+    char err[ERR_LEN];
+    int rc = predict(&s->path, &q, &r, err);
+    free(inputs);
+    free(rest);
+    if (rc != 0) return raise(L, err);
+    lua_createtable(L, (int)r.n, 0);
+    for (int64_t i = 0; i < r.n; i++) {
+        push_prediction(L, &r, &r.items[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    predict_result_free(&r);
+    return 1;
 }
 
 /* runexp.options(defaults) -> a copy with the overrides whose first key it has applied */
@@ -369,7 +458,7 @@ static int l_sweep_report(lua_State *L)
 static void open_module(lua_State *L, script *s)
 {
     static const luaL_Reg funcs[] = {
-        { "train", l_train }, { "evaluate", l_evaluate }, { "options", l_options },
+        { "train", l_train }, { "evaluate", l_evaluate }, { "predict", l_predict }, { "options", l_options },
         { "plugins", l_plugins }, { "write_file", l_write_file }, { "sweep_report", l_sweep_report },
         { NULL, NULL },
     };

@@ -4,6 +4,7 @@
  * runs as many as it likes, and reads their results back as tables:
  *   runexp.train(cfg)                 run one experiment; its summary and per-epoch history
  *   runexp.evaluate(checkpoint, cfg [, split])   test saved weights ("test", "valid", "train")
+ *   runexp.predict(run_or_checkpoint, images [, options])   classify picture files (predict.h)
  *   runexp.with(base, changes)        a deep-merged copy; base is left untouched
  *   runexp.options(defaults)          the script's own options, with key=value overrides applied
  *   runexp.plugins()                  every plugin found, with kind, summary and parameters

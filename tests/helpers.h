@@ -344,6 +344,48 @@ static inline char *checkpoint_tensor_bytes(const char *dir, const char *file, s
     return blob;
 }
 
+/* A data plugin called as the host calls it: load, create (or see create refused), close. */
+typedef struct data_rig {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    rx_ctx ctx;
+    void *self;
+    rx_data_info info;
+} data_rig;
+
+/* The build's plugin NAME with its default arguments. */
+static inline void data_rig_load(data_rig *ds, const char *name)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->desc = test_load(&ds->pl, RX_DATA, name);
+    test_default_args(ds->desc, ds->args);
+}
+
+static inline void data_rig_create(data_rig *ds, uint64_t seed)
+{
+    memset(&ds->info, 0, sizeof ds->info);
+    if (ds->desc->data.create(&ds->self, &ds->ctx, ds->args, seed, &ds->info) != 0)
+        fail_msg("create failed: %s", ds->ctx.err);
+    assert_non_null(ds->self);
+}
+
+/* create must fail, leave nothing behind, and say WANT in its message. */
+static inline void data_rig_refused(data_rig *ds, const char *want)
+{
+    ds->ctx.err[0] = '\0';
+    ds->self = NULL;
+    assert_int_equal(ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info), -1);
+    assert_null(ds->self);
+    if (!strstr(ds->ctx.err, want)) fail_msg("error '%s' does not say '%s'", ds->ctx.err, want);
+}
+
+static inline void data_rig_close(data_rig *ds)
+{
+    ds->desc->data.destroy(ds->self);
+    plugin_unload(&ds->pl);
+}
+
 static inline char *test_tmpdir(void)
 {
     char *dir = strdup("/tmp/runexp-test-XXXXXX");

@@ -150,56 +150,16 @@ static int group_teardown(void **state)
 
 /* ---- Calling the plugins as the host does ---- */
 
-typedef struct data_set {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    rx_data_info info;
-} data_set;
-
-static void data_load(data_set *ds, const char *name)
+static void cifar10_load(data_rig *ds, const char *dir)
 {
-    memset(ds, 0, sizeof *ds);
-    ds->desc = test_load(&ds->pl, RX_DATA, name);
-    test_default_args(ds->desc, ds->args);
-}
-
-static void cifar10_load(data_set *ds, const char *dir)
-{
-    data_load(ds, "cifar10");
+    data_rig_load(ds, "cifar10");
     test_arg(ds->desc, ds->args, "path")->s = dir;
 }
 
-static void data_create(data_set *ds, uint64_t seed)
-{
-    memset(&ds->info, 0, sizeof ds->info);
-    if (ds->desc->data.create(&ds->self, &ds->ctx, ds->args, seed, &ds->info) != 0)
-        fail_msg("create failed: %s", ds->ctx.err);
-    assert_non_null(ds->self);
-}
-
-/* create must fail, leave nothing behind, and say WANT in its message. */
-static void data_create_refused(data_set *ds, const char *want)
-{
-    ds->ctx.err[0] = '\0';
-    ds->self = NULL;
-    assert_int_equal(ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info), -1);
-    assert_null(ds->self);
-    if (!strstr(ds->ctx.err, want)) fail_msg("error '%s' does not say '%s'", ds->ctx.err, want);
-}
-
-static void data_close(data_set *ds)
-{
-    ds->desc->data.destroy(ds->self);
-    plugin_unload(&ds->pl);
-}
-
-static int64_t sample_numel(const data_set *ds) { return rx_numel(ds->info.sample); }
+static int64_t sample_numel(const data_rig *ds) { return rx_numel(ds->info.sample); }
 
 /* The (n, sample...) tensor of a batch at x, on the CPU. */
-static rx_tensor batch_tensor(const data_set *ds, float *x, int64_t n)
+static rx_tensor batch_tensor(const data_rig *ds, float *x, int64_t n)
 {
     rx_tensor t = { .data = x, .device = RX_CPU, .shape = { .ndim = 4, .d = { n } } };
     for (int i = 0; i < 3; i++) t.shape.d[i + 1] = ds->info.sample.d[i];
@@ -207,7 +167,7 @@ static rx_tensor batch_tensor(const data_set *ds, float *x, int64_t n)
 }
 
 /* View VIEW of samples [first, first + n) of SPLIT into x (n, sample...) and labels (n). */
-static void data_batch_view(data_set *ds, rx_split split, int64_t first, int64_t n, int view, float *x,
+static void data_batch_view(data_rig *ds, rx_split split, int64_t first, int64_t n, int view, float *x,
                             int32_t *labels)
 {
     rx_tensor t = batch_tensor(ds, x, n);
@@ -216,7 +176,7 @@ static void data_batch_view(data_set *ds, rx_split split, int64_t first, int64_t
 }
 
 /* Samples [first, first + n) of SPLIT into x (n, sample...) and labels (n). */
-static void data_batch(data_set *ds, rx_split split, int64_t first, int64_t n, float *x, int32_t *labels)
+static void data_batch(data_rig *ds, rx_split split, int64_t first, int64_t n, float *x, int32_t *labels)
 {
     data_batch_view(ds, split, first, n, 0, x, labels);
 }
@@ -228,7 +188,7 @@ static int byte_from(float x, double mean, double std) { return (int)lround((x *
 
 /* The image number behind each sample of SPLIT, in the epoch's order, read back from its pixels;
  * checks every label on the way. ids: (size[split]). */
-static void cifar10_ids(data_set *ds, rx_split split, int32_t *ids)
+static void cifar10_ids(data_rig *ds, rx_split split, int32_t *ids)
 {
     float *x = malloc(CHUNK * PIXELS * sizeof(float)); /* (CHUNK, 3, 32, 32) */
     int32_t labels[CHUNK];
@@ -249,9 +209,9 @@ static void cifar10_ids(data_set *ds, rx_split split, int32_t *ids)
 
 static void test_cifar10_sizes_and_names(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.size[RX_TRAIN], 40000);
     assert_int_equal(ds.info.size[RX_VALID], 10000);
     assert_int_equal(ds.info.size[RX_TEST], 10000);
@@ -261,16 +221,16 @@ static void test_cifar10_sizes_and_names(void **state)
     assert_int_equal(ds.info.sample.d[2], 32);
     assert_int_equal(ds.info.nclasses, 10);
     for (int c = 0; c < 10; c++) assert_string_equal(ds.info.class_names[c], class_names[c]);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_limits(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "train_limit")->i = 12345; /* reaches into data_batch_2.bin */
     test_arg(ds.desc, ds.args, "test_limit")->i = 300;
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.size[RX_VALID], 2469); /* round(0.2 * 12345) */
     assert_int_equal(ds.info.size[RX_TRAIN], 12345 - 2469);
     assert_int_equal(ds.info.size[RX_TEST], 300);
@@ -291,18 +251,18 @@ static void test_cifar10_limits(void **state)
     for (int i = 0; i < 300; i++) assert_int_equal(ids[i], NTRAIN + i);
     free(seen);
     free(ids);
-    data_close(&ds);
+    data_rig_close(&ds);
 
     /* No validation split, and limits beyond the files mean everything. */
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "valid_fraction")->num = 0;
     test_arg(ds.desc, ds.args, "train_limit")->i = 1000;
     test_arg(ds.desc, ds.args, "test_limit")->i = 99999;
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.size[RX_TRAIN], 1000);
     assert_int_equal(ds.info.size[RX_VALID], 0);
     assert_int_equal(ds.info.size[RX_TEST], NTEST);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* Every pixel of every sample is (byte / 255 - mean[c]) / std[c] of the byte written. */
@@ -320,14 +280,14 @@ static void check_pixels(const float *img, int64_t k, const double *mean, const 
 static void test_cifar10_records(void **state)
 {
     const double mean[3] = { 0.4914, 0.4822, 0.4465 }, std[3] = { 0.2470, 0.2435, 0.2616 };
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     rx_value *m = test_arg(ds.desc, ds.args, "mean"), *s = test_arg(ds.desc, ds.args, "std");
     for (int c = 0; c < 3; c++) {
         m->list[c] = mean[c];
         s->list[c] = std[c];
     }
-    data_create(&ds, 3);
+    data_rig_create(&ds, 3);
 
     float *x = malloc(CHUNK * PIXELS * sizeof(float)); /* (CHUNK, 3, 32, 32) */
     int32_t labels[CHUNK];
@@ -353,36 +313,36 @@ static void test_cifar10_records(void **state)
         check_pixels(x + i * PIXELS, k, mean, std);
     }
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* One mean and std for all channels, written as single numbers. */
 static void test_cifar10_scalar_normalization(void **state)
 {
     const double mean[3] = { 0.25, 0.25, 0.25 }, std[3] = { 2, 2, 2 };
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "train_limit")->i = 10;
     test_arg(ds.desc, ds.args, "test_limit")->i = 3;
     *test_arg(ds.desc, ds.args, "mean") = (rx_value){ .len = 1, .list = { 0.25 } };
     *test_arg(ds.desc, ds.args, "std") = (rx_value){ .len = 1, .list = { 2 } };
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     float x[3 * PIXELS];
     int32_t labels[3];
     data_batch(&ds, RX_TEST, 0, 3, x, labels);
     for (int i = 0; i < 3; i++) check_pixels(x + i * PIXELS, NTRAIN + i, mean, std);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* Valid and train ids of a fresh instance with SEED. ids: (50000), valid first. */
 static void cifar10_split_ids(const char *dir, uint64_t seed, int32_t *ids)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, dir);
-    data_create(&ds, seed);
+    data_rig_create(&ds, seed);
     cifar10_ids(&ds, RX_VALID, ids);
     cifar10_ids(&ds, RX_TRAIN, ids + ds.info.size[RX_VALID]);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_split_is_seeded(void **state)
@@ -430,10 +390,10 @@ static int cmp_int32(const void *a, const void *b)
 static void test_cifar10_epochs_reshuffle_train(void **state)
 {
     enum { N = 2000, NVALID = 400, NTR = N - NVALID };
-    data_set ds, resumed;
+    data_rig ds, resumed;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "train_limit")->i = N;
-    data_create(&ds, 5);
+    data_rig_create(&ds, 5);
     int32_t e1[NTR], e2[NTR], again[NTR], v1[NVALID], v2[NVALID];
 
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TRAIN, 1), 0);
@@ -453,29 +413,29 @@ static void test_cifar10_epochs_reshuffle_train(void **state)
     /* A resumed run (new instance, same seed) starting at epoch 2 gets epoch 2's order. */
     cifar10_load(&resumed, *state);
     test_arg(resumed.desc, resumed.args, "train_limit")->i = N;
-    data_create(&resumed, 5);
+    data_rig_create(&resumed, 5);
     assert_int_equal(resumed.desc->data.begin_epoch(resumed.self, &resumed.ctx, RX_TRAIN, 2), 0);
     cifar10_ids(&resumed, RX_TRAIN, again);
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TRAIN, 2), 0);
     cifar10_ids(&ds, RX_TRAIN, e2);
     assert_memory_equal(e2, again, sizeof e2);
-    data_close(&resumed);
+    data_rig_close(&resumed);
 
     /* Validation keeps its order across epochs. */
     cifar10_ids(&ds, RX_VALID, v1);
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_VALID, 3), 0);
     cifar10_ids(&ds, RX_VALID, v2);
     assert_memory_equal(v1, v2, sizeof v1);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_refuses_bad_batches(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "train_limit")->i = 100;
     test_arg(ds.desc, ds.args, "test_limit")->i = 10;
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     float x[4 * PIXELS];
     int32_t labels[4];
     rx_tensor t = { .data = x, .device = RX_CPU, .shape = { .ndim = 4, .d = { 4, 3, 32, 32 } } };
@@ -486,32 +446,32 @@ static void test_cifar10_refuses_bad_batches(void **state)
     assert_non_null(strstr(ds.ctx.err, "expected (N, 3, 32, 32)"));
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TRAIN, -1), -1);
     ds.desc->data.destroy(NULL); /* NULL-safe */
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_refuses_bad_arguments(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "valid_fraction")->num = 1;
-    data_create_refused(&ds, "valid_fraction must be in [0, 1), got 1");
+    data_rig_refused(&ds, "valid_fraction must be in [0, 1), got 1");
 
     test_default_args(ds.desc, ds.args);
     test_arg(ds.desc, ds.args, "path")->s = *state;
     test_arg(ds.desc, ds.args, "mean")->len = 2;
-    data_create_refused(&ds, "mean has 2 values, expected 1 or 3");
+    data_rig_refused(&ds, "mean has 2 values, expected 1 or 3");
 
     test_default_args(ds.desc, ds.args);
     test_arg(ds.desc, ds.args, "path")->s = *state;
     test_arg(ds.desc, ds.args, "std")->list[1] = 0;
-    data_create_refused(&ds, "std[1] is 0, expected > 0");
+    data_rig_refused(&ds, "std[1] is 0, expected > 0");
 
     test_default_args(ds.desc, ds.args);
     test_arg(ds.desc, ds.args, "path")->s = *state;
     test_arg(ds.desc, ds.args, "train_limit")->i = 1;
     test_arg(ds.desc, ds.args, "valid_fraction")->num = 0.6;
-    data_create_refused(&ds, "leaves none to train on");
-    data_close(&ds);
+    data_rig_refused(&ds, "leaves none to train on");
+    data_rig_close(&ds);
 }
 
 /* A copy of the good folder with one file replaced by WRITE (or missing when WRITE is NULL)
@@ -521,10 +481,10 @@ static void expect_broken_refused(const char *good, const char *name, void (*wri
 {
     char *dir = make_broken_copy(good, name);
     if (write) write(dir);
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, dir);
-    data_create_refused(&ds, want);
-    data_close(&ds);
+    data_rig_refused(&ds, want);
+    data_rig_close(&ds);
     remove_dataset(dir);
 }
 
@@ -563,10 +523,10 @@ static void test_cifar10_refuses_broken_files(void **state)
                           "batches.meta.txt: 11 class names, expected 10");
 
     /* The missing-file message names the folder it looked in. */
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, "/nonexistent/cifar");
-    data_create_refused(&ds, "not found in /nonexistent/cifar (see README");
-    data_close(&ds);
+    data_rig_refused(&ds, "not found in /nonexistent/cifar (see README");
+    data_rig_close(&ds);
 }
 
 /* Files that are not regular files: a FIFO would block a plain open for ever, a device be read
@@ -618,7 +578,7 @@ typedef struct augment_args {
     const char *tta;
 } augment_args;
 
-static void cifar10_load_augmented(data_set *ds, const char *dir, augment_args a)
+static void cifar10_load_augmented(data_rig *ds, const char *dir, augment_args a)
 {
     cifar10_load(ds, dir);
     test_arg(ds->desc, ds->args, "train_limit")->i = AUG_N;
@@ -632,7 +592,7 @@ static void cifar10_load_augmented(data_set *ds, const char *dir, augment_args a
 
 /* View VIEW of all of SPLIT, drawn in batches of BATCH: x (size, 3, 32, 32), freed by the caller,
  * and labels (size). */
-static float *read_all(data_set *ds, rx_split split, int64_t batch, int view, int32_t *labels)
+static float *read_all(data_rig *ds, rx_split split, int64_t batch, int view, int32_t *labels)
 {
     int64_t size = ds->info.size[split];
     float *x = malloc((size_t)(size > 0 ? size : 1) * PIXELS * sizeof(float));
@@ -648,17 +608,17 @@ static float *read_all(data_set *ds, rx_split split, int64_t batch, int view, in
  * an instance without augmentation: the orders depend on (seed, epoch) alone. ids: (size). */
 static void plain_ids(const char *dir, uint64_t seed, rx_split split, int64_t epoch, int32_t *ids)
 {
-    data_set plain;
+    data_rig plain;
     cifar10_load_augmented(&plain, dir, (augment_args){ 0 });
-    data_create(&plain, seed);
+    data_rig_create(&plain, seed);
     assert_int_equal(plain.desc->data.begin_epoch(plain.self, &plain.ctx, split, epoch), 0);
     cifar10_ids(&plain, split, ids);
-    data_close(&plain);
+    data_rig_close(&plain);
 }
 
 /* Epoch EPOCH of the training split of ds (created with SEED): x (AUG_TRAIN, 3, 32, 32), freed by
  * the caller, and the image behind each sample in ids (AUG_TRAIN); checks every label. */
-static float *augmented_epoch(data_set *ds, const char *dir, uint64_t seed, int64_t epoch, int32_t *ids)
+static float *augmented_epoch(data_rig *ds, const char *dir, uint64_t seed, int64_t epoch, int32_t *ids)
 {
     int32_t labels[AUG_TRAIN];
     plain_ids(dir, seed, RX_TRAIN, epoch, ids);
@@ -776,9 +736,9 @@ static void check_crops(const char *dir, int pad, const char *mode)
     enum { MAXPAD = 4 };
     bool zeros = strcmp(mode, "zeros") == 0, top_left = false, bottom_right = false;
     assert_true(pad <= MAXPAD);
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, dir, (augment_args){ .crop_padding = pad, .padding_mode = mode });
-    data_create(&ds, 21);
+    data_rig_create(&ds, 21);
     int32_t ids[AUG_TRAIN];
     float *x = augmented_epoch(&ds, dir, 21, 1, ids);
     int seen[2 * MAXPAD + 1][2 * MAXPAD + 1] = { { 0 } };
@@ -825,7 +785,7 @@ static void check_crops(const char *dir, int pad, const char *mode)
                          seen[dy][dx], expected);
     assert_true(top_left && bottom_right);
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_crop_reflect(void **state) { check_crops(*state, 4, "reflect"); }
@@ -833,9 +793,9 @@ static void test_cifar10_crop_zeros(void **state) { check_crops(*state, 3, "zero
 
 static void test_cifar10_flip_random(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ .flip = "random" });
-    data_create(&ds, 22);
+    data_rig_create(&ds, 22);
     int32_t ids[AUG_TRAIN];
     float *x = augmented_epoch(&ds, *state, 22, 1, ids);
     int mirrored = 0;
@@ -850,16 +810,16 @@ static void test_cifar10_flip_random(void **state)
     }
     assert_in_range(mirrored, 700, 900); /* 800 +- 5 sd */
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* airbench's alternating flip: each image mirrored in every other epoch, half of them in the odd
  * epochs and the other half in the even ones. */
 static void test_cifar10_flip_alternate(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ .flip = "alternate" });
-    data_create(&ds, 23);
+    data_rig_create(&ds, 23);
     static int8_t flipped[3][AUG_N]; /* by epoch 1-3 and image; -1: not in the training split */
     memset(flipped, -1, sizeof flipped);
     int32_t ids[AUG_TRAIN];
@@ -877,14 +837,14 @@ static void test_cifar10_flip_alternate(void **state)
         odd += flipped[0][k];
     }
     assert_in_range(odd, 700, 900);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void check_cutout(const char *dir, int size)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, dir, (augment_args){ .cutout = size });
-    data_create(&ds, 24);
+    data_rig_create(&ds, 24);
     int32_t ids[AUG_TRAIN];
     float *x = augmented_epoch(&ds, dir, 24, 1, ids);
     int whole = 0, clipped = 0;
@@ -906,7 +866,7 @@ static void check_cutout(const char *dir, int size)
     assert_true(whole > AUG_TRAIN / 4 && clipped > AUG_TRAIN / 8);
     for (int y = 0; y < 32; y++) assert_true(rows[y]);
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_cutout(void **state)
@@ -918,9 +878,9 @@ static void test_cifar10_cutout(void **state)
 /* Everything at once: the crop and mirror found outside the cutout square. */
 static void test_cifar10_augment_combined(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ .crop_padding = 2, .flip = "random", .cutout = 8 });
-    data_create(&ds, 25);
+    data_rig_create(&ds, 25);
     int32_t ids[AUG_TRAIN];
     float *x = augmented_epoch(&ds, *state, 25, 3, ids);
     int mirrored = 0, shifted = 0;
@@ -937,7 +897,7 @@ static void test_cifar10_augment_combined(void **state)
     assert_in_range(mirrored, 700, 900);
     assert_in_range(shifted, 1400, 1600); /* 24 of 25 crops */
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* The same samples whatever the batch size, the order of the calls, the threads or the instance. */
@@ -948,17 +908,17 @@ static void test_cifar10_augment_is_deterministic(void **state)
         { .crop_padding = 3, .padding_mode = "zeros", .flip = "alternate", .cutout = 5 },
     };
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
-        data_set a, b;
+        data_rig a, b;
         int32_t la[AUG_TRAIN], lb[AUG_TRAIN], one_label;
         cifar10_load_augmented(&a, *state, configs[c]);
-        data_create(&a, 26);
+        data_rig_create(&a, 26);
         assert_int_equal(a.desc->data.begin_epoch(a.self, &a.ctx, RX_TRAIN, 2), 0);
         float *xa = read_all(&a, RX_TRAIN, 500, 0, la);
 
         /* A resumed run: a new instance, another epoch first, then batches of 7 from the end. */
         cifar10_load_augmented(&b, *state, configs[c]);
         b.ctx.threads = 3;
-        data_create(&b, 26);
+        data_rig_create(&b, 26);
         assert_int_equal(b.desc->data.begin_epoch(b.self, &b.ctx, RX_TRAIN, 5), 0);
         assert_int_equal(b.desc->data.begin_epoch(b.self, &b.ctx, RX_TRAIN, 2), 0);
         float *xb = malloc(AUG_TRAIN * PIXELS * sizeof(float));
@@ -980,8 +940,8 @@ static void test_cifar10_augment_is_deterministic(void **state)
         }
         free(xa);
         free(xb);
-        data_close(&a);
-        data_close(&b);
+        data_rig_close(&a);
+        data_rig_close(&b);
     }
 }
 
@@ -989,9 +949,9 @@ static void test_cifar10_augment_is_deterministic(void **state)
 static void test_cifar10_augment_differs(void **state)
 {
     const augment_args all = { .crop_padding = 4, .flip = "random", .cutout = 8 };
-    data_set ds, other;
+    data_rig ds, other;
     cifar10_load_augmented(&ds, *state, all);
-    data_create(&ds, 27);
+    data_rig_create(&ds, 27);
     static int32_t ids1[AUG_TRAIN], ids2[AUG_TRAIN], where[AUG_N];
     float *x1 = augmented_epoch(&ds, *state, 27, 1, ids1), *x2 = augmented_epoch(&ds, *state, 27, 2, ids2);
     for (int i = 0; i < AUG_TRAIN; i++) where[ids2[i]] = i;
@@ -1002,7 +962,7 @@ static void test_cifar10_augment_differs(void **state)
 
     /* Seed 28 splits otherwise: compare the images both train on. */
     cifar10_load_augmented(&other, *state, all);
-    data_create(&other, 28);
+    data_rig_create(&other, 28);
     static int32_t ids3[AUG_TRAIN];
     float *x3 = augmented_epoch(&other, *state, 28, 1, ids3);
     for (int i = 0; i < AUG_N; i++) where[i] = -1;
@@ -1019,19 +979,19 @@ static void test_cifar10_augment_differs(void **state)
     free(x1);
     free(x2);
     free(x3);
-    data_close(&other);
-    data_close(&ds);
+    data_rig_close(&other);
+    data_rig_close(&ds);
 }
 
 /* Validation and test are never augmented: view 0 is the image, whatever the params. */
 static void test_cifar10_augment_train_only(void **state)
 {
-    data_set plain, aug;
+    data_rig plain, aug;
     cifar10_load_augmented(&plain, *state, (augment_args){ 0 });
     cifar10_load_augmented(&aug, *state, (augment_args){ .crop_padding = 4, .padding_mode = "zeros", .flip = "random",
                                                          .cutout = 8, .tta = "flip_shift" });
-    data_create(&plain, 30);
-    data_create(&aug, 30);
+    data_rig_create(&plain, 30);
+    data_rig_create(&aug, 30);
     for (rx_split split = RX_VALID; split <= RX_TEST; split++) {
         int32_t lp[AUG_VALID], la[AUG_VALID];
         assert_int_equal(aug.desc->data.begin_epoch(aug.self, &aug.ctx, RX_TRAIN, 3), 0);
@@ -1042,8 +1002,8 @@ static void test_cifar10_augment_train_only(void **state)
         free(xp);
         free(xa);
     }
-    data_close(&aug);
-    data_close(&plain);
+    data_rig_close(&aug);
+    data_rig_close(&plain);
 }
 
 /* tta = "flip_shift", view by view, on the test split (the file's order) and the validation split. */
@@ -1054,10 +1014,10 @@ static void check_tta_views(const char *dir, const char *mode)
         { 0, 0, false, zeros },  { 0, 0, true, zeros },  { -1, -1, false, zeros },
         { 1, 1, false, zeros },  { -1, -1, true, zeros }, { 1, 1, true, zeros },
     };
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, dir, (augment_args){ .crop_padding = 4, .flip = "random", .cutout = 8,
                                                      .padding_mode = mode, .tta = "flip_shift" });
-    data_create(&ds, 29);
+    data_rig_create(&ds, 29);
     assert_int_equal(ds.info.views, 6);
     static int32_t valid_ids[AUG_VALID];
     plain_ids(dir, 29, RX_VALID, 0, valid_ids);
@@ -1101,7 +1061,7 @@ static void check_tta_views(const char *dir, const char *mode)
         for (int i = 0; i < AUG_VALID; i++) expect_transform(x + i * PIXELS, valid_ids[i], views[v], what);
         free(x);
     }
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_cifar10_tta_views(void **state)
@@ -1110,23 +1070,23 @@ static void test_cifar10_tta_views(void **state)
     check_tta_views(*state, "zeros");
 
     /* tta = "flip": the image and its mirror; "none" (the default): no views. */
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ .tta = "flip" });
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.views, 2);
     int32_t labels[AUG_TEST];
     float *x = read_all(&ds, RX_TEST, 50, 1, labels);
     for (int i = 0; i < AUG_TEST; i++) expect_transform(x + i * PIXELS, NTRAIN + i, (transform){ .flip = true }, "tta flip");
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
     cifar10_load_augmented(&ds, *state, (augment_args){ 0 });
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.views, 0);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* A batch call must fail with a message containing WANT. */
-static void expect_batch_refused(data_set *ds, rx_split split, int64_t first, int64_t n, int view, const char *want)
+static void expect_batch_refused(data_rig *ds, rx_split split, int64_t first, int64_t n, int view, const char *want)
 {
     float x[2 * PIXELS];
     int32_t labels[2];
@@ -1138,27 +1098,27 @@ static void expect_batch_refused(data_set *ds, rx_split split, int64_t first, in
 
 static void test_cifar10_refuses_bad_views(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ .tta = "flip" });
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     expect_batch_refused(&ds, RX_TRAIN, 0, 2, 1, "view 1 of the train split: training batches are augmented");
     expect_batch_refused(&ds, RX_TEST, 0, 2, 2, "view 2 of the test split, but tta = \"flip\" gives views 0 .. 1");
     expect_batch_refused(&ds, RX_VALID, 0, 2, -1, "view -1 of the valid split, but tta = \"flip\" gives views 0 .. 1");
-    data_close(&ds);
+    data_rig_close(&ds);
     cifar10_load_augmented(&ds, *state, (augment_args){ 0 });
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     expect_batch_refused(&ds, RX_TEST, 0, 2, 1, "view 1 of the test split, but tta = \"none\" gives views 0 .. 0");
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* valid_fraction = 0: all 50000 images train, and the empty validation split still answers. */
 static void test_cifar10_without_validation(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     test_arg(ds.desc, ds.args, "valid_fraction")->num = 0;
     test_arg(ds.desc, ds.args, "tta")->s = "flip";
-    data_create(&ds, 31);
+    data_rig_create(&ds, 31);
     assert_int_equal(ds.info.size[RX_TRAIN], NTRAIN);
     assert_int_equal(ds.info.size[RX_VALID], 0);
     assert_int_equal(ds.info.size[RX_TEST], NTEST);
@@ -1185,7 +1145,7 @@ static void test_cifar10_without_validation(void **state)
     }
     free(seen);
     free(ids);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 typedef struct bad_arg {
@@ -1208,7 +1168,7 @@ static void test_cifar10_refuses_bad_augmentation(void **state)
         { "flip", 0, "Random", "flip must be \"none\", \"random\" or \"alternate\", got \"Random\"" },
         { "tta", 0, "flips", "tta must be \"none\", \"flip\" or \"flip_shift\", got \"flips\"" },
     };
-    data_set ds;
+    data_rig ds;
     cifar10_load(&ds, *state);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         test_default_args(ds.desc, ds.args);
@@ -1216,9 +1176,9 @@ static void test_cifar10_refuses_bad_augmentation(void **state)
         rx_value *v = test_arg(ds.desc, ds.args, cases[c].key);
         if (cases[c].s) v->s = cases[c].s;
         else v->i = cases[c].i;
-        data_create_refused(&ds, cases[c].want);
+        data_rig_refused(&ds, cases[c].want);
     }
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* ---- cifar10 on the GPU ---- */
@@ -1227,16 +1187,16 @@ static void test_cifar10_refuses_bad_augmentation(void **state)
  * CPU and a tensor on the CPU, and a create for the GPU without one fails cleanly. */
 static void test_cifar10_cuda_refusals(void **state)
 {
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, *state, (augment_args){ 0 });
     if (!device_cuda_built()) {
         assert_null(ds.desc->data.batch[RX_CUDA]);
-        data_close(&ds);
+        data_rig_close(&ds);
         print_message("skipped: this build has no CUDA\n");
         skip();
     }
     assert_non_null(ds.desc->data.batch[RX_CUDA]);
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     float x[PIXELS];
     int32_t label;
     rx_tensor t = batch_tensor(&ds, x, 1);
@@ -1246,21 +1206,21 @@ static void test_cifar10_cuda_refusals(void **state)
     t.device = RX_CPU;
     assert_int_equal(ds.desc->data.batch[RX_CUDA](ds.self, &ds.ctx, RX_TEST, 0, 0, &t, &label), -1);
     assert_non_null(strstr(ds.ctx.err, "x is on the CPU, expected the GPU"));
-    data_close(&ds);
+    data_rig_close(&ds);
 
     char why[ERR_LEN];
     if (!device_usable(RX_CUDA, why)) {
         cifar10_load_augmented(&ds, *state, (augment_args){ 0 });
         ds.ctx.device = RX_CUDA;
-        data_create_refused(&ds, "cifar10: GPU memory for the images");
-        data_close(&ds);
+        data_rig_refused(&ds, "cifar10: GPU memory for the images");
+        data_rig_close(&ds);
     }
 }
 
 #ifdef RX_WITH_CUDA
 /* View VIEW of samples [first, first + n) of SPLIT through both paths of one instance (created on
  * the GPU): the same floats, bit for bit, and the same labels. */
-static void compare_batch(data_set *ds, rx_ctx *cpu, rx_split split, int64_t first, int64_t n, int view, float *xc,
+static void compare_batch(data_rig *ds, rx_ctx *cpu, rx_split split, int64_t first, int64_t n, int view, float *xc,
                           float *xg, float *xd, int32_t *lc, int32_t *lg, int32_t *ld, const char *what)
 {
     rx_tensor tc = batch_tensor(ds, xc, n), tg = batch_tensor(ds, xd, n);
@@ -1282,10 +1242,10 @@ static void compare_batch(data_set *ds, rx_ctx *cpu, rx_split split, int64_t fir
 static void compare_devices(const char *dir, augment_args a, const char *what)
 {
     enum { MAX_BATCH = 200 };
-    data_set ds;
+    data_rig ds;
     cifar10_load_augmented(&ds, dir, a);
     ds.ctx.device = RX_CUDA; /* the images go to the GPU at create */
-    data_create(&ds, 32);
+    data_rig_create(&ds, 32);
     rx_ctx cpu = { .device = RX_CPU, .threads = 1 };
     float *xc = malloc(MAX_BATCH * PIXELS * sizeof(float)), *xg = malloc(MAX_BATCH * PIXELS * sizeof(float));
     int32_t lc[MAX_BATCH], lg[MAX_BATCH];
@@ -1314,7 +1274,7 @@ static void compare_devices(const char *dir, augment_args a, const char *what)
     device_free(RX_CUDA, ld);
     free(xc);
     free(xg);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 #endif
 
@@ -1338,7 +1298,7 @@ static void test_cifar10_cpu_vs_cuda(void **state)
 /* ---- synthetic ---- */
 
 /* All of SPLIT: x (size, sample...), labels (size). */
-static float *synthetic_read_split(data_set *ds, rx_split split, int32_t *labels)
+static float *synthetic_read_split(data_rig *ds, rx_split split, int32_t *labels)
 {
     int64_t n = ds->info.size[split];
     float *x = malloc((size_t)(n * sample_numel(ds)) * sizeof(float));
@@ -1349,9 +1309,9 @@ static float *synthetic_read_split(data_set *ds, rx_split split, int32_t *labels
 
 static void test_synthetic_shapes(void **state)
 {
-    data_set ds;
-    data_load(&ds, "synthetic");
-    data_create(&ds, 1);
+    data_rig ds;
+    data_rig_load(&ds, "synthetic");
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.sample.ndim, 3);
     assert_int_equal(ds.info.sample.d[0], 3);
     assert_int_equal(ds.info.sample.d[1], 8);
@@ -1362,16 +1322,16 @@ static void test_synthetic_shapes(void **state)
     assert_int_equal(ds.info.size[RX_TEST], 500);
     assert_string_equal(ds.info.class_names[0], "class0");
     assert_string_equal(ds.info.class_names[9], "class9");
-    data_close(&ds);
+    data_rig_close(&ds);
 
-    data_load(&ds, "synthetic");
+    data_rig_load(&ds, "synthetic");
     test_arg(ds.desc, ds.args, "classes")->i = 4;
     test_arg(ds.desc, ds.args, "channels")->i = 1;
     test_arg(ds.desc, ds.args, "size")->i = 5;
     test_arg(ds.desc, ds.args, "train")->i = 30;
     test_arg(ds.desc, ds.args, "valid")->i = 0;
     test_arg(ds.desc, ds.args, "test")->i = 7;
-    data_create(&ds, 1);
+    data_rig_create(&ds, 1);
     assert_int_equal(ds.info.sample.d[0], 1);
     assert_int_equal(ds.info.sample.d[1], 5);
     assert_int_equal(ds.info.sample.d[2], 5);
@@ -1383,16 +1343,16 @@ static void test_synthetic_shapes(void **state)
     float *x = synthetic_read_split(&ds, RX_TEST, labels);
     for (int i = 0; i < 7; i++) assert_in_range(labels[i], 0, 3);
     free(x);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_synthetic_is_seeded(void **state)
 {
-    data_set a, b;
-    data_load(&a, "synthetic");
-    data_load(&b, "synthetic");
-    data_create(&a, 11);
-    data_create(&b, 11);
+    data_rig a, b;
+    data_rig_load(&a, "synthetic");
+    data_rig_load(&b, "synthetic");
+    data_rig_create(&a, 11);
+    data_rig_create(&b, 11);
     int32_t la[2000], lb[2000];
     for (rx_split split = RX_TRAIN; split < RX_NSPLITS; split++) {
         int64_t n = a.info.size[split];
@@ -1402,33 +1362,33 @@ static void test_synthetic_is_seeded(void **state)
         free(xa);
         free(xb);
     }
-    data_close(&b);
+    data_rig_close(&b);
 
     /* Another seed, other data. */
-    data_load(&b, "synthetic");
-    data_create(&b, 12);
+    data_rig_load(&b, "synthetic");
+    data_rig_create(&b, 12);
     float *xa = synthetic_read_split(&a, RX_TEST, la), *xb = synthetic_read_split(&b, RX_TEST, lb);
     assert_memory_not_equal(xa, xb, 500 * sample_numel(&a) * sizeof(float));
     free(xb);
-    data_close(&b);
+    data_rig_close(&b);
 
     /* A different number of training samples leaves the test set as it was. */
-    data_load(&b, "synthetic");
+    data_rig_load(&b, "synthetic");
     test_arg(b.desc, b.args, "train")->i = 100;
-    data_create(&b, 11);
+    data_rig_create(&b, 11);
     xb = synthetic_read_split(&b, RX_TEST, lb);
     assert_memory_equal(xa, xb, 500 * sample_numel(&a) * sizeof(float));
     free(xb);
     free(xa);
-    data_close(&b);
-    data_close(&a);
+    data_rig_close(&b);
+    data_rig_close(&a);
 }
 
 static void test_synthetic_classes_balanced(void **state)
 {
-    data_set ds;
-    data_load(&ds, "synthetic");
-    data_create(&ds, 2);
+    data_rig ds;
+    data_rig_load(&ds, "synthetic");
+    data_rig_create(&ds, 2);
     int32_t labels[2000];
     int count[10] = { 0 };
     free(synthetic_read_split(&ds, RX_TRAIN, labels));
@@ -1437,14 +1397,14 @@ static void test_synthetic_classes_balanced(void **state)
         count[labels[i]]++;
     }
     for (int c = 0; c < 10; c++) assert_in_range(count[c], 140, 260); /* 200 +- 4.5 sd */
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_synthetic_epochs_reshuffle_train(void **state)
 {
-    data_set ds;
-    data_load(&ds, "synthetic");
-    data_create(&ds, 3);
+    data_rig ds;
+    data_rig_load(&ds, "synthetic");
+    data_rig_create(&ds, 3);
     int64_t numel = 2000 * sample_numel(&ds);
     int32_t l1[2000], l2[2000], l3[2000];
     assert_int_equal(ds.desc->data.begin_epoch(ds.self, &ds.ctx, RX_TRAIN, 1), 0);
@@ -1463,16 +1423,16 @@ static void test_synthetic_epochs_reshuffle_train(void **state)
     free(x1);
     free(x2);
     free(x3);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 /* Learnable: classifying test samples by the nearest class mean of the training samples (a linear
  * classifier) already gets well over 90%. */
 static void test_synthetic_is_learnable(void **state)
 {
-    data_set ds;
-    data_load(&ds, "synthetic");
-    data_create(&ds, 4);
+    data_rig ds;
+    data_rig_load(&ds, "synthetic");
+    data_rig_create(&ds, 4);
     int64_t d = sample_numel(&ds);
     int32_t ytr[2000], yte[500];
     float *xtr = synthetic_read_split(&ds, RX_TRAIN, ytr), *xte = synthetic_read_split(&ds, RX_TEST, yte);
@@ -1506,22 +1466,22 @@ static void test_synthetic_is_learnable(void **state)
     free(mean);
     free(xtr);
     free(xte);
-    data_close(&ds);
+    data_rig_close(&ds);
 }
 
 static void test_synthetic_refuses_bad_arguments(void **state)
 {
-    data_set ds;
-    data_load(&ds, "synthetic");
+    data_rig ds;
+    data_rig_load(&ds, "synthetic");
     test_arg(ds.desc, ds.args, "classes")->i = 1;
-    data_create_refused(&ds, "classes must be in [2, 1000], got 1");
+    data_rig_refused(&ds, "classes must be in [2, 1000], got 1");
     test_default_args(ds.desc, ds.args);
     test_arg(ds.desc, ds.args, "train")->i = 0;
-    data_create_refused(&ds, "train must be in [1, ");
+    data_rig_refused(&ds, "train must be in [1, ");
     test_default_args(ds.desc, ds.args);
     test_arg(ds.desc, ds.args, "noise")->num = -1;
-    data_create_refused(&ds, "noise must be >= 0, got -1");
-    data_close(&ds);
+    data_rig_refused(&ds, "noise must be >= 0, got -1");
+    data_rig_close(&ds);
 }
 
 int main(void)

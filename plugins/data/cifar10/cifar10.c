@@ -17,16 +17,13 @@
  * extracted into a temporary folder and renamed into place. An archive already there (put by
  * hand where there is no network) is checked and extracted the same way.
  *
- * Augmentation (training split only): a random crop of the padded image (crop_padding,
- * padding_mode), a mirror (flip: random, or airbench's alternating halves) and a cutout square.
- * A sample's choices come from a random stream of its own, derived from (seed, epoch, its index
- * in the data set) and nothing else, so a resumed run repeats them and any batch size, call order
- * or device gives the same pixels. Test-time augmentation (tta) gives each validation and test
- * image several fixed views, chosen by the batch op's `view`.
+ * Augmentation (training split only: crop, flip, cutout) and the test-time views (tta) are
+ * plugins/common/augment.c's, shared with imagefolder: a sample's choices come from (seed, epoch,
+ * its index in the data set) alone.
  *
  * On the GPU (created with ctx->device == RX_CUDA, in a CUDA build): the images go to the GPU once
- * as bytes; each batch's choices (a cifar10_pick per sample, see cifar10.h) are drawn here by the
- * code the CPU path uses, copied over (12 bytes a sample), and cifar10.cu's kernel writes the
+ * as bytes; each batch's choices (an augment_pick per sample, see augment.h) are drawn here by the
+ * code the CPU path uses, copied over (20 bytes a sample), and cifar10.cu's kernel writes the
  * floats from the same table. The host copy stays, so batch[RX_CPU] works on either.
  */
 #include <dirent.h>
@@ -53,14 +50,9 @@
 #define CIFAR_META_MAX    4096  /* the real batches.meta.txt is 61 bytes */
 
 /* Random streams: the split uses one, epoch e shuffles with STREAM_EPOCH + e (never the same).
- * Augmentation keys its streams with a salted seed instead (see augment_stream), so that no
- * (epoch, image) pair can meet the streams above. */
+ * Augmentation keys its streams with a salted seed instead (augment.c). */
 #define STREAM_SPLIT   1
 #define STREAM_EPOCH   1000
-#define SALT_AUGMENT   0x6175676D656E7431ull /* "augment1" */
-#define SALT_ALTERNATE 0x616C74666C697031ull /* "altflip1" */
-
-#define CIFAR_MAX_PADDING 31 /* reflect needs a padding below the side (as PyTorch's does) */
 
 #define GETTING_DATA "see README: getting CIFAR-10"
 
@@ -76,21 +68,6 @@ enum {
     ARG_DOWNLOAD, ARG_URL, ARG_MD5, ARG_SHA256,
 };
 
-/* The accepted values of the string params, in the order of their enums in cifar10.h. */
-static const char *const padding_modes[] = { "reflect", "zeros" };
-static const char *const flip_names[] = { "none", "random", "alternate" };
-static const char *const tta_names[] = { "none", "flip", "flip_shift" };
-#define NCHOICES(a) (int)(sizeof(a) / sizeof(a)[0])
-
-/* The test-time views, by view number: tta = "flip" has the first 2, "flip_shift" all 6. A shift
- * is a crop of the image padded by one pixel (padding_mode): (-1, -1) takes it at (0, 0), so the
- * picture moves one pixel down and right; (1, 1) at (2, 2), up and left. 4 and 5 are 2 and 3
- * mirrored: airbench's mirror-translate set. */
-static const struct { int8_t dy, dx; uint8_t flip; } tta_views[] = {
-    { 0, 0, 0 }, { 0, 0, 1 }, { -1, -1, 0 }, { 1, 1, 0 }, { -1, -1, 1 }, { 1, 1, 1 },
-};
-static const int tta_view_count[] = { 0, 2, 6 };
-
 static const rx_param params[] = {
     { .key = "path", .type = RX_STR, .def = { .s = "data/cifar-10-batches-bin" },
       .help = "folder holding data_batch_1.bin .. data_batch_5.bin, test_batch.bin, batches.meta.txt" },
@@ -104,24 +81,7 @@ static const rx_param params[] = {
       .help = "read only the first N training images, for quick runs (0: all 50000)" },
     { .key = "test_limit", .type = RX_INT, .def = { .i = 0 },
       .help = "read only the first N test images, for quick runs (0: all 10000)" },
-    { .key = "crop_padding", .type = RX_INT, .def = { .i = 0 },
-      .help = "training: pad each image by this many pixels (0-31) and take a random 32x32 crop of it "
-              "(0: no crop; 4 is the usual)" },
-    { .key = "padding_mode", .type = RX_STR, .def = { .s = "reflect" },
-      .help = "what crop_padding and the tta shifts see beyond the border: \"reflect\" (the image mirrored "
-              "without repeating its edge, PyTorch's 'reflect') or \"zeros\" (black: byte 0 before "
-              "normalization, as torchvision's RandomCrop(32, padding) fills)" },
-    { .key = "flip", .type = RX_STR, .def = { .s = "none" },
-      .help = "training: \"none\", \"random\" (each sample mirrored with probability 1/2) or \"alternate\" "
-              "(airbench: a random half of the images, a coin per image fixed by the seed, mirrored on odd "
-              "epochs and the other half on even epochs)" },
-    { .key = "cutout", .type = RX_INT, .def = { .i = 0 },
-      .help = "training: a square of this side (0-32) set to 0 after normalization (the mean colour, not "
-              "black), at a random centre, clipped at the borders (0: none; 8 is DAWNBench ResNet-9's)" },
-    { .key = "tta", .type = RX_STR, .def = { .s = "none" },
-      .help = "test-time views of validation and test images, averaged by the host: \"none\", \"flip\" (2: "
-              "as is, mirrored) or \"flip_shift\" (6: those two, then as is shifted one pixel down-right and "
-              "up-left, then mirrored the same two; shifts fill by padding_mode)" },
+    AUGMENT_PARAMS("32x32"),
     { .key = "download", .type = RX_BOOL, .def = { .b = false },
       .help = "when files are missing, download the archive from url, check it and extract it into path" },
     { .key = "url", .type = RX_STR, .def = { .s = CIFAR_URL },
@@ -186,56 +146,7 @@ static int cifar10_check_download_args(rx_ctx *ctx, const rx_value *args)
     return 0;
 }
 
-/* VALUE's position among the N accepted NAMES into *choice; anything else is refused with the key,
- * the accepted values and what was given. */
-static int parse_choice(rx_ctx *ctx, const char *key, const char *value, const char *const *names, int n, int *choice)
-{
-    const char *v = value ? value : "";
-    for (int i = 0; i < n; i++)
-        if (strcmp(v, names[i]) == 0) {
-            *choice = i;
-            return 0;
-        }
-    char accepted[128] = "";
-    for (int i = 0; i < n; i++) {
-        size_t len = strlen(accepted);
-        snprintf(accepted + len, sizeof accepted - len, "%s\"%s\"", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
-    }
-    return rx_fail(ctx, "%s must be %s, got \"%s\"", key, accepted, v);
-}
-
-static int check_int_range(rx_ctx *ctx, const char *key, int64_t v, int64_t min, int64_t max, const char *what)
-{
-    if (v < min || v > max)
-        return rx_fail(ctx, "%s must be in [%lld, %lld] (%s), got %lld", key, (long long)min, (long long)max, what,
-                       (long long)v);
-    return 0;
-}
-
-/* The augmentation params into aug. */
-static int cifar10_parse_augment(rx_ctx *ctx, const rx_value *args, cifar10_augment *aug)
-{
-    int padding_mode = 0, flip = 0, tta = 0;
-    if (check_int_range(ctx, "crop_padding", args[ARG_CROP_PADDING].i, 0, CIFAR_MAX_PADDING,
-                        "pixels of padding around the 32x32 image; 0: no crop") != 0 ||
-        check_int_range(ctx, "cutout", args[ARG_CUTOUT].i, 0, CIFAR_SIDE, "side of the square; 0: none") != 0 ||
-        parse_choice(ctx, "padding_mode", args[ARG_PADDING_MODE].s, padding_modes, NCHOICES(padding_modes),
-                     &padding_mode) != 0 ||
-        parse_choice(ctx, "flip", args[ARG_FLIP].s, flip_names, NCHOICES(flip_names), &flip) != 0 ||
-        parse_choice(ctx, "tta", args[ARG_TTA].s, tta_names, NCHOICES(tta_names), &tta) != 0)
-        return -1;
-    *aug = (cifar10_augment){
-        .crop_padding = (int)args[ARG_CROP_PADDING].i,
-        .pad_zeros = padding_mode == 1,
-        .flip = (cifar10_flip)flip,
-        .cutout = (int)args[ARG_CUTOUT].i,
-        .tta = (cifar10_tta)tta,
-        .views = tta_view_count[tta],
-    };
-    return 0;
-}
-
-static int cifar10_check_args(rx_ctx *ctx, const rx_value *args, cifar10_augment *aug)
+static int cifar10_check_args(rx_ctx *ctx, const rx_value *args, augment *aug)
 {
     if (!args[ARG_PATH].s || !*args[ARG_PATH].s) return rx_fail(ctx, "path is empty (" GETTING_DATA ")");
     double vf = args[ARG_VALID_FRACTION].num;
@@ -251,19 +162,8 @@ static int cifar10_check_args(rx_ctx *ctx, const rx_value *args, cifar10_augment
         return rx_fail(ctx, "train_limit must be >= 0 (0: all), got %lld", (long long)args[ARG_TRAIN_LIMIT].i);
     if (args[ARG_TEST_LIMIT].i < 0)
         return rx_fail(ctx, "test_limit must be >= 0 (0: all), got %lld", (long long)args[ARG_TEST_LIMIT].i);
-    if (cifar10_parse_augment(ctx, args, aug) != 0) return -1;
+    if (augment_parse(ctx, &args[ARG_CROP_PADDING], CIFAR_SIDE, CIFAR_SIDE, aug) != 0) return -1;
     return cifar10_check_download_args(ctx, args);
-}
-
-/* One table per channel so that normalizing a pixel is a lookup. Computed in float, in the
- * order torchvision does it, so the values match PyTorch's bit for bit. */
-static void cifar10_build_luts(cifar10 *d, const rx_value *mean, const rx_value *std)
-{
-    for (int c = 0; c < CIFAR_CHANNELS; c++) {
-        float m = (float)mean->list[mean->len == 1 ? 0 : c];
-        float s = (float)std->list[std->len == 1 ? 0 : c];
-        for (int v = 0; v < 256; v++) d->lut[c][v] = ((float)v / 255.0f - m) / s;
-    }
 }
 
 /* A limit of 0 means everything there is; a larger one than there is means the same. */
@@ -609,7 +509,7 @@ static int cifar10_place(cifar10 *d, rx_ctx *ctx)
 static int cifar10_create(void **self, rx_ctx *ctx, const rx_value *args, uint64_t seed, rx_data_info *info)
 {
     *self = NULL;
-    cifar10_augment aug;
+    augment aug;
     if (cifar10_check_args(ctx, args, &aug) != 0 || cifar10_ensure_files(ctx, args) != 0) return -1;
     cifar10 *d = calloc(1, sizeof *d);
     if (!d) return rx_fail(ctx, "out of memory");
@@ -618,7 +518,7 @@ static int cifar10_create(void **self, rx_ctx *ctx, const rx_value *args, uint64
     d->aug = aug;
     d->ntrain = apply_limit(args[ARG_TRAIN_LIMIT].i, CIFAR_TRAIN_MAX);
     d->ntest = apply_limit(args[ARG_TEST_LIMIT].i, CIFAR_PER_FILE);
-    cifar10_build_luts(d, &args[ARG_MEAN], &args[ARG_STD]);
+    data_build_luts(d->lut, CIFAR_CHANNELS, &args[ARG_MEAN], &args[ARG_STD]);
     if (cifar10_read_meta(d, ctx, dir) != 0 || cifar10_alloc_images(d, ctx) != 0 ||
         cifar10_read_images(d, ctx, dir) != 0 ||
         cifar10_make_splits(d, ctx, args[ARG_VALID_FRACTION].num) != 0 || cifar10_place(d, ctx) != 0) {
@@ -646,68 +546,6 @@ static int cifar10_begin_epoch(void *self, rx_ctx *ctx, rx_split split, int64_t 
     return 0;
 }
 
-/* ---- Augmentation: one pick per sample ---- */
-
-/* The stream of IMAGE's choices in EPOCH: a function of (seed, epoch, image) alone. */
-static rx_rng augment_stream(uint64_t seed, int64_t epoch, int32_t image)
-{
-    rx_rng per_epoch = rx_rng_stream(seed ^ SALT_AUGMENT, (uint64_t)epoch);
-    return rx_rng_stream(rx_rng_next(&per_epoch), (uint64_t)image);
-}
-
-/* flip = "alternate": which half IMAGE belongs to, fixed by the seed (1: mirrored on even epochs,
- * 0: on odd ones). A fair coin per image, as airbench's first-epoch flip is. */
-static uint8_t alternate_half(uint64_t seed, int32_t image)
-{
-    rx_rng r = rx_rng_stream(seed ^ SALT_ALTERNATE, (uint64_t)image);
-    return (uint8_t)(rx_rng_next(&r) >> 63);
-}
-
-static int8_t clip_to_side(int v) { return (int8_t)(v < 0 ? 0 : v > CIFAR_SIDE ? CIFAR_SIDE : v); }
-
-/* A training sample's choices, drawn in a fixed order from its stream: crop offsets, mirror,
- * cutout centre (each only when asked for). */
-static void cifar10_augment_pick(const cifar10 *d, cifar10_pick *pk)
-{
-    const cifar10_augment *a = &d->aug;
-    rx_rng rng = augment_stream(d->seed, d->epoch, pk->image);
-    if (a->crop_padding > 0) {
-        uint64_t offsets = 2 * (uint64_t)a->crop_padding + 1; /* [0, 2 * pad] in the padded image */
-        pk->dy = (int8_t)((int)rx_rng_below(&rng, offsets) - a->crop_padding);
-        pk->dx = (int8_t)((int)rx_rng_below(&rng, offsets) - a->crop_padding);
-    }
-    if (a->flip == CIFAR10_FLIP_RANDOM) pk->flip = (uint8_t)(rx_rng_next(&rng) >> 63);
-    else if (a->flip == CIFAR10_FLIP_ALTERNATE) pk->flip = alternate_half(d->seed, pk->image) ^ (uint8_t)(d->epoch & 1);
-    if (a->cutout > 0) {
-        int cy = (int)rx_rng_below(&rng, CIFAR_SIDE), cx = (int)rx_rng_below(&rng, CIFAR_SIDE);
-        pk->cut_y0 = clip_to_side(cy - a->cutout / 2);
-        pk->cut_y1 = clip_to_side(cy - a->cutout / 2 + a->cutout);
-        pk->cut_x0 = clip_to_side(cx - a->cutout / 2);
-        pk->cut_x1 = clip_to_side(cx - a->cutout / 2 + a->cutout);
-    }
-}
-
-/* Sample I of SPLIT's current order as batch VIEW asks for it: augmented when training, the
- * fixed test-time view otherwise. The one place both devices get their picks from. */
-static cifar10_pick cifar10_pick_for(const cifar10 *d, rx_split split, int64_t i, int view)
-{
-    cifar10_pick pk = { .image = d->order[split][i] };
-    if (split == RX_TRAIN) {
-        cifar10_augment_pick(d, &pk);
-    } else {
-        pk.dy = tta_views[view].dy;
-        pk.dx = tta_views[view].dx;
-        pk.flip = tta_views[view].flip;
-    }
-    return pk;
-}
-
-/* Whether pk hands the image out as it is. */
-static bool pick_is_plain(cifar10_pick pk)
-{
-    return pk.dy == 0 && pk.dx == 0 && !pk.flip && pk.cut_y0 == pk.cut_y1;
-}
-
 /* ---- Batches ---- */
 
 /* view must be 0 for training and one of the tta views otherwise; x must be (N, 3, 32, 32) on
@@ -715,14 +553,7 @@ static bool pick_is_plain(cifar10_pick pk)
 static int cifar10_check_batch(const cifar10 *d, rx_ctx *ctx, rx_split split, int64_t first, int view,
                                const rx_tensor *x, rx_device device)
 {
-    if (data_check_split(ctx, split) != 0) return -1;
-    if (split == RX_TRAIN && view != 0)
-        return rx_fail(ctx, "batch: view %d of the train split: training batches are augmented, not viewed, and take "
-                       "view 0 only", view);
-    int views = d->aug.views > 1 ? d->aug.views : 1;
-    if (view < 0 || view >= views)
-        return rx_fail(ctx, "batch: view %d of the %s split, but tta = \"%s\" gives views 0 .. %d", view,
-                       split_names[split], tta_names[d->aug.tta], views - 1);
+    if (data_check_split(ctx, split) != 0 || augment_check_view(ctx, &d->aug, split, view) != 0) return -1;
     const rx_shape *s = &x->shape;
     if (s->ndim != 4 || s->d[1] != CIFAR_CHANNELS || s->d[2] != CIFAR_SIDE || s->d[3] != CIFAR_SIDE)
         return rx_fail(ctx, "batch: x has %d dims (%lld, %lld, %lld, %lld), expected (N, 3, 32, 32)", s->ndim,
@@ -736,31 +567,14 @@ static int cifar10_check_batch(const cifar10 *d, rx_ctx *ctx, rx_split split, in
     return 0;
 }
 
-/* One sample's (3, 32, 32) floats from its pick, on the CPU. */
-static void cifar10_render_cpu(const cifar10 *d, cifar10_pick pk, float *dst)
-{
-    const uint8_t *img = d->pixels + (size_t)pk.image * CIFAR_PIXELS; /* (3, 32, 32) */
-    if (pick_is_plain(pk)) { /* the common case, and a lookup per pixel */
-        for (int c = 0; c < CIFAR_CHANNELS; c++) {
-            const float *lut = d->lut[c];
-            for (int p = 0; p < CIFAR_PLANE; p++) dst[c * CIFAR_PLANE + p] = lut[img[c * CIFAR_PLANE + p]];
-        }
-        return;
-    }
-    for (int c = 0; c < CIFAR_CHANNELS; c++)
-        for (int y = 0; y < CIFAR_SIDE; y++)
-            for (int x = 0; x < CIFAR_SIDE; x++)
-                dst[(c * CIFAR_SIDE + y) * CIFAR_SIDE + x] = cifar10_pixel(img, &d->lut[0][0], pk, d->aug.pad_zeros, c, y, x);
-}
-
 static int cifar10_batch_cpu(void *self, rx_ctx *ctx, rx_split split, int64_t first, int view, rx_tensor *x,
                              int32_t *labels)
 {
     cifar10 *d = self;
     if (cifar10_check_batch(d, ctx, split, first, view, x, RX_CPU) != 0) return -1;
     for (int64_t n = 0; n < x->shape.d[0]; n++) {
-        cifar10_pick pk = cifar10_pick_for(d, split, first + n, view);
-        cifar10_render_cpu(d, pk, x->data + n * CIFAR_PIXELS);
+        augment_pick pk = augment_pick_for(&d->aug, d->seed, d->epoch, split, d->order[split][first + n], view);
+        augment_render(&d->aug, &d->lut[0][0], d->pixels + (size_t)pk.image * CIFAR_PIXELS, pk, x->data + n * CIFAR_PIXELS);
         labels[n] = d->labels[pk.image];
     }
     return 0;
@@ -778,9 +592,9 @@ static int cifar10_batch_cuda(void *self, rx_ctx *ctx, rx_split split, int64_t f
         return rx_fail(ctx, "batch: the data set was created for the CPU (ctx->device at create), so it is not on the GPU");
     int64_t n = x->shape.d[0];
     if (n == 0) return 0;
-    cifar10_pick *picks = cifar10_gpu_picks(d, ctx, n); /* (n) */
+    augment_pick *picks = cifar10_gpu_picks(d, ctx, n); /* (n) */
     if (!picks) return -1;
-    for (int64_t i = 0; i < n; i++) picks[i] = cifar10_pick_for(d, split, first + i, view);
+    for (int64_t i = 0; i < n; i++) picks[i] = augment_pick_for(&d->aug, d->seed, d->epoch, split, d->order[split][first + i], view);
     return cifar10_gpu_render(d, ctx, n, x, labels);
 }
 #endif

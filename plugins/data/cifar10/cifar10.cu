@@ -1,7 +1,7 @@
 /* cifar10.cu: cifar10's CUDA path, the twin of cifar10_batch_cpu. The images, labels and the
  * normalization table go to the GPU once, at create (180 MB of bytes for the whole set); a batch
- * then moves only its picks (cifar10.h: 12 bytes a sample, drawn on the CPU by the code the CPU
- * path uses) and one kernel writes the floats and labels. The kernel calls cifar10_pixel, the CPU's
+ * then moves only its picks (augment.h: 20 bytes a sample, drawn on the CPU by the code the CPU
+ * path uses) and one kernel writes the floats and labels. The kernel calls augment_pixel, the CPU's
  * own function, which only looks values up in the CPU-built table (or writes 0.0f): no float is
  * computed on the GPU, so both devices give the same bits.
  *
@@ -20,8 +20,8 @@ struct cifar10_gpu {
     uint8_t *pixels;      /* (ntrain + ntest, 3, 32, 32) on the GPU */
     uint8_t *labels;      /* (ntrain + ntest) on the GPU */
     float *lut;           /* (3, 256) on the GPU: cifar10's table, copied */
-    cifar10_pick *picks;  /* (capacity) on the GPU: the batch's picks */
-    cifar10_pick *staged; /* (capacity) pinned host memory the picks are copied from */
+    augment_pick *picks;  /* (capacity) on the GPU: the batch's picks */
+    augment_pick *staged; /* (capacity) pinned host memory the picks are copied from */
     int64_t capacity;     /* picks the two buffers hold; 0 until the first batch */
     cudaEvent_t copied;   /* recorded after each copy out of staged */
     bool have_event;
@@ -30,15 +30,15 @@ struct cifar10_gpu {
 /* x (n, 3, 32, 32) and labels (n) of the batch whose picks are picks (n); total = n * 3072. One
  * thread per float; the first float of each sample also writes its label. */
 __global__ void cifar10_render_kernel(const uint8_t *__restrict__ pixels, const uint8_t *__restrict__ image_labels,
-                                      const float *__restrict__ lut, const cifar10_pick *__restrict__ picks,
+                                      const float *__restrict__ lut, const augment_pick *__restrict__ picks,
                                       float *__restrict__ x, int32_t *__restrict__ labels, int64_t total, bool zeros)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t n = i / CIFAR_PIXELS;
         const int r = (int)(i - n * CIFAR_PIXELS); /* (c, y, x) within the sample */
         const int c = r / CIFAR_PLANE, y = (r / CIFAR_SIDE) % CIFAR_SIDE, xx = r % CIFAR_SIDE;
-        const cifar10_pick pk = picks[n];
-        x[i] = cifar10_pixel(pixels + (size_t)pk.image * CIFAR_PIXELS, lut, pk, zeros, c, y, xx);
+        const augment_pick pk = picks[n];
+        x[i] = augment_pixel(pixels + (size_t)pk.image * CIFAR_PIXELS, lut, pk, zeros, CIFAR_SIDE, CIFAR_SIDE, c, y, xx);
         if (r == 0) labels[n] = image_labels[pk.image];
     }
 }
@@ -103,7 +103,7 @@ static int cifar10_gpu_reserve(cifar10_gpu *g, rx_ctx *ctx, int64_t n)
     g->picks = NULL;
     g->staged = NULL;
     g->capacity = 0;
-    const size_t bytes = (size_t)n * sizeof(cifar10_pick);
+    const size_t bytes = (size_t)n * sizeof(augment_pick);
     if (RX_CUDA_OK(ctx, cudaMalloc(&g->picks, bytes), "cifar10: GPU memory for a batch's picks") != 0 ||
         RX_CUDA_OK(ctx, cudaMallocHost(&g->staged, bytes), "cifar10: pinned memory for a batch's picks") != 0)
         return -1;
@@ -111,7 +111,7 @@ static int cifar10_gpu_reserve(cifar10_gpu *g, rx_ctx *ctx, int64_t n)
     return 0;
 }
 
-extern "C" cifar10_pick *cifar10_gpu_picks(cifar10 *d, rx_ctx *ctx, int64_t n)
+extern "C" augment_pick *cifar10_gpu_picks(cifar10 *d, rx_ctx *ctx, int64_t n)
 {
     cifar10_gpu *g = d->gpu;
     /* The last batch's picks may still be waiting to be copied out. */
@@ -127,7 +127,7 @@ extern "C" int cifar10_gpu_render(cifar10 *d, rx_ctx *ctx, int64_t n, rx_tensor 
     const cudaStream_t stream = rx_cuda_stream(ctx);
     if (n < 1) return 0;
     if (n > g->capacity) return rx_fail(ctx, "cifar10: %lld picks, room for %lld", (long long)n, (long long)g->capacity);
-    if (RX_CUDA_OK(ctx, cudaMemcpyAsync(g->picks, g->staged, (size_t)n * sizeof(cifar10_pick), cudaMemcpyHostToDevice,
+    if (RX_CUDA_OK(ctx, cudaMemcpyAsync(g->picks, g->staged, (size_t)n * sizeof(augment_pick), cudaMemcpyHostToDevice,
                                         stream), "cifar10: copying a batch's picks") != 0 ||
         RX_CUDA_OK(ctx, cudaEventRecord(g->copied, stream), "cifar10: recording the copy") != 0)
         return -1;
