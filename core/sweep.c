@@ -244,7 +244,7 @@ typedef struct child_job {
  * training, and the result file. */
 static int child_in_lua(lua_State *L)
 {
-    child_job *j = lua_touserdata(L, 1);
+    child_job *j = lua_touserdata(L, lua_upvalueindex(1));
     lua_rawgeti(L, j->p->exps, j->i);
     if (lua_getfield(L, -1, "threads") == LUA_TNIL) {
         lua_pushinteger(L, j->p->threads_each);
@@ -268,10 +268,11 @@ static void child_main(lua_State *L, script *s, const plan *p, int i)
     }
     s->log = stdout;
     child_job j = { .s = s, .p = p, .i = i };
-    lua_pushcfunction(L, child_in_lua);
     lua_pushlightuserdata(L, &j);
+    lua_pushcclosure(L, child_in_lua, 1);
+    for (int k = 1; k <= p->results; k++) lua_pushvalue(L, k); /* the plan's stack indices, in the new frame */
     int status = 0;
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    if (lua_pcall(L, p->results, 1, 0) != LUA_OK) {
         fprintf(stderr, "runexp: experiment %d: %s\n", i, lua_tostring(L, -1));
         status = 1;
     } else if (!lua_toboolean(L, -1)) {
@@ -413,7 +414,7 @@ static int finish_shard(script *s, const plan *p, char *err)
         if (!sweep_path(path, sizeof path, p->dir, i, "result") || access(path, F_OK) != 0) missing++;
     fprintf(s->log, "shard %d/%d done\n", p->shard, p->shards);
     if (missing == 0) return sweep_merge(p->dir, s->log, err);
-    fprintf(s->log, "%d experiments of other shards to come; once every shard has finished: runexp merge %s\n", missing,
+    fprintf(s->log, "results of %d experiments of other shards are still to come; once they are in: runexp merge %s\n", missing,
             p->dir);
     return 0;
 }
