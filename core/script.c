@@ -132,6 +132,7 @@ int script_train(lua_State *L, script *s, int idx, char *err)
     int rc = config_from_table(&c, L, idx, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
     if (rc == 0) {
+        s->computed_here = true;
         s->in_experiment = true;
         rc = train_run(&c, s->run_flags, s->log, &sum, err);
         s->in_experiment = false;
@@ -175,6 +176,7 @@ static int l_evaluate(lua_State *L)
     int rc = e ? config_from_table(&c, L, 2, &s->path, s->file, remaining_overrides(s, rest), rest, err) : -1;
     if (!e) snprintf(err, sizeof err, "out of memory");
     free(rest);
+    if (rc == 0) s->computed_here = true;
     if (rc == 0) rc = evaluate_checkpoint(&c, checkpoint, split, e, err);
     if (rc == 0) {
         lua_newtable(L);

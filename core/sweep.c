@@ -320,8 +320,34 @@ static int finish_child(lua_State *L, const plan *p, child k, int status, char *
     return keep(L, p, k.i, err);
 }
 
-/* Waits until one of the n children ends; polling, so that a stop request is seen at once. */
-static int reap_one(lua_State *L, const plan *p, child *kids, int *n, bool stopping, char *err)
+/* A stop passed on to the children: when, and whether they were killed for not stopping. */
+typedef struct stopping {
+    bool asked, killed;
+    struct timespec since;
+} stopping;
+
+/* Seconds a child may take to stop (it promises one) before SIGKILL: one hung in a plugin
+ * must not hold the sweep for ever. Its run folder stays resumable from its last checkpoint. */
+#define STOP_GRACE_SECONDS 10
+
+static void pass_stop_on(stopping *st, const child *kids, int n)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!st->asked) {
+        st->asked = true;
+        st->since = now;
+        for (int k = 0; k < n; k++) kill(kids[k].pid, SIGTERM);
+    } else if (!st->killed && now.tv_sec - st->since.tv_sec > STOP_GRACE_SECONDS) {
+        st->killed = true;
+        for (int k = 0; k < n; k++) kill(kids[k].pid, SIGKILL);
+    }
+}
+
+/* Waits until one of the n children ends; polling, so that a stop request is passed on at once
+ * (SIGTERM: a Ctrl-C from the terminal reached them already, and the first SIGTERM of each
+ * still stops it cleanly). */
+static int reap_one(lua_State *L, const plan *p, child *kids, int *n, stopping *st, char *err)
 {
     const struct timespec pause = { 0, 20000000 };
     for (;;) {
@@ -334,21 +360,20 @@ static int reap_one(lua_State *L, const plan *p, child *kids, int *n, bool stopp
             kids[k] = kids[--*n];
             return finish_child(L, p, done, status, err);
         }
-        if (interrupt_requested() && !stopping) return 0; /* to pass the request on */
+        if (interrupt_requested()) pass_stop_on(st, kids, *n);
         nanosleep(&pause, NULL);
     }
 }
 
-/* This process's experiments in up to p->jobs forked processes at once. A stop request is
- * passed on as SIGTERM (a Ctrl-C from the terminal reached them already; the first SIGTERM of
- * each still stops it cleanly), then every child is waited for. */
+/* This process's experiments in up to p->jobs forked processes at once; after a stop request,
+ * no new one, and every child is waited for. */
 static int run_forked(lua_State *L, script *s, const plan *p, char *err)
 {
     child *kids = lua_newuserdatauv(L, sizeof *kids * (size_t)p->jobs, 0); /* freed by Lua */
     int n = 0, rc = 0, next = 1;
-    bool stopping = false;
+    stopping st = { 0 };
     for (;;) {
-        for (; !stopping && n < p->jobs && next <= p->n; next++) {
+        for (; !interrupt_requested() && n < p->jobs && next <= p->n; next++) {
             if (!is_mine(p, next)) continue;
             fflush(NULL); /* what is buffered is printed once, not once more by the child */
             pid_t pid = fork();
@@ -365,14 +390,10 @@ static int run_forked(lua_State *L, script *s, const plan *p, char *err)
             lua_pop(L, 1);
         }
         if (n == 0) break;
-        if (reap_one(L, p, kids, &n, stopping, err) != 0) rc = -1;
-        if (interrupt_requested() && !stopping) {
-            stopping = true;
-            for (int k = 0; k < n; k++) kill(kids[k].pid, SIGTERM);
-        }
+        if (reap_one(L, p, kids, &n, &st, err) != 0) rc = -1;
     }
     lua_pop(L, 1);
-    return rc != 0 ? rc : stopping ? STOPPED : 0;
+    return rc != 0 ? rc : interrupt_requested() ? STOPPED : 0;
 }
 
 /* ---- Collecting ---- */
@@ -458,6 +479,10 @@ static int read_plan(lua_State *L, script *s, plan *p, char *err)
     p->shard = s->sweep.shard;
     p->shards = s->sweep.shards ? s->sweep.shards : 1;
     if (find_place(&p->at, err) != 0) return -1;
+    if (p->jobs > 1 && s->computed_here)
+        return errorf(err, "runexp.map: jobs=%d cannot start processes after this config has trained or evaluated in "
+                           "this process (OpenMP's threads do not survive a fork); call runexp.map first, or use jobs=1",
+                      p->jobs);
     if (!p->dir && (p->jobs > 1 || p->shards > 1 || p->at.size > 1))
         return errorf(err, "runexp.map: options.dir, the sweep's folder, is needed to run on several processes (jobs=%d, "
                            "%d shards, %d ranks)", p->jobs, p->shards, p->at.size);
