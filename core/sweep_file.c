@@ -141,6 +141,7 @@ static int decode_table(lua_State *L, reader *r, int depth)
 static int decode(lua_State *L, reader *r, int depth)
 {
     if (r->p >= r->end) return bad(r, "the file ends where a value was expected");
+    const char *at = r->p; /* a bad number is reported at its value's start */
     char buf[64], *end, tag = *r->p++;
     long long len;
     switch (tag) {
@@ -148,13 +149,13 @@ static int decode(lua_State *L, reader *r, int depth)
         if (token(r, ';', buf, sizeof buf, "expected an integer and ';'") != 0) return -1;
         errno = 0;
         lua_Integer i = strtoll(buf, &end, 10);
-        if (*end || errno) return bad(r, "expected an integer before ';'");
+        if (*end || errno) return r->p = at, bad(r, "expected an integer before ';'");
         lua_pushinteger(L, i);
         return 0;
     case 'n':
         if (token(r, ';', buf, sizeof buf, "expected a number and ';'") != 0) return -1;
         double v = strtod(buf, &end);
-        if (*end) return bad(r, "expected a number before ';'");
+        if (*end) return r->p = at, bad(r, "expected a number before ';'");
         lua_pushnumber(L, v);
         return 0;
     case 'b':
