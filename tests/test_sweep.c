@@ -45,10 +45,8 @@ static const char *three =
 
 static void write_text_file(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    char err[ERR_LEN];
+    if (write_file_atomic(path, text, strlen(text), err) != 0) fail_msg("%s", err);
 }
 
 static int setup(void **state)
