@@ -17,6 +17,7 @@
 #include "files.h"
 #include "run_dir.h"
 #include "script.h"
+#include "sweep_file.h"
 #include "interrupt.h"
 #include "predict.h"
 
@@ -29,6 +30,8 @@ static void usage(FILE *f)
             "                                              it stood; --allow-changes: even with a config\n"
             "                                              that differs from the one it started with;\n"
             "                                              --restart: start the run in RUN_DIR over\n"
+            "       runexp merge SWEEP_DIR                 join a sharded sweep's results (shard=I/N) into\n"
+            "                                              SWEEP_DIR/sweep.csv and sweep.html\n"
             "       runexp plugins                         list the plugins found, with their parameters\n"
             "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
             "                                              test a layer or loss plugin: gradients, writes,\n"
@@ -218,6 +221,17 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "plugins") == 0) {
         script_print_plugins(&s.path, stdout);
         return 0;
+    }
+    if (strcmp(argv[1], "merge") == 0) {
+        char err[ERR_LEN];
+        if (argc != 3) {
+            fprintf(stderr, "runexp: merge needs the sweep's folder, and only it: runexp merge SWEEP_DIR\n");
+            return 2;
+        }
+        if (sweep_merge(argv[2], stdout, err) == 0) return 0;
+        fflush(stdout);
+        fprintf(stderr, "runexp: %s\n", err);
+        return 1;
     }
     if (strcmp(argv[1], "check") == 0) {
         if (argc < 3) {

@@ -127,20 +127,17 @@ static void push_summary(lua_State *L, const run_summary *s)
     lua_setfield(L, -2, "history");
 }
 
-/* runexp.train(cfg) -> results */
-static int l_train(lua_State *L)
+int script_train(lua_State *L, script *s, int idx, char *err)
 {
-    script *s = self_of(L);
-    luaL_checktype(L, 1, LUA_TTABLE);
-    char err[ERR_LEN];
-    if (interrupt_requested()) return raise(L, "stopped by a signal before this run started");
+    if (interrupt_requested()) return errorf(err, "stopped by a signal before this run started");
     char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
-    if (!rest) return raise(L, "out of memory");
+    if (!rest) return errorf(err, "out of memory");
     config c;
     run_summary sum = { 0 };
-    int rc = config_from_table(&c, L, 1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
+    int rc = config_from_table(&c, L, idx, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
     if (rc == 0) {
+        s->computed_here = true;
         s->in_experiment = true;
         rc = train_run(&c, s->run_flags | TRAIN_IN_SCRIPT, s->log, &sum, err);
         s->in_experiment = false;
@@ -149,7 +146,15 @@ static int l_train(lua_State *L)
     if (rc == 0) push_summary(L, &sum);
     run_summary_free(&sum);
     config_free(&c);
-    return rc == 0 ? 1 : raise(L, err);
+    return rc;
+}
+
+/* runexp.train(cfg) -> results */
+static int l_train(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    char err[ERR_LEN];
+    return script_train(L, self_of(L), 1, err) == 0 ? 1 : raise(L, err);
 }
 
 static int split_of(lua_State *L, int idx, rx_split *split)
@@ -176,6 +181,7 @@ static int l_evaluate(lua_State *L)
     int rc = e ? config_from_table(&c, L, 2, &s->path, s->file, remaining_overrides(s, rest), rest, err) : -1;
     if (!e) snprintf(err, sizeof err, "out of memory");
     free(rest);
+    if (rc == 0) s->computed_here = true;
     if (rc == 0) rc = evaluate_checkpoint(&c, checkpoint, split, e, err);
     if (rc == 0) {
         lua_newtable(L);
@@ -262,6 +268,7 @@ static int l_predict(lua_State *L)
     q.overrides = rest;
     predict_result r;
     char err[ERR_LEN];
+    s->computed_here = true; /* its OpenMP threads, as a training's, would not survive a fork */
     int rc = predict(&s->path, &q, &r, err);
     free(inputs);
     free(rest);
@@ -411,7 +418,7 @@ static epoch_record record_from_lua(lua_State *L, int idx, int64_t position)
  * test_accuracy, run_dir, error }, ... }, as runexp.train's results give them. Writes one HTML
  * page with every run's curves and the results table. Strings stay on the Lua stack (the rows
  * table holds them) until the page is written. */
-static int l_sweep_report(lua_State *L)
+int script_sweep_report(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -459,8 +466,8 @@ static void open_module(lua_State *L, script *s)
 {
     static const luaL_Reg funcs[] = {
         { "train", l_train }, { "evaluate", l_evaluate }, { "predict", l_predict }, { "options", l_options },
-        { "plugins", l_plugins }, { "write_file", l_write_file }, { "sweep_report", l_sweep_report },
-        { NULL, NULL },
+        { "plugins", l_plugins }, { "write_file", l_write_file }, { "sweep_report", script_sweep_report },
+        { "map", sweep_map }, { NULL, NULL },
     };
     lua_newtable(L);
     int module = lua_gettop(L);
@@ -488,6 +495,9 @@ static void open_module(lua_State *L, script *s)
 /* Runs the experiment a config returned, as the command line does. */
 static int run_returned_table(script *s, lua_State *L, char *err)
 {
+    if (s->sweep.jobs || s->sweep.shards)
+        return errorf(err, "%s returns one experiment; jobs= and shard= are for configs that call runexp.map", s->file),
+               SCRIPT_FAILED;
     char **rest = malloc(sizeof *rest * (size_t)(s->noverrides + 1));
     if (!rest) return snprintf(err, ERR_LEN, "out of memory"), SCRIPT_FAILED;
     config c;
@@ -522,8 +532,13 @@ int script_run(script *s, const char *file, char *err)
 {
     s->file = file;
     s->interrupted = false;
+    s->share_done = false;
     if (file_check_regular(file, err) != 0) return SCRIPT_FAILED; /* Lua's loader would block on a FIFO */
     s->taken = calloc((size_t)s->noverrides + 1, sizeof *s->taken);
+    if (s->taken && sweep_take_overrides(s, err) != 0) {
+        free(s->taken);
+        return SCRIPT_FAILED;
+    }
     lua_State *L = config_lua_state();
     if (!L || !s->taken) {
         free(s->taken);
@@ -541,6 +556,7 @@ int script_run(script *s, const char *file, char *err)
         snprintf(err, ERR_LEN, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error without a message");
         config_lua_limit_reached(L, file, err);
         rc = s->interrupted || interrupt_requested() ? SCRIPT_INTERRUPTED : SCRIPT_FAILED;
+        if (s->share_done) rc = SCRIPT_OK; /* runexp.map ended this process after its share */
     } else if (lua_type(L, -1) == LUA_TTABLE) {
         rc = run_returned_table(s, L, err);
     } else if (lua_isnil(L, -1)) {

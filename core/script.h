@@ -10,6 +10,7 @@
  *   runexp.plugins()                  every plugin found, with kind, summary and parameters
  *   runexp.write_file(path, text)     an atomic write (folders created), e.g. for a sweep's table
  *   runexp.sweep_report(path, rows)   one HTML page: every run's curves and the results table
+ *   runexp.map(experiments [, options])   experiments side by side, results in order (sweep.h)
  *   runexp.dir                        the folder of the running config, for dofile
  * Command-line key=value overrides apply to every experiment the program runs, except those
  * that runexp.options takes for the script itself. */
@@ -19,6 +20,7 @@
 #include <stdio.h>
 
 #include "plugin.h"
+#include "sweep.h"
 
 #define RUNEXP_VERSION "0.2.0"
 
@@ -32,6 +34,10 @@ typedef struct script {
     bool interrupted;       /* a run was stopped by SIGINT / SIGTERM */
     int run_flags;          /* run_dir.h's RUN_RESTART, RUN_ALLOW_CHANGES: what a resume may do */
     bool in_experiment;     /* the host runs an experiment, which stops at its own points */
+    sweep_cli sweep;        /* jobs= and shard= from the command line, for runexp.map */
+    bool share_done;        /* runexp.map ran this process's share of a sweep another collects */
+    bool computed_here;     /* a training or evaluation ran in this process: OpenMP's threads
+                             * exist, and a forked child would wait for them for ever */
 } script;
 
 enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };
@@ -40,6 +46,12 @@ enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };
  * (ERR_LEN bytes) unless SCRIPT_OK. A stop request (interrupt.h) ends the config's Lua too, as
  * an error at the line it was running, and makes the status SCRIPT_INTERRUPTED. */
 int script_run(script *s, const char *file, char *err);
+
+/* Runs the experiment table at idx as runexp.train does and pushes its results; returns 0, or
+ * TRAIN_FAILED / TRAIN_INTERRUPTED with the message in err and nothing pushed. */
+int script_train(lua_State *L, script *s, int idx, char *err);
+/* runexp.sweep_report(path, rows), a Lua C function (no upvalues). */
+int script_sweep_report(lua_State *L);
 
 /* `runexp plugins`: every plugin found, readable. */
 void script_print_plugins(const plugin_path *p, FILE *out);
