@@ -36,7 +36,7 @@ typedef struct script {
     bool in_experiment;     /* the host runs an experiment, which stops at its own points */
     sweep_cli sweep;        /* jobs= and shard= from the command line, for runexp.map */
     bool share_done;        /* runexp.map ran this process's share of a sweep another collects */
-    bool computed_here;     /* a training or evaluation ran in this process: OpenMP's threads
+    bool computed_here;     /* a training, evaluation or prediction ran in this process: OpenMP's threads
                              * exist, and a forked child would wait for them for ever */
 } script;
 

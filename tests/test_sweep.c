@@ -140,7 +140,8 @@ static void test_order_and_failures(void **state)
 static const char *compare_results =
     "local function same(a, b, path)\n"
     "  if type(a) ~= 'table' or type(b) ~= 'table' then\n"
-    "    assert(a == b and math.type(a) == math.type(b), path .. ': ' .. tostring(a) .. ' vs ' .. tostring(b))\n"
+    "    local both_nan = a ~= a and b ~= b -- a value not measured (grad_norm without clipping)\n"
+    "    assert((a == b or both_nan) and math.type(a) == math.type(b), path .. ': ' .. tostring(a) .. ' vs ' .. tostring(b))\n"
     "    return\n"
     "  end\n"
     "  for k, v in pairs(a) do\n"
@@ -189,7 +190,7 @@ static void test_jobs_give_the_same_results(void **state)
     expect_run(dir, "$RUNEXP three.lua dir=s3 jobs=3", 0, "== experiment 3 of 3: c (process ");
     expect_same_sweep(dir, "s1", "s3");
     char *log = read_text(dir, "s3/results/2.log");
-    assert_non_null(strstr(log, "test accuracy"));
+    assert_non_null(strstr(log, "epoch 2/2 ")); /* a child's log holds its run's lines */
     free(log);
 }
 
@@ -280,7 +281,8 @@ static void test_ctrl_c_stops_the_children(void **state)
         fail_msg("got: %s", text);
     free(text);
     text = read_text(dir, "cc/results/1.result");
-    if (!strstr(text, "stopped at epoch ")) fail_msg("got: %s", text);
+    /* Stopped within an epoch or between two, as the signal fell: either way kept for a resume. */
+    if (!strstr(text, "stopped ") || !strstr(text, "cc/e1/last.safetensors")) fail_msg("got: %s", text);
     free(text);
 }
 
