@@ -28,6 +28,7 @@ typedef struct top_key {
     const char *must;           /* NULL, or what a value must be, for the message: "at least 1" */
     double min, max;            /* with must, numbers: a value in [min, max) */
     const char *const *choices; /* with must, strings: one of these (NULL ended) */
+    const char *if_true;        /* strings: what `true` stands for (false: the default), or NULL */
 } top_key;
 
 #define FIELD(f) .offset = offsetof(config, f), .size = sizeof ((config *)0)->f
@@ -50,6 +51,9 @@ static const top_key top_keys[] = {
     { { .key = "ema", .type = RX_NUM, .def = { .num = 0 },
         .help = "evaluate a moving average of the weights with this decay per step (0: off)" },
       FIELD(ema), .order = 4, .must = "a decay in [0, 1) (0: off)", .min = 0, .max = 1 },
+    { { .key = "tensorboard", .type = RX_STR, .def = { .s = "" },
+        .help = "true (RUN/tensorboard) or a folder (relative: to the run folder): TensorBoard event files" },
+      FIELD(tensorboard), .order = 6, .if_true = "tensorboard" },
 };
 #undef FIELD
 #define NTOP ((int)(sizeof top_keys / sizeof *top_keys))
@@ -542,7 +546,9 @@ static int read_top_keys(reader *r, int idx)
         for (size_t t = 0; key && t < sizeof top_tables / sizeof *top_tables; t++) known |= strcmp(key, top_tables[t]) == 0;
         int i = 0;
         while (key && i < NTOP && strcmp(key, top_keys[i].p.key) != 0) i++;
-        if (key && i < NTOP) {
+        if (key && i < NTOP && top_keys[i].if_true && lua_type(L, -1) == LUA_TBOOLEAN) {
+            v[i].s = lua_toboolean(L, -1) ? top_keys[i].if_true : top_keys[i].p.def.s;
+        } else if (key && i < NTOP) {
             if (convert(r, NULL, -1, &top_keys[i].p, &v[i]) != 0) return -1;
         } else if (!known) {
             return unknown_top_key(r);
@@ -1051,9 +1057,11 @@ static void lua_top_keys(strbuf *b, const config *c)
             if (top_keys[i].order != order) continue;
             rx_value v;
             top_key_get(c, &top_keys[i], &v);
+            found = 1;
+            /* An output switched off is left out, so configs that never name it read as before. */
+            if (top_keys[i].if_true && !v.s[0]) continue;
             sb_printf(b, "%s%s = ", order > 1 ? ", " : "", top_keys[i].p.key);
             lua_value(b, top_keys[i].p.type, &v);
-            found = 1;
         }
     }
 }

@@ -57,6 +57,7 @@ typedef struct config {
     char device[16];           /* "auto", "cpu" or "cuda" */
     char out[PATH_MAX];        /* run folder; "" means the default under runs/ */
     bool resume;               /* continue the run in `out` from its last checkpoint */
+    char tensorboard[PATH_MAX]; /* TensorBoard's folder, relative to the run folder; "": none */
     int nstrings;
     char **strings;            /* copies of every string argument, freed with the config */
 } config;

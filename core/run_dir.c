@@ -98,7 +98,7 @@ static int check_unchanged(const config *c, int flags, char *err)
     char path[PATH_MAX], *was = NULL;
     size_t len;
     if (run_dir_path(path, dir, "started.lua", err) != 0 || read_file(path, &was, &len, err) != 0) return -1;
-    static const char *const allowed[] = { "epochs", NULL };
+    static const char *const allowed[] = { "epochs", "tensorboard", NULL };
     strbuf lua = { 0 }, changes = { 0 };
     config_to_lua(c, &lua);
     /* Without started.lua's mark, the texts' lines match (an lr function's code names its lines). */

@@ -36,6 +36,9 @@ typedef struct run {
     progress bar;                /* the epoch's progress bar (a no-op off a terminal) */
     int observer_failures;       /* pictures and reports not written: the run fails at its end */
     char observer_err[ERR_LEN];  /* the first of them */
+    batch_point *batches;        /* (batches in an epoch) the losses not yet told to the observers */
+    int64_t nbatches;
+    time_t started;              /* when this process began the run */
 } run;
 
 static double now_seconds(void)
@@ -51,8 +54,20 @@ static void observe(run *r, observe_event event)
     run_view v = { .dir = r->s->dir, .config_text = r->config_text, .device = r->s->device, .epochs = r->t.c->epochs,
                    .history = r->history, .nhistory = r->nhistory, .info = &r->t.info, .samples = &r->samples,
                    .test = tested ? &r->s->test : NULL, .confusion = tested ? r->confusion : NULL,
-                   .summary = tested ? r->s : NULL };
+                   .summary = tested ? r->s : NULL, .tensorboard = r->t.c->tensorboard, .started = r->started,
+                   .batches = r->batches, .nbatches = r->nbatches,
+                   .stopping = event == OBSERVE_STOP || (event == OBSERVE_EPOCH && interrupt_requested()) };
     r->observer_failures += observers_notify(event, &v, r->t.log, &r->bar, r->observer_err);
+    if (event == OBSERVE_EPOCH || event == OBSERVE_STOP) r->nbatches = 0;
+}
+
+/* A batch's mean loss, kept for the observers until the epoch ends or the run stops. */
+static void keep_batch_loss(run *r, double loss)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->batches[r->nbatches++] = (batch_point){ .step = r->pos.step, .loss = loss,
+                                               .wall_time = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec };
 }
 
 /* ---- One batch, one epoch ---- */
@@ -103,7 +118,9 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *er
     rx_tensor dlogits = trainer_tensor(t, t->dlogits, n, t->nt.out);
     net_zero_grads(&t->nt);
     if (net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err) != 0) return -1;
-    return optimizer_step(r, epoch, err);
+    if (optimizer_step(r, epoch, err) != 0) return -1;
+    keep_batch_loss(r, s / (double)n);
+    return 0;
 }
 
 /* After a stop request: last.safetensors at the position reached, and how to go on, in err. */
@@ -113,6 +130,7 @@ static int stop(run *r, char *err)
     r->pos.rng = r->t.ctx.rng.s;
     r->pos.lr = r->lr_now;
     if (run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
+    observe(r, OBSERVE_STOP); /* after the save: a resume starts past what it writes */
     errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: runexp resume %s",
            (long long)r->pos.epochs_done + 1, (long long)r->pos.batches_done,
            r->pos.batches_done * r->t.c->batch_size >= r->t.info.size[RX_TRAIN] ? " (trained, not yet validated)" : "",
@@ -203,9 +221,9 @@ static int finish_epoch(run *r, char *err)
     if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
         run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
         return TRAIN_FAILED;
-    /* The pictures and the report wait for a stop request no longer: the next epoch (after the
-     * resume) or the test draws them again. */
-    if (!interrupt_requested()) observe(r, OBSERVE_EPOCH);
+    /* Under a stop request the pictures and the report wait (the next epoch, after the resume, or
+     * the test draws them again); the view says so. */
+    observe(r, OBSERVE_EPOCH);
     fflush(t->log);
     return 0;
 }
@@ -267,7 +285,8 @@ static int start(run *r, bool resuming, char *err)
     r->pos.best_valid_loss = INFINITY;
     r->history = calloc((size_t)c->epochs, sizeof *r->history);
     r->confusion = calloc((size_t)nclasses * (size_t)nclasses, sizeof *r->confusion);
-    if (!r->history || !r->confusion || sample_batch_alloc(&r->samples, t->info.sample) != 0)
+    r->batches = calloc((size_t)((t->info.size[RX_TRAIN] + c->batch_size - 1) / c->batch_size), sizeof *r->batches);
+    if (!r->history || !r->confusion || !r->batches || sample_batch_alloc(&r->samples, t->info.sample) != 0)
         return errorf(err, "out of memory allocating batch buffers (batch %lld)", (long long)c->batch_size);
     if (!resuming) return 0;
     if (run_dir_resume(c->out, t, &r->pos, r->history, &r->nhistory, err) != 0) return -1;
@@ -309,7 +328,7 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     run_dir_mode mode = RUN_DIR_NEW;
     if (interrupt_requested()) return not_started(c, mode, err);
     if (run_dir_mode_of(c, flags, &mode, err) != 0) return TRAIN_FAILED;
-    run r = { .s = s };
+    run r = { .s = s, .started = time(NULL) };
     bool resuming = mode == RUN_DIR_RESUME, opened = false;
     int rc = TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
@@ -336,6 +355,7 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     trainer_free(&r.t);
     free(r.config_text);
     free(r.confusion);
+    free(r.batches);
     sample_batch_free(&r.samples);
     return rc;
 }
