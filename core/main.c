@@ -183,7 +183,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "runexp: unknown option '%s' (try runexp --help)\n", argv[1]);
         return 2;
     }
-    script s = { .log = stdout };
+    script s = { .log = stdout, .command = argv[0] };
     plugin_path_default(&s.path);
     if (strcmp(argv[1], "plugins") == 0) {
         script_print_plugins(&s.path, stdout);

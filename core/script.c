@@ -135,6 +135,7 @@ static int l_train(lua_State *L)
     run_summary sum = { 0 };
     int rc = config_from_table(&c, L, 1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
+    c.command = s->command;
     if (rc == 0) {
         s->in_experiment = true;
         rc = train_run(&c, s->run_flags, s->log, &sum, err);
@@ -402,6 +403,7 @@ static int run_returned_table(script *s, lua_State *L, char *err)
     run_summary sum = { 0 };
     int rc = config_from_table(&c, L, -1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
+    c.command = s->command;
     s->in_experiment = true;
     if (rc == 0) rc = train_run(&c, s->run_flags, s->log, &sum, err);
     s->in_experiment = false;

@@ -31,6 +31,7 @@ typedef struct script {
     bool interrupted;       /* a run was stopped by SIGINT / SIGTERM */
     int run_flags;          /* run_dir.h's RUN_RESTART, RUN_ALLOW_CHANGES: what a resume may do */
     bool in_experiment;     /* the host runs an experiment, which stops at its own points */
+    const char *command;    /* how runexp was invoked (argv[0]); NULL: "runexp" */
 } script;
 
 enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };

@@ -131,18 +131,18 @@ static int stop(run *r, char *err)
     r->pos.lr = r->lr_now;
     if (run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
     observe(r, OBSERVE_STOP); /* after the save: a resume starts past what it writes */
-    errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: runexp resume %s",
+    errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: %s resume %s",
            (long long)r->pos.epochs_done + 1, (long long)r->pos.batches_done,
            r->pos.batches_done * r->t.c->batch_size >= r->t.info.size[RX_TRAIN] ? " (trained, not yet validated)" : "",
-           r->s->dir, r->s->dir);
+           r->s->dir, config_command(r->t.c), r->s->dir);
     return TRAIN_INTERRUPTED;
 }
 
 /* After a stop request where last.safetensors already holds where the run stands. */
 static int stopped(run *r, const char *when, char *err)
 {
-    errorf(err, "stopped %s: %s/last.safetensors holds the run so far; resume with: runexp resume %s", when, r->s->dir,
-           r->s->dir);
+    errorf(err, "stopped %s: %s/last.safetensors holds the run so far; resume with: %s resume %s", when, r->s->dir,
+           config_command(r->t.c), r->s->dir);
     return TRAIN_INTERRUPTED;
 }
 
@@ -316,7 +316,8 @@ static void print_data(const run *r, bool resuming)
 static int not_started(const config *c, run_dir_mode mode, char *err)
 {
     if (mode == RUN_DIR_NEW) return errorf(err, "stopped by a signal before the run started; nothing was written"), TRAIN_INTERRUPTED;
-    errorf(err, "stopped by a signal before the run went on; %s is as it was; resume with: runexp resume %s", c->out, c->out);
+    errorf(err, "stopped by a signal before the run went on; %s is as it was; resume with: %s resume %s", c->out,
+           config_command(c), c->out);
     return TRAIN_INTERRUPTED;
 }
 
