@@ -34,6 +34,10 @@ const field summary_fields[] = {
     SUMMARY_FIELD(FIELD_NUM, train_seconds_per_epoch, "%.6g"),
     SUMMARY_FIELD(FIELD_NUM, images_per_second, "%.6g"),
     SUMMARY_FIELD(FIELD_NUM, total_seconds, "%.6g"),
+    SUMMARY_FIELD(FIELD_STR, started, NULL),
+    SUMMARY_FIELD(FIELD_STR, host, NULL),
+    SUMMARY_FIELD(FIELD_STR, runexp_version, NULL),
+    SUMMARY_FIELD(FIELD_STR, revision, NULL),
 };
 const int n_summary_fields = (int)(sizeof summary_fields / sizeof *summary_fields);
 

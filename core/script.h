@@ -18,8 +18,8 @@
 #include <stdio.h>
 
 #include "plugin.h"
+#include "version.h"
 
-#define RUNEXP_VERSION "0.2.0"
 
 typedef struct script {
     plugin_path path;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "crash.h"
 #include "device.h"
@@ -20,6 +21,7 @@
 #include "progress.h"
 #include "run_dir.h"
 #include "trainer.h"
+#include "version.h"
 
 typedef struct run {
     trainer t;
@@ -312,6 +314,17 @@ static void print_data(const run *r, bool resuming)
     fprintf(log, "; %zu parameters; %s, %lld threads\n", r->t.nt.nparams, r->s->device, (long long)r->s->threads);
 }
 
+/* What summary.json says of where and when the run was made, and by which runexp. */
+static void describe_start(run_summary *s, time_t started)
+{
+    struct tm tm;
+    gmtime_r(&started, &tm);
+    strftime(s->started, sizeof s->started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (gethostname(s->host, sizeof s->host - 1) != 0 || !s->host[0]) snprintf(s->host, sizeof s->host, "unknown");
+    snprintf(s->runexp_version, sizeof s->runexp_version, "%s", RUNEXP_VERSION);
+    snprintf(s->revision, sizeof s->revision, "%s", build_revision());
+}
+
 /* The stop request came before the run folder was opened: nothing of it was written. */
 static int not_started(const config *c, run_dir_mode mode, char *err)
 {
@@ -334,6 +347,7 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     int rc = TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
     s->seed = c->seed;
+    describe_start(s, r.started);
     if (trainer_setup(&r.t, c, log, false, !resuming, err) == 0 && start(&r, resuming, err) == 0) {
         snprintf(s->device, sizeof s->device, "%s", device_name(r.t.device));
         s->threads = r.t.ctx.threads;

@@ -78,7 +78,8 @@ static void test_summary_json(void **state)
                       .epochs = 4, .best_epoch = 3, .best_valid_loss = INFINITY,
                       .test = { .loss = 0.5, .accuracy = 0.75, .correct = 3, .total = 4, .nclasses = 2,
                                 .class_names = { "cat", "dog" }, .class_correct = { 1, 2 }, .class_total = { 2, 2 } },
-                      .train_seconds_per_epoch = 1.5, .images_per_second = 100, .total_seconds = NAN };
+                      .train_seconds_per_epoch = 1.5, .images_per_second = 100, .total_seconds = NAN,
+                      .started = "2026-12-04T05:00:00Z", .host = "box", .runexp_version = "0.2.0", .revision = "unknown" };
     strbuf b = { 0 };
     summary_json(&b, &s);
     assert_string_equal(b.s, "{\n"
@@ -100,7 +101,11 @@ static void test_summary_json(void **state)
                              "  },\n"
                              "  \"train_seconds_per_epoch\": 1.5,\n"
                              "  \"images_per_second\": 100,\n"
-                             "  \"total_seconds\": null\n"
+                             "  \"total_seconds\": null,\n"
+                             "  \"started\": \"2026-12-04T05:00:00Z\",\n"
+                             "  \"host\": \"box\",\n"
+                             "  \"runexp_version\": \"0.2.0\",\n"
+                             "  \"revision\": \"unknown\"\n"
                              "}\n");
     sb_free(&b);
 }
