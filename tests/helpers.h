@@ -351,6 +351,26 @@ static inline char *test_tmpdir(void)
     return dir;
 }
 
+/* Writes text to dir/name, a file of a test's own. */
+static inline void test_write_text(const char *dir, const char *name, const char *text)
+{
+    char path[800];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *out = fopen(path, "w");
+    if (!out) fail_msg("cannot write %s", path);
+    fputs(text, out);
+    fclose(out);
+}
+
+/* A new test_tmpdir holding files: name, text, name, text, ..., NULL. A suite that runs runexp
+ * as a user does keeps it as cmocka's state, and test_rmdir removes it. */
+static inline char *test_folder_with(const char *const *files)
+{
+    char *dir = test_tmpdir();
+    for (int i = 0; files[i]; i += 2) test_write_text(dir, files[i], files[i + 1]);
+    return dir;
+}
+
 /* Removes a folder test_tmpdir made, with all it holds (read-only parts too), and frees its name. */
 static inline void test_rmdir(char *dir)
 {

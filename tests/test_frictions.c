@@ -33,52 +33,33 @@ static const char *safetensors_py =
     "data = b[8 + n + lo:8 + n + hi]\n"
     "print(' '.join('%g' % v for v in struct.unpack('<%df' % (len(data) // 4), data)))\n";
 
-typedef struct fixture {
-    char *dir;
-} fixture;
-
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *out = fopen(path, "w");
-    assert_non_null(out);
-    fputs(text, out);
-    fclose(out);
-}
-
+/* cmocka's state: the suite's folder (test_folder_with), with the config in it. */
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = test_tmpdir();
-    write_text(f->dir, "exp.lua", experiment);
-    write_text(f->dir, "safetensors.py", safetensors_py);
-    *state = f;
+    *state = test_folder_with((const char *const[]){ "exp.lua", experiment, "safetensors.py", safetensors_py, NULL });
     return 0;
 }
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
-    test_rmdir(f->dir);
-    free(f);
+    test_rmdir(*state);
     return 0;
 }
 
-static int sh(fixture *f, const char *line, char *out, size_t len)
+static int sh(const char *dir, const char *line, char *out, size_t len)
 {
-    return shell_in(f->dir, line, out, len);
+    return shell_in(dir, line, out, len);
 }
 
 /* Runs line with its stdout in out (stderr to stderr.txt); returns the exit status. */
-static int sh_stdout(fixture *f, const char *line, char *out, size_t len)
+static int sh_stdout(const char *dir, const char *line, char *out, size_t len)
 {
     char wrapped[3000];
     snprintf(wrapped, sizeof wrapped, "(%s) > stdout.txt", line);
-    int rc = sh(f, wrapped, out, len);
+    int rc = sh(dir, wrapped, out, len);
     char path[800], err[ERR_LEN], *text;
     size_t n;
-    snprintf(path, sizeof path, "%s/stdout.txt", f->dir);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
     if (read_file(path, &text, &n, err) != 0) fail_msg("%s", err);
     snprintf(out, len, "%s", text);
     free(text);
@@ -87,9 +68,9 @@ static int sh_stdout(fixture *f, const char *line, char *out, size_t len)
 
 static void test_unknown_plugin_says_where_it_looked(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(f, "RUNEXP_PLUGIN_PATH=/nonexistent/a:/nonexistent/b $RUNEXP exp.lua out=run "
+    assert_int_equal(sh(dir, "RUNEXP_PLUGIN_PATH=/nonexistent/a:/nonexistent/b $RUNEXP exp.lua out=run "
                            "'model={{\"prelu\"}}'", out, sizeof out), 1);
     if (!strstr(out, "unknown layer plugin 'prelu' (known: ") ||
         !strstr(out, "; searched layers/ in: /nonexistent/a, /nonexistent/b, " RX_BUILD_DIR "/plugins, ") ||
@@ -100,20 +81,20 @@ static void test_unknown_plugin_says_where_it_looked(void **state)
 /* Invoked as ./here/runexp (a link): the hints say ./here/runexp, not runexp. */
 static void test_resume_hint_names_the_command(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(f, "mkdir here && ln -s \"$RUNEXP\" here/runexp && RX_STOP_AT_STEP=2 ./here/runexp exp.lua "
+    assert_int_equal(sh(dir, "mkdir here && ln -s \"$RUNEXP\" here/runexp && RX_STOP_AT_STEP=2 ./here/runexp exp.lua "
                            "out=run", out, sizeof out), 130);
     if (!strstr(out, "resume with: ./here/runexp resume run\n")) fail_msg("got: %s", out);
-    assert_int_equal(sh(f, "./here/runexp exp.lua out=run", out, sizeof out), 1);
+    assert_int_equal(sh(dir, "./here/runexp exp.lua out=run", out, sizeof out), 1);
     if (!strstr(out, "continue it with: ./here/runexp resume run\n")) fail_msg("got: %s", out);
-    assert_int_equal(sh(f, "./here/runexp resume run", out, sizeof out), 0);
+    assert_int_equal(sh(dir, "./here/runexp resume run", out, sizeof out), 0);
 }
 
 static void test_no_driver_says_so(void **state)
 {
 #ifdef RX_WITH_CUDA
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
     void *driver = dlopen("libcuda.so.1", RTLD_LAZY);
     if (driver) {
@@ -121,11 +102,11 @@ static void test_no_driver_says_so(void **state)
         printf("  (skipped: this machine has an NVIDIA driver)\n");
         return;
     }
-    assert_int_equal(sh(f, "$RUNEXP exp.lua out=run device=cuda", out, sizeof out), 1);
+    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=run device=cuda", out, sizeof out), 1);
     if (!strstr(out, "device = \"cuda\", but no NVIDIA driver found (libcuda.so.1 missing) (use device=cpu"))
         fail_msg("got: %s", out);
     assert_null(strstr(out, "insufficient"));
-    assert_int_equal(sh_stdout(f, "$RUNEXP exp.lua out=auto device=auto epochs=1", out, sizeof out), 0);
+    assert_int_equal(sh_stdout(dir, "$RUNEXP exp.lua out=auto device=auto epochs=1", out, sizeof out), 0);
     if (!strstr(out, "device: cpu (auto: no NVIDIA driver found (libcuda.so.1 missing))")) fail_msg("got: %s", out);
 #else
     printf("  (skipped: this runexp was built without CUDA)\n");
@@ -134,9 +115,9 @@ static void test_no_driver_says_so(void **state)
 
 static void test_summary_records_the_build(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096], line[2000];
-    if (sh(f, "$RUNEXP exp.lua out=run epochs=1", out, sizeof out) != 0) fail_msg("%s", out);
+    if (sh(dir, "$RUNEXP exp.lua out=run epochs=1", out, sizeof out) != 0) fail_msg("%s", out);
     snprintf(line, sizeof line,
              "python3 -c 'import json, re, socket, sys, time\n"
              "s = json.load(open(\"run/summary.json\"))\n"
@@ -147,49 +128,49 @@ static void test_summary_records_the_build(void **state)
              "assert s[\"runexp_version\"] == \"%s\", s\n"
              "assert s[\"revision\"] == \"%s\", s' >&2",
              RUNEXP_VERSION, build_revision());
-    if (sh(f, line, out, sizeof out) != 0) fail_msg("%s", out);
+    if (sh(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
     /* In a git tree the Makefile passes the revision in. */
     snprintf(line, sizeof line, "git -C '%s' rev-parse --git-dir", RX_SOURCE_DIR);
-    if (sh(f, line, out, sizeof out) == 0) assert_string_not_equal(build_revision(), "unknown");
+    if (sh(dir, line, out, sizeof out) == 0) assert_string_not_equal(build_revision(), "unknown");
 }
 
 /* The prelu example declares its slopes with RX_INIT_CONSTANT: frozen, they are still their first
  * value in the checkpoint. */
 static void test_constant_init(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
     const char *run = "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/examples $RUNEXP exp.lua epochs=1 ";
     char line[1200];
     snprintf(line, sizeof line, "%s out=a 'model={{\"conv2d\", out=3, kernel=3, padding=1}, {\"prelu\", frozen=true}, "
              "{\"flatten\"}, {\"linear\", out=4}}' >/dev/null && python3 safetensors.py a/best.safetensors 1.weight", run);
-    if (sh_stdout(f, line, out, sizeof out) != 0) fail_msg("%s", out);
+    if (sh_stdout(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
     assert_string_equal(out, "0.25 0.25 0.25\n");
     snprintf(line, sizeof line, "%s out=b 'model={{\"conv2d\", out=3, kernel=3, padding=1}, {\"prelu\", frozen=true, "
              "per_channel=false, init=-0.5}, {\"flatten\"}, {\"linear\", out=4}}' >/dev/null && "
              "python3 safetensors.py b/best.safetensors 1.weight", run);
-    if (sh_stdout(f, line, out, sizeof out) != 0) fail_msg("%s", out);
+    if (sh_stdout(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
     assert_string_equal(out, "-0.5\n");
     /* Trained, they move. */
     snprintf(line, sizeof line, "%s out=c 'model={{\"conv2d\", out=3, kernel=3, padding=1}, {\"prelu\"}, "
              "{\"flatten\"}, {\"linear\", out=4}}' >/dev/null && python3 safetensors.py c/best.safetensors 1.weight", run);
-    if (sh_stdout(f, line, out, sizeof out) != 0) fail_msg("%s", out);
+    if (sh_stdout(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
     assert_string_not_equal(out, "0.25 0.25 0.25\n");
 }
 
 static void test_pytorch_missing_says_how_to_get_it(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096], line[1200];
-    if (sh(f, "python3 -c 'import torch'", out, sizeof out) == 0) {
+    if (sh(dir, "python3 -c 'import torch'", out, sizeof out) == 0) {
         printf("  (skipped: python3 has PyTorch)\n");
         return;
     }
     snprintf(line, sizeof line, "python3 '%s/scripts/eval_in_pytorch.py' nothing.safetensors", RX_SOURCE_DIR);
-    assert_int_equal(sh(f, line, out, sizeof out), 1);
+    assert_int_equal(sh(dir, line, out, sizeof out), 1);
     if (!strstr(out, "PyTorch is missing") || !strstr(out, "scripts/setup --with-pytorch")) fail_msg("got: %s", out);
     snprintf(line, sizeof line, "'%s/scripts/setup' --with-pytroch", RX_SOURCE_DIR); /* refused before any install */
-    assert_int_equal(sh(f, line, out, sizeof out), 2);
+    assert_int_equal(sh(dir, line, out, sizeof out), 2);
     assert_non_null(strstr(out, "setup: unknown option '--with-pytroch' (known: --with-pytorch)"));
 }
 

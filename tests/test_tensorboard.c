@@ -28,35 +28,22 @@ static const char *experiment =
     "  epochs = 2, threads = 1, device = 'cpu', tensorboard = true,\n"
     "}\n";
 
-typedef struct fixture {
-    char *dir;
-} fixture;
-
+/* cmocka's state: the suite's folder (test_folder_with), with the config in it. */
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = test_tmpdir();
-    char path[700];
-    snprintf(path, sizeof path, "%s/exp.lua", f->dir);
-    FILE *out = fopen(path, "w");
-    assert_non_null(out);
-    fputs(experiment, out);
-    fclose(out);
-    *state = f;
+    *state = test_folder_with((const char *const[]){ "exp.lua", experiment, NULL });
     return 0;
 }
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
-    test_rmdir(f->dir);
-    free(f);
+    test_rmdir(*state);
     return 0;
 }
 
-static int sh(fixture *f, const char *line, char *out, size_t len)
+static int sh(const char *dir, const char *line, char *out, size_t len)
 {
-    return shell_in(f->dir, line, out, len);
+    return shell_in(dir, line, out, len);
 }
 
 /* ---- Our own reader: TFRecord framing, then Event { wall_time, step, file_version, summary } ---- */
@@ -168,11 +155,11 @@ static void read_event_file(const char *path, events *all)
     free(data);
 }
 
-static void read_events(fixture *f, const char *run, events *all)
+static void read_events(const char *dir, const char *run, events *all)
 {
     char pattern[800];
     glob_t g;
-    snprintf(pattern, sizeof pattern, "%s/%s/tensorboard/events.out.tfevents.*", f->dir, run);
+    snprintf(pattern, sizeof pattern, "%s/%s/tensorboard/events.out.tfevents.*", dir, run);
     all->n = all->files = 0;
     assert_int_equal(glob(pattern, 0, NULL, &g), 0);
     for (size_t i = 0; i < g.gl_pathc; i++) read_event_file(g.gl_pathv[i], all);
@@ -196,7 +183,7 @@ static float value_of(const events *all, const char *tag, int64_t step)
 }
 
 /* Each epoch's scalars and each batch's loss exactly once; the epoch's values are metrics.csv's. */
-static void expect_whole_run(fixture *f, const char *run, const events *all)
+static void expect_whole_run(const char *dir, const char *run, const events *all)
 {
     static const char *const epoch_tags[] = { "train/loss", "valid/loss", "valid/accuracy", "lr",
                                               "images_per_second", "epoch_seconds" };
@@ -210,7 +197,7 @@ static void expect_whole_run(fixture *f, const char *run, const events *all)
     assert_int_equal(count(all, "test/loss", 2), 1);
     char path[800], err[ERR_LEN], *csv;
     size_t len;
-    snprintf(path, sizeof path, "%s/%s/metrics.csv", f->dir, run);
+    snprintf(path, sizeof path, "%s/%s/metrics.csv", dir, run);
     if (read_file(path, &csv, &len, err) != 0) fail_msg("%s", err);
     double train_loss, valid_loss, lr;
     const char *row = strchr(csv, '\n') + 1; /* epoch,seconds,train_loss,valid_loss,valid_accuracy,lr,... */
@@ -237,13 +224,13 @@ static void test_crc32c(void **state)
 }
 
 /* Runs check_events.py on run's folder with the tensorboard package's reader, or says why not. */
-static void tensorboard_reads(fixture *f, const char *run)
+static void tensorboard_reads(const char *dir, const char *run)
 {
     char out[4096], line[1200];
     const char *py = RX_SOURCE_DIR "/.deps/test-venv/bin/python";
     if (access(py, X_OK) != 0) py = "python3";
     snprintf(line, sizeof line, "'%s' -c 'import tensorboard' 2>&1 >/dev/null | tail -1 >&2", py);
-    sh(f, line, out, sizeof out);
+    sh(dir, line, out, sizeof out);
     out[strcspn(out, "\n")] = '\0';
     if (out[0]) {
         printf("  (skipped reading %s with TensorBoard's reader: %s cannot import tensorboard: %s; "
@@ -252,20 +239,20 @@ static void tensorboard_reads(fixture *f, const char *run)
     }
     snprintf(line, sizeof line, "'%s' '%s/tests/check_tensorboard.py' %s/tensorboard %s/metrics.csv %s/summary.json %d",
              py, RX_SOURCE_DIR, run, run, run, BATCHES_PER_EPOCH);
-    if (sh(f, line, out, sizeof out) != 0) fail_msg("check_tensorboard.py: %s", out);
+    if (sh(dir, line, out, sizeof out) != 0) fail_msg("check_tensorboard.py: %s", out);
 }
 
 static void test_one_run(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
     events *all = calloc(1, sizeof *all);
-    if (sh(f, "$RUNEXP exp.lua out=run", out, sizeof out) != 0) fail_msg("%s", out);
-    assert_int_equal(sh(f, "grep -q 'tensorboard = \"tensorboard\"' run/config.lua", out, sizeof out), 0);
-    read_events(f, "run", all);
+    if (sh(dir, "$RUNEXP exp.lua out=run", out, sizeof out) != 0) fail_msg("%s", out);
+    assert_int_equal(sh(dir, "grep -q 'tensorboard = \"tensorboard\"' run/config.lua", out, sizeof out), 0);
+    read_events(dir, "run", all);
     assert_int_equal(all->files, 1);
-    expect_whole_run(f, "run", all);
-    tensorboard_reads(f, "run");
+    expect_whole_run(dir, "run", all);
+    tensorboard_reads(dir, "run");
     free(all);
 }
 
@@ -273,24 +260,24 @@ static void test_one_run(void **state)
  * each process writes a file of its own, and no step is written twice. */
 static void test_resumed_runs_write_new_files(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
     events *all = calloc(1, sizeof *all);
-    if (sh(f, "$RUNEXP exp.lua out=extended epochs=1 && $RUNEXP resume extended epochs=2", out, sizeof out) != 0)
+    if (sh(dir, "$RUNEXP exp.lua out=extended epochs=1 && $RUNEXP resume extended epochs=2", out, sizeof out) != 0)
         fail_msg("%s", out);
-    read_events(f, "extended", all);
+    read_events(dir, "extended", all);
     assert_int_equal(all->files, 2);
     assert_int_equal(count(all, "test/loss", 1), 1); /* the first run's own test, at its last epoch */
-    expect_whole_run(f, "extended", all);
-    tensorboard_reads(f, "extended");
+    expect_whole_run(dir, "extended", all);
+    tensorboard_reads(dir, "extended");
 
-    assert_int_equal(sh(f, "RX_STOP_AT_STEP=13 $RUNEXP exp.lua out=stopped", out, sizeof out), 130);
+    assert_int_equal(sh(dir, "RX_STOP_AT_STEP=13 $RUNEXP exp.lua out=stopped", out, sizeof out), 130);
     assert_non_null(strstr(out, "stopped at epoch 2, batch "));
-    if (sh(f, "$RUNEXP resume stopped", out, sizeof out) != 0) fail_msg("%s", out);
-    read_events(f, "stopped", all);
+    if (sh(dir, "$RUNEXP resume stopped", out, sizeof out) != 0) fail_msg("%s", out);
+    read_events(dir, "stopped", all);
     assert_int_equal(all->files, 2);
-    expect_whole_run(f, "stopped", all);
-    tensorboard_reads(f, "stopped");
+    expect_whole_run(dir, "stopped", all);
+    tensorboard_reads(dir, "stopped");
     free(all);
 }
 
@@ -298,18 +285,18 @@ static void test_resumed_runs_write_new_files(void **state)
  * value that is no folder is refused before the run starts. */
 static void test_unwritable_and_bad_values(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(f, "touch afile && $RUNEXP exp.lua out=run epochs=1 tensorboard=\"$PWD/afile/tb\"", out,
+    assert_int_equal(sh(dir, "touch afile && $RUNEXP exp.lua out=run epochs=1 tensorboard=\"$PWD/afile/tb\"", out,
                         sizeof out), 1);
     if (!strstr(out, "TensorBoard events not written: ") || !strstr(out, "afile"))
         fail_msg("got: %s", out);
-    assert_int_equal(sh(f, "test -f run/summary.json && test -f run/best.safetensors", out, sizeof out), 0);
-    assert_int_equal(sh(f, "$RUNEXP exp.lua out=run2 'tensorboard={}'", out, sizeof out), 1);
+    assert_int_equal(sh(dir, "test -f run/summary.json && test -f run/best.safetensors", out, sizeof out), 0);
+    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=run2 'tensorboard={}'", out, sizeof out), 1);
     assert_non_null(strstr(out, "'tensorboard' must be a string, got table"));
-    assert_int_equal(sh(f, "test -e run2", out, sizeof out), 1);
+    assert_int_equal(sh(dir, "test -e run2", out, sizeof out), 1);
     /* false: none, and the resolved config says nothing of it. */
-    assert_int_equal(sh(f, "$RUNEXP exp.lua out=off epochs=1 tensorboard=false && test ! -e off/tensorboard && "
+    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=off epochs=1 tensorboard=false && test ! -e off/tensorboard && "
                            "! grep -q tensorboard off/config.lua", out, sizeof out), 0);
 }
 
