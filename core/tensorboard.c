@@ -103,8 +103,9 @@ static int event_file_name(const char *dir, time_t started, char *name, size_t l
     for (struct dirent *e; (e = readdir(d));) {
         if (sscanf(e->d_name, EVENT_PREFIX "%10lld%n", &stamp, &used) != 1) continue;
         if (stamp >= (long long)started && strcmp(e->d_name + used, mine) == 0) {
+            int cut = snprintf(name, len, "%s", e->d_name) >= (int)len; /* e lives until closedir */
             closedir(d);
-            return snprintf(name, len, "%s", e->d_name) >= (int)len ? errorf(err, "%s: name too long", dir) : 0;
+            return cut ? errorf(err, "%s: name too long", dir) : 0;
         }
         if (stamp >= next) next = stamp + 1;
     }
