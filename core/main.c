@@ -176,7 +176,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("runexp %s (plugin ABI %d)\n", RUNEXP_VERSION, RX_ABI_VERSION);
+        printf("runexp %s (plugin ABI %d, revision %s)\n", RUNEXP_VERSION, RX_ABI_VERSION, build_revision());
         return 0;
     }
     if (argv[1][0] == '-') {

@@ -363,7 +363,7 @@ static inline void test_write_text(const char *dir, const char *name, const char
 }
 
 /* A new test_tmpdir holding files: name, text, name, text, ..., NULL. A suite that runs runexp
- * as a user does keeps it as cmocka's state, and test_rmdir removes it. */
+ * as a user does keeps it as cmocka's state, and test_folder_teardown removes it. */
 static inline char *test_folder_with(const char *const *files)
 {
     char *dir = test_tmpdir();
@@ -378,6 +378,13 @@ static inline void test_rmdir(char *dir)
     snprintf(cmd, sizeof cmd, "chmod -R u+w '%s' 2>/dev/null; rm -rf '%s'", dir, dir);
     assert_int_equal(system(cmd), 0);
     free(dir);
+}
+
+/* cmocka's teardown for a suite whose state is a test_folder_with folder. */
+static inline int test_folder_teardown(void **state)
+{
+    test_rmdir(*state);
+    return 0;
 }
 
 #endif

@@ -40,23 +40,12 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
-    test_rmdir(*state);
-    return 0;
-}
-
-static int sh(const char *dir, const char *line, char *out, size_t len)
-{
-    return shell_in(dir, line, out, len);
-}
-
 /* Runs line with its stdout in out (stderr to stderr.txt); returns the exit status. */
 static int sh_stdout(const char *dir, const char *line, char *out, size_t len)
 {
     char wrapped[3000];
     snprintf(wrapped, sizeof wrapped, "(%s) > stdout.txt", line);
-    int rc = sh(dir, wrapped, out, len);
+    int rc = shell_in(dir, wrapped, out, len);
     char path[800], err[ERR_LEN], *text;
     size_t n;
     snprintf(path, sizeof path, "%s/stdout.txt", dir);
@@ -70,7 +59,7 @@ static void test_unknown_plugin_says_where_it_looked(void **state)
 {
     const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(dir, "RUNEXP_PLUGIN_PATH=/nonexistent/a:/nonexistent/b $RUNEXP exp.lua out=run "
+    assert_int_equal(shell_in(dir, "RUNEXP_PLUGIN_PATH=/nonexistent/a:/nonexistent/b $RUNEXP exp.lua out=run "
                            "'model={{\"prelu\"}}'", out, sizeof out), 1);
     if (!strstr(out, "unknown layer plugin 'prelu' (known: ") ||
         !strstr(out, "; searched layers/ in: /nonexistent/a, /nonexistent/b, " RX_BUILD_DIR "/plugins, ") ||
@@ -83,12 +72,12 @@ static void test_resume_hint_names_the_command(void **state)
 {
     const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(dir, "mkdir here && ln -s \"$RUNEXP\" here/runexp && RX_STOP_AT_STEP=2 ./here/runexp exp.lua "
+    assert_int_equal(shell_in(dir, "mkdir here && ln -s \"$RUNEXP\" here/runexp && RX_STOP_AT_STEP=2 ./here/runexp exp.lua "
                            "out=run", out, sizeof out), 130);
     if (!strstr(out, "resume with: ./here/runexp resume run\n")) fail_msg("got: %s", out);
-    assert_int_equal(sh(dir, "./here/runexp exp.lua out=run", out, sizeof out), 1);
+    assert_int_equal(shell_in(dir, "./here/runexp exp.lua out=run", out, sizeof out), 1);
     if (!strstr(out, "continue it with: ./here/runexp resume run\n")) fail_msg("got: %s", out);
-    assert_int_equal(sh(dir, "./here/runexp resume run", out, sizeof out), 0);
+    assert_int_equal(shell_in(dir, "./here/runexp resume run", out, sizeof out), 0);
 }
 
 static void test_no_driver_says_so(void **state)
@@ -102,7 +91,7 @@ static void test_no_driver_says_so(void **state)
         printf("  (skipped: this machine has an NVIDIA driver)\n");
         return;
     }
-    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=run device=cuda", out, sizeof out), 1);
+    assert_int_equal(shell_in(dir, "$RUNEXP exp.lua out=run device=cuda", out, sizeof out), 1);
     if (!strstr(out, "device = \"cuda\", but no NVIDIA driver found (libcuda.so.1 missing) (use device=cpu"))
         fail_msg("got: %s", out);
     assert_null(strstr(out, "insufficient"));
@@ -113,25 +102,27 @@ static void test_no_driver_says_so(void **state)
 #endif
 }
 
+/* started, host, runexp_version and revision: the last two as `runexp --version` says them. */
 static void test_summary_records_the_build(void **state)
 {
     const char *dir = *state;
     char out[4096], line[2000];
-    if (sh(dir, "$RUNEXP exp.lua out=run epochs=1", out, sizeof out) != 0) fail_msg("%s", out);
+    if (shell_in(dir, "$RUNEXP exp.lua out=run epochs=1", out, sizeof out) != 0) fail_msg("%s", out);
     snprintf(line, sizeof line,
-             "python3 -c 'import json, re, socket, sys, time\n"
+             "$RUNEXP --version > version.txt && python3 -c 'import json, re, socket, sys, time\n"
              "s = json.load(open(\"run/summary.json\"))\n"
              "assert re.fullmatch(r\"\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ\", s[\"started\"]), s\n"
              "t = time.mktime(time.strptime(s[\"started\"], \"%%Y-%%m-%%dT%%H:%%M:%%SZ\")) - time.timezone\n"
              "assert abs(time.time() - t) < 3600, s[\"started\"]\n"
              "assert s[\"host\"] == socket.gethostname(), s\n"
-             "assert s[\"runexp_version\"] == \"%s\", s\n"
-             "assert s[\"revision\"] == \"%s\", s' >&2",
-             RUNEXP_VERSION, build_revision());
-    if (sh(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
+             "v = open(\"version.txt\").read()\n"
+             "assert v == \"runexp %%s (plugin ABI %%d, revision %%s)\\n\" %% (s[\"runexp_version\"], %d, s[\"revision\"]), (v, s)\n"
+             "assert s[\"runexp_version\"] == \"%s\", s' >&2",
+             RX_ABI_VERSION, RUNEXP_VERSION);
+    if (shell_in(dir, line, out, sizeof out) != 0) fail_msg("%s", out);
     /* In a git tree the Makefile passes the revision in. */
     snprintf(line, sizeof line, "git -C '%s' rev-parse --git-dir", RX_SOURCE_DIR);
-    if (sh(dir, line, out, sizeof out) == 0) assert_string_not_equal(build_revision(), "unknown");
+    if (shell_in(dir, line, out, sizeof out) == 0) assert_string_not_equal(build_revision(), "unknown");
 }
 
 /* The prelu example declares its slopes with RX_INIT_CONSTANT: frozen, they are still their first
@@ -162,27 +153,27 @@ static void test_pytorch_missing_says_how_to_get_it(void **state)
 {
     const char *dir = *state;
     char out[4096], line[1200];
-    if (sh(dir, "python3 -c 'import torch'", out, sizeof out) == 0) {
+    if (shell_in(dir, "python3 -c 'import torch'", out, sizeof out) == 0) {
         printf("  (skipped: python3 has PyTorch)\n");
         return;
     }
     snprintf(line, sizeof line, "python3 '%s/scripts/eval_in_pytorch.py' nothing.safetensors", RX_SOURCE_DIR);
-    assert_int_equal(sh(dir, line, out, sizeof out), 1);
+    assert_int_equal(shell_in(dir, line, out, sizeof out), 1);
     if (!strstr(out, "PyTorch is missing") || !strstr(out, "scripts/setup --with-pytorch")) fail_msg("got: %s", out);
     snprintf(line, sizeof line, "'%s/scripts/setup' --with-pytroch", RX_SOURCE_DIR); /* refused before any install */
-    assert_int_equal(sh(dir, line, out, sizeof out), 2);
+    assert_int_equal(shell_in(dir, line, out, sizeof out), 2);
     assert_non_null(strstr(out, "setup: unknown option '--with-pytroch' (known: --with-pytorch)"));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_unknown_plugin_says_where_it_looked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_hint_names_the_command, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_driver_says_so, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_summary_records_the_build, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_constant_init, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pytorch_missing_says_how_to_get_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_plugin_says_where_it_looked, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_hint_names_the_command, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_no_driver_says_so, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_summary_records_the_build, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_constant_init, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_pytorch_missing_says_how_to_get_it, setup, test_folder_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,17 +35,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
-    test_rmdir(*state);
-    return 0;
-}
-
-static int sh(const char *dir, const char *line, char *out, size_t len)
-{
-    return shell_in(dir, line, out, len);
-}
-
 /* ---- Our own reader: TFRecord framing, then Event { wall_time, step, file_version, summary } ---- */
 
 typedef struct event {
@@ -230,7 +219,7 @@ static void tensorboard_reads(const char *dir, const char *run)
     const char *py = RX_SOURCE_DIR "/.deps/test-venv/bin/python";
     if (access(py, X_OK) != 0) py = "python3";
     snprintf(line, sizeof line, "'%s' -c 'import tensorboard' 2>&1 >/dev/null | tail -1 >&2", py);
-    sh(dir, line, out, sizeof out);
+    shell_in(dir, line, out, sizeof out);
     out[strcspn(out, "\n")] = '\0';
     if (out[0]) {
         printf("  (skipped reading %s with TensorBoard's reader: %s cannot import tensorboard: %s; "
@@ -239,7 +228,7 @@ static void tensorboard_reads(const char *dir, const char *run)
     }
     snprintf(line, sizeof line, "'%s' '%s/tests/check_tensorboard.py' %s/tensorboard %s/metrics.csv %s/summary.json %d",
              py, RX_SOURCE_DIR, run, run, run, BATCHES_PER_EPOCH);
-    if (sh(dir, line, out, sizeof out) != 0) fail_msg("check_tensorboard.py: %s", out);
+    if (shell_in(dir, line, out, sizeof out) != 0) fail_msg("check_tensorboard.py: %s", out);
 }
 
 static void test_one_run(void **state)
@@ -247,8 +236,8 @@ static void test_one_run(void **state)
     const char *dir = *state;
     char out[4096];
     events *all = calloc(1, sizeof *all);
-    if (sh(dir, "$RUNEXP exp.lua out=run", out, sizeof out) != 0) fail_msg("%s", out);
-    assert_int_equal(sh(dir, "grep -q 'tensorboard = \"tensorboard\"' run/config.lua", out, sizeof out), 0);
+    if (shell_in(dir, "$RUNEXP exp.lua out=run", out, sizeof out) != 0) fail_msg("%s", out);
+    assert_int_equal(shell_in(dir, "grep -q 'tensorboard = \"tensorboard\"' run/config.lua", out, sizeof out), 0);
     read_events(dir, "run", all);
     assert_int_equal(all->files, 1);
     expect_whole_run(dir, "run", all);
@@ -263,7 +252,7 @@ static void test_resumed_runs_write_new_files(void **state)
     const char *dir = *state;
     char out[4096];
     events *all = calloc(1, sizeof *all);
-    if (sh(dir, "$RUNEXP exp.lua out=extended epochs=1 && $RUNEXP resume extended epochs=2", out, sizeof out) != 0)
+    if (shell_in(dir, "$RUNEXP exp.lua out=extended epochs=1 && $RUNEXP resume extended epochs=2", out, sizeof out) != 0)
         fail_msg("%s", out);
     read_events(dir, "extended", all);
     assert_int_equal(all->files, 2);
@@ -271,9 +260,9 @@ static void test_resumed_runs_write_new_files(void **state)
     expect_whole_run(dir, "extended", all);
     tensorboard_reads(dir, "extended");
 
-    assert_int_equal(sh(dir, "RX_STOP_AT_STEP=13 $RUNEXP exp.lua out=stopped", out, sizeof out), 130);
+    assert_int_equal(shell_in(dir, "RX_STOP_AT_STEP=13 $RUNEXP exp.lua out=stopped", out, sizeof out), 130);
     assert_non_null(strstr(out, "stopped at epoch 2, batch "));
-    if (sh(dir, "$RUNEXP resume stopped", out, sizeof out) != 0) fail_msg("%s", out);
+    if (shell_in(dir, "$RUNEXP resume stopped", out, sizeof out) != 0) fail_msg("%s", out);
     read_events(dir, "stopped", all);
     assert_int_equal(all->files, 2);
     expect_whole_run(dir, "stopped", all);
@@ -287,16 +276,16 @@ static void test_unwritable_and_bad_values(void **state)
 {
     const char *dir = *state;
     char out[4096];
-    assert_int_equal(sh(dir, "touch afile && $RUNEXP exp.lua out=run epochs=1 tensorboard=\"$PWD/afile/tb\"", out,
+    assert_int_equal(shell_in(dir, "touch afile && $RUNEXP exp.lua out=run epochs=1 tensorboard=\"$PWD/afile/tb\"", out,
                         sizeof out), 1);
     if (!strstr(out, "TensorBoard events not written: ") || !strstr(out, "afile"))
         fail_msg("got: %s", out);
-    assert_int_equal(sh(dir, "test -f run/summary.json && test -f run/best.safetensors", out, sizeof out), 0);
-    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=run2 'tensorboard={}'", out, sizeof out), 1);
+    assert_int_equal(shell_in(dir, "test -f run/summary.json && test -f run/best.safetensors", out, sizeof out), 0);
+    assert_int_equal(shell_in(dir, "$RUNEXP exp.lua out=run2 'tensorboard={}'", out, sizeof out), 1);
     assert_non_null(strstr(out, "'tensorboard' must be a string, got table"));
-    assert_int_equal(sh(dir, "test -e run2", out, sizeof out), 1);
+    assert_int_equal(shell_in(dir, "test -e run2", out, sizeof out), 1);
     /* false: none, and the resolved config says nothing of it. */
-    assert_int_equal(sh(dir, "$RUNEXP exp.lua out=off epochs=1 tensorboard=false && test ! -e off/tensorboard && "
+    assert_int_equal(shell_in(dir, "$RUNEXP exp.lua out=off epochs=1 tensorboard=false && test ! -e off/tensorboard && "
                            "! grep -q tensorboard off/config.lua", out, sizeof out), 0);
 }
 
@@ -304,9 +293,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c),
-        cmocka_unit_test_setup_teardown(test_one_run, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resumed_runs_write_new_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unwritable_and_bad_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_run, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_resumed_runs_write_new_files, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_and_bad_values, setup, test_folder_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
