@@ -80,6 +80,15 @@ $(BUILD)/core/%.o: core/%.c $(HEADERS) $(wildcard plugins/common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DRX_PLUGIN_DIR='"$(PREFIX)/lib/runexp/plugins"' -c $< -o $@
 
+# The source revision summary.json records: `git describe` in a git tree, nothing elsewhere (the
+# field says "unknown"). $(BUILD)/revision changes only when it does, and only version.o needs it.
+REVISION := $(shell git describe --always --dirty 2>/dev/null | tr -cd 'A-Za-z0-9._+-')
+$(BUILD)/revision: FORCE
+	@mkdir -p $(BUILD) && echo '$(REVISION)' > $@.new && { cmp -s $@.new $@ && rm $@.new || mv $@.new $@; }
+$(BUILD)/core/version.o: $(BUILD)/revision
+FORCE:
+$(BUILD)/core/version.o: CFLAGS += $(if $(REVISION),-DRX_REVISION='"$(REVISION)"')
+
 $(BUILD)/libruncore.a: $(CORE_OBJ)
 	$(AR) rcs $@ $^
 
@@ -196,7 +205,7 @@ install: all
 	install -m 755 $(BUILD)/runexp $(DESTDIR)$(PREFIX)/bin/runexp
 	install -m 644 core/runexp.h $(DESTDIR)$(PREFIX)/include/runexp/runexp.h
 	printf 'prefix=%s\nincludedir=$${prefix}/include\nplugindir=$${prefix}/lib/runexp/plugins\n\nName: runexp-plugin\nDescription: The header runexp plugins (layers, losses, optimizers, data sets) build against\nVersion: %s\nCflags: -I$${includedir}/runexp\n' \
-	    '$(PREFIX)' "$$(sed -n 's/^#define RUNEXP_VERSION "\(.*\)"/\1/p' core/script.h)" \
+	    '$(PREFIX)' "$$(sed -n 's/^#define RUNEXP_VERSION "\(.*\)"/\1/p' core/version.h)" \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/runexp-plugin.pc
 	for f in $(PLUGINS); do \
 	  d=$(DESTDIR)$(PREFIX)/lib/runexp/$${f#$(BUILD)/}; install -d $$(dirname $$d); install -m 755 $$f $$d; done
@@ -204,5 +213,5 @@ install: all
 clean:
 	rm -rf build build-sanitize build-fuzz build-valgrind
 
-.PHONY: all examples test check lint valgrind bench report-check fuzz fuzz-replay install clean
+.PHONY: all examples test check lint valgrind bench report-check fuzz fuzz-replay install clean FORCE
 .SECONDARY:

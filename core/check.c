@@ -645,7 +645,9 @@ static int layer_alloc(harness *h)
         size_t nw = (size_t)rx_numel(h->info.tensors[t].shape);
         rc |= buffer_alloc(&h->w[t], nw) | buffer_alloc(&h->dw[t], nw);
         /* Buffers (running statistics) start as declared: a random running variance could be < 0. */
-        if (rc == 0 && h->info.tensors[t].buffer) buffer_fill(&h->w[t], h->info.tensors[t].init == RX_INIT_ONES ? 1.0f : 0.0f);
+        const rx_tensor_decl *d = &h->info.tensors[t];
+        if (rc == 0 && d->buffer)
+            buffer_fill(&h->w[t], d->init == RX_INIT_ONES ? 1.0f : d->init == RX_INIT_CONSTANT ? d->scale : 0.0f);
         else if (rc == 0) fill_uniform(h->w[t].data, nw, &h->rng, 0.5f);
     }
     if (rc != 0 || !h->workspace) return -1;

@@ -29,6 +29,7 @@ typedef struct top_key {
     double min, max;            /* with must, numbers: a value in [min, max) */
     const char *const *choices; /* with must, strings: one of these (NULL ended) */
     bool omit_default;          /* left out of the resolved config at its default (a feature off) */
+    const char *if_true;        /* strings: what `true` stands for (false: the default), or NULL */
 } top_key;
 
 #define FIELD(f) .offset = offsetof(config, f), .size = sizeof ((config *)0)->f
@@ -60,6 +61,10 @@ static const top_key top_keys[] = {
      * resume may print more or less. */
     { { .key = "log", .type = RX_STR, .def = { .s = "normal" }, .help = "quiet, normal or verbose (-q, -v)" },
       FIELD(log), .must = "quiet, normal or verbose", .choices = log_levels },
+    { { .key = "tensorboard", .type = RX_STR, .def = { .s = "" },
+        .help = "true (RUN/tensorboard) or a folder (relative: to the run folder): TensorBoard event files" },
+      FIELD(tensorboard), .order = 7, .if_true = "tensorboard",
+      .omit_default = true },
 };
 #undef FIELD
 #define NTOP ((int)(sizeof top_keys / sizeof *top_keys))
@@ -553,7 +558,9 @@ static int read_top_keys(reader *r, int idx)
         for (size_t t = 0; key && t < sizeof top_tables / sizeof *top_tables; t++) known |= strcmp(key, top_tables[t]) == 0;
         int i = 0;
         while (key && i < NTOP && strcmp(key, top_keys[i].p.key) != 0) i++;
-        if (key && i < NTOP) {
+        if (key && i < NTOP && top_keys[i].if_true && lua_type(L, -1) == LUA_TBOOLEAN) {
+            v[i].s = lua_toboolean(L, -1) ? top_keys[i].if_true : top_keys[i].p.def.s;
+        } else if (key && i < NTOP) {
             if (convert(r, NULL, -1, &top_keys[i].p, &v[i]) != 0) return -1;
         } else if (!known) {
             return unknown_top_key(r);
@@ -1106,7 +1113,10 @@ static void lua_top_keys(strbuf *b, const config *c)
             found = 1;
             rx_value v;
             top_key_get(c, &top_keys[i], &v);
-            if (top_keys[i].omit_default && v.num == top_keys[i].p.def.num) continue; /* numbers only */
+            /* A feature switched off is left out, so configs that never name it read as before. */
+            if (top_keys[i].omit_default && (top_keys[i].p.type == RX_STR ? strcmp(v.s, top_keys[i].p.def.s) == 0
+                                                                           : v.num == top_keys[i].p.def.num))
+                continue;
             sb_printf(b, "%s%s = ", order > 1 ? ", " : "", top_keys[i].p.key);
             lua_value(b, top_keys[i].p.type, &v);
         }

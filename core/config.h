@@ -61,9 +61,14 @@ typedef struct config {
     char device[16];           /* "auto", "cpu" or "cuda" */
     char out[PATH_MAX];        /* run folder; "" means the default under runs/ */
     bool resume;               /* continue the run in `out` from its last checkpoint */
+    char tensorboard[PATH_MAX]; /* TensorBoard's folder, relative to the run folder; "": none */
+    const char *command;       /* how runexp was invoked (argv[0]), for the commands messages suggest */
     int nstrings;
     char **strings;            /* copies of every string argument, freed with the config */
 } config;
+
+/* The command a message tells the user to run: as they invoked runexp ("build/runexp"). */
+static inline const char *config_command(const config *c) { return c->command ? c->command : "runexp"; }
 
 /* Reads the experiment table at index idx of L: checks it against what the host and each plugin
  * accept, loads the plugins it names from the path, then does the same for a copy with the

@@ -12,6 +12,8 @@
 #include "error.h"
 
 #ifdef RX_WITH_CUDA
+#include <dlfcn.h>
+
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -89,12 +91,27 @@ bool device_cuda_built(void)
 #endif
 }
 
+#ifdef RX_WITH_CUDA
+/* Whether the NVIDIA driver's library, which the CUDA runtime loads, is on this machine. */
+static bool driver_installed(void)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (h) dlclose(h);
+    return h != NULL;
+}
+#endif
+
 bool device_usable(rx_device d, char *why)
 {
     if (d == RX_CPU) return true;
 #ifdef RX_WITH_CUDA
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaErrorInsufficientDriver && !driver_installed()) {
+        /* CUDA says "driver version is insufficient" when there is no driver at all. */
+        snprintf(why, ERR_LEN, "no NVIDIA driver found (libcuda.so.1 missing)");
+        return false;
+    }
     if (e != cudaSuccess) {
         snprintf(why, ERR_LEN, "no usable GPU (%s)", cudaGetErrorString(e));
         return false;

@@ -35,6 +35,7 @@ int net_init_params(net *nt, uint64_t seed, char *err)
                 case RX_INIT_ZEROS: host[at + k] = 0.0f; break;
                 case RX_INIT_ONES: host[at + k] = 1.0f; break;
                 case RX_INIT_UNIFORM: host[at + k] = d->scale * (2.0f * rx_rng_uniform(&rng) - 1.0f); break;
+                case RX_INIT_CONSTANT: host[at + k] = d->scale; break;
                 }
             }
             if (t == 0 && strcmp(nt->layers[i].use->init, "dirac") == 0) dirac_fill(host + at, d->shape);

@@ -209,14 +209,14 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("runexp %s (plugin ABI %d)\n", RUNEXP_VERSION, RX_ABI_VERSION);
+        printf("runexp %s (plugin ABI %d, revision %s)\n", RUNEXP_VERSION, RX_ABI_VERSION, build_revision());
         return 0;
     }
     if (argv[1][0] == '-') {
         fprintf(stderr, "runexp: unknown option '%s' (try runexp --help)\n", argv[1]);
         return 2;
     }
-    script s = { .log = stdout };
+    script s = { .log = stdout, .command = argv[0] };
     plugin_path_default(&s.path);
     if (strcmp(argv[1], "plugins") == 0) {
         script_print_plugins(&s.path, stdout);

@@ -1,6 +1,7 @@
 /* net.c: building and running a sequential network of layer plugins (its initialization: init.c). */
 #include "net.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,12 @@ const char *layer_info_problem(const rx_layer_info *info, char *buf, size_t len)
         if (d->shape.ndim < 1 || d->shape.ndim > RX_MAX_DIMS) return "create declared a tensor of invalid rank";
         for (int i = 0; i < d->shape.ndim; i++)
             if (d->shape.d[i] < 1) return "create declared a tensor with an empty dimension";
+        if (d->init < RX_INIT_ZEROS || d->init > RX_INIT_CONSTANT)
+            return snprintf(buf, len, "create declared tensor '%s' with init %d, which is none of rx_init's",
+                            d->name, (int)d->init), buf;
+        if (!isfinite(d->scale))
+            return snprintf(buf, len, "create declared tensor '%s' with scale %g, not a finite number", d->name,
+                            (double)d->scale), buf;
         shape_format(d->shape, s, sizeof s);
         if (!checked_numel(d->shape, &n))
             return snprintf(buf, len, "create declared tensor '%s' of shape %s: past the bounds of a size (a "

@@ -1,12 +1,13 @@
 /* observer.h: what a run shows besides its numbers. Observers (the pictures train_batch.png and
  * test_predictions.png, and report.html) are told of a run's events with a read-only view of it;
  * the training loop knows nothing of PNG or HTML. Adding a view of a run (a new picture, a
- * TensorBoard file) is one more observer in observer.c's list. */
+ * log format) is one more observer in observer.c's list; TensorBoard's event files are one. */
 #ifndef RUNEXP_OBSERVER_H
 #define RUNEXP_OBSERVER_H
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "progress.h"
 #include "record.h"
@@ -35,7 +36,15 @@ typedef enum {
     OBSERVE_FIRST_BATCH,  /* the run's first training batch is drawn: samples holds it */
     OBSERVE_EPOCH,        /* an epoch is done (history has it) */
     OBSERVE_TEST,         /* the best checkpoint is tested: test, confusion, samples, summary */
+    OBSERVE_STOP,         /* a stop request left an epoch part done: batches holds its losses so far */
 } observe_event;
+
+/* One training batch's loss, for the observers that plot it. */
+typedef struct batch_point {
+    int64_t step;                /* the optimizer step it made, counted from the run's start */
+    double loss;                 /* the batch's mean loss */
+    double wall_time;            /* seconds since 1970 when it was done */
+} batch_point;
 
 typedef struct run_view {
     const char *dir;             /* the run folder */
@@ -49,6 +58,12 @@ typedef struct run_view {
     const eval_result *test;     /* TEST */
     const int64_t *confusion;    /* TEST: (nclasses, nclasses), [true * nclasses + predicted] */
     const run_summary *summary;  /* TEST: the timings */
+    const char *tensorboard;     /* TensorBoard's folder (relative: to dir), "": none */
+    time_t started;              /* when this process began the run (a resumed run: the resume) */
+    const batch_point *batches;  /* EPOCH and STOP: (nbatches) losses since the last EPOCH or STOP */
+    int64_t nbatches;
+    bool stopping;               /* a stop request is served: the pictures and the report wait for
+                                  * the resumed run; what only adds to a log (TensorBoard) writes */
 } run_view;
 
 /* Tells every observer of event. What an observer cannot write is said on log at once

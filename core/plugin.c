@@ -258,18 +258,24 @@ static bool find_file(const plugin_path *p, rx_kind kind, const char *name, char
     return false;
 }
 
-/* "unknown layer or loss plugin 'x' (known layer: a, b; loss: c)"; one kind lists its names only. */
+/* "unknown layer or loss plugin 'x' (known layer: a, b; loss: c); searched layers/ and loss/ in:
+ * DIRS (...)"; one kind lists its names only. */
 static void unknown(const plugin_path *p, const rx_kind *kinds, int n, const char *name, char *err, size_t errlen)
 {
-    char known[2048] = "", names[1024];
+    char known[2048] = "", names[1024], dirs[1024] = "";
     size_t used = 0;
     for (int k = 0; k < n && used < sizeof known; k++) {
         plugin_list_names(p, plugin_folder(kinds[k]), names, sizeof names);
         used += (size_t)snprintf(known + used, sizeof known - used, "%s%s%s%s", k ? "; " : "",
                                  n > 1 ? plugin_kind_name(kinds[k]) : "", n > 1 ? ": " : "", names);
     }
-    snprintf(err, errlen, "unknown %s%s%s plugin '%s' (known%s %s)", plugin_kind_name(kinds[0]),
-             n > 1 ? " or " : "", n > 1 ? plugin_kind_name(kinds[1]) : "", name, n > 1 ? "" : ":", known);
+    used = 0;
+    for (int i = 0; i < p->n && used < sizeof dirs; i++)
+        used += (size_t)snprintf(dirs + used, sizeof dirs - used, "%s%s", i ? ", " : "", p->dir[i]);
+    snprintf(err, errlen, "unknown %s%s%s plugin '%s' (known%s %s); searched %s/%s%s%s in: %s (RUNEXP_PLUGIN_PATH, "
+             "colon separated, puts folders before these)", plugin_kind_name(kinds[0]), n > 1 ? " or " : "",
+             n > 1 ? plugin_kind_name(kinds[1]) : "", name, n > 1 ? "" : ":", known, plugin_folder(kinds[0]),
+             n > 1 ? " and " : "", n > 1 ? plugin_folder(kinds[1]) : "", n > 1 ? "/" : "", dirs);
 }
 
 /* NAME is not in its kind's folder but in another's: say what its descriptor says it is (a layer

@@ -8,8 +8,10 @@ void pb_varint(strbuf *b, uint64_t v)
     unsigned char out[10];
     size_t n = 0;
     do {
-        out[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        out[n] = (unsigned char)(v & 0x7f);
         v >>= 7;
+        if (v) out[n] |= 0x80;
+        n++;
     } while (v);
     sb_append(b, out, n);
 }

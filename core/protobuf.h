@@ -1,8 +1,8 @@
-/* protobuf.h: the few pieces of the protocol buffers wire format that runexp writes (ONNX models,
- * TensorBoard's event files), appended to a strbuf. No schema compiler and no library: a message
- * is a run of fields, each a tag (field number and wire type) then its value, and a nested
- * message is written into a strbuf of its own and appended as bytes. What an append cannot
- * allocate sets the strbuf's oom flag, checked once when the message is done.
+/* protobuf.h: the few pieces of the protocol buffers wire format that runexp writes (TensorBoard's
+ * event files, ONNX models), appended to a strbuf. No schema compiler and no library: a message is
+ * a run of fields, each a tag (field number and wire type) then its value, and a nested message is
+ * written into a strbuf of its own and appended as bytes. What an append cannot allocate sets the
+ * strbuf's oom flag, checked once when the message is done.
  * https://protobuf.dev/programming-guides/encoding/ */
 #ifndef RUNEXP_PROTOBUF_H
 #define RUNEXP_PROTOBUF_H

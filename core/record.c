@@ -37,6 +37,10 @@ const field summary_fields[] = {
     SUMMARY_FIELD(FIELD_BOOL, stopped_early, NULL),
     SUMMARY_FIELD(FIELD_INT, stopped_epoch, NULL),
     SUMMARY_FIELD(FIELD_INT, clipped_steps, NULL),
+    SUMMARY_FIELD(FIELD_STR, started, NULL),
+    SUMMARY_FIELD(FIELD_STR, host, NULL),
+    SUMMARY_FIELD(FIELD_STR, runexp_version, NULL),
+    SUMMARY_FIELD(FIELD_STR, revision, NULL),
 };
 const int n_summary_fields = (int)(sizeof summary_fields / sizeof *summary_fields);
 

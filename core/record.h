@@ -73,6 +73,10 @@ typedef struct run_summary {
     int64_t clipped_steps;       /* steps whose gradients clip_grad_norm scaled down */
     int nhistory;
     epoch_record *history;       /* (nhistory), one per epoch; free with run_summary_free */
+    char started[32];            /* when the run (a resumed run: its resume) began, ISO 8601 UTC */
+    char host[256];              /* the machine it ran on */
+    char runexp_version[16];
+    char revision[64];           /* the source's `git describe --always --dirty`, or "unknown" */
 } run_summary;
 
 void run_summary_free(run_summary *s);

@@ -725,13 +725,17 @@ static void sweep_charts(strbuf *b, const sweep_input *in, metric m)
     free(s);
 }
 
-/* A link from the sweep report to a run's report, when the run folder can be reached from it. */
+/* A link from the sweep report to a run's report, when the run folder can be reached from it and
+ * the report is there (a run that failed before its first epoch has none). */
 static void run_link(strbuf *b, const char *report_dir, const char *run_dir)
 {
     size_t n = strlen(report_dir);
     const char *rel = NULL;
+    char report[PATH_MAX];
     if (strncmp(run_dir, report_dir, n) == 0 && run_dir[n] == '/') rel = run_dir + n + 1;
     else if (run_dir[0] == '/' || strcmp(report_dir, ".") == 0) rel = run_dir;
+    if (snprintf(report, sizeof report, "%s/report.html", run_dir) >= (int)sizeof report || access(report, F_OK) != 0)
+        rel = NULL;
     if (!rel) {
         html_text(b, run_dir);
         return;

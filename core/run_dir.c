@@ -98,7 +98,7 @@ static int check_unchanged(const config *c, int flags, char *err)
     char path[PATH_MAX], *was = NULL;
     size_t len;
     if (run_dir_path(path, dir, "started.lua", err) != 0 || read_file(path, &was, &len, err) != 0) return -1;
-    static const char *const allowed[] = { "epochs", NULL };
+    static const char *const allowed[] = { "epochs", "tensorboard", NULL };
     strbuf lua = { 0 }, changes = { 0 };
     config_to_lua(c, &lua);
     /* Without started.lua's mark, the texts' lines match (an lr function's code names its lines). */
@@ -108,7 +108,7 @@ static int check_unchanged(const config *c, int flags, char *err)
     if (rc == 0 && changes.len)
         rc = errorf(err, "%s: the config differs from the one the run started with (%s): %s; a resumed run goes on "
                     "bit for bit only unchanged: undo the changes (in %s/config.lua or the command line), or accept "
-                    "them with: runexp resume %s --allow-changes", dir, path, changes.s, dir, dir);
+                    "them with: %s resume %s --allow-changes", dir, path, changes.s, dir, config_command(c), dir);
     sb_free(&lua);
     sb_free(&changes);
     free(was);
@@ -127,11 +127,11 @@ int run_dir_mode_of(const config *c, int flags, run_dir_mode *mode, char *err)
     if (kind == FOLDER_NONE) return 0;
     if (!c->resume)
         return errorf(err, "%s already holds a run; choose another out=, remove it, or continue it with: "
-                      "runexp resume %s", dir, dir);
+                      "%s resume %s", dir, config_command(c), dir);
     if (flags & RUN_RESTART) return *mode = RUN_DIR_RESTART, 0;
     if (!exists(dir, "last.safetensors"))
         return errorf(err, "%s: last.safetensors is missing, so the run cannot continue (nothing was changed); "
-                      "start it over with: runexp resume %s --restart", dir, dir);
+                      "start it over with: %s resume %s --restart", dir, config_command(c), dir);
     *mode = RUN_DIR_RESUME;
     return check_unchanged(c, flags, err);
 }
@@ -201,12 +201,13 @@ static int check_unfinished(const config *c, const run_position *p, char *err)
     const char *dir = c->out;
     if (p->epochs_done == c->epochs && exists(dir, "summary.json"))
         return errorf(err, "%s: the run is finished (its results are in %s/summary.json); to train it further, give "
-                      "it more epochs: runexp resume %s epochs=%lld", dir, dir, dir, (long long)c->epochs + 1);
+                      "it more epochs: %s resume %s epochs=%lld", dir, dir, config_command(c), dir, (long long)c->epochs + 1);
     if (run_stopped_early(c, p) && exists(dir, "summary.json"))
         return errorf(err, "%s: the run stopped early after epoch %lld, %lld epochs without improvement (early_stop."
                       "patience = %lld), and is finished (its results are in %s/summary.json); to train it further, "
-                      "give it more patience: runexp resume %s 'early_stop={patience=%lld}' --allow-changes", dir,
-                      (long long)p->epochs_done, (long long)p->stale_epochs, (long long)c->early_stop_patience, dir, dir,
+                      "give it more patience: %s resume %s 'early_stop={patience=%lld}' --allow-changes", dir,
+                      (long long)p->epochs_done, (long long)p->stale_epochs, (long long)c->early_stop_patience, dir,
+                      config_command(c), dir,
                       (long long)p->stale_epochs + 1);
     return 0;
 }

@@ -155,6 +155,7 @@ typedef enum {
     RX_INIT_ZEROS = 0,
     RX_INIT_ONES,
     RX_INIT_UNIFORM,    /* U(-scale, scale), drawn on the CPU from the run's seed */
+    RX_INIT_CONSTANT,   /* every element is scale (a PReLU's slope: 0.25) */
 } rx_init;
 
 typedef struct rx_tensor_decl {

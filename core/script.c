@@ -136,6 +136,7 @@ int script_train(lua_State *L, script *s, int idx, char *err)
     run_summary sum = { 0 };
     int rc = config_from_table(&c, L, idx, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
+    c.command = s->command;
     if (rc == 0) {
         s->computed_here = true;
         s->in_experiment = true;
@@ -504,6 +505,7 @@ static int run_returned_table(script *s, lua_State *L, char *err)
     run_summary sum = { 0 };
     int rc = config_from_table(&c, L, -1, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
+    c.command = s->command;
     s->in_experiment = true;
     if (rc == 0) rc = train_run(&c, s->run_flags, s->log, &sum, err);
     s->in_experiment = false;

@@ -21,8 +21,8 @@
 
 #include "plugin.h"
 #include "sweep.h"
+#include "version.h"
 
-#define RUNEXP_VERSION "0.2.0"
 
 typedef struct script {
     plugin_path path;
@@ -38,6 +38,7 @@ typedef struct script {
     bool share_done;        /* runexp.map ran this process's share of a sweep another collects */
     bool computed_here;     /* a training, evaluation or prediction ran in this process: OpenMP's threads
                              * exist, and a forked child would wait for them for ever */
+    const char *command;    /* how runexp was invoked (argv[0]); NULL: "runexp" */
 } script;
 
 enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };

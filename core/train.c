@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "crash.h"
 #include "device.h"
@@ -22,6 +23,7 @@
 #include "progress.h"
 #include "run_dir.h"
 #include "trainer.h"
+#include "version.h"
 
 typedef struct run {
     trainer t;
@@ -40,6 +42,9 @@ typedef struct run {
     char observer_err[ERR_LEN];  /* the first of them */
     int level;                   /* LOG_QUIET, LOG_NORMAL or LOG_VERBOSE: config `log` (-q, -v) */
     bool in_script;              /* one of a script's runs (TRAIN_IN_SCRIPT): the script says the results */
+    batch_point *batches;        /* (batches in an epoch) the losses not yet told to the observers */
+    int64_t nbatches;
+    time_t started;              /* when this process began the run */
 } run;
 
 /* What a run prints (config `log`): quiet, its result line only; normal, a line per epoch and its
@@ -73,8 +78,20 @@ static void observe(run *r, observe_event event)
     run_view v = { .dir = r->s->dir, .config_text = r->config_text, .device = r->s->device, .epochs = r->t.c->epochs,
                    .history = r->history, .nhistory = r->nhistory, .info = &r->t.info, .samples = &r->samples,
                    .test = tested ? &r->s->test : NULL, .confusion = tested ? r->confusion : NULL,
-                   .summary = tested ? r->s : NULL };
+                   .summary = tested ? r->s : NULL, .tensorboard = r->t.c->tensorboard, .started = r->started,
+                   .batches = r->batches, .nbatches = r->nbatches,
+                   .stopping = event == OBSERVE_STOP || (event == OBSERVE_EPOCH && interrupt_requested()) };
     r->observer_failures += observers_notify(event, &v, r->t.log, &r->bar, r->observer_err);
+    if (event == OBSERVE_EPOCH || event == OBSERVE_STOP) r->nbatches = 0;
+}
+
+/* A batch's mean loss, kept for the observers until the epoch ends or the run stops. */
+static void keep_batch_loss(run *r, double loss)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->batches[r->nbatches++] = (batch_point){ .step = r->pos.step, .loss = loss,
+                                               .wall_time = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec };
 }
 
 /* ---- One batch, one epoch ---- */
@@ -155,7 +172,9 @@ static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *er
     net_zero_grads(&t->nt);
     if (net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err) != 0) return -1;
     if (clip_gradients(r, epoch, err) != 0) return -1;
-    return optimizer_step(r, epoch, err);
+    if (optimizer_step(r, epoch, err) != 0) return -1;
+    keep_batch_loss(r, s / (double)n);
+    return 0;
 }
 
 /* After a stop request: last.safetensors at the position reached, and how to go on, in err. */
@@ -165,18 +184,19 @@ static int stop(run *r, char *err)
     r->pos.rng = r->t.ctx.rng.s;
     r->pos.lr = r->lr_now;
     if (run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
-    errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: runexp resume %s",
+    observe(r, OBSERVE_STOP); /* after the save: a resume starts past what it writes */
+    errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: %s resume %s",
            (long long)r->pos.epochs_done + 1, (long long)r->pos.batches_done,
            r->pos.batches_done * r->t.c->batch_size >= r->t.info.size[RX_TRAIN] ? " (trained, not yet validated)" : "",
-           r->s->dir, r->s->dir);
+           r->s->dir, config_command(r->t.c), r->s->dir);
     return TRAIN_INTERRUPTED;
 }
 
 /* After a stop request where last.safetensors already holds where the run stands. */
 static int stopped(run *r, const char *when, char *err)
 {
-    errorf(err, "stopped %s: %s/last.safetensors holds the run so far; resume with: runexp resume %s", when, r->s->dir,
-           r->s->dir);
+    errorf(err, "stopped %s: %s/last.safetensors holds the run so far; resume with: %s resume %s", when, r->s->dir,
+           config_command(r->t.c), r->s->dir);
     return TRAIN_INTERRUPTED;
 }
 
@@ -285,9 +305,9 @@ static int finish_epoch(run *r, char *err)
     if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
         run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
         return TRAIN_FAILED;
-    /* The pictures and the report wait for a stop request no longer: the next epoch (after the
-     * resume) or the test draws them again. */
-    if (!interrupt_requested()) observe(r, OBSERVE_EPOCH);
+    /* Under a stop request the pictures and the report wait (the next epoch, after the resume, or
+     * the test draws them again); the view says so. */
+    observe(r, OBSERVE_EPOCH);
     fflush(t->log);
     return 0;
 }
@@ -372,7 +392,8 @@ static int start(run *r, bool resuming, char *err)
     r->pos.stop_best_loss = INFINITY;
     r->history = calloc((size_t)c->epochs, sizeof *r->history);
     r->confusion = calloc((size_t)nclasses * (size_t)nclasses, sizeof *r->confusion);
-    if (!r->history || !r->confusion || sample_batch_alloc(&r->samples, t->info.sample) != 0)
+    r->batches = calloc((size_t)((t->info.size[RX_TRAIN] + c->batch_size - 1) / c->batch_size), sizeof *r->batches);
+    if (!r->history || !r->confusion || !r->batches || sample_batch_alloc(&r->samples, t->info.sample) != 0)
         return errorf(err, "out of memory allocating batch buffers (batch %lld)", (long long)c->batch_size);
     if (!resuming) return 0;
     if (run_dir_resume(c->out, t, &r->pos, r->history, &r->nhistory, err) != 0) return -1;
@@ -403,11 +424,23 @@ static void print_data(const run *r, bool resuming)
     fprintf(log, "; %zu parameters; %s, %lld threads\n", r->t.nt.nparams, r->s->device, (long long)r->s->threads);
 }
 
+/* What summary.json says of where and when the run was made, and by which runexp. */
+static void describe_start(run_summary *s, time_t started)
+{
+    struct tm tm;
+    gmtime_r(&started, &tm);
+    strftime(s->started, sizeof s->started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (gethostname(s->host, sizeof s->host - 1) != 0 || !s->host[0]) snprintf(s->host, sizeof s->host, "unknown");
+    snprintf(s->runexp_version, sizeof s->runexp_version, "%s", RUNEXP_VERSION);
+    snprintf(s->revision, sizeof s->revision, "%s", build_revision());
+}
+
 /* The stop request came before the run folder was opened: nothing of it was written. */
 static int not_started(const config *c, run_dir_mode mode, char *err)
 {
     if (mode == RUN_DIR_NEW) return errorf(err, "stopped by a signal before the run started; nothing was written"), TRAIN_INTERRUPTED;
-    errorf(err, "stopped by a signal before the run went on; %s is as it was; resume with: runexp resume %s", c->out, c->out);
+    errorf(err, "stopped by a signal before the run went on; %s is as it was; resume with: %s resume %s", c->out,
+           config_command(c), c->out);
     return TRAIN_INTERRUPTED;
 }
 
@@ -419,11 +452,12 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     run_dir_mode mode = RUN_DIR_NEW;
     if (interrupt_requested()) return not_started(c, mode, err);
     if (run_dir_mode_of(c, flags, &mode, err) != 0) return TRAIN_FAILED;
-    run r = { .s = s, .level = log_level(c), .in_script = flags & TRAIN_IN_SCRIPT };
+    run r = { .s = s, .level = log_level(c), .in_script = flags & TRAIN_IN_SCRIPT, .started = time(NULL) };
     bool resuming = mode == RUN_DIR_RESUME, opened = false;
     int rc = TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
     s->seed = c->seed;
+    describe_start(s, r.started);
     if (trainer_setup(&r.t, c, log, !says_run_lines(&r), !resuming, err) == 0 && start(&r, resuming, err) == 0) {
         snprintf(s->device, sizeof s->device, "%s", device_name(r.t.device));
         s->threads = r.t.ctx.threads;
@@ -447,6 +481,7 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
     trainer_free(&r.t);
     free(r.config_text);
     free(r.confusion);
+    free(r.batches);
     sample_batch_free(&r.samples);
     return rc;
 }

@@ -17,14 +17,19 @@ several views and differs from this one; the output says so.
 
 Prints one JSON line: the test accuracy and loss (with the run's label smoothing, as runexp counts
 it), and beside them the ones runexp reported in RUN/summary.json when there is one. Needs
-Debian's python3-torch and python3-numpy (run with /usr/bin/python3) and lua5.4 (scripts/setup).
+PyTorch and numpy (`scripts/setup --with-pytorch` puts them in .deps/torch-venv: run this with
+.deps/torch-venv/bin/python) and lua5.4 (scripts/setup).
 """
 import argparse
 import json
 import os
 import sys
 
-import torch
+try:
+    import torch
+except ImportError as e:
+    sys.exit("eval_in_pytorch.py: PyTorch is missing (%s): scripts/setup --with-pytorch installs it in "
+             ".deps/torch-venv; then run .deps/torch-venv/bin/python scripts/eval_in_pytorch.py ..." % e)
 
 sys.dont_write_bytecode = True  # no scripts/__pycache__ in the checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

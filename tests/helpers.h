@@ -393,6 +393,26 @@ static inline char *test_tmpdir(void)
     return dir;
 }
 
+/* Writes text to dir/name, a file of a test's own. */
+static inline void test_write_text(const char *dir, const char *name, const char *text)
+{
+    char path[800];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *out = fopen(path, "w");
+    if (!out) fail_msg("cannot write %s", path);
+    fputs(text, out);
+    fclose(out);
+}
+
+/* A new test_tmpdir holding files: name, text, name, text, ..., NULL. A suite that runs runexp
+ * as a user does keeps it as cmocka's state, and test_folder_teardown removes it. */
+static inline char *test_folder_with(const char *const *files)
+{
+    char *dir = test_tmpdir();
+    for (int i = 0; files[i]; i += 2) test_write_text(dir, files[i], files[i + 1]);
+    return dir;
+}
+
 /* Removes a folder test_tmpdir made, with all it holds (read-only parts too), and frees its name. */
 static inline void test_rmdir(char *dir)
 {
@@ -400,6 +420,13 @@ static inline void test_rmdir(char *dir)
     snprintf(cmd, sizeof cmd, "chmod -R u+w '%s' 2>/dev/null; rm -rf '%s'", dir, dir);
     assert_int_equal(system(cmd), 0);
     free(dir);
+}
+
+/* cmocka's teardown for a suite whose state is a test_folder_with folder. */
+static inline int test_folder_teardown(void **state)
+{
+    test_rmdir(*state);
+    return 0;
 }
 
 #endif

@@ -78,8 +78,9 @@ static void expect_same_as_whole(const char *dir, const char *run, const char *w
     snprintf(line, sizeof line,
              "cmp whole/best.safetensors %s/best.safetensors && "
              "cut -d, -f1,3-6 whole/metrics.csv > a.csv && cut -d, -f1,3-6 %s/metrics.csv > b.csv && cmp a.csv b.csv && "
-             "grep -v -e '\"config\"' -e '\"run_dir\"' -e _second whole/summary.json > a.json && "
-             "grep -v -e '\"config\"' -e '\"run_dir\"' -e _second %s/summary.json > b.json && cmp a.json b.json",
+             "grep -v -e '\"config\"' -e '\"run_dir\"' -e _second -e '\"started\"' whole/summary.json > a.json && "
+             "grep -v -e '\"config\"' -e '\"run_dir\"' -e _second -e '\"started\"' %s/summary.json > b.json && "
+             "cmp a.json b.json",
              run, run, run);
     if (sh(dir, line) != 0) fail_msg("%s: the results differ from the run left alone (see %s/log.txt)", what, dir);
     size_t na, nb;

@@ -576,7 +576,7 @@ static void test_top_keys(void **state)
         { "ema = 0 / 0", "exp.lua: 'ema' must be a decay in [0, 1) (0: off), got " },
         { "epochs = -3", "exp.lua: 'epochs' must be at least 1, got -3" },
         { "[1] = 2", "exp.lua: unknown key number 1 in the experiment table (accepted: data, model, loss, optim, "
-                     "early_stop, epochs, seed, threads, device, out, resume, ema, clip_grad_norm, log)" },
+                     "early_stop, epochs, seed, threads, device, out, resume, ema, clip_grad_norm, log, tensorboard)" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         expect_error(f, experiment(CONV, NULL, cases[i].top), 0, NULL, cases[i].want, NULL);

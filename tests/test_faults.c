@@ -225,7 +225,7 @@ static void test_stop_during_validation(void **state)
     if (rc != 130) fail_msg("exit %d: %s", rc, text);
     if (took > TEST_STOP_SECONDS) fail_msg("the stop took %.2f s", took);
     expect_message(text, "runexp: stopped at epoch 1, batch 2 (trained, not yet validated): saved run/last.safetensors; "
-                         "resume with: runexp resume run\n");
+                         "resume with: " RX_BUILD_DIR "/runexp resume run\n");
     free(text);
     assert_false(file_in(f, "run/metrics.csv"));
     assert_int_equal(sh(f, "$RUNEXP resume run", out, sizeof out), 0);
@@ -247,7 +247,7 @@ static void test_stop_during_test(void **state)
     if (rc != 130) fail_msg("exit %d: %s", rc, text);
     if (took > TEST_STOP_SECONDS) fail_msg("the stop took %.2f s", took);
     expect_message(text, "runexp: stopped during the test: run/last.safetensors holds the run so far; resume with: "
-                         "runexp resume run\n");
+                         RX_BUILD_DIR "/runexp resume run\n");
     free(text);
     assert_false(file_in(f, "run/summary.json"));
     assert_int_equal(sh(f, "$RUNEXP resume run", out, sizeof out), 0);
@@ -255,7 +255,7 @@ static void test_stop_during_test(void **state)
     /* Finished: a resume says so, and changes nothing. */
     assert_int_equal(sh(f, "$RUNEXP resume run", out, sizeof out), 1);
     expect_message(out, "runexp: run: the run is finished (its results are in run/summary.json); to train it further, "
-                        "give it more epochs: runexp resume run epochs=2\n");
+                        "give it more epochs: " RX_BUILD_DIR "/runexp resume run epochs=2\n");
 }
 
 /* A folder with a config of the user's in it is not a run folder: nothing is written there. An
@@ -288,12 +288,12 @@ static void test_run_folder_never_taken_over(void **state)
     assert_false(file_in(f, "run/metrics.csv"));
     assert_int_equal(sh(f, "$RUNEXP exp.lua out=run", out, sizeof out), 1);
     expect_message(out, "runexp: run already holds a run; choose another out=, remove it, or continue it with: "
-                        "runexp resume run\n");
+                        RX_BUILD_DIR "/runexp resume run\n");
     assert_int_equal(sh(f, "$RUNEXP resume run", out, sizeof out), 0);
     assert_true(file_in(f, "run/summary.json"));
     assert_int_equal(sh(f, "rm run/last.safetensors; $RUNEXP resume run epochs=2", out, sizeof out), 1);
     expect_message(out, "runexp: run: last.safetensors is missing, so the run cannot continue (nothing was changed); "
-                        "start it over with: runexp resume run --restart\n");
+                        "start it over with: " RX_BUILD_DIR "/runexp resume run --restart\n");
     assert_true(file_in(f, "run/summary.json"));
     assert_int_equal(sh(f, "$RUNEXP resume run --restart epochs=1 && [ -f run/last.safetensors ]", out, sizeof out), 0);
 }
@@ -310,7 +310,7 @@ static void test_edited_config_refused(void **state)
     expect_message(out, "runexp: run: the config differs from the one the run started with (run/started.lua): "
                         "data.batch_size was 32, now 64; seed was 1, now 5; a resumed run goes on bit for bit only "
                         "unchanged: undo the changes (in run/config.lua or the command line), or accept them with: "
-                        "runexp resume run --allow-changes\n");
+                        RX_BUILD_DIR "/runexp resume run --allow-changes\n");
     assert_int_equal(count_lines(out), 1);
     assert_int_equal(sh(f, "$RUNEXP resume run epochs=2 --allow-changes && grep -c 'seed = 5' run/started.lua", out,
                         sizeof out), 0);

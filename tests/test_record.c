@@ -95,7 +95,8 @@ static void test_summary_json(void **state)
                       .test = { .loss = 0.5, .accuracy = 0.75, .correct = 3, .total = 4, .nclasses = 2,
                                 .class_names = { "cat", "dog" }, .class_correct = { 1, 2 }, .class_total = { 2, 2 } },
                       .train_seconds_per_epoch = 1.5, .images_per_second = 100, .total_seconds = NAN,
-                      .stopped_early = true, .stopped_epoch = 3, .clipped_steps = 17 };
+                      .stopped_early = true, .stopped_epoch = 3, .clipped_steps = 17,
+                      .started = "2026-12-04T05:00:00Z", .host = "box", .runexp_version = "0.2.0", .revision = "unknown" };
     strbuf b = { 0 };
     summary_json(&b, &s);
     assert_string_equal(b.s, "{\n"
@@ -120,7 +121,11 @@ static void test_summary_json(void **state)
                              "  \"total_seconds\": null,\n"
                              "  \"stopped_early\": true,\n"
                              "  \"stopped_epoch\": 3,\n"
-                             "  \"clipped_steps\": 17\n"
+                             "  \"clipped_steps\": 17,\n"
+                             "  \"started\": \"2026-12-04T05:00:00Z\",\n"
+                             "  \"host\": \"box\",\n"
+                             "  \"runexp_version\": \"0.2.0\",\n"
+                             "  \"revision\": \"unknown\"\n"
                              "}\n");
     sb_free(&b);
 }

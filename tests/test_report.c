@@ -535,6 +535,12 @@ static void test_sweep_report(void **state)
     for (int i = 0; i < 3; i++) fill_history(h[i], 4);
     char run_dir[3][700];
     for (int i = 0; i < 3; i++) snprintf(run_dir[i], sizeof run_dir[i], "%s/lr-%d", dir, i);
+    for (int i = 0; i < 2; i++) { /* the failed run made no folder */
+        char report[800];
+        snprintf(report, sizeof report, "%s/report.html", run_dir[i]);
+        assert_int_equal(make_dirs(run_dir[i], err), 0);
+        assert_int_equal(write_file_atomic(report, "", 0, err), 0);
+    }
     sweep_run runs[3] = {
         { "lr 0.1", h[0], 4, 0.61, 4, 0.55, run_dir[0], NULL },
         { "lr 0.01", h[1], 4, 0.52, 3, 0.58, run_dir[1], "" },
@@ -551,6 +557,7 @@ static void test_sweep_report(void **state)
     assert_has(html, "<title>learning rate &amp; more</title>");
     for (int i = 0; i < 3; i++) assert_has(html, runs[i].label);
     assert_has(html, "href=\"lr-0/report.html\"");        /* run folders linked relative to the report */
+    assert_null(strstr(html, "lr-2/report.html"));         /* no link to a report that is not there */
     assert_has(html, "stroke=\"#1f77b4\" stroke-width=\"2\" points=");   /* one curve per finished run */
     assert_has(html, "stroke=\"#ff7f0e\" stroke-width=\"2\" points=");
     assert_has(html, "<tr class=\"best\"><td class=\"l\">"
@@ -560,9 +567,7 @@ static void test_sweep_report(void **state)
     assert_has(html, "1 failed");
     assert_has(html, "<td>58.00%</td>");
     free(html);
-    unlink(path);
-    rmdir(dir);
-    free(dir);
+    test_rmdir(dir);
 }
 
 /* ---- progress ---- */
