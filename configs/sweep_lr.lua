@@ -42,3 +42,4 @@ for _, row in ipairs(rows) do
     print(("%-10g %15s %10s %14s  %s"):format(row.lr, "failed", "-", "-", r.error))
   end
 end
+print(("\nevery run in order: %s/sweep.csv; their curves: %s/sweep.html"):format(opt.dir, opt.dir))

@@ -63,6 +63,7 @@ typedef struct config {
     bool resume;               /* continue the run in `out` from its last checkpoint */
     char tensorboard[PATH_MAX]; /* TensorBoard's folder, relative to the run folder; "": none */
     const char *command;       /* how runexp was invoked (argv[0]), for the commands messages suggest */
+    const char *label;         /* runexp.map's name for this run, before each of its epoch lines; NULL: none */
     int nstrings;
     char **strings;            /* copies of every string argument, freed with the config */
 } config;

@@ -123,9 +123,9 @@ int epoch_csv_parse(const char *line, epoch_record *e)
     return 0;
 }
 
-void epoch_print(FILE *out, const epoch_record *e, int64_t epochs)
+void epoch_print(FILE *out, const char *label, const epoch_record *e, int64_t epochs)
 {
-    fprintf(out, "epoch %lld/%lld", (long long)e->epoch, (long long)epochs);
+    fprintf(out, "%s%sepoch %lld/%lld", label ? label : "", label ? ": " : "", (long long)e->epoch, (long long)epochs);
     for (int i = 0; i < n_epoch_fields; i++) {
         const field *f = &epoch_fields[i];
         double v = field_number(f, e);

@@ -114,8 +114,9 @@ double class_accuracy(const eval_result *e, int k);
 void epoch_csv_header(strbuf *b);
 void epoch_csv_row(strbuf *b, const epoch_record *e);
 int epoch_csv_parse(const char *line, epoch_record *e);
-/* "epoch 3/30  12.34 s  train loss 1.2345 ...": the terminal's line for an epoch. */
-void epoch_print(FILE *out, const epoch_record *e, int64_t epochs);
+/* "epoch 3/30  12.34 s  train loss 1.2345 ...": the terminal's line for an epoch, after
+ * "LABEL: " when label is not NULL (a sweep's run). */
+void epoch_print(FILE *out, const char *label, const epoch_record *e, int64_t epochs);
 
 /* summary.json, a JSON object with every summary field (per_class_accuracy as an object). */
 void summary_json(strbuf *b, const run_summary *s);

@@ -137,6 +137,7 @@ int script_train(lua_State *L, script *s, int idx, char *err)
     int rc = config_from_table(&c, L, idx, &s->path, s->file, remaining_overrides(s, rest), rest, err);
     free(rest);
     c.command = s->command;
+    c.label = s->label;
     if (rc == 0) {
         s->computed_here = true;
         s->in_experiment = true;

@@ -39,6 +39,7 @@ typedef struct script {
     bool computed_here;     /* a training, evaluation or prediction ran in this process: OpenMP's threads
                              * exist, and a forked child would wait for them for ever */
     const char *command;    /* how runexp was invoked (argv[0]); NULL: "runexp" */
+    const char *label;      /* the label of the experiment runexp.map runs in this process now, or NULL */
 } script;
 
 enum { SCRIPT_OK = 0, SCRIPT_FAILED = 1, SCRIPT_INTERRUPTED = 130 };

@@ -224,10 +224,11 @@ static int run_in_process(lua_State *L, script *s, const plan *p, char *err)
     for (int i = 1; i <= p->n; i++) {
         if (!is_mine(p, i)) continue;
         if (interrupt_requested() || s->interrupted) return STOPPED;
-        push_label(L, p, i);
-        fprintf(s->log, "== experiment %d of %d: %s\n", i, p->n, lua_tostring(L, -1));
-        lua_pop(L, 1);
+        push_label(L, p, i); /* its epoch lines say it: "LABEL: epoch 1/3 ..." */
+        s->label = lua_tostring(L, -1);
         run_here(L, s, p, i);
+        s->label = NULL;
+        lua_remove(L, -2); /* the label, under the result */
         if (keep(L, p, i, err) != 0) return -1;
     }
     return interrupt_requested() || s->interrupted ? STOPPED : 0;
@@ -517,6 +518,18 @@ static int finished(lua_State *L, const plan *p)
     return done;
 }
 
+/* Whether the command line asks for everything (-v, log=verbose): the sweep's own lines, such as
+ * where its reports went, are then said; at the normal level a sweep prints its runs' epoch lines
+ * only (and a parallel one, a line per experiment started). */
+static bool verbose(const script *s)
+{
+    for (int i = s->noverrides - 1; i >= 0; i--)
+        if (strncmp(s->overrides[i], "log=", 4) == 0)
+            return strcmp(s->overrides[i] + 4, "verbose") == 0 || strcmp(s->overrides[i] + 4, "'verbose'") == 0 ||
+                   strcmp(s->overrides[i] + 4, "\"verbose\"") == 0;
+    return false;
+}
+
 /* After this process's share (rc as the runners return it): the results, or the end of a
  * process whose share another collects. Raises every failure. */
 static int conclude(lua_State *L, script *s, const plan *p, int rc, char *err)
@@ -527,7 +540,7 @@ static int conclude(lua_State *L, script *s, const plan *p, int rc, char *err)
     if (rc == 0 && p->shards > 1 && p->at.rank == 0) rc = finish_shard(s, p, err);
     if (rc == 0 && p->dir && p->shards == 1 && p->at.rank == 0) {
         rc = sweep_write_reports(L, p->results, p->n, p->dir, err);
-        if (rc == 0) fprintf(s->log, "wrote %s/sweep.csv and %s/sweep.html\n", p->dir, p->dir);
+        if (rc == 0 && verbose(s)) fprintf(s->log, "wrote %s/sweep.csv and %s/sweep.html\n", p->dir, p->dir);
     }
     if (rc != 0) return luaL_error(L, "%s", err);
     if (p->at.rank == 0 && p->shards == 1) return 1;

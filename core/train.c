@@ -291,7 +291,7 @@ static int finish_epoch(run *r, char *err)
     int rc = validating ? evaluate_split(t, RX_VALID, &v, NULL, NULL, err) : 0;
     if (rc == 0) {
         e = epoch_row(r, &v, now_seconds() - valid_start);
-        if (r->level > LOG_QUIET) epoch_print(t->log, &e, t->c->epochs);
+        if (r->level > LOG_QUIET) epoch_print(t->log, t->c->label, &e, t->c->epochs);
         rc = keep_best(r, &e, validating, err);
     }
     ema_swap(&t->ema, t->nt.params, false);

@@ -359,6 +359,20 @@ static const char *sweep =
     "  runexp.train(runexp.with(base, { optim = { lr = 0.02 * i }, out = RUNS .. '/lr' .. i }))\n"
     "end\n";
 
+/* The same six runs through runexp.map, which names each run before its epoch lines. */
+static const char *sweep_map =
+    "local base = {\n"
+    "  data = { 'synthetic', classes = 4, size = 4, train = 64, valid = 32, test = 32, batch_size = 32 },\n"
+    "  model = { { 'flatten' }, { 'linear', out = 4 } },\n"
+    "  loss = 'cross_entropy', optim = { 'sgd', lr = 0.1 }, epochs = 2, threads = 1,\n"
+    "}\n"
+    "local exps, labels = {}, {}\n"
+    "for i = 1, 6 do\n"
+    "  exps[i] = runexp.with(base, { optim = { lr = 0.02 * i }, out = 'm/lr' .. i })\n"
+    "  labels[i] = 'lr' .. i\n"
+    "end\n"
+    "runexp.map(exps, { dir = 'm', labels = labels })\n";
+
 static int count_of(const char *text, const char *what)
 {
     int n = 0;
@@ -368,7 +382,8 @@ static int count_of(const char *text, const char *what)
 
 /* The issue's measure: a sweep of 6 short runs prints one line per epoch per run and nothing
  * else at the default level (device = "auto" included: where it chooses the CPU, a script's
- * runs say so only when verbose); nothing at all with -q; every run's resolved config with -v. */
+ * runs say so only when verbose); nothing at all with -q; every run's resolved config with -v. The
+ * same through runexp.map: its lines are the runs' epoch lines, each after its run's label. */
 static void test_sweep_prints_a_line_per_epoch(void **state)
 {
     fixture *f = *state;
@@ -392,6 +407,17 @@ static void test_sweep_prints_a_line_per_epoch(void **state)
         free(out);
         free(err);
     }
+    write_in(f, "map.lua", sweep_map);
+    expect_runexp_ok(f, "map.lua");
+    char *out = read_in(f->dir, "out.txt");
+    for (int i = 1; i <= 6; i++)
+        for (int e = 1; e <= 2; e++) {
+            char line[32];
+            snprintf(line, sizeof line, "lr%d: epoch %d/2  ", i, e);
+            if (!strstr(out, line)) fail_msg("runexp.map: no \"%s\" in:\n%s", line, out);
+        }
+    if (count_lines(out) != 12) fail_msg("runexp.map: 6 runs of 2 epochs printed %d lines, not 12:\n%s", count_lines(out), out);
+    free(out);
 }
 
 /* A run from the command line: a line per epoch and the result line naming report.html; with -q

@@ -70,7 +70,7 @@ static char *printed(const epoch_record *e, int64_t epochs)
     static char text[512];
     FILE *f = fmemopen(text, sizeof text, "w");
     assert_non_null(f);
-    epoch_print(f, e, epochs);
+    epoch_print(f, NULL, e, epochs);
     fclose(f);
     return text;
 }

@@ -122,7 +122,7 @@ static void test_order_and_failures(void **state)
     write_text_file(path, mixed);
     for (int jobs = 1; jobs <= 2; jobs++) {
         char line[200];
-        snprintf(line, sizeof line, "rm -rf sw; $RUNEXP mixed.lua jobs=%d", jobs);
+        snprintf(line, sizeof line, "rm -rf sw; $RUNEXP mixed.lua jobs=%d -v", jobs);
         expect_run(dir, line, 0, "wrote sw/sweep.csv and sw/sweep.html");
         char *csv = read_text(dir, "sw/sweep.csv");
         assert_int_equal(count_lines(csv), 5);
@@ -186,7 +186,7 @@ static void expect_same_sweep(const char *dir, const char *a, const char *b)
 static void test_jobs_give_the_same_results(void **state)
 {
     char *dir = *state;
-    expect_run(dir, "$RUNEXP three.lua dir=s1", 0, "== experiment 3 of 3: c\n");
+    expect_run(dir, "$RUNEXP three.lua dir=s1", 0, "\nc: epoch 2/2 ");
     expect_run(dir, "$RUNEXP three.lua dir=s3 jobs=3", 0, "== experiment 3 of 3: c (process ");
     expect_same_sweep(dir, "s1", "s3");
     char *log = read_text(dir, "s3/results/2.log");
@@ -202,13 +202,13 @@ static void test_ranks_share_a_sweep(void **state)
     expect_run(dir, "$RUNEXP three.lua dir=s1", 0, NULL);
     expect_run(dir,
                "(PMI_RANK=1 PMI_SIZE=2 $RUNEXP three.lua dir=r >rank1.txt 2>&1; echo $? >rank1.status) & "
-               "PMI_RANK=0 PMI_SIZE=2 $RUNEXP three.lua dir=r >rank0.txt 2>&1; s=$?; wait; exit $s",
+               "PMI_RANK=0 PMI_SIZE=2 $RUNEXP three.lua dir=r -v >rank0.txt 2>&1; s=$?; wait; exit $s",
                0, NULL);
     char *r0 = read_text(dir, "rank0.txt"), *r1 = read_text(dir, "rank1.txt"), *status = read_text(dir, "rank1.status");
-    if (!strstr(r0, "== experiment 1 of 3: a\n") || !strstr(r0, "== experiment 3 of 3: c\n") ||
-        strstr(r0, "== experiment 2 of 3") || !strstr(r0, "wrote r/sweep.csv"))
+    if (!strstr(r0, "a: epoch 1/2 ") || !strstr(r0, "c: epoch 1/2 ") || strstr(r0, "b: epoch") ||
+        !strstr(r0, "wrote r/sweep.csv"))
         fail_msg("rank 0:\n%s", r0);
-    if (!strstr(r1, "== experiment 2 of 3: b\n") || strstr(r1, "experiment 1 of 3") ||
+    if (!strstr(r1, "b: epoch 2/2 ") || strstr(r1, "a: epoch") ||
         !strstr(r1, "rank 1 of 2: its share of the sweep is done"))
         fail_msg("rank 1:\n%s", r1);
     assert_string_equal(status, "0\n");
