@@ -13,6 +13,7 @@
 #include "check.h"
 #include "checked.h"
 #include "crash.h"
+#include "dist.h"
 #include "files.h"
 #include "run_dir.h"
 #include "script.h"
@@ -202,6 +203,10 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     char err[ERR_LEN] = "";
     int rc;
+    /* Under mpirun or srun: every rank runs the config; rank 0 alone prints (see dist.h). */
+    if (dist_init(&argc, &argv, err) != 0) return fprintf(stderr, "runexp: %s\n", err), 1;
+    FILE *quiet = dist_rank() != 0 ? fopen("/dev/null", "w") : NULL;
+    if (quiet) s.log = quiet;
     if (strcmp(argv[1], "resume") == 0) {
         if (argc < 3) {
             fprintf(stderr, "runexp: resume needs the run folder: runexp resume RUN_DIR [key=value ...]\n");
@@ -214,6 +219,8 @@ int main(int argc, char **argv)
         rc = script_run(&s, argv[1], err);
     }
     fflush(stdout);
-    if (rc != SCRIPT_OK) fprintf(stderr, "runexp: %s\n", err);
+    if (rc != SCRIPT_OK && !quiet) fprintf(stderr, "runexp: %s\n", err);
+    if (quiet) fclose(quiet);
+    dist_finalize();
     return rc;
 }
