@@ -206,7 +206,8 @@ int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh
     /* One pool of threads: the plugins' own (OpenMP, ctx.threads of them, splitting the batch or
      * the work); OpenBLAS runs single-threaded inside them, so its pool never fights theirs. */
     openblas_set_num_threads(1);
-    if (dist_pick_gpu(err) != 0 || resolve_device(t, quiet, err) != 0) return -1;
+    bool cpu = strcmp(c->device, "cpu") == 0; /* no GPU context for a run that keeps off the GPU */
+    if ((!cpu && dist_pick_gpu(err) != 0) || resolve_device(t, quiet, err) != 0) return -1;
     t->ctx.device = t->device;
     if (dist_gpu_open(&t->gpu, t->device, err) != 0) return -1;
     return create_plugins(t, fresh, err) != 0 || alloc_buffers(t, err) != 0 ? -1 : 0;

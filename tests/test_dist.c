@@ -2,8 +2,8 @@
  * (configs/cifar10.lua) on generated CIFAR-sized images, 2 epochs: 2 ranks must give every
  * epoch's losses of one process within 1e-4 relative, repeated 2-rank runs the same bytes, and a
  * run of 2 ranks must resume with 1 (and one of 1 with 2). Also the split itself, the one message
- * naming the rank that failed, and two ranks in two network namespaces talking TCP
- * (tests/dist-netns.sh). Ranks are started with
+ * naming the rank that failed, 2 ranks on 2 GPUs through NCCL (where there are 2), and two
+ * ranks in two network namespaces talking TCP (tests/dist-netns.sh). Ranks are started with
  *   mpirun --allow-run-as-root --oversubscribe -np 2
  * (--allow-run-as-root: CI runs as root; --oversubscribe: 2 ranks on fewer free cores).
  * Skips, saying why, where MPI is not built in or mpirun is missing. */
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "device.h"
 #include "dist.h"
 #include "files.h"
 
@@ -190,6 +191,27 @@ static void test_one_message_names_the_failed_rank(void **state)
         fail_msg("expected one line 'runexp: ...done already holds a run...', got: %s", f->out);
 }
 
+/* NCCL: 2 ranks on 2 GPUs (one each, by local rank) against one process on one GPU. */
+static void test_two_ranks_on_two_gpus(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_MPI();
+    char why[ERR_LEN];
+    if (!device_usable(RX_CUDA, why)) {
+        print_message("skipped: %s\n", why);
+        skip();
+    }
+    if (system("test \"$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')\" -ge 2") != 0) {
+        print_message("skipped: NCCL's test needs 2 GPUs (nvidia-smi -L lists fewer)\n");
+        skip();
+    }
+    run_ok(f, "$RUNEXP tutorial.lua device=cuda out=one");
+    run_ok(f, MPIRUN " -np 2 $RUNEXP tutorial.lua device=cuda out=two");
+    expect_same_losses(f, "two", "one");
+    run_ok(f, MPIRUN " -np 2 $RUNEXP tutorial.lua device=cuda out=again");
+    expect_same_bytes(f, "two", "again", "last.safetensors");
+}
+
 /* Two ranks in two network namespaces joined by a veth pair, MPI over TCP between them. */
 static void test_two_hosts_over_tcp(void **state)
 {
@@ -213,6 +235,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_ranks_match_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_with_another_number_of_ranks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_message_names_the_failed_rank, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_ranks_on_two_gpus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_hosts_over_tcp, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
