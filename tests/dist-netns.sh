@@ -38,8 +38,13 @@ chmod +x "$work/agent"
 printf '%s slots=1\n%s slots=1\n' "$a" "$b" >"$work/hosts"
 
 runexp=$1; shift
+# The variables the remote rank needs from here (the sanitizers' options, under make check's).
+pass=""
+for v in PATH LD_LIBRARY_PATH OMP_WAIT_POLICY ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; do
+    eval "[ -n \"\${$v+set}\" ]" && pass="$pass -x $v"
+done
 ip netns exec "$a" unshare --uts sh -c 'hostname "$0"; exec "$@"' "$a" \
     mpirun --allow-run-as-root -np 2 --hostfile "$work/hosts" --map-by node \
     --mca plm_rsh_agent "$work/agent" --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 \
-    --mca oob_tcp_if_include 10.77.0.0/24 -x PATH -x LD_LIBRARY_PATH -x OMP_WAIT_POLICY \
+    --mca oob_tcp_if_include 10.77.0.0/24 $pass \
     --wdir "$PWD" "$runexp" "$@"
