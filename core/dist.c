@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "device.h"
 #include "error.h"
@@ -123,11 +124,32 @@ int dist_agree(int rc, char *err)
     return rc;
 }
 
+/* Waits for r as OpenMP's passive threads wait (main.c): testing, then sleeping between tests.
+ * MPI's own wait spins, and on a machine shared with other work a spinning rank burns the time
+ * slice its partner needs to reach the sum; a rank that sleeps is woken first when the partner
+ * is done. The first SPIN_TESTS tests are back to back, for a partner already there. */
+#define SPIN_TESTS 1000
+static int wait_passively(MPI_Request *r, char *err)
+{
+    int done = 0, rc_;
+    for (long i = 0; !done; i++) {
+        if (MPI_CHECK(MPI_Test(r, &done, MPI_STATUS_IGNORE), err) != 0) return -1;
+        if (!done && i >= SPIN_TESTS) nanosleep(&(struct timespec){ .tv_nsec = 20000 }, NULL);
+    }
+    return 0;
+}
+
+static int sum_in_place(void *p, int n, MPI_Datatype type, char *err)
+{
+    MPI_Request r;
+    int rc_;
+    if (MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, MPI_SUM, MPI_COMM_WORLD, &r), err) != 0) return -1;
+    return wait_passively(&r, err);
+}
+
 int dist_sum(double *v, int n, char *err)
 {
-    int rc_;
-    if (!started()) return 0;
-    return MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), err);
+    return started() ? sum_in_place(v, n, MPI_DOUBLE, err) : 0;
 }
 
 int dist_pick_gpu(char *err)
@@ -187,11 +209,9 @@ int dist_sum_floats(dist_gpu *g, rx_device d, float *p, size_t n, char *err)
 {
     if (!started() || dist_size() < 2) return 0;
     if (g) return gpu_sum(g, p, n, err);
-    int rc_;
     for (size_t at = 0; at < n; at += DIST_BUCKET_FLOATS) {
         size_t len = n - at < DIST_BUCKET_FLOATS ? n - at : DIST_BUCKET_FLOATS;
-        if (MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + at, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), err) != 0)
-            return -1;
+        if (sum_in_place(p + at, (int)len, MPI_FLOAT, err) != 0) return -1;
     }
     return 0;
 }
