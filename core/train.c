@@ -116,27 +116,29 @@ static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
     return net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err);
 }
 
-/* Every rank's part, then what the ranks agree on (the loss, a failure, a stop request) and the
- * gradients summed over them; then the step every rank takes alike. */
+/* Every rank's part, the gradients summed over the ranks and the step every rank takes alike;
+ * then what the ranks agree on: the loss, a failure on any of them, a stop request. A rank whose
+ * part failed still joins the sum, so that no rank waits for it; the step's weights are then
+ * garbage, but a failed run saves nothing (nor does a NaN loss: best.safetensors stays as it was). */
 static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *err)
 {
     trainer *t = &r->t;
     double s, agreed[3];
     int rc = train_part(r, first, n, &s, err);
-    agreed[0] = s, agreed[1] = rc != 0, agreed[2] = interrupt_requested();
-    if (dist_sum(agreed, 3, err) != 0) return -1;
-    if (agreed[1] > 0) return dist_agree(rc, err), -1;
-    s = agreed[0];
-    r->stop_asked = agreed[2] > 0;
-    if (!isfinite(s))
-        return errorf(err, "epoch %lld, batch %lld: the loss is %s; stopping (best.safetensors is kept as it was; try "
-                      "a smaller learning rate)", (long long)epoch, (long long)r->pos.batches_done + 1,
-                      isnan(s) ? "NaN" : "infinite");
-    r->pos.loss_sum += s;
     if (dist_sum_floats(t->gpu, t->device, t->nt.grads, t->nt.nparams, err) != 0) return -1;
     /* A rank with no part drew nothing: it takes the state the others agree on, rank 0's. */
     if (n < dist_size() && dist_broadcast(NULL, RX_CPU, &t->ctx.rng.s, sizeof t->ctx.rng.s, err) != 0) return -1;
-    return optimizer_step(r, epoch, err);
+    if (rc == 0) rc = optimizer_step(r, epoch, err);
+    agreed[0] = s, agreed[1] = rc != 0, agreed[2] = interrupt_requested();
+    if (dist_sum(agreed, 3, err) != 0) return -1;
+    if (agreed[1] > 0) return dist_agree(rc, err), -1;
+    r->stop_asked = agreed[2] > 0;
+    if (!isfinite(agreed[0]))
+        return errorf(err, "epoch %lld, batch %lld: the loss is %s; stopping (best.safetensors is kept as it was; try "
+                      "a smaller learning rate)", (long long)epoch, (long long)r->pos.batches_done + 1,
+                      isnan(agreed[0]) ? "NaN" : "infinite");
+    r->pos.loss_sum += agreed[0];
+    return 0;
 }
 
 /* After a stop request: last.safetensors at the position reached, and how to go on, in err. */
