@@ -1,8 +1,8 @@
 /* test_dist.c: data-parallel training over MPI (core/dist.c). The tutorial's network
  * (configs/cifar10.lua) on generated CIFAR-sized images, 2 epochs: 2 ranks must give every
  * epoch's losses of one process within 1e-4 relative, repeated 2-rank runs the same bytes, and a
- * run of 2 ranks must resume with 1 (and one of 1 with 2). Also the split itself, the one message
- * naming the rank that failed, 2 ranks on 2 GPUs through NCCL (where there are 2), and two
+ * run of 2 ranks must resume with 1 (and one of 1 with 2), after it ended or was stopped. Also
+ * the split itself, the one message naming the rank that failed, 2 ranks on 2 GPUs through NCCL (where there are 2), and two
  * ranks in two network namespaces talking TCP (tests/dist-netns.sh). Ranks are started with
  *   mpirun --allow-run-as-root --oversubscribe -np 2
  * (--allow-run-as-root: CI runs as root; --oversubscribe: 2 ranks on fewer free cores).
@@ -19,10 +19,12 @@
 #include "dist.h"
 #include "files.h"
 
-/* Under the sanitizers, OpenMPI's own leaks are suppressed (tests/lsan-mpi.supp); ours are not. */
+/* Under the sanitizers, OpenMPI's own leaks are suppressed (tests/lsan-mpi.supp); ours are not.
+ * No single-copy shared memory (CMA): containers without ptrace rights refuse it, and CI may be one. */
 #define MPIRUN                                                                                    \
     "LSAN_OPTIONS=suppressions=" RX_SOURCE_DIR "/tests/lsan-mpi.supp:print_suppressions=0 "       \
-    "ASAN_OPTIONS=fast_unwind_on_malloc=0 mpirun --allow-run-as-root --oversubscribe"
+    "ASAN_OPTIONS=fast_unwind_on_malloc=0 mpirun --allow-run-as-root --oversubscribe "            \
+    "--mca btl_vader_single_copy_mechanism none"
 
 /* The tutorial, with 1001 generated 32x32 training images: the last batch holds one image, fewer
  * than the ranks, so a rank with no part is run too. (With 2001 images the second epoch is where
@@ -194,6 +196,24 @@ static void test_one_message_names_the_failed_rank(void **state)
         fail_msg("expected one line 'runexp: ...done already holds a run...', got: %s", f->out);
 }
 
+/* A stop (SIGTERM to mpirun, which signals every rank) stops both ranks at the same batch: one
+ * message, last.safetensors saved by rank 0, and the run resumes with 1 rank to one process's
+ * losses. */
+static void test_stop_and_resume_with_one_rank(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_MPI();
+    run_ok(f, "$RUNEXP tutorial.lua out=one");
+    int rc = shell_in(f->dir,
+                      MPIRUN " -np 2 $RUNEXP tutorial.lua out=stopped & pid=$!; "
+                      "until [ -f stopped/config.lua ]; do sleep 0.05; done; sleep 0.1; kill -TERM $pid; wait $pid",
+                      f->out, sizeof f->out);
+    if (!strstr(f->out, "runexp: stopped ") || strstr(strstr(f->out, "runexp: ") + 1, "runexp: "))
+        fail_msg("expected one line 'runexp: stopped ...', got (exit %d): %s", rc, f->out);
+    run_ok(f, "$RUNEXP resume stopped");
+    expect_same_losses(f, "stopped", "one");
+}
+
 /* NCCL: 2 ranks on 2 GPUs (one each, by local rank) against one process on one GPU. */
 static void test_two_ranks_on_two_gpus(void **state)
 {
@@ -240,6 +260,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_ranks_match_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_with_another_number_of_ranks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_message_names_the_failed_rank, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_and_resume_with_one_rank, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_ranks_on_two_gpus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_hosts_over_tcp, setup, teardown),
     };
