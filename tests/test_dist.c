@@ -206,7 +206,8 @@ static void test_stop_and_resume_with_one_rank(void **state)
     run_ok(f, "$RUNEXP tutorial.lua out=one");
     int rc = shell_in(f->dir,
                       MPIRUN " -np 2 $RUNEXP tutorial.lua out=stopped & pid=$!; "
-                      "until [ -f stopped/config.lua ]; do sleep 0.05; done; sleep 0.1; kill -TERM $pid; wait $pid",
+                      "while [ ! -f stopped/config.lua ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done; sleep 0.1; "
+                      "kill -TERM $pid; wait $pid",
                       f->out, sizeof f->out);
     if (!strstr(f->out, "runexp: stopped ") || strstr(strstr(f->out, "runexp: ") + 1, "runexp: "))
         fail_msg("expected one line 'runexp: stopped ...', got (exit %d): %s", rc, f->out);
