@@ -105,25 +105,6 @@ int dist_local_size(void)
     return local_ranks(&r);
 }
 
-int dist_agree(int rc, char *err)
-{
-    if (!started()) return rc;
-    int rank = dist_rank(), size = dist_size(), mine = rc != 0 ? rank : size, who, rc_;
-    char why[ERR_LEN];
-    if (MPI_CHECK(MPI_Allreduce(&mine, &who, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), why) != 0)
-        return errorf(err, "rank %d of %d: %s (while agreeing whether every rank is fine)", rank, size, why);
-    if (who == size) return 0;
-    char msg[ERR_LEN];
-    snprintf(msg, sizeof msg, "%s", err);
-    if (MPI_CHECK(MPI_Bcast(msg, ERR_LEN, MPI_CHAR, who, MPI_COMM_WORLD), why) != 0 ||
-        MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, who, MPI_COMM_WORLD), why) != 0)
-        return errorf(err, "rank %d of %d: %s (while hearing why rank %d stopped)", rank, size, why, who);
-    msg[ERR_LEN - 1] = '\0';
-    if (who == 0) snprintf(err, ERR_LEN, "%s", msg); /* rank 0 is the run's own voice, as one process's */
-    else snprintf(err, ERR_LEN, "rank %d of %d: %s", who, size, msg);
-    return rc;
-}
-
 /* Waits for r as OpenMP's passive threads wait (main.c): testing, then sleeping between tests.
  * MPI's own wait spins, and on a machine shared with other work a spinning rank burns the time
  * slice its partner needs to reach the sum; a rank that sleeps is woken first when the partner
@@ -139,17 +120,37 @@ static int wait_passively(MPI_Request *r, char *err)
     return 0;
 }
 
-static int sum_in_place(void *p, int n, MPI_Datatype type, char *err)
+static int reduce_in_place(void *p, int n, MPI_Datatype type, MPI_Op op, char *err)
 {
     MPI_Request r;
     int rc_;
-    if (MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, MPI_SUM, MPI_COMM_WORLD, &r), err) != 0) return -1;
+    if (MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, op, MPI_COMM_WORLD, &r), err) != 0) return -1;
     return wait_passively(&r, err);
+}
+
+int dist_agree(int rc, char *err)
+{
+    if (!started()) return rc;
+    int rank = dist_rank(), size = dist_size(), who = rc != 0 ? rank : size, rc_;
+    char why[ERR_LEN];
+    /* Passively: the other ranks wait here while rank 0 validates, tests and writes. */
+    if (reduce_in_place(&who, 1, MPI_INT, MPI_MIN, why) != 0)
+        return errorf(err, "rank %d of %d: %s (while agreeing whether every rank is fine)", rank, size, why);
+    if (who == size) return 0;
+    char msg[ERR_LEN];
+    snprintf(msg, sizeof msg, "%s", err);
+    if (MPI_CHECK(MPI_Bcast(msg, ERR_LEN, MPI_CHAR, who, MPI_COMM_WORLD), why) != 0 ||
+        MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, who, MPI_COMM_WORLD), why) != 0)
+        return errorf(err, "rank %d of %d: %s (while hearing why rank %d stopped)", rank, size, why, who);
+    msg[ERR_LEN - 1] = '\0';
+    if (who == 0) snprintf(err, ERR_LEN, "%s", msg); /* rank 0 is the run's own voice, as one process's */
+    else snprintf(err, ERR_LEN, "rank %d of %d: %s", who, size, msg);
+    return rc;
 }
 
 int dist_sum(double *v, int n, char *err)
 {
-    return started() ? sum_in_place(v, n, MPI_DOUBLE, err) : 0;
+    return started() ? reduce_in_place(v, n, MPI_DOUBLE, MPI_SUM, err) : 0;
 }
 
 int dist_pick_gpu(char *err)
@@ -211,7 +212,7 @@ int dist_sum_floats(dist_gpu *g, rx_device d, float *p, size_t n, char *err)
     if (g) return gpu_sum(g, p, n, err);
     for (size_t at = 0; at < n; at += DIST_BUCKET_FLOATS) {
         size_t len = n - at < DIST_BUCKET_FLOATS ? n - at : DIST_BUCKET_FLOATS;
-        if (sum_in_place(p + at, (int)len, MPI_FLOAT, err) != 0) return -1;
+        if (reduce_in_place(p + at, (int)len, MPI_FLOAT, MPI_SUM, err) != 0) return -1;
     }
     return 0;
 }
