@@ -222,5 +222,8 @@ int main(int argc, char **argv)
     if (rc != SCRIPT_OK && !quiet) fprintf(stderr, "runexp: %s\n", err);
     if (quiet) fclose(quiet);
     dist_finalize();
+    /* mpirun ends the job when a rank fails, and may then drop what rank 0 has yet to pass on
+     * (the one message saying why): the other ranks leave last. */
+    if (rc != SCRIPT_OK && quiet) usleep(300000);
     return rc;
 }

@@ -20,10 +20,13 @@
 #include "files.h"
 
 /* Under the sanitizers, OpenMPI's own leaks are suppressed (tests/lsan-mpi.supp); ours are not.
- * No single-copy shared memory (CMA): containers without ptrace rights refuse it, and CI may be one. */
+ * Added to the options the caller set (the Makefile's), not instead of them. */
+#define SANITIZER_OPTIONS                                                                                \
+    "LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=" RX_SOURCE_DIR "/tests/lsan-mpi.supp:" \
+    "print_suppressions=0 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0 "
+/* No single-copy shared memory (CMA): containers without ptrace rights refuse it, and CI may be one. */
 #define MPIRUN                                                                                    \
-    "LSAN_OPTIONS=suppressions=" RX_SOURCE_DIR "/tests/lsan-mpi.supp:print_suppressions=0 "       \
-    "ASAN_OPTIONS=fast_unwind_on_malloc=0 mpirun --allow-run-as-root --oversubscribe "            \
+    SANITIZER_OPTIONS "mpirun --allow-run-as-root --oversubscribe "                                \
     "--mca btl_vader_single_copy_mechanism none"
 
 /* The tutorial, with 1001 generated 32x32 training images: the last batch holds one image, fewer
@@ -246,8 +249,7 @@ static void test_two_hosts_over_tcp(void **state)
     REQUIRE_MPI();
     run_ok(f, "$RUNEXP tutorial.lua out=one");
     int rc = shell_in(f->dir,
-                      "LSAN_OPTIONS=suppressions=" RX_SOURCE_DIR "/tests/lsan-mpi.supp:print_suppressions=0 "
-                      "ASAN_OPTIONS=fast_unwind_on_malloc=0 " RX_SOURCE_DIR "/tests/dist-netns.sh \"$RUNEXP\" "
+                      SANITIZER_OPTIONS RX_SOURCE_DIR "/tests/dist-netns.sh \"$RUNEXP\" "
                       "tutorial.lua out=hosts", f->out, sizeof f->out);
     if (rc == 77) {
         print_message("skipped: %s", f->out);
