@@ -25,6 +25,14 @@ ifeq ($(CUDA),auto)
   override CUDA := $(if $(NVCC),1,0)
 endif
 OPENMP  ?= -fopenmp
+# MPI: data-parallel training over ranks (core/dist.c), compiled in when OpenMPI's pkg-config file
+# or mpicc is found (MPI=auto), on demand (MPI=1), or left out (MPI=0: one process, as before).
+# With CUDA too, NCCL (from the CUDA toolkit) sums the GPUs' gradients.
+MPI     ?= auto
+MPICC   ?= $(shell command -v mpicc 2>/dev/null)
+ifeq ($(MPI),auto)
+  override MPI := $(if $(or $(shell pkg-config --exists ompi-c && echo y),$(MPICC)),1,0)
+endif
 CFLAGS   += -std=c11 -D_DEFAULT_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wshadow -Wundef -Wno-unused-parameter \
             -Wno-format-truncation $(if $(findstring clang,$(CC)),-Wno-unknown-warning-option -Wno-pass-failed) \
             $(OPENMP) $(if $(filter 1,$(WERROR)),-Werror) -Icore $(shell pkg-config --cflags $(PKGS))
@@ -53,6 +61,12 @@ ifeq ($(CUDA),1)
   # --fmad=false: kernels round every multiply and add as the CPU twins do (gcc in ISO C mode
   # contracts nothing), so the two devices can be compared closely.
   NVCCFLAGS := -O3 -std=c++17 --fmad=false -Xcompiler -fPIC,-Wall -Icore -DRX_WITH_CUDA $(if $(CUDA_ARCH),-arch=$(CUDA_ARCH))
+endif
+ifeq ($(MPI),1)
+  MPI_CFLAGS := $(or $(shell pkg-config --cflags ompi-c 2>/dev/null),$(shell $(MPICC) --showme:compile 2>/dev/null))
+  MPI_LIBS   := $(or $(shell pkg-config --libs ompi-c 2>/dev/null),$(shell $(MPICC) --showme:link 2>/dev/null))
+  CFLAGS += -DRX_WITH_MPI $(MPI_CFLAGS)
+  LDLIBS += $(MPI_LIBS) $(if $(filter 1,$(CUDA)),-lnccl)
 endif
 # Libraries one plugin needs beyond the common ones: PLUGIN_LIBS_<name>.
 PLUGIN_LIBS_cifar10 := $(shell pkg-config --libs libcurl libarchive libcrypto)

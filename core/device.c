@@ -127,6 +127,20 @@ bool device_usable(rx_device d, char *why)
 #endif
 }
 
+int device_pick(int index, char *why)
+{
+#ifdef RX_WITH_CUDA
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count < 1) return 0; /* no GPU: the run's device = "cuda" says so */
+    e = cudaSetDevice(index % count);
+    if (e != cudaSuccess)
+        return errorf(why, "cannot use GPU %d of %d: %s (%s)", index % count, count, cudaGetErrorString(e),
+                      cudaGetErrorName(e));
+#endif
+    return 0;
+}
+
 void *device_alloc(rx_device d, size_t bytes)
 {
     size_t rounded = (bytes + 63) / 64 * 64;

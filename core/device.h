@@ -15,6 +15,9 @@ const char *device_name(rx_device d);
 bool device_cuda_built(void);
 /* Whether d can run here; if not, why (one line) in why (ERR_LEN bytes). */
 bool device_usable(rx_device d, char *why);
+/* Makes GPU index % (the GPUs present) this thread's GPU (one GPU per rank, by local rank); nothing
+ * where no GPU is found or CUDA is not built in. -1 with the reason in why (ERR_LEN). */
+int device_pick(int index, char *why);
 
 /* Zeroed memory of `bytes` on the device, aligned for vector loads; NULL when out of memory. */
 void *device_alloc(rx_device d, size_t bytes);

@@ -14,6 +14,7 @@
 #include "checked.h"
 #include "crash.h"
 #include "export.h"
+#include "dist.h"
 #include "files.h"
 #include "run_dir.h"
 #include "script.h"
@@ -252,6 +253,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "predict") == 0) return predict_main(&s.path, argc - 2, argv + 2);
     char err[ERR_LEN] = "";
     int rc;
+    /* Under mpirun or srun: every rank runs the config; rank 0 alone prints (see dist.h). */
+    if (dist_init(&argc, &argv, err) != 0) return fprintf(stderr, "runexp: %s\n", err), 1;
+    FILE *quiet = dist_rank() != 0 ? fopen("/dev/null", "w") : NULL;
+    if (quiet) s.log = quiet;
     if (strcmp(argv[1], "resume") == 0) {
         if (argc < 3) {
             fprintf(stderr, "runexp: resume needs the run folder: runexp resume RUN_DIR [key=value ...]\n");
@@ -264,6 +269,11 @@ int main(int argc, char **argv)
         rc = script_run(&s, argv[1], err);
     }
     fflush(stdout);
-    if (rc != SCRIPT_OK) fprintf(stderr, "runexp: %s\n", err);
+    if (rc != SCRIPT_OK && !quiet) fprintf(stderr, "runexp: %s\n", err);
+    if (quiet) fclose(quiet);
+    dist_finalize();
+    /* mpirun ends the job when a rank fails, and may then drop what rank 0 has yet to pass on
+     * (the one message saying why): the other ranks leave last. */
+    if (rc != SCRIPT_OK && quiet) usleep(300000);
     return rc;
 }

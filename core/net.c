@@ -377,6 +377,41 @@ static int layer_failed(const layer *l, const rx_ctx *ctx, const char *op, char 
     return -1;
 }
 
+/* splitmix64 (rx_rng_next) steps its state by RX_RNG_STEP per number drawn; the inverse counts them. */
+#define RX_RNG_STEP 0x9E3779B97F4A7C15ull
+#define RX_RNG_STEP_INVERSE 0xF1DE83E19937733Dull
+
+static int forward_layer(const layer *l, rx_device d, rx_ctx *ctx, const rx_tensor *in, rx_tensor *out, char *err)
+{
+    ctx->err[0] = '\0';
+    crash_enter(l->use->where, "forward");
+    int rc = l->use->pl.desc->layer.forward[d](l->self, ctx, in, l->w, out, l->state);
+    crash_leave();
+    return rc != 0 ? layer_failed(l, ctx, "forward", err) : 0;
+}
+
+/* A layer's forward on this rank's part of a batch (net.part_offset). A layer that drew numbers
+ * drew them per sample (dropout: one per element), so the whole batch's forward would have given
+ * this part the draws from part_offset x per-sample on: it runs again from there, and the state
+ * is left where the whole batch's forward leaves it. */
+static int forward_part(const net *nt, const layer *l, rx_ctx *ctx, const rx_tensor *in, rx_tensor *out, char *err)
+{
+    uint64_t start = ctx->rng.s;
+    if (forward_layer(l, nt->device, ctx, in, out, err) != 0) return -1;
+    uint64_t draws = (ctx->rng.s - start) * RX_RNG_STEP_INVERSE, n = (uint64_t)in->shape.d[0];
+    if (draws == 0) return 0;
+    if (draws % n)
+        return errorf(err, "%s: drew %llu random numbers for %llu samples, not the same number for each, so its "
+                      "batch cannot be split over ranks", l->use->where, (unsigned long long)draws, (unsigned long long)n);
+    uint64_t per = draws / n;
+    if (nt->part_offset > 0) {
+        ctx->rng.s = start + (uint64_t)nt->part_offset * per * RX_RNG_STEP;
+        if (forward_layer(l, nt->device, ctx, in, out, err) != 0) return -1;
+    }
+    ctx->rng.s = start + (uint64_t)nt->part_batch * per * RX_RNG_STEP;
+    return 0;
+}
+
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
 {
     int64_t n = x->shape.d[0];
@@ -399,11 +434,9 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
         layer *l = &nt->layers[st->layer];
         rx_tensor out = { .data = l->out, .shape = batched(n, l->info.out), .device = nt->device };
         l->x = in.data;
-        ctx->err[0] = '\0';
-        crash_enter(l->use->where, "forward");
-        int rc = l->use->pl.desc->layer.forward[nt->device](l->self, ctx, &in, l->w, &out, l->state);
-        crash_leave();
-        if (rc != 0) return layer_failed(l, ctx, "forward", err);
+        bool part = ctx->training && nt->part_batch > 0;
+        if ((part ? forward_part(nt, l, ctx, &in, &out, err) : forward_layer(l, nt->device, ctx, &in, &out, err)) != 0)
+            return -1;
         in = out;
     }
     *logits = in;

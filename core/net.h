@@ -58,6 +58,10 @@ typedef struct net {
     float *dbuf[2];        /* backward's ping-pong buffers for activation gradients */
     void *workspace;       /* shared scratch, the largest any layer asked for */
     size_t workspace_bytes;
+    /* Data parallelism (dist.h): this rank's samples begin part_offset samples into a training
+     * batch of part_batch (0: the batch is all here). Stochastic layers then draw the numbers the
+     * whole batch's forward would give these samples, so results do not depend on the ranks. */
+    int64_t part_offset, part_batch;
 } net;
 
 /* Creates every layer of c's model for inputs of shape `in` and batches up to max_batch (shapes

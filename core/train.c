@@ -17,6 +17,7 @@
 
 #include "crash.h"
 #include "device.h"
+#include "dist.h"
 #include "evaluate.h"
 #include "interrupt.h"
 #include "observer.h"
@@ -45,6 +46,9 @@ typedef struct run {
     batch_point *batches;        /* (batches in an epoch) the losses not yet told to the observers */
     int64_t nbatches;
     time_t started;              /* when this process began the run */
+    bool writer;                 /* rank 0 (dist.h): writes the run folder, validates, tests, draws */
+    bool stop_asked;             /* a stop request on any rank, agreed by all after each batch */
+    bool opened;                 /* the run folder is open (made, or continued) */
 } run;
 
 /* What a run prints (config `log`): quiet, its result line only; normal, a line per epoch and its
@@ -74,6 +78,7 @@ static double now_seconds(void)
 
 static void observe(run *r, observe_event event)
 {
+    if (!r->writer) return;
     bool tested = event == OBSERVE_TEST;
     run_view v = { .dir = r->s->dir, .config_text = r->config_text, .device = r->s->device, .epochs = r->t.c->epochs,
                    .history = r->history, .nhistory = r->nhistory, .info = &r->t.info, .samples = &r->samples,
@@ -151,29 +156,60 @@ static int optimizer_step(run *r, int64_t epoch, char *err)
     return 0;
 }
 
+/* This rank's part of the batch (all of it in one process): its loss sum into *s, and its
+ * gradients scaled by its share of the batch, so that the ranks' sum is the gradient of the whole
+ * batch's mean loss. A rank with no part (a batch smaller than the ranks) adds nothing. */
+static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
+{
+    trainer *t = &r->t;
+    int64_t mine, count;
+    rx_tensor x, logits;
+    dist_part(first, n, &mine, &count);
+    *s = 0;
+    net_zero_grads(&t->nt);
+    if (count == 0) return 0;
+    if (trainer_load_batch(t, RX_TRAIN, mine, 0, count, &x, err) != 0) return -1;
+    if (r->pos.epochs_done == 0 && r->pos.batches_done == 0) { /* the run's very first batch */
+        sample_batch_capture(&r->samples, t->device, t->x, t->labels, count, NULL);
+        observe(r, OBSERVE_FIRST_BATCH);
+    }
+    t->nt.part_offset = mine - first;
+    t->nt.part_batch = dist_size() > 1 ? n : 0;
+    if (net_forward(&t->nt, &t->ctx, &x, &logits, err) != 0) return -1;
+    if (trainer_loss(t, &logits, true, s, err) != 0) return -1;
+    rx_tensor dlogits = trainer_tensor(t, t->dlogits, count, t->nt.out);
+    if (count < n)
+        device_axpby(t->device, &t->ctx, (size_t)rx_numel(dlogits.shape), 0.0f, t->dlogits, (float)count / (float)n,
+                     t->dlogits);
+    return net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err);
+}
+
+/* Every rank's part, the gradients summed over the ranks and the step every rank takes alike;
+ * then what the ranks agree on: the loss, a failure on any of them, a stop request. A rank whose
+ * part failed still joins the sum, so that no rank waits for it; the step's weights are then
+ * garbage, but a failed run saves nothing (nor does a NaN loss: best.safetensors stays as it was). */
 static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *err)
 {
     trainer *t = &r->t;
-    rx_tensor x, logits;
-    double s;
-    if (trainer_load_batch(t, RX_TRAIN, first, 0, n, &x, err) != 0) return -1;
-    if (r->pos.epochs_done == 0 && r->pos.batches_done == 0) { /* the run's very first batch */
-        sample_batch_capture(&r->samples, t->device, t->x, t->labels, n, NULL);
-        observe(r, OBSERVE_FIRST_BATCH);
-    }
-    if (net_forward(&t->nt, &t->ctx, &x, &logits, err) != 0) return -1;
-    if (trainer_loss(t, &logits, true, &s, err) != 0) return -1;
-    if (!isfinite(s))
+    double s, agreed[3];
+    int rc = train_part(r, first, n, &s, err);
+    if (dist_sum_floats(t->gpu, t->device, t->nt.grads, t->nt.nparams, err) != 0) return -1;
+    /* A rank with no part drew nothing: it takes the state the others agree on, rank 0's. */
+    if (n < dist_size() && dist_broadcast(NULL, RX_CPU, &t->ctx.rng.s, sizeof t->ctx.rng.s, err) != 0) return -1;
+    /* Clipping sees the summed gradients, as with PyTorch's DDP; a batch whose loss is not finite
+     * is reported as such below, not by its gradients' norm. */
+    if (rc == 0 && isfinite(s)) rc = clip_gradients(r, epoch, err);
+    if (rc == 0) rc = optimizer_step(r, epoch, err);
+    agreed[0] = s, agreed[1] = rc != 0, agreed[2] = interrupt_requested();
+    if (dist_sum(agreed, 3, err) != 0) return -1;
+    if (agreed[1] > 0) return dist_agree(rc, err), -1;
+    r->stop_asked = agreed[2] > 0;
+    if (!isfinite(agreed[0]))
         return errorf(err, "epoch %lld, batch %lld: the loss is %s; stopping (best.safetensors is kept as it was; try "
                       "a smaller learning rate)", (long long)epoch, (long long)r->pos.batches_done + 1,
-                      isnan(s) ? "NaN" : "infinite");
-    r->pos.loss_sum += s;
-    rx_tensor dlogits = trainer_tensor(t, t->dlogits, n, t->nt.out);
-    net_zero_grads(&t->nt);
-    if (net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err) != 0) return -1;
-    if (clip_gradients(r, epoch, err) != 0) return -1;
-    if (optimizer_step(r, epoch, err) != 0) return -1;
-    keep_batch_loss(r, s / (double)n);
+                      isnan(agreed[0]) ? "NaN" : "infinite");
+    r->pos.loss_sum += agreed[0];
+    keep_batch_loss(r, agreed[0] / (double)n);
     return 0;
 }
 
@@ -183,7 +219,7 @@ static int stop(run *r, char *err)
     progress_end(&r->bar);
     r->pos.rng = r->t.ctx.rng.s;
     r->pos.lr = r->lr_now;
-    if (run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
+    if (r->writer && run_dir_save_last(r->s->dir, &r->t, &r->pos, err) != 0) return TRAIN_FAILED;
     observe(r, OBSERVE_STOP); /* after the save: a resume starts past what it writes */
     errorf(err, "stopped at epoch %lld, batch %lld%s: saved %s/last.safetensors; resume with: %s resume %s",
            (long long)r->pos.epochs_done + 1, (long long)r->pos.batches_done,
@@ -224,7 +260,7 @@ static int train_epoch(run *r, char *err)
         r->pos.batches_done++;
         r->pos.epoch_seconds += now_seconds() - t0;
         progress_update(&r->bar, r->pos.batches_done, first + n, r->pos.loss_sum / (double)(first + n));
-        if (interrupt_requested() && first + n < total) return stop(r, err);
+        if (r->stop_asked && first + n < total) return stop(r, err);
     }
     progress_end(&r->bar);
     return 0;
@@ -288,11 +324,11 @@ static int finish_epoch(run *r, char *err)
     eval_result v = { .loss = NAN, .accuracy = NAN };
     epoch_record e = { 0 };
     ema_swap(&t->ema, t->nt.params, true);
-    int rc = validating ? evaluate_split(t, RX_VALID, &v, NULL, NULL, err) : 0;
+    int rc = validating && r->writer ? evaluate_split(t, RX_VALID, &v, NULL, NULL, err) : 0; /* rank 0 validates */
     if (rc == 0) {
         e = epoch_row(r, &v, now_seconds() - valid_start);
         if (r->level > LOG_QUIET) epoch_print(t->log, t->c->label, &e, t->c->epochs);
-        rc = keep_best(r, &e, validating, err);
+        if (r->writer) rc = keep_best(r, &e, validating, err); /* the others hear rank 0's position after */
     }
     ema_swap(&t->ema, t->nt.params, false);
     if (rc == EVAL_STOPPED) return stop(r, err);
@@ -302,8 +338,8 @@ static int finish_epoch(run *r, char *err)
                              .best_epoch = r->pos.best_epoch, .train_seconds = r->pos.train_seconds + r->pos.epoch_seconds,
                              .rng = t->ctx.rng.s, .lr = r->lr_now, .stale_epochs = r->pos.stale_epochs,
                              .stop_best_loss = r->pos.stop_best_loss };
-    if (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
-        run_dir_save_last(r->s->dir, t, &r->pos, err) != 0)
+    if (r->writer && (run_dir_write_metrics(r->s->dir, r->history, r->nhistory, err) != 0 ||
+                      run_dir_save_last(r->s->dir, t, &r->pos, err) != 0))
         return TRAIN_FAILED;
     /* Under a stop request the pictures and the report wait (the next epoch, after the resume, or
      * the test draws them again); the view says so. */
@@ -337,6 +373,7 @@ static void print_result(FILE *log, const run_summary *s)
 static int test_best(run *r, double start, char *err)
 {
     run_summary *s = r->s;
+    if (!r->writer) return 0; /* rank 0 tests; the others get its results (share_results) */
     if (interrupt_requested()) return stopped(r, "before the test", err);
     if (run_dir_load_best(s->dir, &r->t.nt, err) != 0) return TRAIN_FAILED;
     if (r->level == LOG_VERBOSE)
@@ -358,9 +395,13 @@ static int run_epochs(run *r, char *err)
     run_summary *s = r->s;
     double start = now_seconds();
     while (r->pos.epochs_done < c->epochs && !run_stopped_early(c, &r->pos)) {
-        if (interrupt_requested()) return stopped(r, "between epochs", err);
-        int rc = train_epoch(r, err);
-        if (rc == 0) rc = finish_epoch(r, err);
+        double asked = interrupt_requested();
+        if (dist_sum(&asked, 1, err) != 0) return TRAIN_FAILED;
+        if (asked > 0) return stopped(r, "between epochs", err);
+        int rc = train_epoch(r, err); /* its failures and stops are every rank's alike */
+        if (rc == 0) rc = dist_agree(finish_epoch(r, err), err); /* rank 0's validation and files */
+        /* Rank 0's position (best epoch, early stopping's count) is every rank's. */
+        if (rc == 0 && dist_broadcast(NULL, RX_CPU, &r->pos, sizeof r->pos, err) != 0) rc = TRAIN_FAILED;
         if (rc != 0) return rc;
     }
     int64_t done = r->pos.epochs_done; /* fewer than c->epochs when early_stop ended the run */
@@ -395,7 +436,7 @@ static int start(run *r, bool resuming, char *err)
     r->batches = calloc((size_t)((t->info.size[RX_TRAIN] + c->batch_size - 1) / c->batch_size), sizeof *r->batches);
     if (!r->history || !r->confusion || !r->batches || sample_batch_alloc(&r->samples, t->info.sample) != 0)
         return errorf(err, "out of memory allocating batch buffers (batch %lld)", (long long)c->batch_size);
-    if (!resuming) return 0;
+    if (!resuming || !r->writer) return 0; /* the other ranks get rank 0's state (share_start) */
     if (run_dir_resume(c->out, t, &r->pos, r->history, &r->nhistory, err) != 0) return -1;
     t->ctx.rng.s = r->pos.rng;
     if (!isnan(r->pos.lr)) r->lr_now = r->pos.lr; /* shown in the epoch's row when its training is done */
@@ -444,6 +485,66 @@ static int not_started(const config *c, run_dir_mode mode, char *err)
     return TRAIN_INTERRUPTED;
 }
 
+/* Rank 0 decides how the run folder is opened; the other ranks hear it. */
+static int mode_of(const run *r, const config *c, int flags, run_dir_mode *mode, char *err)
+{
+    *mode = RUN_DIR_NEW;
+    if (dist_agree(r->writer ? run_dir_mode_of(c, flags, mode, err) : 0, err) != 0) return -1;
+    return dist_broadcast(NULL, RX_CPU, mode, sizeof *mode, err);
+}
+
+/* Every rank starts from rank 0's weights, optimizer state, average, position and history. */
+static int share_start(run *r, char *err)
+{
+    trainer *t = &r->t;
+    dist_gpu *g = t->gpu;
+    size_t floats = sizeof(float) * t->nt.nparams;
+    if (dist_size() < 2) return 0;
+    if (dist_broadcast(g, t->device, t->nt.params, floats, err) != 0 ||
+        dist_broadcast(g, t->device, t->opt_state, floats * (size_t)t->state_per_param, err) != 0 ||
+        (t->ema.avg && dist_broadcast(g, t->device, t->ema.avg, floats, err) != 0) ||
+        dist_broadcast(NULL, RX_CPU, &r->pos, sizeof r->pos, err) != 0 ||
+        dist_broadcast(NULL, RX_CPU, &r->nhistory, sizeof r->nhistory, err) != 0 ||
+        dist_broadcast(NULL, RX_CPU, r->history, sizeof *r->history * (size_t)r->nhistory, err) != 0)
+        return -1;
+    t->ctx.rng.s = r->pos.rng;
+    if (!isnan(r->pos.lr)) r->lr_now = r->pos.lr;
+    return 0;
+}
+
+/* Every rank returns rank 0's results, so that a config's Lua decides alike on every rank. */
+static int share_results(run *r, run_summary *s, char *err)
+{
+    if (dist_size() < 2) return 0;
+    if (dist_broadcast(NULL, RX_CPU, s, sizeof *s, err) != 0) return -1;
+    s->history = r->history;
+    return dist_broadcast(NULL, RX_CPU, r->history, sizeof *r->history * (size_t)s->nhistory, err);
+}
+
+/* Set up, open the run folder (rank 0) and train; every rank's failure is every rank's. */
+static int run_all(run *r, config *c, int flags, run_dir_mode mode, FILE *log, char *err)
+{
+    run_summary *s = r->s;
+    bool resuming = mode == RUN_DIR_RESUME;
+    int rc = trainer_setup(&r->t, c, log, !says_run_lines(r), !resuming, err) == 0 && start(r, resuming, err) == 0
+                 ? 0
+                 : TRAIN_FAILED;
+    if (dist_agree(rc, err) != 0) return TRAIN_FAILED;
+    snprintf(s->device, sizeof s->device, "%s", device_name(r->t.device));
+    s->threads = r->t.ctx.threads;
+    r->pos.rng = r->t.ctx.rng.s; /* a new run's start: after the initial weights drew from it */
+    if (interrupt_requested()) rc = not_started(c, mode, err);
+    else if (r->writer && run_dir_open(c, mode, flags, &r->t, &r->pos, r->level == LOG_VERBOSE ? log : NULL,
+                                       &r->config_text, err) != 0)
+        rc = TRAIN_FAILED;
+    if ((rc = dist_agree(rc, err)) != 0) return rc;
+    if (share_start(r, err) != 0) return TRAIN_FAILED;
+    r->opened = true;
+    snprintf(s->dir, sizeof s->dir, "%s", c->out);
+    print_data(r, resuming);
+    return run_epochs(r, err);
+}
+
 int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
 {
     memset(s, 0, sizeof *s);
@@ -451,33 +552,22 @@ int train_run(config *c, int flags, FILE *log, run_summary *s, char *err)
         return errorf(err, "%s: resume = true needs out= (the run folder to continue)", c->file), TRAIN_FAILED;
     run_dir_mode mode = RUN_DIR_NEW;
     if (interrupt_requested()) return not_started(c, mode, err);
-    if (run_dir_mode_of(c, flags, &mode, err) != 0) return TRAIN_FAILED;
-    run r = { .s = s, .level = log_level(c), .in_script = flags & TRAIN_IN_SCRIPT, .started = time(NULL) };
-    bool resuming = mode == RUN_DIR_RESUME, opened = false;
-    int rc = TRAIN_FAILED;
+    run r = { .s = s, .writer = dist_rank() == 0, .level = log_level(c), .in_script = flags & TRAIN_IN_SCRIPT,
+              .started = time(NULL) };
+    if (mode_of(&r, c, flags, &mode, err) != 0) return TRAIN_FAILED;
     snprintf(s->config, sizeof s->config, "%s", c->file);
     s->seed = c->seed;
     describe_start(s, r.started);
-    if (trainer_setup(&r.t, c, log, !says_run_lines(&r), !resuming, err) == 0 && start(&r, resuming, err) == 0) {
-        snprintf(s->device, sizeof s->device, "%s", device_name(r.t.device));
-        s->threads = r.t.ctx.threads;
-        r.pos.rng = r.t.ctx.rng.s; /* a new run's start: after the initial weights drew from it */
-        if (interrupt_requested()) {
-            rc = not_started(c, mode, err);
-        } else if ((opened = run_dir_open(c, mode, flags, &r.t, &r.pos, r.level == LOG_VERBOSE ? log : NULL, &r.config_text,
-                                          err) == 0)) {
-            snprintf(s->dir, sizeof s->dir, "%s", c->out);
-            print_data(&r, resuming);
-            rc = run_epochs(&r, err);
-        }
-    }
+    int rc = run_all(&r, c, flags, mode, log, err);
     if (rc == 0 && r.observer_failures) /* what is for looking at failed; what was computed is all kept */
         rc = errorf(err, "%s (the run finished; its weights and metrics are in %s)", r.observer_err, s->dir);
     /* A failure the stop request caused (an interrupted read) is the stop. */
-    if (rc == TRAIN_FAILED && !opened && interrupt_requested()) rc = TRAIN_INTERRUPTED;
+    if (rc == TRAIN_FAILED && !r.opened && interrupt_requested()) rc = TRAIN_INTERRUPTED;
+    rc = dist_agree(rc, err); /* rank 0's test, pictures and summary */
     /* The history outlives the run, for the caller (runexp.train returns it to Lua). */
     s->history = r.history;
     s->nhistory = r.nhistory;
+    if (rc == 0 && share_results(&r, s, err) != 0) rc = TRAIN_FAILED;
     trainer_free(&r.t);
     free(r.config_text);
     free(r.confusion);

@@ -200,14 +200,16 @@ int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh
 {
     t->c = c;
     t->log = log;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size(); /* the ranks of a host share its cores */
     t->ctx.threads = c->threads > 0 ? (int)c->threads : (int)(cores > 0 ? cores : 1);
     t->ctx.rng = rx_rng_stream((uint64_t)c->seed, 0xD0);
     /* One pool of threads: the plugins' own (OpenMP, ctx.threads of them, splitting the batch or
      * the work); OpenBLAS runs single-threaded inside them, so its pool never fights theirs. */
     openblas_set_num_threads(1);
-    if (resolve_device(t, quiet, err) != 0) return -1;
+    bool cpu = strcmp(c->device, "cpu") == 0; /* no GPU context for a run that keeps off the GPU */
+    if ((!cpu && dist_pick_gpu(err) != 0) || resolve_device(t, quiet, err) != 0) return -1;
     t->ctx.device = t->device;
+    if (dist_gpu_open(&t->gpu, t->device, err) != 0) return -1;
     return create_plugins(t, fresh, err) != 0 || alloc_buffers(t, err) != 0 ? -1 : 0;
 }
 
@@ -242,6 +244,7 @@ void trainer_free(trainer *t)
     free(t->host_labels);
     host_free_pinned(t->device, t->staged_x);
     host_free_pinned(t->device, t->staged_labels);
+    dist_gpu_close(t->gpu);
     device_close_context(t->device, &t->ctx);
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "dist.h"
 #include "ema.h"
 #include "net.h"
 
@@ -32,6 +33,7 @@ typedef struct trainer {
     int32_t *staged_labels;
     float *host_losses, *host_logits; /* host copies, for the logs and the accuracy */
     int32_t *host_labels;
+    dist_gpu *gpu;               /* NCCL over the ranks, on the GPU with more than one rank */
 } trainer;
 
 /* Everything but the run folder. quiet: no "device: cpu (auto: ...)" line. fresh: the weights
