@@ -1,7 +1,7 @@
 /* dist.c: ranks, sums and broadcasts over MPI, and NCCL's on the GPU (see dist.h). Every MPI
  * call goes through MPI_CHECK, with MPI_ERRORS_RETURN set, so a failure is a message naming the
- * call instead of an abort. MPI keeps the communicator (MPI_COMM_WORLD) itself: this file holds
- * no state of its own; the NCCL communicator lives in the trainer (dist_gpu). */
+ * call instead of an abort. MPI keeps the communicators itself: this file holds only which one a
+ * training spans (see ranks()); the NCCL communicator lives in the trainer (dist_gpu). */
 #include "dist.h"
 
 #include <stdio.h>
@@ -42,6 +42,20 @@ static bool started(void)
     return on && !off;
 }
 
+/* The ranks a training spans: all of them, or this process alone while runexp.map trains this
+ * rank's own experiments (dist_alone). Beside MPI's own state, the one thing this file keeps. */
+static bool alone;
+
+void dist_alone(bool on)
+{
+    alone = on;
+}
+
+static MPI_Comm ranks(void)
+{
+    return alone ? MPI_COMM_SELF : MPI_COMM_WORLD;
+}
+
 /* A launcher's variables: mpirun's (OpenMPI), PMIx's (srun --mpi=pmix, OpenMPI 5), PMI's. */
 static bool launched(void)
 {
@@ -54,7 +68,8 @@ int dist_init(int *argc, char ***argv, char *err)
     int rc_, provided;
     /* FUNNELED: only the main thread calls MPI; OpenMP's threads compute between the calls. */
     if (MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), err) != 0) return -1;
-    return MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), err);
+    if (MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), err) != 0) return -1;
+    return MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN), err);
 }
 
 void dist_finalize(void)
@@ -67,14 +82,14 @@ bool dist_built_in(void) { return true; }
 int dist_rank(void)
 {
     int r = 0;
-    if (started()) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    if (started()) MPI_Comm_rank(ranks(), &r);
     return r;
 }
 
 int dist_size(void)
 {
     int n = 1;
-    if (started()) MPI_Comm_size(MPI_COMM_WORLD, &n);
+    if (started()) MPI_Comm_size(ranks(), &n);
     return n;
 }
 
@@ -84,7 +99,7 @@ static int local_ranks(int *rank)
     int n = 1;
     *rank = 0;
     MPI_Comm local;
-    if (!started() || MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) != MPI_SUCCESS)
+    if (!started() || MPI_Comm_split_type(ranks(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) != MPI_SUCCESS)
         return n;
     MPI_Comm_rank(local, rank);
     MPI_Comm_size(local, &n);
@@ -124,7 +139,7 @@ static int reduce_in_place(void *p, int n, MPI_Datatype type, MPI_Op op, char *e
 {
     MPI_Request r;
     int rc_;
-    if (MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, op, MPI_COMM_WORLD, &r), err) != 0) return -1;
+    if (MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, n, type, op, ranks(), &r), err) != 0) return -1;
     return wait_passively(&r, err);
 }
 
@@ -139,8 +154,8 @@ int dist_agree(int rc, char *err)
     if (who == size) return 0;
     char msg[ERR_LEN];
     snprintf(msg, sizeof msg, "%s", err);
-    if (MPI_CHECK(MPI_Bcast(msg, ERR_LEN, MPI_CHAR, who, MPI_COMM_WORLD), why) != 0 ||
-        MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, who, MPI_COMM_WORLD), why) != 0)
+    if (MPI_CHECK(MPI_Bcast(msg, ERR_LEN, MPI_CHAR, who, ranks()), why) != 0 ||
+        MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, who, ranks()), why) != 0)
         return errorf(err, "rank %d of %d: %s (while hearing why rank %d stopped)", rank, size, why, who);
     msg[ERR_LEN - 1] = '\0';
     if (who == 0) snprintf(err, ERR_LEN, "%s", msg); /* rank 0 is the run's own voice, as one process's */
@@ -175,7 +190,7 @@ int dist_gpu_open(dist_gpu **g, rx_device d, char *err)
     ncclResult_t nr_;
     int rc_;
     if (dist_rank() == 0 && NCCL_CHECK(ncclGetUniqueId(&id), err) != 0) memset(&id, 0, sizeof id);
-    if (MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), err) != 0) return -1;
+    if (MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, ranks()), err) != 0) return -1;
     if (!(*g = calloc(1, sizeof **g))) return errorf(err, "out of memory starting NCCL");
     return NCCL_CHECK(ncclCommInitRank(&(*g)->comm, dist_size(), id, dist_rank()), err);
 }
@@ -225,7 +240,7 @@ int dist_broadcast(dist_gpu *g, rx_device d, void *p, size_t bytes, char *err)
     const size_t chunk = (size_t)1 << 30; /* MPI counts are ints */
     for (size_t at = 0; at < bytes; at += chunk) {
         size_t len = bytes - at < chunk ? bytes - at : chunk;
-        if (MPI_CHECK(MPI_Bcast((char *)p + at, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD), err) != 0) return -1;
+        if (MPI_CHECK(MPI_Bcast((char *)p + at, (int)len, MPI_BYTE, 0, ranks()), err) != 0) return -1;
     }
     return 0;
 }
@@ -234,6 +249,7 @@ int dist_broadcast(dist_gpu *g, rx_device d, void *p, size_t bytes, char *err)
 
 int dist_init(int *argc, char ***argv, char *err) { return 0; }
 void dist_finalize(void) {}
+void dist_alone(bool on) {}
 bool dist_built_in(void) { return false; }
 int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }

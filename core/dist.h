@@ -21,6 +21,9 @@
 int dist_init(int *argc, char ***argv, char *err);
 void dist_finalize(void);
 bool dist_built_in(void);                 /* compiled with MPI */
+/* on: the trainings that follow span this process alone (rank 0 of 1), whatever the launcher
+ * started: runexp.map gives each rank experiments of its own. off: every rank again. */
+void dist_alone(bool on);
 int dist_rank(void);                      /* 0 .. dist_size() - 1; 0 without MPI */
 int dist_size(void);                      /* 1 without MPI */
 int dist_local_rank(void);                /* this rank's place among the ranks of its host */

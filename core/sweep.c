@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dist.h"
 #include "files.h"
 #include "interrupt.h"
 #include "script.h"
@@ -484,6 +485,9 @@ static int read_plan(lua_State *L, script *s, plan *p, char *err)
         return errorf(err, "runexp.map: jobs=%d cannot start processes after this config has trained or evaluated in "
                            "this process (OpenMP's threads do not survive a fork); call runexp.map first, or use jobs=1",
                       p->jobs);
+    if (p->jobs > 1 && dist_size() > 1)
+        return errorf(err, "runexp.map: jobs=%d under mpirun or srun: MPI does not survive a fork; start more ranks "
+                           "instead (each runs its share of the experiments)", p->jobs);
     if (!p->dir && (p->jobs > 1 || p->shards > 1 || p->at.size > 1))
         return errorf(err, "runexp.map: options.dir, the sweep's folder, is needed to run on several processes (jobs=%d, "
                            "%d shards, %d ranks)", p->jobs, p->shards, p->at.size);
@@ -563,7 +567,10 @@ int sweep_map(lua_State *L)
     lua_createtable(L, p.n, 0);
     p.results = lua_gettop(L);
     if (p.dir && prepare_dir(&p, err) != 0) return luaL_error(L, "%s", err);
+    /* Under a launcher that started MPI, each rank trains its own experiments by itself. */
+    dist_alone(true);
     int rc = p.jobs > 1 ? run_forked(L, s, &p, err) : run_in_process(L, s, &p, err);
+    dist_alone(false);
     if (rc == 0 && p.at.rank == 0 && p.at.size > 1) rc = collect_others(L, s, &p, err);
     lua_settop(L, p.results);
     return conclude(L, s, &p, rc, err);

@@ -90,9 +90,10 @@ static void observe(run *r, observe_event event)
     if (event == OBSERVE_EPOCH || event == OBSERVE_STOP) r->nbatches = 0;
 }
 
-/* A batch's mean loss, kept for the observers until the epoch ends or the run stops. */
+/* A batch's mean loss, kept for the observers (rank 0's) until the epoch ends or the run stops. */
 static void keep_batch_loss(run *r, double loss)
 {
+    if (!r->writer) return;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     r->batches[r->nbatches++] = (batch_point){ .step = r->pos.step, .loss = loss,

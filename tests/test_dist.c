@@ -160,6 +160,42 @@ static void test_two_ranks_match_one_process(void **state)
     expect_same_bytes(f, "two", "again", "best.safetensors");
 }
 
+/* runexp.map under mpirun: each rank trains its own experiments by itself (no collective spans
+ * two experiments), rank 0 collects, and every run ends as it does in a sequential sweep. */
+static const char *sweep =
+    "local opt = runexp.options { dir = 'seq' }\n"
+    "local exps = {}\n"
+    "for i = 1, 3 do\n"
+    "  exps[i] = { data = { 'synthetic', classes = 4, size = 4, train = 64, valid = 32, test = 32, batch_size = 16 },\n"
+    "              model = { { 'flatten' }, { 'linear', out = 4 } }, loss = 'cross_entropy',\n"
+    "              optim = { 'sgd', lr = 0.05 * i }, epochs = 2, threads = 1, device = 'cpu',\n"
+    "              out = opt.dir .. '/e' .. i }\n"
+    "end\n"
+    "local rs = runexp.map(exps, { dir = opt.dir })\n"
+    "for i = 1, 3 do assert(rs[i].ok, rs[i].error) end\n";
+
+static void test_map_gives_each_rank_its_own_runs(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_MPI();
+    char path[600], err[ERR_LEN];
+    snprintf(path, sizeof path, "%s/sweep.lua", f->dir);
+    if (write_file_atomic(path, sweep, strlen(sweep), err) != 0) fail_msg("%s", err);
+    run_ok(f, "$RUNEXP sweep.lua dir=seq");
+    run_ok(f, MPIRUN " -np 2 $RUNEXP sweep.lua dir=par");
+    for (int i = 1; i <= 3; i++) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "seq/e%d", i);
+        snprintf(b, sizeof b, "par/e%d", i);
+        expect_same_bytes(f, a, b, "best.safetensors");
+    }
+    snprintf(path, sizeof path, "%s/par/sweep.csv", f->dir);
+    assert_int_equal(access(path, F_OK), 0);
+    /* Forked children and MPI do not mix: refused, with what to do instead. */
+    assert_int_not_equal(shell_in(f->dir, MPIRUN " -np 2 $RUNEXP sweep.lua dir=forks jobs=2", f->out, sizeof f->out), 0);
+    if (!strstr(f->out, "MPI does not survive a fork")) fail_msg("got: %s", f->out);
+}
+
 static void test_resume_with_another_number_of_ranks(void **state)
 {
     fixture *f = *state;
@@ -265,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_one_process_has_the_whole_batch),
         cmocka_unit_test_setup_teardown(test_two_ranks_match_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_with_another_number_of_ranks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_gives_each_rank_its_own_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_message_names_the_failed_rank, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_and_resume_with_one_rank, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_ranks_on_two_gpus, setup, teardown),

@@ -1,5 +1,5 @@
 /* test_sweep.c: runexp.map and its folder. Results come back in the order given, a failed or
- * crashed training fills only its own slot; jobs=3, two ranks started by hand (PMI_RANK/SIZE)
+ * crashed training fills only its own slot; jobs=3, two ranks started by hand (SLURM_PROCID/NTASKS: no MPI starts)
  * and two shards give the same weights, bit for bit, and the same result tables as one process;
  * `runexp merge` names a missing shard's experiments; Ctrl-C stops the children and leaves no
  * process behind; bad jobs=, shard= and options are refused with what was expected; a result
@@ -201,8 +201,8 @@ static void test_ranks_share_a_sweep(void **state)
     char *dir = *state;
     expect_run(dir, "$RUNEXP three.lua dir=s1", 0, NULL);
     expect_run(dir,
-               "(PMI_RANK=1 PMI_SIZE=2 $RUNEXP three.lua dir=r >rank1.txt 2>&1; echo $? >rank1.status) & "
-               "PMI_RANK=0 PMI_SIZE=2 $RUNEXP three.lua dir=r -v >rank0.txt 2>&1; s=$?; wait; exit $s",
+               "(SLURM_PROCID=1 SLURM_NTASKS=2 $RUNEXP three.lua dir=r >rank1.txt 2>&1; echo $? >rank1.status) & "
+               "SLURM_PROCID=0 SLURM_NTASKS=2 $RUNEXP three.lua dir=r -v >rank0.txt 2>&1; s=$?; wait; exit $s",
                0, NULL);
     char *r0 = read_text(dir, "rank0.txt"), *r1 = read_text(dir, "rank1.txt"), *status = read_text(dir, "rank1.status");
     if (!strstr(r0, "a: epoch 1/2 ") || !strstr(r0, "c: epoch 1/2 ") || strstr(r0, "b: epoch") ||
@@ -306,7 +306,7 @@ static void test_bad_values(void **state)
           "runexp: shard=auto: task 9 of an array from 0 with 2 tasks is not shard 0 to 1" },
         { "SLURM_ARRAY_TASK_ID=x SLURM_ARRAY_TASK_COUNT=2 $RUNEXP three.lua dir=b shard=auto",
           "SLURM_ARRAY_TASK_ID=x, SLURM_ARRAY_TASK_COUNT=2, SLURM_ARRAY_TASK_MIN=(unset): expected whole numbers" },
-        { "PMI_RANK=2 PMI_SIZE=2 $RUNEXP three.lua dir=b", "PMI_RANK=2 with PMI_SIZE=2: expected a rank from 0 to the size - 1" },
+        { "SLURM_PROCID=2 SLURM_NTASKS=2 $RUNEXP three.lua dir=b", "SLURM_PROCID=2 with SLURM_NTASKS=2: expected a rank from 0 to the size - 1" },
         { "$RUNEXP base.lua jobs=2", "base.lua returns one experiment; jobs= and shard= are for configs that call runexp.map" },
         { "$RUNEXP merge", "runexp: merge needs the sweep's folder" },
         { "$RUNEXP merge nowhere", "runexp: nowhere/results: No such file or directory: not a sweep's folder" },
