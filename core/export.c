@@ -52,37 +52,28 @@ static int check_mappings(const config *c, char *err)
     return 0;
 }
 
-/* data.mean or data.std as a constant shaped to broadcast over (N, C, ...): one value, or one
- * per channel as (C, 1, ...). NULL (err set) when the list fits neither. */
-static const char *norm_constant(onnx_graph *g, const config *c, const rx_value *v, const char *key, rx_shape in,
-                                 char *err)
+/* One value per channel as a constant of shape (C, 1, ...), to broadcast over (N, C, ...). NULL
+ * (err set) when out of memory. */
+static const char *norm_constant(onnx_graph *g, const double *v, rx_shape in, char *err)
 {
-    float values[RX_MAX_LIST];
-    for (int k = 0; k < v->len; k++) values[k] = (float)v->list[k];
-    rx_shape s = { .ndim = in.ndim, .d = { v->len } };
+    float values[RX_MAX_NORM];
+    for (int k = 0; k < in.d[0]; k++) values[k] = (float)v[k];
+    rx_shape s = { .ndim = in.ndim, .d = { in.d[0] } };
     for (int i = 1; i < in.ndim; i++) s.d[i] = 1;
-    if (v->len == 1) s.ndim = 0;
-    else if (v->len != in.d[0])
-        return errorf(err, "%s: data.%s has %d values, but the samples have %lld channels", c->file, key, v->len,
-                      (long long)in.d[0]), NULL;
     const char *name = onnx_constant(g, s, values);
     if (!name) errorf(err, "out of memory writing the ONNX model");
     return name;
 }
 
-/* (input - mean) / std into "normalized", when the data plugin has both keys; *x names the
+/* (input - mean) / std into "normalized", the normalization the data plugin reported applying
+ * (trainer.c checked it has one value per channel); none when it reported none. *x names the
  * graph's value after it. */
-static int add_normalization(onnx_graph *g, const config *c, rx_shape in, const char **x, char *err)
+static int add_normalization(onnx_graph *g, const rx_data_info *info, const char **x, char *err)
 {
-    const rx_value *mean = config_arg(&c->data, "mean"), *std = config_arg(&c->data, "std");
-    int imean = config_find_param(c->data.pl.desc->params, "mean");
-    int istd = config_find_param(c->data.pl.desc->params, "std");
-    if (!mean || !std || c->data.pl.desc->params[imean].type != RX_NUMS ||
-        c->data.pl.desc->params[istd].type != RX_NUMS)
-        return 0;
+    if (info->norm_channels == 0) return 0;
     snprintf(g->prefix, sizeof g->prefix, "normalize");
-    const char *m = norm_constant(g, c, mean, "mean", in, err);
-    const char *s = m ? norm_constant(g, c, std, "std", in, err) : NULL;
+    const char *m = norm_constant(g, info->mean, info->sample, err);
+    const char *s = m ? norm_constant(g, info->std, info->sample, err) : NULL;
     if (!s) return -1;
     if (onnx_node(g, "Sub", (const char *[]){ *x, m }, 2, "centred", NULL, 0) != 0 ||
         onnx_node(g, "Div", (const char *[]){ "centred", s }, 2, "normalized", NULL, 0) != 0)
@@ -156,7 +147,7 @@ static int build_model(trainer *t, int opset, strbuf *model, char *err)
     onnx_graph g = { 0 };
     const char *x = "input";
     t->ctx.training = false;
-    int rc = add_normalization(&g, t->c, t->info.sample, &x, err) != 0 ||
+    int rc = add_normalization(&g, &t->info, &x, err) != 0 ||
                      add_steps(&g, &t->ctx, &t->nt, opset, &x, t->c->file, err) != 0
                  ? -1
                  : onnx_model(&g, opset, "input", t->info.sample, "logits", t->nt.out, model, err);

@@ -3,8 +3,9 @@
  *
  * The graph takes "input", float32 (N, C, H, W) in the scale the data plugin reads images in
  * (for cifar10: RGB in [0, 1]), and begins with the data set's normalization, (input - mean) / std
- * from the run's config (data.mean, data.std; none when the data plugin has no such keys), so a
- * caller feeds pixels, never the training statistics. It ends at "logits", (N, classes), as
+ * as the data plugin reports applying it (rx_data_info's mean and std, configured or computed
+ * from the training split; none when it reports none), so a caller feeds pixels, never the
+ * training statistics. It ends at "logits", (N, classes), as
  * runexp's forward gives them: no softmax, and no test-time views (those are evaluation's
  * average of several forwards). Every layer maps itself through its plugin's export_onnx; the
  * residual blocks are Add nodes. */

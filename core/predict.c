@@ -7,7 +7,8 @@
  * a file) makes trainer_load_batch draw from the decoded files, and evaluate_logits runs the
  * forward pass with the views averaged, as evaluate_split does. The views are augment.c's, built
  * from the run's data arguments (tta, padding_mode): the code cifar10 and imagefolder render
- * theirs with. Normalization is data_build_luts's from the run's mean and std: the same table.
+ * theirs with. Normalization is data_build_luts's from the mean and std the data plugin reports
+ * (rx_data_info, configured or computed from its training split): the table its batches use.
  */
 #include "predict.h"
 
@@ -232,18 +233,18 @@ static int open_run(trainer *t, const config *c, const char *ckpt, FILE *quiet, 
     return checkpoint_load_net(&t->nt, ckpt, NULL, 0, NULL, err);
 }
 
-/* The run's normalization (data.mean, data.std) and views (its augmentation arguments). */
+/* The run's normalization (as the data plugin reports it) and views (its augmentation arguments). */
 static int prepare_set(const trainer *t, const config *c, picture_set *s, char *err)
 {
     static const char *const keys[] = { "crop_padding", "padding_mode", "flip", "cutout", "tta" };
-    const rx_value *mean = config_arg(&c->data, "mean"), *std = config_arg(&c->data, "std");
     s->h = (int)t->info.sample.d[1];
     s->w = (int)t->info.sample.d[2];
-    if (!mean || !std || (mean->len != 1 && mean->len != 3) || (std->len != 1 && std->len != 3))
-        return errorf(err, "%s: %s: predict normalizes pictures by the data set's mean and std (1 or 3 values each), "
-                      "and the config gives none; give them: data.mean={...} data.std={...} (imagefolder computes "
-                      "them from its training split and prints them at the start of a run)", c->file, c->data.where);
-    data_build_luts(s->lut, 3, mean, std);
+    /* trainer.c checked that a reported normalization has one value per channel: 3 here. */
+    if (t->info.norm_channels == 0)
+        return errorf(err, "%s: %s: the data plugin does not report the normalization its samples had "
+                      "(rx_data_info's norm_channels, mean and std), so predict cannot prepare pictures as the "
+                      "network saw them", c->file, c->data.where);
+    data_build_luts(s->lut, &t->info);
     rx_value a[5] = { [1] = { .s = "reflect" }, [2] = { .s = "none" }, [4] = { .s = "none" } };
     for (int k = 0; k < 5; k++)
         if (config_arg(&c->data, keys[k])) a[k] = *config_arg(&c->data, keys[k]);

@@ -1,12 +1,13 @@
 /* predict.h: a trained model on picture files: `runexp predict RUN_DIR|CHECKPOINT [IMAGE|FOLDER ...]`
  * and runexp.predict(checkpoint_or_run_dir, images).
  *
- * The run's config.lua gives the network, the data set (built as in training: it knows the class
- * names, the pictures' size and the test-time views) and the normalization (the data set's
- * `mean` and `std`). Each file is decoded (PNG, JPEG: plugins/common/picture.c, the code the
- * imagefolder data set uses), fitted to the run's size, normalized, and run through evaluate.c's
- * forward pass with the run's test-time views averaged, in batches of data.batch_size. A file that
- * cannot be read or decoded gets its message and the others go on. */
+ * The run's config.lua gives the network and the data set (built as in training: it knows the
+ * class names, the pictures' size, the test-time views and the normalization its batches had,
+ * which it reports in rx_data_info: configured or computed from its training split). Each file
+ * is decoded (PNG, JPEG: plugins/common/picture.c, the code the imagefolder data set uses),
+ * fitted to the run's size, normalized, and run through evaluate.c's forward pass with the run's
+ * test-time views averaged, in batches of data.batch_size. A file that cannot be read or decoded
+ * gets its message and the others go on. */
 #ifndef RUNEXP_PREDICT_H
 #define RUNEXP_PREDICT_H
 

@@ -39,6 +39,7 @@
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
 #define RX_MAX_CLASSES 1000
+#define RX_MAX_NORM    4   /* channels a data plugin's reported normalization covers (RGBA) */
 #define RX_ERR_LEN     512
 
 typedef enum { RX_CPU = 0, RX_CUDA = 1, RX_NDEVICES = 2 } rx_device;
@@ -296,6 +297,14 @@ typedef struct rx_data_info {
     const char *class_names[RX_MAX_CLASSES]; /* owned by the plugin, valid until destroy */
     int64_t size[RX_NSPLITS];              /* samples in train, valid and test (valid may be 0) */
     int views;  /* test-time augmentation: views of each sample evaluation averages (0 or 1: none) */
+    /* ABI 3. The normalization the plugin applied to pixels scaled to [0, 1]: channel c of a
+     * sample is (v / 255 - mean[c]) / std[c]. `runexp export` writes it as the model's first
+     * nodes and `runexp predict` applies it to picture files, so it must be what the batches
+     * carry. norm_channels: 0 when the plugin does not say (its samples are not pictures), else
+     * the samples' channels (sample.d[0], at most RX_MAX_NORM), each with its own value (a
+     * single configured value is repeated); std > 0. */
+    int norm_channels;
+    double mean[RX_MAX_NORM], std[RX_MAX_NORM];
 } rx_data_info;
 
 typedef struct rx_data_ops {

@@ -2,6 +2,7 @@
 #include "trainer.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,6 +80,20 @@ static int init_whitening(trainer *t, char *err)
     return rc;
 }
 
+/* The normalization the data plugin reported (export and predict read it): none, or one finite
+ * mean and positive std per channel of the samples. */
+static int check_normalization(const config *c, const rx_data_info *in, char *err)
+{
+    int n = in->norm_channels;
+    bool ok = n == 0 || (n > 0 && n <= RX_MAX_NORM && n == in->sample.d[0]);
+    for (int k = 0; ok && k < n; k++) ok = isfinite(in->mean[k]) && isfinite(in->std[k]) && in->std[k] > 0;
+    if (!ok)
+        return errorf(err, "%s: %s: the plugin reported a normalization of %d channels that does not fit samples "
+                      "of %lld channels (expected 0, or one finite mean and std > 0 per channel, at most %d)",
+                      c->file, c->data.where, n, (long long)in->sample.d[0], RX_MAX_NORM);
+    return 0;
+}
+
 static int create_data(trainer *t, char *err)
 {
     const config *c = t->c;
@@ -102,7 +117,7 @@ static int create_data(trainer *t, char *err)
         return errorf(err, "%s: %s: the plugin described samples of shape %s: each dimension must be 1 to 2^31 - 1, "
                       "and 2^40 elements in all at most", c->file, c->data.where, s);
     }
-    return 0;
+    return check_normalization(c, in, err);
 }
 
 static int create_loss_and_optim(trainer *t, char *err)

@@ -288,6 +288,12 @@ static void test_cifar10_records(void **state)
         s->list[c] = std[c];
     }
     data_rig_create(&ds, 3);
+    /* What export and predict read: the configured values, as the batches below carry them. */
+    assert_int_equal(ds.info.norm_channels, 3);
+    for (int c = 0; c < 3; c++) {
+        assert_true(ds.info.mean[c] == mean[c]);
+        assert_true(ds.info.std[c] == std[c]);
+    }
 
     float *x = malloc(CHUNK * PIXELS * sizeof(float)); /* (CHUNK, 3, 32, 32) */
     int32_t labels[CHUNK];
@@ -327,6 +333,12 @@ static void test_cifar10_scalar_normalization(void **state)
     *test_arg(ds.desc, ds.args, "mean") = (rx_value){ .len = 1, .list = { 0.25 } };
     *test_arg(ds.desc, ds.args, "std") = (rx_value){ .len = 1, .list = { 2 } };
     data_rig_create(&ds, 1);
+    /* Reported per channel, the one value repeated. */
+    assert_int_equal(ds.info.norm_channels, 3);
+    for (int c = 0; c < 3; c++) {
+        assert_true(ds.info.mean[c] == mean[c]);
+        assert_true(ds.info.std[c] == std[c]);
+    }
     float x[3 * PIXELS];
     int32_t labels[3];
     data_batch(&ds, RX_TEST, 0, 3, x, labels);
@@ -1322,6 +1334,7 @@ static void test_synthetic_shapes(void **state)
     assert_int_equal(ds.info.size[RX_TEST], 500);
     assert_string_equal(ds.info.class_names[0], "class0");
     assert_string_equal(ds.info.class_names[9], "class9");
+    assert_int_equal(ds.info.norm_channels, 0); /* generated floats, not normalized pixels */
     data_rig_close(&ds);
 
     data_rig_load(&ds, "synthetic");

@@ -3,8 +3,9 @@
  * batchnorm) are trained briefly on a fake CIFAR-10 folder, exported, and run by ONNX Runtime on
  * the same raw pixels as runexp's own forward (its C API, here): the logits must agree within
  * 1e-4 and onnx.checker must accept the file (scripts/onnx_compare.py). Then the out-of-tree
- * example plugins' own mappings, and the refusals: a layer without a mapping, a missing run or
- * checkpoint, an output that cannot be written (the old file kept whole), a bad --opset.
+ * example plugins' own mappings, and the refusals: a layer without a mapping, a data plugin's
+ * normalization that does not fit its samples, a missing run or checkpoint, an output that cannot
+ * be written (the old file kept whole), a bad --opset.
  * Without python3's onnx and onnxruntime (scripts/setup installs them) the runtime checks skip,
  * saying why; the refusals run regardless. */
 #include "helpers.h"
@@ -100,8 +101,8 @@ static void train(const fixture *f, const char *file, const char *name, const ch
 
 /* runexp's logits for SAMPLES random images of the run in dir/NAME, through the C API: the
  * raw pixels (in [0, 1]) to dir/NAME/input.f32, the logits to dir/NAME/logits.f32. The
- * normalization (data.mean, data.std, when the data plugin has them) is done here as the data
- * plugin does it, since the graph must do it too. Plugins: the build's, and the examples. */
+ * normalization the data plugin reports (none for synthetic) is done here as the data plugin
+ * does it, since the graph must do it too (test_data checks that cifar10 reports its mean and std). Plugins: the build's, and the examples. */
 static void runexp_logits(const fixture *f, const char *name)
 {
     char file[700], ckpt[700], err[ERR_LEN];
@@ -116,14 +117,14 @@ static void runexp_logits(const fixture *f, const char *name)
     if (config_load(&c, &pp, file, 2, overrides, err) != 0 || trainer_setup(&t, &c, stderr, true, false, err) != 0 ||
         checkpoint_load_net(&t.nt, ckpt, NULL, 0, NULL, err) != 0)
         fail_msg("%s", err);
-    const rx_value *mean = config_arg(&c.data, "mean"), *std = config_arg(&c.data, "std");
+    const rx_data_info *in = &t.info;
     int64_t per = rx_numel(t.info.sample), plane = per / t.info.sample.d[0];
     float *raw = floats(SAMPLES * per);
     rx_rng r = { 11 };
     for (int64_t i = 0; i < SAMPLES * per; i++) {
         int ch = (int)(i / plane % t.info.sample.d[0]);
         raw[i] = rx_rng_uniform(&r);
-        t.x[i] = mean && std ? (raw[i] - (float)mean->list[ch]) / (float)std->list[ch] : raw[i];
+        t.x[i] = in->norm_channels ? (raw[i] - (float)in->mean[ch]) / (float)in->std[ch] : raw[i];
     }
     rx_tensor x = trainer_tensor(&t, t.x, SAMPLES, t.info.sample), logits;
     t.ctx.training = false;
@@ -197,7 +198,7 @@ static void train_synthetic(const fixture *f, const char *name, const char *mode
 }
 
 /* The example plugins' own mappings (LeakyRelu; Unsqueeze and Mul), through the same builder;
- * synthetic data has no mean and std, so the graph starts at the first layer. */
+ * synthetic data reports no normalization, so the graph starts at the first layer. */
 static void test_plugin_mappings(void **state)
 {
     fixture *f = *state;
@@ -214,6 +215,7 @@ static void test_plugin_mappings(void **state)
     assert_int_equal(shell_in(f->dir, line, err, sizeof err), 0);
     expect_message(err, "'LeakyRelu'");
     expect_message(err, "'Unsqueeze'");
+    assert_null(strstr(err, "'Sub'")); /* no normalization nodes */
 }
 
 /* What the three configs leave out: gelu's tanh form, both global pools, batchnorm on a flat
@@ -273,6 +275,33 @@ static void test_mapping_refused(void **state)
                  "runexp: export: refused/config.lua: model[1] (refuses_export): ");
     expect_fails(f, "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/tests/fixtures $RUNEXP export refused out.onnx", 1,
                  "layers/refuses_export.so: export_onnx failed: no ONNX operator for this setting");
+}
+
+/* The normalization a data plugin reports is what export and predict index by channel: one that
+ * does not fit the samples (more channels than they have, a std of 0) is refused at the start of
+ * the run, naming the data set. */
+static void test_bad_normalization_refused(void **state)
+{
+    fixture *f = *state;
+    static const struct { const char *args, *message; } cases[] = {
+        { "channels = 5", "the plugin reported a normalization of 5 channels that does not fit samples of 3 channels" },
+        { "channels = -1", "the plugin reported a normalization of -1 channels" },
+        { "std = 0", "expected 0, or one finite mean and std > 0 per channel, at most 4" },
+    };
+    char text[600], line[900];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(text, sizeof text, "return { data = { 'bad_norm', %s, batch_size = 4 },\n"
+                 "  model = { { 'flatten' }, { 'linear', out = 2 } }, loss = 'cross_entropy',\n"
+                 "  optim = { 'sgd', lr = 0.01 }, epochs = 1, device = 'cpu', threads = 1, out = 'badnorm' }\n",
+                 cases[i].args);
+        snprintf(line, sizeof line, "%s/badnorm.lua", f->dir);
+        write_text(line, text);
+        expect_fails(f, "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/tests/fixtures $RUNEXP badnorm.lua", 1,
+                     "badnorm.lua: data (bad_norm): ");
+        expect_fails(f, "RUNEXP_PLUGIN_PATH=" RX_BUILD_DIR "/tests/fixtures $RUNEXP badnorm.lua", 1, cases[i].message);
+        snprintf(line, sizeof line, "%s/badnorm", f->dir);
+        assert_int_equal(access(line, F_OK), -1);
+    }
 }
 
 /* What export is pointed at must be there: the run, its config, its checkpoint. */
@@ -340,6 +369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layer_without_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mapping_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_normalization_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_inputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),

@@ -412,12 +412,16 @@ static void test_folder_one_folder(void **state)
     assert_int_equal(ds.info.size[RX_VALID], 6);
     assert_int_equal(ds.info.size[RX_TEST], 3);
     assert_int_equal(ds.info.size[RX_TRAIN], 21);
+    assert_int_equal(ds.info.norm_channels, 3); /* the given mean 0 and std 1, per channel */
+    assert_true(ds.info.mean[2] == 0 && ds.info.std[2] == 1);
     int rgb[3];
     int32_t label;
+    double red = 0, red_sq = 0; /* over the training split, for the statistics below */
     for (rx_split s = RX_TRAIN; s < RX_NSPLITS; s++)
         for (int64_t i = 0; i < ds.info.size[s]; i++) {
             sample_colour(&ds, s, i, rgb, &label);
             assert_int_equal(rgb[0], label * 50);
+            if (s == RX_TRAIN) red += rgb[0], red_sq += (double)rgb[0] * rgb[0];
         }
     data_rig_close(&ds);
 
@@ -436,6 +440,11 @@ static void test_folder_one_folder(void **state)
         for (int k = 0; k < 24; k++) sum += x[n * 72 + k], sq += (double)x[n * 72 + k] * x[n * 72 + k];
     assert_true(fabs(sum / (21 * 24)) < 1e-4);
     assert_true(fabs(sq / (21 * 24) - 1) < 1e-3);
+    /* ... and reported, for export and predict: red's from its bytes, green and blue flat (0). */
+    double m = red / 21, sd = sqrt(red_sq / 21 - m * m);
+    assert_int_equal(ds.info.norm_channels, 3);
+    assert_true(fabs(ds.info.mean[0] - m / 255) < 1e-12 && fabs(ds.info.std[0] - sd / 255) < 1e-12);
+    for (int c = 1; c < 3; c++) assert_true(ds.info.mean[c] == 0 && ds.info.std[c] == 1);
     data_rig_close(&ds);
     test_rmdir(root);
 }
@@ -629,8 +638,42 @@ static void test_folder_refusals(void **state)
     test_rmdir(root);
 }
 
+/* The run dir/run, whose imagefolder computed its mean and std (from write_split_tree(root, 6)'s
+ * flat training pictures: red 200 or 40, green 0, blue 0 .. 5 in each class), exported: its
+ * first nodes subtract those and divide by them; and predicted, with nothing more to type. */
+static void check_computed_normalization(const char *dir)
+{
+    char err[4096];
+    int rc = shell_in(dir, "\"$RUNEXP\" export run model.onnx", err, sizeof err);
+    if (rc != 0) fail_msg("export exited with %d: %s", rc, err);
+    rc = shell_in(dir, "OMP_WAIT_POLICY=passive \"$RUNEXP\" predict run pics/test", err, sizeof err);
+    if (rc != 0) fail_msg("predict exited with %d: %s", rc, err);
+    if (system("python3 -c 'import onnx' >/dev/null 2>&1") != 0) {
+        printf("    skipped reading model.onnx: python3 cannot import onnx (scripts/setup installs it)\n");
+        return;
+    }
+    rc = shell_in(dir, "python3 -c \"import onnx, onnx.numpy_helper as h; m = onnx.load('model.onnx'); "
+                  "i = {t.name: h.to_array(t) for t in m.graph.initializer}; n = m.graph.node; "
+                  "v = [i[n[k].input[1]] for k in (0, 1)]; "
+                  "print(n[0].op_type, n[1].op_type, v[0].shape, *['%.9g' % x for a in v for x in a.ravel()])\" >&2",
+                  err, sizeof err);
+    if (rc != 0) fail_msg("reading model.onnx: %s", err);
+    char ops[2][8];
+    double got[6];
+    if (sscanf(err, "%7s %7s (3, 1, 1) %lf %lf %lf %lf %lf %lf", ops[0], ops[1], &got[0], &got[1], &got[2], &got[3],
+               &got[4], &got[5]) != 8)
+        fail_msg("model.onnx does not begin with per-channel constants: %s", err);
+    assert_string_equal(ops[0], "Sub");
+    assert_string_equal(ops[1], "Div");
+    const double want[6] = { 120.0 / 255, 0, 2.5 / 255, 80.0 / 255, 1, sqrt(35.0 / 12) / 255 };
+    for (int k = 0; k < 6; k++)
+        if (fabs(got[k] - want[k]) > 1e-6 * fabs(want[k]) + 1e-9)
+            fail_msg("constant %d of the normalization: got %.9g, want %.9g", k, got[k], want[k]);
+}
+
 /* configs/imagefolder.lua trains as the README says, on a tree of pictures made here (its last
- * layer cut to the tree's 2 classes, the pictures to 16 x 16); summary.json names the classes. */
+ * layer cut to the tree's 2 classes, the pictures to 16 x 16); summary.json names the classes.
+ * The run, whose mean and std no config holds, exports and predicts. */
 static void test_example_config_trains(void **state)
 {
     char *dir = test_tmpdir(), line[2048], err[4096];
@@ -648,6 +691,7 @@ static void test_example_config_trains(void **state)
     if (read_file(line, &summary, &len, e) != 0) fail_msg("%s", e);
     expect_message(summary, "\"dog\"");
     free(summary);
+    check_computed_normalization(dir);
     test_rmdir(dir);
 }
 
@@ -807,6 +851,24 @@ static void test_predict_command_line(void **state)
     expect_message(err, "empty-nothing: cannot open");
 }
 
+/* A data set that reports no normalization (synthetic: generated floats, never pixels) gives
+ * predict nothing to prepare pictures with: refused, naming the data set. */
+static void test_predict_needs_normalization(void **state)
+{
+    char *dir = test_tmpdir(), err[4096];
+    write_text(at(dir, "syn.lua"),
+               "return { data = { 'synthetic', size = 8, train = 32, valid = 8, test = 8, batch_size = 8 },\n"
+               "  model = { { 'flatten' }, { 'linear', out = 10 } }, loss = 'cross_entropy',\n"
+               "  optim = { 'sgd', lr = 0.01 }, epochs = 1, device = 'cpu', threads = 1, out = 'run' }\n");
+    write_flat_png(at(dir, "a.png"), 8, 8, 10, 20, 30);
+    int rc = shell_in(dir, "\"$RUNEXP\" syn.lua", err, sizeof err);
+    if (rc != 0) fail_msg("training exited with %d: %s", rc, err);
+    rc = shell_in(dir, "\"$RUNEXP\" predict run a.png", err, sizeof err);
+    assert_int_equal(rc, 1);
+    expect_message(err, "data (synthetic): the data plugin does not report the normalization its samples had");
+    test_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -820,6 +882,7 @@ int main(void)
         cmocka_unit_test(test_folder_views),
         cmocka_unit_test(test_folder_refusals),
         cmocka_unit_test(test_example_config_trains),
+        cmocka_unit_test(test_predict_needs_normalization),
     };
     const struct CMUnitTest predict_tests[] = {
         cmocka_unit_test(test_predict_matches_evaluate),

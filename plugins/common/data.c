@@ -35,11 +35,19 @@ int data_parse_choice(rx_ctx *ctx, const char *key, const char *value, const cha
     return rx_fail(ctx, "%s must be %s, got \"%s\"", key, accepted, v);
 }
 
-void data_build_luts(float (*lut)[256], int channels, const rx_value *mean, const rx_value *std)
+void data_set_normalization(rx_data_info *info, int channels, const rx_value *mean, const rx_value *std)
 {
+    info->norm_channels = channels;
     for (int c = 0; c < channels; c++) {
-        float m = (float)mean->list[mean->len == 1 ? 0 : c];
-        float s = (float)std->list[std->len == 1 ? 0 : c];
+        info->mean[c] = mean->list[mean->len == 1 ? 0 : c];
+        info->std[c] = std->list[std->len == 1 ? 0 : c];
+    }
+}
+
+void data_build_luts(float (*lut)[256], const rx_data_info *info)
+{
+    for (int c = 0; c < info->norm_channels; c++) {
+        float m = (float)info->mean[c], s = (float)info->std[c];
         for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - m) / s;
     }
 }

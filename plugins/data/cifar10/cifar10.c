@@ -518,7 +518,9 @@ static int cifar10_create(void **self, rx_ctx *ctx, const rx_value *args, uint64
     d->aug = aug;
     d->ntrain = apply_limit(args[ARG_TRAIN_LIMIT].i, CIFAR_TRAIN_MAX);
     d->ntest = apply_limit(args[ARG_TEST_LIMIT].i, CIFAR_PER_FILE);
-    data_build_luts(d->lut, CIFAR_CHANNELS, &args[ARG_MEAN], &args[ARG_STD]);
+    /* The table is built from what info reports, so the two cannot disagree. */
+    data_set_normalization(info, CIFAR_CHANNELS, &args[ARG_MEAN], &args[ARG_STD]);
+    data_build_luts(d->lut, info);
     if (cifar10_read_meta(d, ctx, dir) != 0 || cifar10_alloc_images(d, ctx) != 0 ||
         cifar10_read_images(d, ctx, dir) != 0 ||
         cifar10_make_splits(d, ctx, args[ARG_VALID_FRACTION].num) != 0 || cifar10_place(d, ctx) != 0) {

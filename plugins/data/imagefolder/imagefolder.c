@@ -12,9 +12,9 @@
  * Every picture is decoded and fitted to `size` once (scan.c: "resize" scales the whole picture,
  * "crop" scales and cuts its centre) and kept as bytes, in memory and in a cache file checked
  * against the files' names, sizes and times. Batches are normalized through a table per channel,
- * from the given mean and std or, by default, from the training split's own. Augmentation of
- * training images and the test-time views are cifar10's (plugins/common/augment.c), with the same
- * parameters.
+ * from the given mean and std or, by default, from the training split's own (reported in
+ * rx_data_info either way, for export and predict). Augmentation of training images and the
+ * test-time views are cifar10's (plugins/common/augment.c), with the same parameters.
  */
 #include <limits.h>
 #include <math.h>
@@ -205,7 +205,8 @@ static void training_statistics(const imagefolder *d, rx_value *mean, rx_value *
     }
 }
 
-static void normalization(imagefolder *d, const rx_value *args, const char *root)
+/* The given or computed mean and std into info (what export and predict read) and the table. */
+static void normalization(imagefolder *d, const rx_value *args, const char *root, rx_data_info *info)
 {
     rx_value mean = args[ARG_MEAN], std = args[ARG_STD];
     if (mean.len == 0) {
@@ -214,7 +215,8 @@ static void normalization(imagefolder *d, const rx_value *args, const char *root
                 "training images\n", root, mean.list[0], mean.list[1], mean.list[2], std.list[0], std.list[1],
                 std.list[2], (long long)d->size[RX_TRAIN]);
     }
-    data_build_luts(d->lut, 3, &mean, &std);
+    data_set_normalization(info, 3, &mean, &std);
+    data_build_luts(d->lut, info);
 }
 
 static void fill_info(const imagefolder *d, rx_data_info *info)
@@ -246,7 +248,7 @@ static int imagefolder_create(void **self, rx_ctx *ctx, const rx_value *args, ui
         imagefolder_destroy(d);
         return -1;
     }
-    normalization(d, args, root);
+    normalization(d, args, root, info);
     fill_info(d, info);
     *self = d;
     return 0;
