@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "device.h"
@@ -314,13 +315,22 @@ static inline int count_lines(const char *s)
     return n;
 }
 
-/* Runs a shell command line in dir (build/runexp is $RUNEXP); returns the exit status; its
- * stderr lands in out (len bytes), its stdout nowhere. */
+/* The Python the tests check runexp's files with, where they need PyPI packages (onnx,
+ * onnxruntime, tensorboard): scripts/setup's .deps/test-venv, else python3 from the PATH. */
+static inline const char *test_python(void)
+{
+    static const char venv[] = RX_SOURCE_DIR "/.deps/test-venv/bin/python";
+    return access(venv, X_OK) == 0 ? venv : "python3";
+}
+
+/* Runs a shell command line in dir (build/runexp is $RUNEXP, test_python() is $PYTHON); returns
+ * the exit status; its stderr lands in out (len bytes), its stdout nowhere. */
 static inline int shell_in(const char *dir, const char *line, char *out, size_t len)
 {
     char cmd[4096], path[700];
     snprintf(path, sizeof path, "%s/stderr.txt", dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && RUNEXP='%s/runexp'; (%s) >/dev/null 2>'%s'", dir, RX_BUILD_DIR, line, path);
+    snprintf(cmd, sizeof cmd, "cd '%s' && RUNEXP='%s/runexp'; PYTHON='%s'; (%s) >/dev/null 2>'%s'", dir, RX_BUILD_DIR,
+             test_python(), line, path);
     int status = system(cmd);
     FILE *e = fopen(path, "r");
     size_t n = e ? fread(out, 1, len - 1, e) : 0;

@@ -6,7 +6,7 @@
  * example plugins' own mappings, and the refusals: a layer without a mapping, a data plugin's
  * normalization that does not fit its samples, a missing run or checkpoint, an output that cannot
  * be written (the old file kept whole), a bad --opset.
- * Without python3's onnx and onnxruntime (scripts/setup installs them) the runtime checks skip,
+ * Without onnx and onnxruntime (scripts/setup installs them in .deps/test-venv) the runtime checks skip,
  * saying why; the refusals run regardless. */
 #include "helpers.h"
 
@@ -66,7 +66,9 @@ static int setup(void **state)
     snprintf(f->cifar, sizeof f->cifar, "%s/cifar", f->dir);
     mkdir(f->cifar, 0755);
     write_fake_cifar(f->cifar);
-    f->have_runtime = system("python3 -c 'import onnxruntime, onnx' >/dev/null 2>&1") == 0;
+    char probe[600];
+    snprintf(probe, sizeof probe, "'%s' -c 'import onnxruntime, onnx' >/dev/null 2>&1", test_python());
+    f->have_runtime = system(probe) == 0;
     *state = f;
     return 0;
 }
@@ -75,8 +77,8 @@ static int setup(void **state)
 static void need_runtime(const fixture *f)
 {
     if (f->have_runtime) return;
-    printf("    skipped: python3 cannot import onnxruntime and onnx (scripts/setup installs them: "
-           "pip install onnxruntime onnx)\n");
+    printf("    skipped: %s cannot import onnxruntime and onnx (scripts/setup installs them in .deps/test-venv)\n",
+           test_python());
     skip();
 }
 
@@ -146,7 +148,7 @@ static void export_and_compare(const fixture *f, const char *name, const char *o
     snprintf(line, sizeof line, "RUNEXP_PLUGIN_PATH=%s/examples $RUNEXP export %s %s/model.onnx %s", RX_BUILD_DIR,
              name, name, opset);
     if (shell_in(f->dir, line, err, sizeof err) != 0) fail_msg("%s: %s", line, err);
-    snprintf(line, sizeof line, "python3 %s/scripts/onnx_compare.py %s/model.onnx %s/input.f32 %s/logits.f32 "
+    snprintf(line, sizeof line, "\"$PYTHON\" %s/scripts/onnx_compare.py %s/model.onnx %s/input.f32 %s/logits.f32 "
              "%d %d %d %d >&2", RX_SOURCE_DIR, name, name, name, SAMPLES, c, h, w);
     int rc = shell_in(f->dir, line, err, sizeof err);
     printf("    %s %s: %s", name, opset, err);
@@ -210,7 +212,7 @@ static void test_plugin_mappings(void **state)
     runexp_logits(f, "examples");
     export_and_compare(f, "examples", "", 3, 8, 8);
     char line[1200], err[ERR_LEN];
-    snprintf(line, sizeof line, "python3 -c \"import onnx; m = onnx.load('examples/model.onnx'); "
+    snprintf(line, sizeof line, "\"$PYTHON\" -c \"import onnx; m = onnx.load('examples/model.onnx'); "
              "print(sorted({n.op_type for n in m.graph.node}))\" >&2");
     assert_int_equal(shell_in(f->dir, line, err, sizeof err), 0);
     expect_message(err, "'LeakyRelu'");

@@ -648,11 +648,11 @@ static void check_computed_normalization(const char *dir)
     if (rc != 0) fail_msg("export exited with %d: %s", rc, err);
     rc = shell_in(dir, "OMP_WAIT_POLICY=passive \"$RUNEXP\" predict run pics/test", err, sizeof err);
     if (rc != 0) fail_msg("predict exited with %d: %s", rc, err);
-    if (system("python3 -c 'import onnx' >/dev/null 2>&1") != 0) {
-        printf("    skipped reading model.onnx: python3 cannot import onnx (scripts/setup installs it)\n");
+    if (shell_in(dir, "\"$PYTHON\" -c 'import onnx'", err, sizeof err) != 0) {
+        printf("    skipped reading model.onnx: %s cannot import onnx (scripts/setup installs it)\n", test_python());
         return;
     }
-    rc = shell_in(dir, "python3 -c \"import onnx, onnx.numpy_helper as h; m = onnx.load('model.onnx'); "
+    rc = shell_in(dir, "\"$PYTHON\" -c \"import onnx, onnx.numpy_helper as h; m = onnx.load('model.onnx'); "
                   "i = {t.name: h.to_array(t) for t in m.graph.initializer}; n = m.graph.node; "
                   "v = [i[n[k].input[1]] for k in (0, 1)]; "
                   "print(n[0].op_type, n[1].op_type, v[0].shape, *['%.9g' % x for a in v for x in a.ravel()])\" >&2",

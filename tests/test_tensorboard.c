@@ -216,8 +216,7 @@ static void test_crc32c(void **state)
 static void tensorboard_reads(const char *dir, const char *run)
 {
     char out[4096], line[1200];
-    const char *py = RX_SOURCE_DIR "/.deps/test-venv/bin/python";
-    if (access(py, X_OK) != 0) py = "python3";
+    const char *py = test_python();
     snprintf(line, sizeof line, "'%s' -c 'import tensorboard' 2>&1 >/dev/null | tail -1 >&2", py);
     shell_in(dir, line, out, sizeof out);
     out[strcspn(out, "\n")] = '\0';
