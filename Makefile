@@ -104,7 +104,7 @@ FORCE:
 $(BUILD)/core/version.o: CFLAGS += $(if $(REVISION),-DRX_REVISION='"$(REVISION)"')
 
 $(BUILD)/libruncore.a: $(CORE_OBJ)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 # The host links plugins/common too: runexp predict decodes pictures and draws their test-time
 # views with the code the data plugins use (picture.c, augment.c), and calls cuBLAS through
@@ -125,7 +125,7 @@ PLUGIN_OBJ = $(patsubst plugins/%,$(BUILD)/plugins/%.o,$(PLUGIN_SRC))
 PLUGIN_HEADERS = $(wildcard $(dir plugins/$*)*.h $(dir plugins/$*)*.cuh plugins/common/*.h plugins/common/*.cuh) core/runexp.h
 
 $(COMMON_LIB): $(patsubst plugins/%,$(BUILD)/plugins/%.o,$(COMMON_SRC))
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/plugins/%.so: $$(PLUGIN_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
