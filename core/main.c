@@ -200,6 +200,50 @@ static void prefer_passive_threads(char **argv)
     execv("/proc/self/exe", argv); /* returns only on failure: then run on as we are */
 }
 
+/* `runexp merge SWEEP_DIR`: a sharded sweep's results joined into sweep.csv and sweep.html. */
+static int merge_main(int argc, char **argv)
+{
+    char err[ERR_LEN];
+    if (argc != 3) {
+        fprintf(stderr, "runexp: merge needs the sweep's folder, and only it: runexp merge SWEEP_DIR\n");
+        return 2;
+    }
+    if (sweep_merge(argv[2], stdout, err) == 0) return 0;
+    fflush(stdout);
+    fprintf(stderr, "runexp: %s\n", err);
+    return 1;
+}
+
+/* A config run, or a run resumed, on this process or as one rank of many (mpirun, srun). */
+static int run_main(script *s, int argc, char **argv)
+{
+    char err[ERR_LEN] = "";
+    int rc;
+    /* Under mpirun or srun: every rank runs the config; rank 0 alone prints (see dist.h). */
+    if (dist_init(&argc, &argv, err) != 0) return fprintf(stderr, "runexp: %s\n", err), 1;
+    FILE *quiet = dist_rank() != 0 ? fopen("/dev/null", "w") : NULL;
+    if (quiet) s->log = quiet;
+    if (strcmp(argv[1], "resume") == 0) {
+        if (argc < 3) {
+            fprintf(stderr, "runexp: resume needs the run folder: runexp resume RUN_DIR [key=value ...]\n");
+            return 2;
+        }
+        rc = resume(s, argv[2], argc - 3, argv + 3, err);
+    } else {
+        s->noverrides = argc - 2;
+        s->overrides = argv + 2;
+        rc = script_run(s, argv[1], err);
+    }
+    fflush(stdout);
+    if (rc != SCRIPT_OK && !quiet) fprintf(stderr, "runexp: %s\n", err);
+    if (quiet) fclose(quiet);
+    dist_finalize();
+    /* mpirun ends the job when a rank fails, and may then drop what rank 0 has yet to pass on
+     * (the one message saying why): the other ranks leave last. */
+    if (rc != SCRIPT_OK && quiet) usleep(300000);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_threads(argv);
@@ -223,17 +267,7 @@ int main(int argc, char **argv)
         script_print_plugins(&s.path, stdout);
         return 0;
     }
-    if (strcmp(argv[1], "merge") == 0) {
-        char err[ERR_LEN];
-        if (argc != 3) {
-            fprintf(stderr, "runexp: merge needs the sweep's folder, and only it: runexp merge SWEEP_DIR\n");
-            return 2;
-        }
-        if (sweep_merge(argv[2], stdout, err) == 0) return 0;
-        fflush(stdout);
-        fprintf(stderr, "runexp: %s\n", err);
-        return 1;
-    }
+    if (strcmp(argv[1], "merge") == 0) return merge_main(argc, argv);
     if (strcmp(argv[1], "check") == 0) {
         if (argc < 3) {
             fprintf(stderr, "runexp: check needs a plugin name: runexp check PLUGIN [key=value ...]\n");
@@ -251,29 +285,5 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     if (strcmp(argv[1], "export") == 0) return export_main(&s.path, argc - 2, argv + 2);
     if (strcmp(argv[1], "predict") == 0) return predict_main(&s.path, argc - 2, argv + 2);
-    char err[ERR_LEN] = "";
-    int rc;
-    /* Under mpirun or srun: every rank runs the config; rank 0 alone prints (see dist.h). */
-    if (dist_init(&argc, &argv, err) != 0) return fprintf(stderr, "runexp: %s\n", err), 1;
-    FILE *quiet = dist_rank() != 0 ? fopen("/dev/null", "w") : NULL;
-    if (quiet) s.log = quiet;
-    if (strcmp(argv[1], "resume") == 0) {
-        if (argc < 3) {
-            fprintf(stderr, "runexp: resume needs the run folder: runexp resume RUN_DIR [key=value ...]\n");
-            return 2;
-        }
-        rc = resume(&s, argv[2], argc - 3, argv + 3, err);
-    } else {
-        s.noverrides = argc - 2;
-        s.overrides = argv + 2;
-        rc = script_run(&s, argv[1], err);
-    }
-    fflush(stdout);
-    if (rc != SCRIPT_OK && !quiet) fprintf(stderr, "runexp: %s\n", err);
-    if (quiet) fclose(quiet);
-    dist_finalize();
-    /* mpirun ends the job when a rank fails, and may then drop what rank 0 has yet to pass on
-     * (the one message saying why): the other ranks leave last. */
-    if (rc != SCRIPT_OK && quiet) usleep(300000);
-    return rc;
+    return run_main(&s, argc, argv);
 }
