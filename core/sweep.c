@@ -567,11 +567,16 @@ int sweep_map(lua_State *L)
     lua_createtable(L, p.n, 0);
     p.results = lua_gettop(L);
     if (p.dir && prepare_dir(&p, err) != 0) return luaL_error(L, "%s", err);
-    /* Under a launcher that started MPI, each rank trains its own experiments by itself. */
+    /* Under a launcher that started MPI, each rank trains its own experiments by itself, and
+     * says so on its own output (main.c silences every rank but 0 for trainings they share). */
+    FILE *log = s->log;
+    if (p.at.size > 1) s->log = stdout;
     dist_alone(true);
     int rc = p.jobs > 1 ? run_forked(L, s, &p, err) : run_in_process(L, s, &p, err);
     dist_alone(false);
     if (rc == 0 && p.at.rank == 0 && p.at.size > 1) rc = collect_others(L, s, &p, err);
     lua_settop(L, p.results);
-    return conclude(L, s, &p, rc, err);
+    rc = conclude(L, s, &p, rc, err);
+    s->log = log;
+    return rc;
 }

@@ -182,7 +182,7 @@ static void test_map_gives_each_rank_its_own_runs(void **state)
     snprintf(path, sizeof path, "%s/sweep.lua", f->dir);
     if (write_file_atomic(path, sweep, strlen(sweep), err) != 0) fail_msg("%s", err);
     run_ok(f, "$RUNEXP sweep.lua dir=seq");
-    run_ok(f, MPIRUN " -np 2 $RUNEXP sweep.lua dir=par");
+    run_ok(f, MPIRUN " -np 2 $RUNEXP sweep.lua dir=par >par.txt");
     for (int i = 1; i <= 3; i++) {
         char a[32], b[32];
         snprintf(a, sizeof a, "seq/e%d", i);
@@ -191,6 +191,17 @@ static void test_map_gives_each_rank_its_own_runs(void **state)
     }
     snprintf(path, sizeof path, "%s/par/sweep.csv", f->dir);
     assert_int_equal(access(path, F_OK), 0);
+    /* Each rank prints its own runs' lines (rank 1 trains the second experiment). */
+    snprintf(path, sizeof path, "%s/par.txt", f->dir);
+    char *text;
+    size_t len;
+    if (read_file(path, &text, &len, err) != 0) fail_msg("%s", err);
+    for (int i = 1; i <= 3; i++) {
+        char line[32];
+        snprintf(line, sizeof line, "par/e%d: epoch 2/2 ", i);
+        if (!strstr(text, line)) fail_msg("no \"%s\" in mpirun's output:\n%s", line, text);
+    }
+    free(text);
     /* Forked children and MPI do not mix: refused, with what to do instead. */
     assert_int_not_equal(shell_in(f->dir, MPIRUN " -np 2 $RUNEXP sweep.lua dir=forks jobs=2", f->out, sizeof f->out), 0);
     if (!strstr(f->out, "MPI does not survive a fork")) fail_msg("got: %s", f->out);
