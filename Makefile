@@ -103,13 +103,16 @@ $(BUILD)/core/version.o: $(BUILD)/revision
 FORCE:
 $(BUILD)/core/version.o: CFLAGS += $(if $(REVISION),-DRX_REVISION='"$(REVISION)"')
 
+# What a program of the host links: the core, then the plugins' common code it uses too.
+HOST_LIBS = $(BUILD)/libruncore.a $(COMMON_LIB)
+
 $(BUILD)/libruncore.a: $(CORE_OBJ)
 	rm -f $@ && $(AR) rcs $@ $^
 
 # The host links plugins/common too: runexp predict decodes pictures and draws their test-time
 # views with the code the data plugins use (picture.c, augment.c), and calls cuBLAS through
 # cublas_lazy.c as the plugins do.
-$(BUILD)/runexp: $(BUILD)/core/main.o $(BUILD)/libruncore.a $(COMMON_LIB)
+$(BUILD)/runexp: $(BUILD)/core/main.o $(HOST_LIBS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # One shared object per plugin; plugins see core/runexp.h and plugins/common/. Plugin code is
@@ -143,9 +146,9 @@ $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c tests/fixtures/fixture.h core/r
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared $< -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/helpers.h $(BUILD)/libruncore.a $(COMMON_LIB) $(HEADERS)
+$(BUILD)/tests/%: tests/%.c tests/helpers.h $(HOST_LIBS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(BUILD)/libruncore.a $(COMMON_LIB) $(TEST_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(HOST_LIBS) $(TEST_LIBS) $(LDLIBS)
 
 # The out-of-tree example plugins, each built by its own Makefile as a user would, against
 # this tree's header; the tests run `runexp check` and a training run on them.
@@ -187,13 +190,13 @@ FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(filter-out fuzz/replay.c,$(wildcard fuzz
 FUZZ_SECONDS ?= 600
 FUZZ_DEFS = -DFUZZ_PLUGIN_DIR='"$(abspath $(BUILD))/plugins"'
 
-$(BUILD)/fuzz/replay-%: fuzz/%.c fuzz/replay.c $(BUILD)/libruncore.a $(HEADERS)
+$(BUILD)/fuzz/replay-%: fuzz/%.c fuzz/replay.c $(HOST_LIBS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FUZZ_DEFS) fuzz/replay.c $< -o $@ $(BUILD)/libruncore.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(FUZZ_DEFS) fuzz/replay.c $< -o $@ $(HOST_LIBS) $(LDLIBS)
 
-$(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/libruncore.a $(HEADERS)
+$(BUILD)/fuzz/%: fuzz/%.c $(HOST_LIBS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FUZZ_DEFS) -fsanitize=fuzzer $< -o $@ $(BUILD)/libruncore.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(FUZZ_DEFS) -fsanitize=fuzzer $< -o $@ $(HOST_LIBS) $(LDLIBS)
 
 fuzz-replay:
 	$(MAKE) SANITIZE=1 all $(FUZZ_TARGETS:%=build-sanitize/fuzz/replay-%)
