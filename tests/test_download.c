@@ -296,12 +296,7 @@ static const char *server_log(const server *s, char *buf, size_t cap)
 /* ---- The plugin, called as the host calls it ---- */
 
 typedef struct data_set {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    rx_data_info info;
+    data_rig rig;          /* cifar10, called as the host calls it (tests/helpers.h) */
     char work[PATH_MAX];   /* a fresh folder for this test, empty at the start */
     char parent[PATH_MAX]; /* WORK/data: not there yet, the download makes it */
     char path[PATH_MAX];   /* WORK/data/cifar-10-batches-bin: data.path */
@@ -316,36 +311,31 @@ static void cifar10_load(data_set *ds, const fixture *fx, const char *url)
     if (!mkdtemp(ds->work)) fail_msg("cannot make a work folder in %s", fx->root);
     join(ds->parent, ds->work, "data");
     join(ds->path, ds->parent, "cifar-10-batches-bin");
-    ds->desc = test_load(&ds->pl, RX_DATA, "cifar10");
-    test_default_args(ds->desc, ds->args);
-    test_arg(ds->desc, ds->args, "path")->s = ds->path;
-    test_arg(ds->desc, ds->args, "train_limit")->i = 10;
-    test_arg(ds->desc, ds->args, "test_limit")->i = 10;
-    test_arg(ds->desc, ds->args, "download")->b = true;
-    test_arg(ds->desc, ds->args, "url")->s = url;
-    test_arg(ds->desc, ds->args, "md5")->s = fx->good_md5;
+    data_rig_load(&ds->rig, "cifar10");
+    test_arg(ds->rig.desc, ds->rig.args, "path")->s = ds->path;
+    test_arg(ds->rig.desc, ds->rig.args, "train_limit")->i = 10;
+    test_arg(ds->rig.desc, ds->rig.args, "test_limit")->i = 10;
+    test_arg(ds->rig.desc, ds->rig.args, "download")->b = true;
+    test_arg(ds->rig.desc, ds->rig.args, "url")->s = url;
+    test_arg(ds->rig.desc, ds->rig.args, "md5")->s = fx->good_md5;
 }
 
 static void data_create(data_set *ds)
 {
-    ds->ctx.err[0] = '\0';
-    if (ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info) != 0)
-        fail_msg("create failed: %s", ds->ctx.err);
-    assert_int_equal(ds->info.size[RX_TRAIN] + ds->info.size[RX_VALID], 10);
-    assert_int_equal(ds->info.size[RX_TEST], 10);
-    assert_string_equal(ds->info.class_names[9], "truck");
-    ds->desc->data.destroy(ds->self);
-    ds->self = NULL;
+    ds->rig.ctx.err[0] = '\0';
+    data_rig_create(&ds->rig, 1);
+    assert_int_equal(ds->rig.info.size[RX_TRAIN] + ds->rig.info.size[RX_VALID], 10);
+    assert_int_equal(ds->rig.info.size[RX_TEST], 10);
+    assert_string_equal(ds->rig.info.class_names[9], "truck");
+    ds->rig.desc->data.destroy(ds->rig.self);
+    ds->rig.self = NULL;
 }
 
 /* create must fail with a one-line message that says WANT. */
 static void expect_refusal(data_set *ds, const char *want)
 {
-    ds->ctx.err[0] = '\0';
-    assert_int_equal(ds->desc->data.create(&ds->self, &ds->ctx, ds->args, 1, &ds->info), -1);
-    assert_null(ds->self);
-    if (!strstr(ds->ctx.err, want)) fail_msg("error '%s' does not say '%s'", ds->ctx.err, want);
-    if (strchr(ds->ctx.err, '\n')) fail_msg("error '%s' is not one line", ds->ctx.err);
+    data_rig_refused(&ds->rig, want);
+    if (strchr(ds->rig.ctx.err, '\n')) fail_msg("error '%s' is not one line", ds->rig.ctx.err);
 }
 
 /* ... and leave the work folder as empty as it was. */
@@ -357,7 +347,7 @@ static void data_create_refused(data_set *ds, const char *want)
 
 static void data_close(data_set *ds)
 {
-    plugin_unload(&ds->pl);
+    plugin_unload(&ds->rig.pl);
     char command[PATH_MAX + 16];
     snprintf(command, sizeof command, "rm -rf '%s'", ds->work);
     run_shell(command);
@@ -391,15 +381,15 @@ static void test_downloads_checks_and_extracts(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->dense, ds.work, SERVE_WHOLE);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
-    test_arg(ds.desc, ds.args, "md5")->s = fx->dense_md5;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = fx->dense_md5;
     data_create(&ds);
     assert_arrived(&ds, fx, fx->dense);
 
     /* Once there, the files are used as they are: no network needed, nothing requested. */
     char log[4096];
     assert_int_equal(count_lines(server_log(&s, log, sizeof log)), 1);
-    test_arg(ds.desc, ds.args, "url")->s = DEAD_URL;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = DEAD_URL;
     data_create(&ds);
     server_stop(&s);
     data_close(&ds);
@@ -412,8 +402,8 @@ static void test_resumes_a_cut_connection(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->dense, ds.work, SERVE_CUT_FIRST);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
-    test_arg(ds.desc, ds.args, "md5")->s = fx->dense_md5;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = fx->dense_md5;
     data_create(&ds);
     assert_arrived(&ds, fx, fx->dense);
 
@@ -432,7 +422,7 @@ static void test_resumes_an_earlier_part(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->good, ds.work, SERVE_WHOLE);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
     char part[PATH_MAX];
     join(part, ds.parent, ARCHIVE ".part");
     assert_int_equal(mkdir(ds.parent, 0755), 0);
@@ -471,7 +461,7 @@ static void test_starts_over_without_ranges(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->good, ds.work, SERVE_NO_RANGES);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
     char part[PATH_MAX];
     join(part, ds.parent, ARCHIVE ".part");
     assert_int_equal(mkdir(ds.parent, 0755), 0);
@@ -489,8 +479,8 @@ static void test_wrong_md5_deletes_the_download(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->good, ds.work, SERVE_WHOLE);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
-    test_arg(ds.desc, ds.args, "md5")->s = "0123456789abcdef0123456789abcdef";
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = "0123456789abcdef0123456789abcdef";
     char want[256];
     snprintf(want, sizeof want, "%s: md5 is %s, expected 0123456789abcdef0123456789abcdef; the download was deleted",
              s.url, fx->good_md5);
@@ -507,13 +497,13 @@ static void test_sha256_replaces_md5(void **state)
     char url[PATH_MAX + 8];
     snprintf(url, sizeof url, "file://%s", fx->good);
     cifar10_load(&ds, fx, url);
-    test_arg(ds.desc, ds.args, "md5")->s = "c32a1d4ab5d03f1284b67883e8d87530";
-    test_arg(ds.desc, ds.args, "sha256")->s = "0000000000000000000000000000000000000000000000000000000000000000";
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = "c32a1d4ab5d03f1284b67883e8d87530";
+    test_arg(ds.rig.desc, ds.rig.args, "sha256")->s = "0000000000000000000000000000000000000000000000000000000000000000";
     char want[256];
     snprintf(want, sizeof want, "sha256 is %s, expected 0000", fx->good_sha256);
     data_create_refused(&ds, want);
 
-    test_arg(ds.desc, ds.args, "sha256")->s = fx->good_sha256;
+    test_arg(ds.rig.desc, ds.rig.args, "sha256")->s = fx->good_sha256;
     data_create(&ds);
     assert_arrived(&ds, fx, fx->good);
     data_close(&ds);
@@ -539,7 +529,7 @@ static void test_archive_missing_a_member(void **state)
     char url[PATH_MAX + 8];
     snprintf(url, sizeof url, "file://%s", fx->no_test);
     cifar10_load(&ds, fx, url);
-    test_arg(ds.desc, ds.args, "md5")->s = fx->no_test_md5;
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = fx->no_test_md5;
     data_create_refused(&ds, ARCHIVE " lacks cifar-10-batches-bin/test_batch.bin");
     data_close(&ds);
 }
@@ -564,7 +554,7 @@ static void test_http_error(void **state)
     server_start(&s, fx->good, ds.work, SERVE_WHOLE);
     char url[160];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/elsewhere.tar.gz", s.port);
-    test_arg(ds.desc, ds.args, "url")->s = url;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = url;
     data_create_refused(&ds, "404");
     server_stop(&s);
     data_close(&ds);
@@ -625,8 +615,8 @@ static void test_download_off(void **state)
     server s;
     cifar10_load(&ds, fx, "");
     server_start(&s, fx->good, ds.work, SERVE_WHOLE);
-    test_arg(ds.desc, ds.args, "url")->s = s.url;
-    test_arg(ds.desc, ds.args, "download")->b = false;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = s.url;
+    test_arg(ds.rig.desc, ds.rig.args, "download")->b = false;
     data_create_refused(&ds, "batches.meta.txt not found in ");
     char log[64];
     assert_string_equal(server_log(&s, log, sizeof log), "");
@@ -652,7 +642,7 @@ static void test_keeps_an_incomplete_folder(void **state)
     run_shell(command);
     char url[PATH_MAX + 8];
     snprintf(url, sizeof url, "file://%s", fx->good);
-    test_arg(ds.desc, ds.args, "url")->s = url;
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = url;
     data_create(&ds);
     assert_arrived(&ds, fx, fx->good);
     data_close(&ds);
@@ -664,12 +654,12 @@ static void test_refuses_bad_arguments(void **state)
     data_set ds;
     cifar10_load(&ds, fx, "ftp://example.org/" ARCHIVE);
     data_create_refused(&ds, "url must start with http://, https:// or file://, got 'ftp://example.org/");
-    test_arg(ds.desc, ds.args, "url")->s = DEAD_URL;
-    test_arg(ds.desc, ds.args, "md5")->s = "xyz";
+    test_arg(ds.rig.desc, ds.rig.args, "url")->s = DEAD_URL;
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = "xyz";
     data_create_refused(&ds, "md5 must be 32 hexadecimal digits, got 'xyz'");
-    test_arg(ds.desc, ds.args, "md5")->s = "";
+    test_arg(ds.rig.desc, ds.rig.args, "md5")->s = "";
     data_create_refused(&ds, "download = true needs md5 or sha256");
-    test_arg(ds.desc, ds.args, "sha256")->s = "abc";
+    test_arg(ds.rig.desc, ds.rig.args, "sha256")->s = "abc";
     data_create_refused(&ds, "sha256 must be 64 hexadecimal digits, got 'abc'");
     data_close(&ds);
 }
