@@ -117,14 +117,16 @@ int sweep_take_overrides(script *s, char *err)
 
 /* ---- Where this process stands ---- */
 
+/* This process's rank and size: MPI's when it has started (dist.c, so that the two never
+ * disagree), else the launcher's variables, for a build or a launch without MPI. */
 static int find_place(place *p, char *err)
 {
     static const char *const vars[][2] = {
         { "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" }, { "PMI_RANK", "PMI_SIZE" },
         { "SLURM_PROCID", "SLURM_NTASKS" },
     };
-    *p = (place){ .rank = 0, .size = 1 };
-    for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
+    *p = (place){ .rank = dist_rank(), .size = dist_size() };
+    for (size_t k = 0; p->size == 1 && k < sizeof vars / sizeof *vars; k++) {
         const char *rank = getenv(vars[k][0]), *size = getenv(vars[k][1]), *end;
         if (!rank || !size) continue;
         long long r, n;
