@@ -305,7 +305,6 @@ static int classify(trainer *t, picture_set *s, predict_result *r, char *err)
     pc.data.pl.desc = &picture_source;
     const config *own = t->c;
     void *own_data = t->data;
-    int own_views = t->info.views;
     t->c = &pc;
     t->data = s;
     int rc = 0;
@@ -317,7 +316,6 @@ static int classify(trainer *t, picture_set *s, predict_result *r, char *err)
     }
     t->c = own;
     t->data = own_data;
-    t->info.views = own_views;
     return rc;
 }
 
