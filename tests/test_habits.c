@@ -15,34 +15,11 @@
 #include "progress.h"
 #include "record.h"
 
-typedef struct fixture {
-    char *dir;
-} fixture;
-
+/* cmocka's state: the suite's folder (test_folder_with), empty at the start. */
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = test_tmpdir();
-    *state = f;
+    *state = test_folder_with((const char *const[]){ NULL });
     return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    test_rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static void write_in(const fixture *f, const char *name, const char *text)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", f->dir, name);
-    FILE *out = fopen(path, "w");
-    assert_non_null(out);
-    fputs(text, out);
-    fclose(out);
 }
 
 static char *read_in(const char *dir, const char *name)
@@ -56,29 +33,29 @@ static char *read_in(const char *dir, const char *name)
 
 /* Runs `runexp ARGS` in the fixture's folder; its stdout and stderr are kept in out.txt and
  * err.txt there (read_in). Returns the exit status. */
-static int runexp(const fixture *f, const char *args)
+static int runexp(const char *dir, const char *args)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s/runexp' %s >out.txt 2>err.txt", f->dir, RX_BUILD_DIR, args);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s/runexp' %s >out.txt 2>err.txt", dir, RX_BUILD_DIR, args);
     int status = system(cmd);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void expect_runexp_ok(const fixture *f, const char *args)
+static void expect_runexp_ok(const char *dir, const char *args)
 {
-    int rc = runexp(f, args);
+    int rc = runexp(dir, args);
     if (rc != 0) {
-        char *err = read_in(f->dir, "err.txt");
+        char *err = read_in(dir, "err.txt");
         fail_msg("runexp %s exited %d: %s", args, rc, err);
     }
 }
 
 /* Row `epoch` (from 1) of RUN/metrics.csv. */
-static epoch_record metrics_row(const fixture *f, const char *run, int epoch)
+static epoch_record metrics_row(const char *dir, const char *run, int epoch)
 {
     char name[700];
     snprintf(name, sizeof name, "%s/metrics.csv", run);
-    char *csv = read_in(f->dir, name), *line = csv;
+    char *csv = read_in(dir, name), *line = csv;
     for (int i = 0; i < epoch && line; i++) line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL;
     if (!line || !*line) fail_msg("%s has no row for epoch %d", name, epoch);
     line[strcspn(line, "\n")] = '\0';
@@ -89,12 +66,12 @@ static epoch_record metrics_row(const fixture *f, const char *run, int epoch)
 }
 
 /* The floats of RUN/FILE's tensors, in the file's order; *n of them. */
-static float *weights(const fixture *f, const char *run, const char *file, size_t *n)
+static float *weights(const char *dir, const char *run, const char *file, size_t *n)
 {
-    char dir[800];
-    snprintf(dir, sizeof dir, "%s/%s", f->dir, run);
+    char folder[800];
+    snprintf(folder, sizeof folder, "%s/%s", dir, run);
     size_t bytes;
-    float *w = (float *)(void *)checkpoint_tensor_bytes(dir, file, &bytes);
+    float *w = (float *)(void *)checkpoint_tensor_bytes(folder, file, &bytes);
     *n = bytes / sizeof(float);
     return w;
 }
@@ -119,31 +96,31 @@ static const char *tiny =
  * norm nothing changes, bit for bit. */
 static void test_clip_grad_norm_by_hand(void **state)
 {
-    fixture *f = *state;
-    write_in(f, "tiny.lua", tiny);
-    expect_runexp_ok(f, "tiny.lua out=w0 optim.lr=0");
-    expect_runexp_ok(f, "tiny.lua out=plain");
+    const char *dir = *state;
+    test_write_text(dir, "tiny.lua", tiny);
+    expect_runexp_ok(dir, "tiny.lua out=w0 optim.lr=0");
+    expect_runexp_ok(dir, "tiny.lua out=plain");
     size_t n, n1;
-    float *w0 = weights(f, "w0", "best.safetensors", &n), *w1 = weights(f, "plain", "best.safetensors", &n1);
+    float *w0 = weights(dir, "w0", "best.safetensors", &n), *w1 = weights(dir, "plain", "best.safetensors", &n1);
     assert_int_equal(n, 15); /* (3, 4) weights and 3 biases */
     assert_int_equal(n1, n);
     double sum = 0;
     for (size_t i = 0; i < n; i++) sum += ((double)w0[i] - w1[i]) / 0.5 * (((double)w0[i] - w1[i]) / 0.5);
     double norm = sqrt(sum);
     assert_true(norm > 1e-3); /* a real gradient */
-    assert_true(isnan(metrics_row(f, "plain", 1).grad_norm)); /* not measured without clipping */
+    assert_true(isnan(metrics_row(dir, "plain", 1).grad_norm)); /* not measured without clipping */
 
     char args[256];
     snprintf(args, sizeof args, "tiny.lua out=clipped clip_grad_norm=%.17g", norm / 4);
-    expect_runexp_ok(f, args);
-    epoch_record e = metrics_row(f, "clipped", 1);
+    expect_runexp_ok(dir, args);
+    epoch_record e = metrics_row(dir, "clipped", 1);
     if (fabs(e.grad_norm - norm) > 2e-5 * norm || e.grad_norm_max != e.grad_norm)
         fail_msg("grad_norm %.9g (max %.9g), worked out from the weights: %.9g", e.grad_norm, e.grad_norm_max, norm);
     assert_int_equal(e.clipped_steps, 1);
-    char *json = read_in(f->dir, "clipped/summary.json");
+    char *json = read_in(dir, "clipped/summary.json");
     if (!strstr(json, "\"clipped_steps\": 1")) fail_msg("%s", json);
     free(json);
-    float *w2 = weights(f, "clipped", "best.safetensors", &n1);
+    float *w2 = weights(dir, "clipped", "best.safetensors", &n1);
     double coef = (norm / 4) / (norm + 1e-6);
     for (size_t i = 0; i < n; i++) {
         double want = (double)w0[i] - 0.5 * coef * (((double)w0[i] - w1[i]) / 0.5);
@@ -151,9 +128,9 @@ static void test_clip_grad_norm_by_hand(void **state)
     }
 
     snprintf(args, sizeof args, "tiny.lua out=loose clip_grad_norm=%.17g", norm * 4);
-    expect_runexp_ok(f, args);
-    assert_int_equal(metrics_row(f, "loose", 1).clipped_steps, 0);
-    float *w3 = weights(f, "loose", "best.safetensors", &n1);
+    expect_runexp_ok(dir, args);
+    assert_int_equal(metrics_row(dir, "loose", 1).clipped_steps, 0);
+    float *w3 = weights(dir, "loose", "best.safetensors", &n1);
     assert_memory_equal(w3, w1, n * sizeof(float));
     free(w0);
     free(w1);
@@ -179,35 +156,35 @@ static const char *plateau =
  * result line say it stopped early. */
 static void test_early_stop_on_a_plateau(void **state)
 {
-    fixture *f = *state;
-    write_in(f, "plateau.lua", plateau);
-    expect_runexp_ok(f, "plateau.lua out=flat");
+    const char *dir = *state;
+    test_write_text(dir, "plateau.lua", plateau);
+    expect_runexp_ok(dir, "plateau.lua out=flat");
     for (int epoch = 1; epoch <= 3; epoch++)
-        assert_int_equal(metrics_row(f, "flat", epoch).epochs_without_improvement, epoch - 1);
-    assert_true(metrics_row(f, "flat", 2).valid_loss == metrics_row(f, "flat", 1).valid_loss);
-    char *csv = read_in(f->dir, "flat/metrics.csv");
+        assert_int_equal(metrics_row(dir, "flat", epoch).epochs_without_improvement, epoch - 1);
+    assert_true(metrics_row(dir, "flat", 2).valid_loss == metrics_row(dir, "flat", 1).valid_loss);
+    char *csv = read_in(dir, "flat/metrics.csv");
     assert_int_equal(count_lines(csv), 4); /* the header and three epochs */
     free(csv);
-    char *json = read_in(f->dir, "flat/summary.json");
+    char *json = read_in(dir, "flat/summary.json");
     static const char *const want[] = { "\"epochs\": 8,", "\"best_epoch\": 1,", "\"stopped_early\": true,",
                                         "\"stopped_epoch\": 3,", "\"test_accuracy\": " };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         if (!strstr(json, want[i])) fail_msg("summary.json lacks %s:\n%s", want[i], json);
     free(json);
-    char *out = read_in(f->dir, "out.txt");
+    char *out = read_in(dir, "out.txt");
     if (!strstr(out, "best epoch 1 (stopped early after epoch 3); report: flat/report.html\n")) fail_msg("%s", out);
     free(out);
 
     /* More patience than epochs: every epoch runs, and nothing says it stopped early. */
-    expect_runexp_ok(f, "plateau.lua out=patient early_stop={patience=9}");
-    json = read_in(f->dir, "patient/summary.json");
+    expect_runexp_ok(dir, "plateau.lua out=patient early_stop={patience=9}");
+    json = read_in(dir, "patient/summary.json");
     if (!strstr(json, "\"stopped_early\": false,") || !strstr(json, "\"stopped_epoch\": 0,")) fail_msg("%s", json);
     free(json);
-    assert_int_equal(metrics_row(f, "patient", 8).epochs_without_improvement, 7);
+    assert_int_equal(metrics_row(dir, "patient", 8).epochs_without_improvement, 7);
 
     /* A finished early stop is finished: a resume says so, and how to go on. */
-    assert_int_equal(runexp(f, "resume flat"), 1);
-    char *err = read_in(f->dir, "err.txt");
+    assert_int_equal(runexp(dir, "resume flat"), 1);
+    char *err = read_in(dir, "err.txt");
     if (!strstr(err, "flat: the run stopped early after epoch 3, 2 epochs without improvement") ||
         !strstr(err, "--allow-changes"))
         fail_msg("%s", err);
@@ -220,24 +197,24 @@ static void test_early_stop_on_a_plateau(void **state)
  * split, said before anything is made. */
 static void test_early_stop_min_delta(void **state)
 {
-    fixture *f = *state;
-    write_in(f, "plateau.lua", plateau);
-    expect_runexp_ok(f, "plateau.lua out=delta optim.lr=0.1 'early_stop={patience=2,min_delta=1e9}'");
-    epoch_record e1 = metrics_row(f, "delta", 1), e3 = metrics_row(f, "delta", 3);
+    const char *dir = *state;
+    test_write_text(dir, "plateau.lua", plateau);
+    expect_runexp_ok(dir, "plateau.lua out=delta optim.lr=0.1 'early_stop={patience=2,min_delta=1e9}'");
+    epoch_record e1 = metrics_row(dir, "delta", 1), e3 = metrics_row(dir, "delta", 3);
     assert_true(e3.valid_loss < e1.valid_loss); /* it did improve, by less than min_delta */
     assert_int_equal(e3.epochs_without_improvement, 2);
-    char *json = read_in(f->dir, "delta/summary.json");
+    char *json = read_in(dir, "delta/summary.json");
     if (!strstr(json, "\"stopped_epoch\": 3,") || !strstr(json, "\"best_epoch\": 3,")) fail_msg("%s", json);
     free(json);
 
-    assert_int_equal(runexp(f, "plateau.lua out=novalid data.valid=0"), 1);
-    char *err = read_in(f->dir, "err.txt");
+    assert_int_equal(runexp(dir, "plateau.lua out=novalid data.valid=0"), 1);
+    char *err = read_in(dir, "err.txt");
     if (!strstr(err, "plateau.lua: early_stop watches the validation loss, but data (synthetic) has no validation split"))
         fail_msg("%s", err);
     free(err);
     char path[800];
     struct stat st;
-    snprintf(path, sizeof path, "%s/novalid", f->dir);
+    snprintf(path, sizeof path, "%s/novalid", dir);
     assert_int_not_equal(stat(path, &st), 0);
 }
 
@@ -259,11 +236,11 @@ static const char *long_run =
     "}\n";
 
 /* metrics.csv without its times (seconds, train_seconds, images_per_second): what must repeat. */
-static void metrics_without_times(const fixture *f, const char *run, char *buf, size_t len)
+static void metrics_without_times(const char *dir, const char *run, char *buf, size_t len)
 {
     char name[700];
     snprintf(name, sizeof name, "%s/metrics.csv", run);
-    char *csv = read_in(f->dir, name), *save = NULL;
+    char *csv = read_in(dir, name), *save = NULL;
     size_t used = 0;
     for (char *line = strtok_r(csv, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
         for (int col = 0; *line; col++) {
@@ -276,13 +253,13 @@ static void metrics_without_times(const fixture *f, const char *run, char *buf, 
 
 /* Starts the long run into RUN and sends SIGINT once metrics.csv has `rows` rows and the next
  * epoch has begun; returns the exit status. */
-static int stop_in_epoch(const fixture *f, const char *run, int rows)
+static int stop_in_epoch(const char *dir, const char *run, int rows)
 {
     char out[700], metrics[800];
-    snprintf(out, sizeof out, "out=%s/%s", f->dir, run);
-    snprintf(metrics, sizeof metrics, "%s/%s/metrics.csv", f->dir, run);
+    snprintf(out, sizeof out, "out=%s/%s", dir, run);
+    snprintf(metrics, sizeof metrics, "%s/%s/metrics.csv", dir, run);
     char config[700];
-    snprintf(config, sizeof config, "%s/long.lua", f->dir);
+    snprintf(config, sizeof config, "%s/long.lua", dir);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -315,33 +292,33 @@ static int stop_in_epoch(const fixture *f, const char *run, int rows)
  * their norms, clipped steps and counts, and the epoch it stopped at. */
 static void test_resume_carries_both(void **state)
 {
-    fixture *f = *state;
-    write_in(f, "long.lua", long_run);
-    expect_runexp_ok(f, "long.lua out=whole");
+    const char *dir = *state;
+    test_write_text(dir, "long.lua", long_run);
+    expect_runexp_ok(dir, "long.lua out=whole");
     static char want[8192], got[8192];
-    metrics_without_times(f, "whole", want, sizeof want);
-    epoch_record e = metrics_row(f, "whole", 3);
+    metrics_without_times(dir, "whole", want, sizeof want);
+    epoch_record e = metrics_row(dir, "whole", 3);
     assert_true(e.clipped_steps > 0 && e.grad_norm > 0 && e.epochs_without_improvement == 2);
-    char *json = read_in(f->dir, "whole/summary.json");
+    char *json = read_in(dir, "whole/summary.json");
     if (!strstr(json, "\"stopped_epoch\": 3,")) fail_msg("%s", json);
     free(json);
     static const char *const runs[] = { "two", "three" };
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(stop_in_epoch(f, runs[i], i + 1), 130);
+        assert_int_equal(stop_in_epoch(dir, runs[i], i + 1), 130);
         char args[128];
         snprintf(args, sizeof args, "resume %s", runs[i]);
-        expect_runexp_ok(f, args);
-        metrics_without_times(f, runs[i], got, sizeof got);
+        expect_runexp_ok(dir, args);
+        metrics_without_times(dir, runs[i], got, sizeof got);
         assert_string_equal(got, want);
         size_t na, nb;
-        float *a = weights(f, "whole", "last.safetensors", &na), *b = weights(f, runs[i], "last.safetensors", &nb);
+        float *a = weights(dir, "whole", "last.safetensors", &na), *b = weights(dir, runs[i], "last.safetensors", &nb);
         assert_int_equal(na, nb);
         assert_memory_equal(a, b, na * sizeof(float));
         free(a);
         free(b);
         char name[64];
         snprintf(name, sizeof name, "%s/summary.json", runs[i]);
-        json = read_in(f->dir, name);
+        json = read_in(dir, name);
         if (!strstr(json, "\"stopped_epoch\": 3,")) fail_msg("%s: %s", runs[i], json);
         free(json);
     }
@@ -386,15 +363,15 @@ static int count_of(const char *text, const char *what)
  * same through runexp.map: its lines are the runs' epoch lines, each after its run's label. */
 static void test_sweep_prints_a_line_per_epoch(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     static const struct { const char *flag, *runs; } levels[] = { { "", "a" }, { "-q", "b" }, { "-v", "c" } };
     for (int k = 0; k < 3; k++) {
         char program[1200], args[128];
         snprintf(program, sizeof program, "local RUNS = '%s'\n%s", levels[k].runs, sweep);
-        write_in(f, "sweep.lua", program);
+        test_write_text(dir, "sweep.lua", program);
         snprintf(args, sizeof args, "%s sweep.lua", levels[k].flag);
-        expect_runexp_ok(f, args);
-        char *out = read_in(f->dir, "out.txt"), *err = read_in(f->dir, "err.txt");
+        expect_runexp_ok(dir, args);
+        char *out = read_in(dir, "out.txt"), *err = read_in(dir, "err.txt");
         if (err[0]) fail_msg("runexp %s wrote on stderr: %s", args, err);
         if (k == 0) {
             if (count_lines(out) != 12 || count_of(out, "\nepoch ") != 11 || strncmp(out, "epoch 1/2  ", 11) != 0)
@@ -407,9 +384,9 @@ static void test_sweep_prints_a_line_per_epoch(void **state)
         free(out);
         free(err);
     }
-    write_in(f, "map.lua", sweep_map);
-    expect_runexp_ok(f, "map.lua");
-    char *out = read_in(f->dir, "out.txt");
+    test_write_text(dir, "map.lua", sweep_map);
+    expect_runexp_ok(dir, "map.lua");
+    char *out = read_in(dir, "out.txt");
     for (int i = 1; i <= 6; i++)
         for (int e = 1; e <= 2; e++) {
             char line[32];
@@ -425,30 +402,30 @@ static void test_sweep_prints_a_line_per_epoch(void **state)
  * wins. */
 static void test_run_levels(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     char program[1200];
     snprintf(program, sizeof program, "local RUNS = 'x'\n%s", sweep);
     char *body = strstr(program, "for i = 1");
     snprintf(body, sizeof program - (size_t)(body - program), "base.device = 'cpu'\nreturn base\n");
-    write_in(f, "one.lua", program);
-    expect_runexp_ok(f, "one.lua out=normal");
-    char *out = read_in(f->dir, "out.txt");
+    test_write_text(dir, "one.lua", program);
+    expect_runexp_ok(dir, "one.lua out=normal");
+    char *out = read_in(dir, "out.txt");
     if (count_lines(out) != 3 || strncmp(out, "epoch 1/2  ", 11) != 0 || !strstr(out, "\nepoch 2/2  ") ||
         !strstr(out, "\ntest accuracy ") || !strstr(out, "; report: normal/report.html\n"))
         fail_msg("expected two epoch lines and the result:\n%s", out);
     free(out);
-    expect_runexp_ok(f, "one.lua out=quiet -q");
-    out = read_in(f->dir, "out.txt");
+    expect_runexp_ok(dir, "one.lua out=quiet -q");
+    out = read_in(dir, "out.txt");
     if (count_lines(out) != 1 || strncmp(out, "test accuracy ", 14) != 0) fail_msg("-q: expected the result:\n%s", out);
     free(out);
     snprintf(body, sizeof program - (size_t)(body - program), "base.device, base.log = 'cpu', 'quiet'\nreturn base\n");
-    write_in(f, "quiet.lua", program);
-    expect_runexp_ok(f, "quiet.lua out=still");
-    out = read_in(f->dir, "out.txt");
+    test_write_text(dir, "quiet.lua", program);
+    expect_runexp_ok(dir, "quiet.lua out=still");
+    out = read_in(dir, "out.txt");
     assert_int_equal(count_lines(out), 1);
     free(out);
-    expect_runexp_ok(f, "quiet.lua out=loud --verbose");
-    out = read_in(f->dir, "out.txt");
+    expect_runexp_ok(dir, "quiet.lua out=loud --verbose");
+    out = read_in(dir, "out.txt");
     if (!strstr(out, "run folder: loud\n") || !strstr(out, "validation loss decreased")) fail_msg("%s", out);
     free(out);
 }
@@ -469,12 +446,12 @@ static void test_progress_time_left(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_clip_grad_norm_by_hand, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_early_stop_on_a_plateau, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_early_stop_min_delta, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_carries_both, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sweep_prints_a_line_per_epoch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clip_grad_norm_by_hand, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_early_stop_on_a_plateau, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_early_stop_min_delta, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_carries_both, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_prints_a_line_per_epoch, setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_run_levels, setup, test_folder_teardown),
         cmocka_unit_test(test_progress_time_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
