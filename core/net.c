@@ -9,6 +9,20 @@
 #include "crash.h"
 #include "device.h"
 
+/* Samples [first, first + count) of a batch of n, and what their calls use: a context (the
+ * caller's for the whole batch; a lane's own, with one thread), the gradients they add into, and
+ * where a failure is written. offset and whole place them in the batch whose random numbers
+ * stochastic layers draw (with ranks, the batch of every rank: see forward_part). */
+typedef struct net_part {
+    int64_t first, count, offset, whole;
+    rx_ctx *ctx;
+    rx_ctx own;               /* a lane's context */
+    float *grads;
+    char *err, own_err[ERR_LEN];
+    float *top;               /* after forward: the batch's logits buffer (the part's rows are in it) */
+    int rc;                   /* a lane's outcome: 0, or -1 with err */
+} net_part;
+
 static int shape_ok(rx_shape s)
 {
     if (s.ndim < 1 || s.ndim > RX_MAX_DIMS - 1) return 0;
@@ -193,6 +207,17 @@ static size_origin batch_origin(const net *nt, const config *c)
 
 /* Every layer created in turn, each on the shape the one before makes: the shapes, and how much
  * memory net_allocate will need, with nothing allocated on the device yet. */
+/* One lane per thread on the CPU when every layer declared per_sample (runexp.h), else 1. */
+enum { MAX_LANES = 1024 };
+static int net_lanes(const net *nt, const rx_ctx *ctx)
+{
+    if (nt->device != RX_CPU || ctx->threads < 2) return 1;
+    for (int i = 0; i < nt->n; i++)
+        if (!nt->layers[i].info.per_sample) return 1;
+    int64_t lanes = ctx->threads < MAX_LANES ? ctx->threads : MAX_LANES;
+    return (int)(nt->max_batch < lanes ? nt->max_batch : lanes);
+}
+
 static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
 {
     nt->layers = calloc((size_t)c->nlayers, sizeof *nt->layers);
@@ -210,6 +235,7 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
         shape = l->info.out;
     }
     nt->out = shape;
+    nt->lanes = net_lanes(nt, ctx);
     if (build_steps(nt, c, err) != 0) return -1;
     if (build_groups(nt, c) != 0)
         return errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);
@@ -227,6 +253,29 @@ static int plan_part(const net *nt, const config *c, int64_t per, size_t elem, c
         return size_error(err, &o, (double)nt->max_batch * (double)per * (double)elem, "%s (batch x %lld x %zu bytes)",
                           what, (long long)per, elem);
     return 0;
+}
+
+/* With lanes: each lane's slice of the workspace (the most any layer asks for the largest part,
+ * ceil(max_batch / lanes) samples, rounded up to 64 bytes: every slice starts on a cache line)
+ * and of backward's two buffers, and lanes 1 on's gradients. The slices are fixed per lane, not
+ * per layer: lanes run different layers at once. */
+static void plan_lanes(net *nt, size_t max_act, size_t *total)
+{
+    size_t per = 0, lanes = (size_t)nt->lanes, part = ((size_t)nt->max_batch + lanes - 1) / lanes;
+    nt->lane_dbuf = part * max_act; /* backward's buffers likewise, in slices of the widest layer */
+    if (lanes * nt->lane_dbuf > nt->dbuf_floats) {
+        *total += 2 * (lanes * nt->lane_dbuf - nt->dbuf_floats) * sizeof(float);
+        nt->dbuf_floats = lanes * nt->lane_dbuf;
+    }
+    for (int i = 0; i < nt->n; i++)
+        if (nt->layers[i].info.workspace_bytes > per) per = nt->layers[i].info.workspace_bytes;
+    nt->lane_workspace = (per * part + 63) / 64 * 64; /* <= the workspace net_plan checked, + 64 */
+    if (lanes * nt->lane_workspace > nt->workspace_bytes) {
+        *total += lanes * nt->lane_workspace - nt->workspace_bytes;
+        nt->workspace_bytes = lanes * nt->lane_workspace;
+    }
+    /* nparams <= 2^40 (net_create), lanes <= the thread count's bound: no overflow */
+    *total += (lanes - 1) * nt->nparams * sizeof(float);
 }
 
 /* Every size net_allocate asks for, checked, and the largest workspace: the parameters and their
@@ -257,7 +306,9 @@ static int net_plan(net *nt, const config *c, char *err)
                       &total, err) != 0)
             return -1;
     if (plan_part(nt, c, 2 * max_act, sizeof(float), "backward's two gradient buffers", &total, err) != 0) return -1;
+    nt->dbuf_floats = (size_t)max_act * (size_t)nt->max_batch;
     size_origin o = batch_origin(nt, c);
+    if (nt->lanes > 1) plan_lanes(nt, (size_t)max_act, &total);
     if (nt->device == RX_CPU && total > checked_host_memory())
         return size_error(err, &o, (double)total, "the network's memory (parameters, activations, gradients, state)");
     return 0;
@@ -303,14 +354,18 @@ static int allocate_layers(net *nt, const config *c, char *err)
  * net_plan. */
 static int net_allocate(net *nt, const config *c, char *err)
 {
-    size_t max_act = (size_t)rx_numel(nt->in), batch = (size_t)nt->max_batch;
-    for (int i = 0; i < nt->n; i++)
-        if ((size_t)rx_numel(nt->layers[i].info.out) > max_act) max_act = (size_t)rx_numel(nt->layers[i].info.out);
+    size_t batch = (size_t)nt->max_batch;
     nt->params = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters", err);
     if (nt->params) nt->grads = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters' gradients", err);
     if (nt->grads) nt->workspace = net_alloc(nt, c, nt->workspace_bytes, "the layers' shared workspace", err);
+    if (nt->workspace && nt->lanes > 1) {
+        nt->lane_grads = net_alloc(nt, c, (size_t)(nt->lanes - 1) * nt->nparams * sizeof(float), "the lanes' gradients", err);
+        nt->parts = nt->lane_grads ? calloc((size_t)nt->lanes, sizeof *nt->parts) : NULL;
+        if (nt->lane_grads && !nt->parts) errorf(err, "%s: out of memory for the lanes", c->file);
+        if (!nt->parts) return -1;
+    }
     for (int k = 0; k < 2 && nt->workspace; k++)
-        nt->dbuf[k] = net_alloc(nt, c, max_act * batch * sizeof(float), "backward's gradient buffers", err);
+        nt->dbuf[k] = net_alloc(nt, c, nt->dbuf_floats * sizeof(float), "backward's gradient buffers", err);
     bool ok = nt->dbuf[0] && nt->dbuf[1];
     for (int i = 0; ok && i < nt->nsteps; i++) {
         net_step *st = &nt->steps[i];
@@ -362,6 +417,8 @@ void net_free(net *nt)
     device_free(nt->device, nt->params);
     device_free(nt->device, nt->grads);
     device_free(nt->device, nt->workspace);
+    device_free(nt->device, nt->lane_grads);
+    free(nt->parts);
     for (int k = 0; k < 2; k++) device_free(nt->device, nt->dbuf[k]);
     memset(nt, 0, sizeof *nt);
 }
@@ -377,45 +434,112 @@ static int layer_failed(const layer *l, const rx_ctx *ctx, const char *op, char 
     return -1;
 }
 
+/* ---- Running the network: the whole batch in one part, or one part per lane at once ---- */
+
+
+/* The rows of sample `first` on, in a batch-major buffer of per-sample shape s. */
+static float *rows(const float *base, int64_t first, rx_shape s)
+{
+    return (float *)base + (size_t)first * (size_t)rx_numel(s);
+}
+
+static void part_place(const net *nt, net_part *p, int64_t n)
+{
+    p->offset = nt->part_offset + p->first;
+    p->whole = nt->part_batch > 0 ? nt->part_batch : n;
+}
+
+/* The whole batch of n, with the caller's context, gradients and error. */
+static net_part whole_part(const net *nt, rx_ctx *ctx, int64_t n, char *err)
+{
+    net_part p = { .first = 0, .count = n, .ctx = ctx, .grads = nt->grads, .err = err };
+    part_place(nt, &p, n);
+    return p;
+}
+
+/* Lane k of `lanes` over a batch of n: consecutive parts whose sizes differ by one at most. */
+static void lane_start(net *nt, const rx_ctx *ctx, int k, int lanes, int64_t n)
+{
+    net_part *p = &nt->parts[k];
+    p->first = n * k / lanes;
+    p->count = n * (k + 1) / lanes - p->first;
+    part_place(nt, p, n);
+    p->own = *ctx;
+    p->own.threads = 1;
+    p->own.err[0] = '\0';
+    p->ctx = &p->own;
+    p->grads = k == 0 ? nt->grads : nt->lane_grads + (size_t)(k - 1) * nt->nparams;
+    p->err = p->own_err;
+    p->err[0] = '\0';
+}
+
+/* The lanes a batch of n runs in: the net's, or fewer for a batch of fewer samples. */
+static int lanes_for(const net *nt, int64_t n)
+{
+    return n < nt->lanes ? (int)(n > 0 ? n : 1) : nt->lanes;
+}
+
+/* A lane's share of the workspace: the same fixed slice for every layer (lanes run different
+ * layers at once), net_plan's lane_workspace bytes from lane x that; the layer is told of its
+ * part's samples' worth. The whole batch keeps the whole workspace. */
+static void part_workspace(const net *nt, const layer *l, net_part *p, int lane)
+{
+    if (p->ctx != &p->own) return;
+    p->own.workspace = (char *)nt->workspace + (size_t)lane * nt->lane_workspace;
+    p->own.workspace_bytes = l->info.workspace_bytes * (size_t)p->count;
+}
+
 /* splitmix64 (rx_rng_next) steps its state by RX_RNG_STEP per number drawn; the inverse counts them. */
 #define RX_RNG_STEP 0x9E3779B97F4A7C15ull
 #define RX_RNG_STEP_INVERSE 0xF1DE83E19937733Dull
 
-static int forward_layer(const layer *l, rx_device d, rx_ctx *ctx, const rx_tensor *in, rx_tensor *out, char *err)
+/* Layer l's state for the part of a batch from sample `first` on: per sample, in sample order. */
+static void *state_rows(const layer *l, int64_t first)
+{
+    return (char *)l->state + (size_t)first * l->info.state_bytes;
+}
+
+static int forward_layer(const layer *l, rx_device d, rx_ctx *ctx, const rx_tensor *in, rx_tensor *out, void *state,
+                         char *err)
 {
     ctx->err[0] = '\0';
     crash_enter(l->use->where, "forward");
-    int rc = l->use->pl.desc->layer.forward[d](l->self, ctx, in, l->w, out, l->state);
+    int rc = l->use->pl.desc->layer.forward[d](l->self, ctx, in, l->w, out, state);
     crash_leave();
     return rc != 0 ? layer_failed(l, ctx, "forward", err) : 0;
 }
 
-/* A layer's forward on this rank's part of a batch (net.part_offset). A layer that drew numbers
- * drew them per sample (dropout: one per element), so the whole batch's forward would have given
- * this part the draws from part_offset x per-sample on: it runs again from there, and the state
- * is left where the whole batch's forward leaves it. */
-static int forward_part(const net *nt, const layer *l, rx_ctx *ctx, const rx_tensor *in, rx_tensor *out, char *err)
+/* A layer's training forward on a part of the batch whose numbers it draws (p->whole samples,
+ * of which the part's begin at p->offset). A layer that drew numbers drew them per sample
+ * (dropout: one per element), so the whole batch's forward would have given this part the draws
+ * from offset x per-sample on: it runs again from there, and the state is left where the whole
+ * batch's forward leaves it. So results do not depend on how the batch is cut (ranks, lanes). */
+static int forward_part(const net *nt, const layer *l, net_part *p, const rx_tensor *in, rx_tensor *out)
 {
+    rx_ctx *ctx = p->ctx;
     uint64_t start = ctx->rng.s;
-    if (forward_layer(l, nt->device, ctx, in, out, err) != 0) return -1;
+    void *state = state_rows(l, p->first);
+    if (forward_layer(l, nt->device, ctx, in, out, state, p->err) != 0) return -1;
     uint64_t draws = (ctx->rng.s - start) * RX_RNG_STEP_INVERSE, n = (uint64_t)in->shape.d[0];
     if (draws == 0) return 0;
     if (draws % n)
-        return errorf(err, "%s: drew %llu random numbers for %llu samples, not the same number for each, so its "
-                      "batch cannot be split over ranks", l->use->where, (unsigned long long)draws, (unsigned long long)n);
+        return errorf(p->err, "%s: drew %llu random numbers for %llu samples, not the same number for each, so its "
+                      "batch cannot be split over ranks or threads", l->use->where, (unsigned long long)draws,
+                      (unsigned long long)n);
     uint64_t per = draws / n;
-    if (nt->part_offset > 0) {
-        ctx->rng.s = start + (uint64_t)nt->part_offset * per * RX_RNG_STEP;
-        if (forward_layer(l, nt->device, ctx, in, out, err) != 0) return -1;
+    if (p->offset > 0) {
+        ctx->rng.s = start + (uint64_t)p->offset * per * RX_RNG_STEP;
+        if (forward_layer(l, nt->device, ctx, in, out, state, p->err) != 0) return -1;
     }
-    ctx->rng.s = start + (uint64_t)nt->part_batch * per * RX_RNG_STEP;
+    ctx->rng.s = start + (uint64_t)p->whole * per * RX_RNG_STEP;
     return 0;
 }
 
-int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
+/* Forward of part p (lane `lane`, or 0 for the whole batch), from the batch's input x. */
+static int forward_rows(net *nt, net_part *p, int lane, const float *x)
 {
-    int64_t n = x->shape.d[0];
-    rx_tensor in = *x, kept[64];
+    rx_tensor in = { .data = rows(x, p->first, nt->in), .shape = batched(p->count, nt->in), .device = nt->device };
+    rx_tensor kept[64];
     int depth = 0;
     for (int i = 0; i < nt->nsteps; i++) {
         net_step *st = &nt->steps[i];
@@ -426,59 +550,147 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
         if (st->kind == STEP_END) {
             const rx_tensor *skip = &kept[--depth];
             size_t len = (size_t)rx_numel(in.shape);
-            device_copy(nt->device, st->out, in.data, len * sizeof(float));
-            device_axpby(nt->device, ctx, len, 1.0f, skip->data, 1.0f, st->out);
-            in.data = st->out;
+            float *sum = rows(st->out, p->first, st->shape);
+            device_copy(nt->device, sum, in.data, len * sizeof(float));
+            device_axpby(nt->device, p->ctx, len, 1.0f, skip->data, 1.0f, sum);
+            in.data = sum;
             continue;
         }
         layer *l = &nt->layers[st->layer];
-        rx_tensor out = { .data = l->out, .shape = batched(n, l->info.out), .device = nt->device };
-        l->x = in.data;
-        bool part = ctx->training && nt->part_batch > 0;
-        if ((part ? forward_part(nt, l, ctx, &in, &out, err) : forward_layer(l, nt->device, ctx, &in, &out, err)) != 0)
+        rx_tensor out = { .data = rows(l->out, p->first, l->info.out), .shape = batched(p->count, l->info.out),
+                          .device = nt->device };
+        if (p->first == 0) l->x = in.data; /* for backward: every part's input is rows of this buffer */
+        part_workspace(nt, l, p, lane);
+        bool cut = p->ctx->training && (p->offset > 0 || p->count < p->whole);
+        if ((cut ? forward_part(nt, l, p, &in, &out)
+                 : forward_layer(l, nt->device, p->ctx, &in, &out, state_rows(l, p->first), p->err)) != 0)
             return -1;
         in = out;
     }
-    *logits = in;
+    p->top = in.data;
     return 0;
 }
 
-int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, int first, char *err)
+/* After the lanes: the first failure (in lane order) into err, and the random numbers' state
+ * every lane left alike into the caller's context. */
+static int lanes_done(net *nt, rx_ctx *ctx, int lanes, char *err)
 {
-    if (first >= nt->n) return 0;
+    ctx->rng = nt->parts[0].own.rng;
+    for (int k = 0; k < lanes; k++)
+        if (nt->parts[k].rc != 0) return errorf(err, "%s", nt->parts[k].err);
+    return 0;
+}
+
+int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
+{
     int64_t n = x->shape.d[0];
-    rx_tensor dy = *dlogits;
+    int lanes = lanes_for(nt, n);
+    float *top;
+    if (lanes == 1) {
+        net_part p = whole_part(nt, ctx, n, err);
+        if (forward_rows(nt, &p, 0, x->data) != 0) return -1;
+        top = p.top;
+    } else {
+#pragma omp parallel for num_threads(lanes) schedule(static, 1)
+        for (int k = 0; k < lanes; k++) {
+            lane_start(nt, ctx, k, lanes, n);
+            nt->parts[k].rc = forward_rows(nt, &nt->parts[k], k, x->data);
+        }
+        if (lanes_done(nt, ctx, lanes, err) != 0) return -1;
+        top = nt->parts[0].top;
+    }
+    *logits = (rx_tensor){ .data = top, .shape = batched(n, nt->out), .device = nt->device };
+    return 0;
+}
+
+/* Layer l's backward on part p: dy in, dx (unless NULL) out, into the part's gradients. */
+static int backward_layer(const net *nt, const layer *l, net_part *p, const rx_tensor *dy, rx_tensor *dx)
+{
+    rx_tensor in = { .data = rows(l->x, p->first, l->in), .shape = batched(p->count, l->in), .device = nt->device };
+    rx_tensor out = { .data = rows(l->out, p->first, l->info.out), .shape = batched(p->count, l->info.out),
+                      .device = nt->device };
+    rx_tensor dw[RX_MAX_TENSORS];
+    for (int t = 0; t < l->info.ntensors; t++) {
+        dw[t] = l->dw[t];
+        dw[t].data = p->grads + (l->dw[t].data - nt->grads);
+    }
+    p->ctx->err[0] = '\0';
+    crash_enter(l->use->where, "backward");
+    int rc = l->use->pl.desc->layer.backward[nt->device](l->self, p->ctx, &in, &out, dy, l->w,
+                                                          state_rows(l, p->first), dx, dw);
+    crash_leave();
+    return rc != 0 ? layer_failed(l, p->ctx, "backward", p->err) : 0;
+}
+
+/* Backward of part p (lane `lane`, or 0 for the whole batch) from its rows of dlogits. */
+static int backward_rows(net *nt, net_part *p, int lane, const float *dlogits, int first)
+{
+    rx_tensor dy = { .data = rows(dlogits, p->first, nt->out), .shape = batched(p->count, nt->out),
+                     .device = nt->device };
     const net_step *ends[64];
     int depth = 0, k = 0;
     bool have_dy = true; /* false once layer `first` is done: its input gradient is never needed */
     for (int i = nt->nsteps - 1; i >= 0 && have_dy; i--) {
         const net_step *st = &nt->steps[i];
         if (st->kind == STEP_END) { /* dy goes both ways: into the block and around it */
-            device_copy(nt->device, st->dskip, dy.data, (size_t)rx_numel(dy.shape) * sizeof(float));
+            device_copy(nt->device, rows(st->dskip, p->first, st->shape), dy.data,
+                        (size_t)rx_numel(dy.shape) * sizeof(float));
             ends[depth++] = st;
             continue;
         }
         if (st->kind == STEP_BEGIN) {
             const net_step *end = ends[--depth];
-            device_axpby(nt->device, ctx, (size_t)rx_numel(dy.shape), 1.0f, end->dskip, 1.0f, dy.data);
+            device_axpby(nt->device, p->ctx, (size_t)rx_numel(dy.shape), 1.0f, rows(end->dskip, p->first, end->shape),
+                         1.0f, dy.data);
             continue;
         }
         layer *l = &nt->layers[st->layer];
-        rx_tensor in = { .data = (float *)l->x, .shape = batched(n, l->in), .device = nt->device };
-        rx_tensor out = { .data = l->out, .shape = batched(n, l->info.out), .device = nt->device };
-        rx_tensor dx = { .data = nt->dbuf[k], .shape = batched(n, l->in), .device = nt->device };
+        rx_tensor dx = { .data = nt->dbuf[k] + (p->ctx == &p->own ? (size_t)lane * nt->lane_dbuf : 0),
+                         .shape = batched(p->count, l->in), .device = nt->device };
         bool need_dx = st->layer > first;
-        ctx->err[0] = '\0';
-        crash_enter(l->use->where, "backward");
-        int rc = l->use->pl.desc->layer.backward[nt->device](l->self, ctx, &in, &out, &dy, l->w, l->state,
-                                                              need_dx ? &dx : NULL, l->dw);
-        crash_leave();
-        if (rc != 0) return layer_failed(l, ctx, "backward", err);
+        part_workspace(nt, l, p, lane);
+        if (backward_layer(nt, l, p, &dy, need_dx ? &dx : NULL) != 0) return -1;
         have_dy = need_dx;
         dy = dx;
         k ^= 1;
     }
     return 0;
+}
+
+/* The lanes' backward at once, then their gradients summed into grads in lane order (so the
+ * same lane count gives the same bits), every thread summing a range of them. */
+static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first, int lanes, int64_t n)
+{
+    float *restrict grads = nt->grads;
+    const size_t np = nt->nparams;
+#pragma omp parallel num_threads(lanes)
+    {
+#pragma omp for schedule(static, 1)
+        for (int k = 0; k < lanes; k++) {
+            lane_start(nt, ctx, k, lanes, n);
+            if (k > 0) memset(nt->parts[k].grads, 0, np * sizeof(float));
+            nt->parts[k].rc = backward_rows(nt, &nt->parts[k], k, dlogits, first);
+        }
+#pragma omp for schedule(static)
+        for (size_t j = 0; j < np; j++) {
+            float sum = grads[j];
+            for (int k = 1; k < lanes; k++) sum += nt->lane_grads[(size_t)(k - 1) * np + j];
+            grads[j] = sum;
+        }
+    }
+}
+
+int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, int first, char *err)
+{
+    if (first >= nt->n) return 0;
+    int64_t n = x->shape.d[0];
+    int lanes = lanes_for(nt, n);
+    if (lanes == 1) {
+        net_part p = whole_part(nt, ctx, n, err);
+        return backward_rows(nt, &p, 0, dlogits->data, first);
+    }
+    backward_lanes(nt, ctx, dlogits->data, first, lanes, n);
+    return lanes_done(nt, ctx, lanes, err);
 }
 
 int net_first_trained(const net *nt, int64_t epoch)

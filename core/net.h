@@ -56,12 +56,24 @@ typedef struct net {
     size_t nparams;
     float *params, *grads; /* (nparams) each; every layer's tensors, in model order */
     float *dbuf[2];        /* backward's ping-pong buffers for activation gradients */
+    size_t dbuf_floats;    /* each one's size */
     void *workspace;       /* shared scratch, the largest any layer asked for */
     size_t workspace_bytes;
     /* Data parallelism (dist.h): this rank's samples begin part_offset samples into a training
      * batch of part_batch (0: the batch is all here). Stochastic layers then draw the numbers the
      * whole batch's forward would give these samples, so results do not depend on the ranks. */
     int64_t part_offset, part_batch;
+    /* Lanes: on the CPU, when every layer declared per_sample, a batch is cut into `lanes`
+     * consecutive parts, one per thread, that run the whole forward (and backward) at once, each
+     * layer call on one part with one thread: threads then wait for each other once per pass
+     * instead of once per operation. lane_grads holds lanes 1 on's gradients, (lanes - 1,
+     * nparams), summed into grads in lane order after backward; lane 0 adds into grads itself.
+     * lanes = 1: every call takes the whole batch and splits it over the threads itself. */
+    int lanes;
+    float *lane_grads;
+    size_t lane_workspace;  /* bytes of the workspace each lane has, whatever layer it runs */
+    size_t lane_dbuf;       /* floats of each of backward's buffers each lane has */
+    struct net_part *parts; /* (lanes) when lanes > 1: each lane's part of the batch in a call */
 } net;
 
 /* Creates every layer of c's model for inputs of shape `in` and batches up to max_batch (shapes

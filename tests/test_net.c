@@ -1,7 +1,8 @@
 /* test_net.c: the network the host builds from a config's model list: residual blocks (what
  * they compute, and a finite-difference check of the whole network's gradient through them),
  * the shape a block's body must keep, training rules checked against the layers' tensors, the
- * optimizer's parameter groups, and the dirac and whitening initializations. */
+ * optimizer's parameter groups, the dirac and whitening initializations, and lanes (a CPU batch
+ * cut into one part per thread) against one thread. */
 #include "helpers.h"
 
 #include <math.h>
@@ -26,6 +27,7 @@ typedef struct fixture {
     config c;
     net nt;
     rx_ctx ctx;
+    int threads; /* for the next build: 0 means 1 */
     bool loaded, built;
 } fixture;
 
@@ -80,7 +82,7 @@ static int build(fixture *f, const char *model, const char *optim, rx_shape in, 
         fail_msg("%s", err);
     }
     f->loaded = true;
-    f->ctx = (rx_ctx){ .device = RX_CPU, .threads = 1, .rng = rx_rng_stream(7, 0) };
+    f->ctx = (rx_ctx){ .device = RX_CPU, .threads = f->threads > 0 ? f->threads : 1, .rng = rx_rng_stream(7, 0) };
     int rc = net_build(&f->nt, &f->ctx, &f->c, in, max_batch, err);
     if (rc == 0) f->built = true;
     else net_free(&f->nt); /* what a failed build made */
@@ -789,6 +791,98 @@ static void test_residual_cpu_vs_cuda(void **state)
 #endif
 }
 
+/* ---- Lanes: a CPU batch cut into one part per thread ---- */
+
+/* Every per_sample layer kind the tutorial uses, a Winograd and an im2col convolution, a residual
+ * block and dropout, which draws numbers per sample. */
+#define LANES_MODEL                                                                                          \
+    "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'relu' }, { 'maxpool', size = 2 },\n"               \
+    "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'residual', { { 'relu' } } },\n"                      \
+    "{ 'flatten' }, { 'dropout', p = 0.5 }, { 'linear', out = 12 }, { 'relu' }, { 'linear', out = 5 }"
+
+typedef struct pass {
+    float *logits, *grads;
+    uint64_t rng;
+} pass;
+
+/* One training forward and backward of a batch of n (fixed inputs and logit gradients) with the
+ * network built for `threads`, from the same initial weights and random numbers. */
+static pass train_pass(fixture *f, int threads, int64_t n, int lanes_expected)
+{
+    char err[ERR_LEN];
+    rx_shape in = TEST_SHAPE(3, 8, 8);
+    f->threads = threads;
+    build_ok(f, LANES_MODEL, NULL, in, 7);
+    assert_int_equal(f->nt.lanes, lanes_expected);
+    size_t xn = (size_t)n * 3 * 8 * 8, ln = (size_t)n * NCLASSES;
+    float *x = malloc(xn * sizeof *x), *dl = malloc(ln * sizeof *dl);
+    rx_rng rng = rx_rng_stream(11, 2);
+    fill_uniform(x, xn, &rng, 1.0f);
+    fill_uniform(dl, ln, &rng, 0.1f);
+    rx_tensor xt = { .data = x, .shape = TEST_SHAPE(n, 3, 8, 8), .device = RX_CPU }, y;
+    rx_tensor dlt = { .data = dl, .shape = TEST_SHAPE(n, NCLASSES), .device = RX_CPU };
+    f->ctx.training = true;
+    net_zero_grads(&f->nt);
+    if (net_forward(&f->nt, &f->ctx, &xt, &y, err) != 0) fail_msg("%s", err);
+    if (net_backward(&f->nt, &f->ctx, &xt, &dlt, 0, err) != 0) fail_msg("%s", err);
+    pass p = { .logits = malloc(ln * sizeof(float)), .grads = malloc(f->nt.nparams * sizeof(float)),
+               .rng = f->ctx.rng.s };
+    memcpy(p.logits, y.data, ln * sizeof(float));
+    memcpy(p.grads, f->nt.grads, f->nt.nparams * sizeof(float));
+    free(x);
+    free(dl);
+    return p;
+}
+
+static void expect_close(const float *a, const float *b, size_t n, float tol, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(a[i] - b[i]) > tol * (1.0f + fabsf(a[i])))
+            fail_msg("%s[%zu]: %.9g with one thread, %.9g in lanes", what, i, (double)a[i], (double)b[i]);
+}
+
+static void pass_free(pass *p)
+{
+    free(p->logits);
+    free(p->grads);
+}
+
+/* Lanes give what one thread gives, to rounding (the same dropout masks included: the draws do
+ * not depend on the cut), and the same bits run after run; parts of 3, 2 and 2 samples, and a
+ * batch smaller than the lanes. */
+static void test_lanes_match_one_thread(void **state)
+{
+    fixture *f = *state;
+    for (int64_t n = 2; n <= 7; n += 5) {
+        pass one = train_pass(f, 1, n, 1), lanes = train_pass(f, 3, n, 3), again = train_pass(f, 3, n, 3);
+        size_t np = f->nt.nparams;
+        expect_close(one.logits, lanes.logits, (size_t)n * NCLASSES, 1e-5f, "logits");
+        expect_close(one.grads, lanes.grads, np, 1e-4f, "gradients");
+        assert_true(one.rng == lanes.rng); /* the random numbers end where the whole batch's do */
+        assert_memory_equal(lanes.logits, again.logits, (size_t)n * NCLASSES * sizeof(float));
+        assert_memory_equal(lanes.grads, again.grads, np * sizeof(float));
+        pass_free(&one);
+        pass_free(&lanes);
+        pass_free(&again);
+    }
+}
+
+/* A layer that did not declare per_sample (batchnorm: batch statistics) keeps the whole network
+ * on one part, whatever the threads; so does a single thread. */
+static void test_lanes_need_per_sample_layers(void **state)
+{
+    fixture *f = *state;
+    rx_shape in = TEST_SHAPE(3, 8, 8);
+    f->threads = 3;
+    build_ok(f, "{ 'conv2d', out = 8, kernel = 3 }, { 'batchnorm' }, { 'flatten' }, { 'linear', out = 5 }", NULL, in, 7);
+    assert_int_equal(f->nt.lanes, 1);
+    build_ok(f, "{ 'flatten' }, { 'linear', out = 5 }", NULL, in, 2);
+    assert_int_equal(f->nt.lanes, 2); /* no more lanes than samples */
+    f->threads = 1;
+    build_ok(f, "{ 'flatten' }, { 'linear', out = 5 }", NULL, in, 7);
+    assert_int_equal(f->nt.lanes, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -803,6 +897,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_whitening, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_cpu_vs_cuda, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sizes_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lanes_match_one_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lanes_need_per_sample_layers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
