@@ -161,6 +161,15 @@ void *device_alloc(rx_device d, size_t bytes)
     return p;
 }
 
+/* On the GPU, cudaMalloc makes every byte real anyway: zeroed as device_alloc's, the unproven
+ * CUDA path keeps what it has always had. */
+void *device_alloc_scratch(rx_device d, size_t bytes)
+{
+    if (d == RX_CUDA) return device_alloc(d, bytes);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
 void device_free(rx_device d, void *p)
 {
 #ifdef RX_WITH_CUDA

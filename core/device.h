@@ -21,6 +21,9 @@ int device_pick(int index, char *why);
 
 /* Zeroed memory of `bytes` on the device, aligned for vector loads; NULL when out of memory. */
 void *device_alloc(rx_device d, size_t bytes);
+/* The same, not zeroed on the CPU: for scratch its users always write before they read (the
+ * layers' workspace), so that the pages no call touches are never made real. */
+void *device_alloc_scratch(rx_device d, size_t bytes);
 void device_free(rx_device d, void *p);
 void device_zero(rx_device d, void *p, size_t bytes);
 /* Copies between host memory and the device (plain memcpy on the CPU). device_to_host waits

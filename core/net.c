@@ -357,7 +357,11 @@ static int net_allocate(net *nt, const config *c, char *err)
     size_t batch = (size_t)nt->max_batch;
     nt->params = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters", err);
     if (nt->params) nt->grads = net_alloc(nt, c, nt->nparams * sizeof(float), "the parameters' gradients", err);
-    if (nt->grads) nt->workspace = net_alloc(nt, c, nt->workspace_bytes, "the layers' shared workspace", err);
+    if (nt->grads) { /* not zeroed: layers write their scratch before reading it, so pages no call uses cost nothing */
+        size_origin o = batch_origin(nt, c);
+        nt->workspace = device_alloc_scratch(nt->device, nt->workspace_bytes);
+        if (!nt->workspace) size_error(err, &o, (double)nt->workspace_bytes, "%s", "the layers' shared workspace");
+    }
     if (nt->workspace && nt->lanes > 1) {
         nt->lane_grads = net_alloc(nt, c, (size_t)(nt->lanes - 1) * nt->nparams * sizeof(float), "the lanes' gradients", err);
         nt->parts = nt->lane_grads ? calloc((size_t)nt->lanes, sizeof *nt->parts) : NULL;
