@@ -24,9 +24,11 @@
  * chunk's slot and the chunks then added in chunk order, so the same thread count gives the same
  * bits, run after run.
  *
- * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), out of what create declares
- * per sample times the batch; create declares the larger of that and what the CUDA path needs
- * per sample (conv2d.h), so that the same layer runs on either device.
+ * Workspace: Winograd's transformed kernels for the call (wino_kernel_floats), then one slot
+ * per chunk (see conv2d_plan, conv2d_scratch), out of what create declares per sample times the
+ * batch; create declares the larger of that and what the CUDA path needs per sample (conv2d.h),
+ * so that the same layer runs on either device. forward and backward write nothing else, and
+ * never the layer's struct: the host may run them on parts of a batch at once (per_sample).
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
  * algorithm the CPU chose (the two agree to rounding). The layer's struct, the plan and the
@@ -39,6 +41,7 @@
 #include <string.h>
 
 #include "conv2d.h"
+#include "create.h"
 #include "onnx_nodes.h"
 
 static const rx_param params[] = {
@@ -84,15 +87,6 @@ static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan
     sc.db = p;
     p += (size_t)s->oc;
     return sc;
-}
-
-static void conv2d_destroy(void *self)
-{
-    conv2d *s = self;
-    if (!s) return;
-    free(s->u);
-    free(s->u_back);
-    free(s);
 }
 
 /* Winograd where it measured faster: a 3x3 kernel at stride 1 with padding 0 to 2 (what the
@@ -144,9 +138,8 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     if (s->algo == CONV2D_IM2COL) {
         s->padded = (size_t)c * (size_t)ph * (size_t)pw;
         s->slot = (size_t)rows * (size_t)(oh * ow) + 2 * s->padded + (size_t)oc * (size_t)rows + (size_t)oc;
-    } else if (wino_init(s) != 0) {
-        conv2d_destroy(s);
-        return rx_fail(ctx, "out of memory");
+    } else {
+        wino_init(s);
     }
     const float scale = 1.0f / sqrtf((float)rows);
     info->out = (rx_shape){ .ndim = 3, .d = { oc, oh, ow } };
@@ -161,6 +154,7 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
      * dW of every sample at once (conv2d.h): the larger, so either device can run. */
     const size_t cuda_floats = conv2d_cuda_floats_per_sample(s);
     info->workspace_bytes = sizeof(float) * (s->slot > cuda_floats ? s->slot : cuda_floats);
+    info->per_sample = true;
     *self = s;
     return 0;
 }
@@ -240,13 +234,15 @@ static conv2d_scratch conv2d_chunk(const conv2d *s, const conv2d_plan *plan, flo
 }
 
 /* What both operations do first: plans the call for a batch of n into *plan, checks the
- * workspace (create declared s->slot floats per sample) and returns it as the plan's slots, one
- * per chunk; NULL after rx_fail. */
-static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan)
+ * workspace (create declared s->slot floats per sample) and carves it: Winograd's U for the call
+ * into *u (im2col: NULL), then the plan's slots, one per chunk, which it returns; NULL after
+ * rx_fail. */
+static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan, float **u)
 {
     *plan = conv2d_plan_for(s, ctx, n);
+    const size_t kernels = s->algo == CONV2D_WINOGRAD ? wino_kernel_floats(s) : 0;
     const size_t declared = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
-    const size_t need = sizeof(float) * plan->slot * (size_t)plan->chunks;
+    const size_t need = sizeof(float) * (kernels + plan->slot * (size_t)plan->chunks);
     if (need > declared) {  /* create's bound in conv2d_create is wrong: a bug, not bad input */
         rx_fail(ctx, "a batch of %" PRId64 " needs %zu bytes of workspace, more than the %zu declared", n, need,
                 declared);
@@ -257,7 +253,8 @@ static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan 
                 ctx->workspace ? ctx->workspace_bytes : 0);
         return NULL;
     }
-    return ctx->workspace;
+    *u = kernels ? ctx->workspace : NULL;
+    return (float *)ctx->workspace + kernels;  /* kernels is a multiple of 16 floats: slots stay aligned */
 }
 
 /* ---- im2col ---- */
@@ -375,17 +372,18 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
     const conv2d *s = self;
     const int64_t n = x->shape.d[0];
     conv2d_plan plan;
-    float *slots = conv2d_slots(s, ctx, n, &plan);
+    float *u;
+    float *slots = conv2d_slots(s, ctx, n, &plan, &u);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
-    if (s->algo == CONV2D_WINOGRAD) wino_kernels(s, w[0].data, s->u, false);
+    if (u) wino_kernels(s, w[0].data, u, false);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (s->algo == CONV2D_WINOGRAD) wino_forward_chunk(s, &plan, &sc, x->data, bias, y->data, first, end);
+        if (u) wino_forward_chunk(s, &plan, &sc, u, x->data, bias, y->data, first, end);
         else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, first, end);
     }
     return 0;
@@ -399,16 +397,17 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     const bool winograd = s->algo == CONV2D_WINOGRAD;
     const int64_t n = x->shape.d[0];
     conv2d_plan plan;
-    float *slots = conv2d_slots(s, ctx, n, &plan);
+    float *u;
+    float *slots = conv2d_slots(s, ctx, n, &plan, &u);
     if (!slots) return -1;
-    if (winograd && dx) wino_kernels(s, w[0].data, s->u_back, true);
+    if (winograd && dx) wino_kernels(s, w[0].data, u, true);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, dx ? dx->data : NULL, first, end);
+        if (winograd) wino_backward_chunk(s, &plan, &sc, u, x->data, dy->data, dx ? dx->data : NULL, first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
@@ -454,7 +453,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = conv2d_create,
-        .destroy = conv2d_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = conv2d_forward_cpu, [RX_CUDA] = conv2d_forward_cuda },
         .backward = { [RX_CPU] = conv2d_backward_cpu, [RX_CUDA] = conv2d_backward_cuda },
