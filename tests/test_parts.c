@@ -1,7 +1,7 @@
 /* test_parts.c: the per_sample promise (runexp.h, ABI 4), checked directly on every in-tree layer
  * that makes it and on the prelu example. A batch's forward and backward are run whole, then
  * again as consecutive parts the way the host runs them on several threads at once: each part a
- * batch of its own, all parts at the same time (OpenMP), with ctx->threads = 1, a workspace of
+ * batch of its own, all parts at the same time (a thread each), with ctx->threads = 1, a workspace of
  * exactly the part's size (its guard bytes must stay untouched), a state, y, dx and dw of its own,
  * and the rng where the whole batch's forward reached the part's first sample. The parts' y, dx
  * and state must be the whole batch's rows, each part must draw as many numbers per sample as the
@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 
 enum { BATCH = 5, MAX_KV = 4, GUARD = 64 };
 
@@ -123,6 +124,7 @@ static rx_rng rng_after(rx_rng r, uint64_t draws)
 
 /* One part's buffers, as the host lends them to a part. */
 typedef struct part {
+    const rig *r;           /* the layer, its self and w, shared by every part */
     int64_t first, n;
     rx_ctx ctx;
     rx_tensor x, y, dy, dx; /* x and dy: the whole batch's rows; y and dx of its own */
@@ -154,6 +156,7 @@ static rx_tensor nan_rows(const rx_tensor *t, int64_t n)
 static void part_open(part *p, const rig *r, int64_t first, int64_t n, uint64_t per_sample_draws, rx_rng start)
 {
     memset(p, 0, sizeof *p);
+    p->r = r;
     p->first = first;
     p->n = n;
     const size_t bytes = r->info.workspace_bytes * (size_t)n;
@@ -201,24 +204,30 @@ static void expect_close(const float *got, const float *want, int64_t n, bool bi
     }
 }
 
-/* Every part's forward at once, then every part's backward; each call's failure in its rc. */
-static void parts_run(part *parts, int nparts, const rig *r)
+static void *part_forward(void *arg)
 {
-#pragma omp parallel for num_threads(nparts) schedule(static, 1)
-    for (int i = 0; i < nparts; i++) {
-        part *p = &parts[i];
-        p->rc = r->desc->layer.forward[RX_CPU](r->self, &p->ctx, &p->x, r->w, &p->y, p->state);
-    }
+    part *p = arg;
+    p->rc = p->r->desc->layer.forward[RX_CPU](p->r->self, &p->ctx, &p->x, p->r->w, &p->y, p->state);
+    return NULL;
+}
+
+static void *part_backward(void *arg)
+{
+    part *p = arg;
+    p->rc = p->r->desc->layer.backward[RX_CPU](p->r->self, &p->ctx, &p->x, &p->y, &p->dy, p->r->w, p->state, &p->dx,
+                                               p->dw);
+    return NULL;
+}
+
+/* OP on every part at once, a thread each (POSIX threads, which a race detector follows, where
+ * it would take OpenMP's own synchronization for races); each call's failure in its rc. */
+static void parts_at_once(part *parts, int nparts, void *(*op)(void *), const char *what)
+{
+    pthread_t threads[BATCH];
+    for (int i = 0; i < nparts; i++) assert_int_equal(pthread_create(&threads[i], NULL, op, &parts[i]), 0);
+    for (int i = 0; i < nparts; i++) assert_int_equal(pthread_join(threads[i], NULL), 0);
     for (int i = 0; i < nparts; i++)
-        if (parts[i].rc != 0) fail_msg("%s: forward of a part failed: %s", r->desc->name, parts[i].ctx.err);
-#pragma omp parallel for num_threads(nparts) schedule(static, 1)
-    for (int i = 0; i < nparts; i++) {
-        part *p = &parts[i];
-        p->rc = r->desc->layer.backward[RX_CPU](r->self, &p->ctx, &p->x, &p->y, &p->dy, r->w, p->state, &p->dx,
-                                                p->dw);
-    }
-    for (int i = 0; i < nparts; i++)
-        if (parts[i].rc != 0) fail_msg("%s: backward of a part failed: %s", r->desc->name, parts[i].ctx.err);
+        if (parts[i].rc != 0) fail_msg("%s: %s of a part failed: %s", parts[i].r->desc->name, what, parts[i].ctx.err);
 }
 
 /* One part against the whole batch's rows: y, dx, state, its workspace's guard and its draws. */
@@ -260,7 +269,8 @@ static void expect_parts_agree(const parts_row *row, bool training, const cuts *
 
     part parts[BATCH];
     for (int i = 0; i < c->n; i++) part_open(&parts[i], &r, c->at[i], c->at[i + 1] - c->at[i], draws / BATCH, start);
-    parts_run(parts, c->n, &r);
+    parts_at_once(parts, c->n, part_forward, "forward");
+    parts_at_once(parts, c->n, part_backward, "backward");
     for (int i = 0; i < c->n; i++) part_expect_rows(&parts[i], &r, row, draws / BATCH, start, where);
     for (int t = 0; t < r.info.ntensors; t++) {
         const int64_t n = rx_numel(r.dw[t].shape);
