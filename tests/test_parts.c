@@ -351,7 +351,8 @@ static void test_every_layer_decided(void **state)
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(len - 3), e->d_name);
         bool batch = false;
-        for (size_t i = 0; i < sizeof batch_layers / sizeof batch_layers[0]; i++) batch |= !strcmp(name, batch_layers[i]);
+        for (size_t i = 0; i < sizeof batch_layers / sizeof batch_layers[0]; i++)
+            batch |= strcmp(name, batch_layers[i]) == 0;
         if (!batch && !in_table(name))
             fail_msg("layer %s is neither in test_parts.c's table nor in its batch_layers: does it declare per_sample?",
                      name);

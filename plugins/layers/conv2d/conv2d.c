@@ -24,11 +24,13 @@
  * chunk's slot and the chunks then added in chunk order, so the same thread count gives the same
  * bits, run after run.
  *
- * Workspace: Winograd's transformed kernels for the call (wino_kernel_floats), then one slot
- * per chunk (see conv2d_plan, conv2d_scratch), out of what create declares per sample times the
- * batch; create declares the larger of that and what the CUDA path needs per sample (conv2d.h),
- * so that the same layer runs on either device. forward and backward write nothing else, and
- * never the layer's struct: the host may run them on parts of a batch at once (per_sample).
+ * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), out of what create declares
+ * per sample times the batch; create declares the larger of that and what the CUDA path needs
+ * per sample (conv2d.h), so that the same layer runs on either device. Winograd transforms the
+ * call's kernels into the first chunk's dU, which forward never uses; backward first sums dU
+ * into dW, then transforms the flipped kernels there for dx. So forward and backward write no
+ * more than the workspace, and never the layer's struct: the host may run them on parts of a
+ * batch at once (per_sample).
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
  * algorithm the CPU chose (the two agree to rounding). The layer's struct, the plan and the
@@ -234,15 +236,13 @@ static conv2d_scratch conv2d_chunk(const conv2d *s, const conv2d_plan *plan, flo
 }
 
 /* What both operations do first: plans the call for a batch of n into *plan, checks the
- * workspace (create declared s->slot floats per sample) and carves it: Winograd's U for the call
- * into *u (im2col: NULL), then the plan's slots, one per chunk, which it returns; NULL after
- * rx_fail. */
-static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan, float **u)
+ * workspace (create declared s->slot floats per sample) and returns it as the plan's slots, one
+ * per chunk; NULL after rx_fail. */
+static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan)
 {
     *plan = conv2d_plan_for(s, ctx, n);
-    const size_t kernels = s->algo == CONV2D_WINOGRAD ? wino_kernel_floats(s) : 0;
     const size_t declared = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
-    const size_t need = sizeof(float) * (kernels + plan->slot * (size_t)plan->chunks);
+    const size_t need = sizeof(float) * plan->slot * (size_t)plan->chunks;
     if (need > declared) {  /* create's bound in conv2d_create is wrong: a bug, not bad input */
         rx_fail(ctx, "a batch of %" PRId64 " needs %zu bytes of workspace, more than the %zu declared", n, need,
                 declared);
@@ -253,8 +253,7 @@ static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan 
                 ctx->workspace ? ctx->workspace_bytes : 0);
         return NULL;
     }
-    *u = kernels ? ctx->workspace : NULL;
-    return (float *)ctx->workspace + kernels;  /* kernels is a multiple of 16 floats: slots stay aligned */
+    return ctx->workspace;
 }
 
 /* ---- im2col ---- */
@@ -366,16 +365,33 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
 
 /* ---- The operations: chunks in parallel, then the chunks' gradients in chunk order ---- */
 
+/* Winograd's dx, once dW has been taken from the chunks' dU: the flipped kernels' U into the
+ * first chunk's dU, then every chunk's dx from it. */
+static void conv2d_wino_dx(const conv2d *s, const conv2d_plan *plan, float *slots, const float *weight,
+                           const float *dy, float *dx, int64_t n)
+{
+    float *u = conv2d_scratch_at(s, plan, slots).dw;
+    wino_kernels(s, weight, u, true);
+    const int chunks = plan->chunks;
+
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+    for (int t = 0; t < chunks; t++) {
+        int64_t first, end;
+        const conv2d_scratch sc = conv2d_chunk(s, plan, slots, n, t, &first, &end);
+        wino_dx_chunk(s, plan, &sc, u, dy, dx, first, end);
+    }
+}
+
 static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                               rx_tensor *y, void *state)
 {
     const conv2d *s = self;
     const int64_t n = x->shape.d[0];
     conv2d_plan plan;
-    float *u;
-    float *slots = conv2d_slots(s, ctx, n, &plan, &u);
+    float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
+    float *u = s->algo == CONV2D_WINOGRAD ? conv2d_scratch_at(s, &plan, slots).dw : NULL;  /* dU, idle forward */
     if (u) wino_kernels(s, w[0].data, u, false);
     const int chunks = plan.chunks;
 
@@ -397,17 +413,15 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     const bool winograd = s->algo == CONV2D_WINOGRAD;
     const int64_t n = x->shape.d[0];
     conv2d_plan plan;
-    float *u;
-    float *slots = conv2d_slots(s, ctx, n, &plan, &u);
+    float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
-    if (winograd && dx) wino_kernels(s, w[0].data, u, true);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (winograd) wino_backward_chunk(s, &plan, &sc, u, x->data, dy->data, dx ? dx->data : NULL, first, end);
+        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
@@ -428,6 +442,7 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
             for (int o = 0; o < s->oc; o++) dbias[o] += part[o];
         }
     }
+    if (winograd && dx) conv2d_wino_dx(s, &plan, slots, w[0].data, dy->data, dx->data, n);
     return 0;
 }
 

@@ -65,8 +65,6 @@ static size_t wino_fixed_floats(const conv2d *s)
            WINO_PLANES * s->uplane + (size_t)s->oc;
 }
 
-size_t wino_kernel_floats(const conv2d *s) { return WINO_PLANES * s->uplane; }
-
 void wino_init(conv2d *s)
 {
     s->fwd = wino_geometry(s->c, s->h, s->w, s->oc, s->pad);
@@ -78,10 +76,8 @@ void wino_init(conv2d *s)
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
     /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
-     * are whole; group <= n), and wino_plane adds at most 32 floats to a plane; the call's U
-     * once, which a batch of one needs whole. */
-    s->slot = wino_kernel_floats(s) + wino_fixed_floats(s) +
-              WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
+     * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
+    s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
 }
 
 /* The slot layout, sized here and carved by wino_scratch_at just below. */
@@ -445,10 +441,9 @@ void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_s
 }
 
 /* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
- * group's tiles by one SGEMM per plane), db, and dx as the forward convolution of dY by the
- * flipped kernels. */
-void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                         const float *x, const float *dy, float *dx, int64_t first, int64_t end)
+ * group's tiles by one SGEMM per plane), and db. */
+void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
+                         const float *dy, int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
@@ -471,7 +466,18 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, (int)ld, 1.0f,
                         sc->m + e * plan->mplane, (int)ld, sc->v + e * plan->vplane, (int)ld, 1.0f,
                         sc->dw + e * s->uplane, s->c);
-        if (!dx) continue;
+    }
+}
+
+/* Per group: dx as the forward convolution of dY by the flipped kernels (u). */
+void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
+                   const float *dy, float *dx, int64_t first, int64_t end)
+{
+    const wino_geom *b = &s->back;
+    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
+    memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int g = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ldb = (size_t)g * b->tiles;
         for (int k = 0; k < g; k++) {
             conv2d_pad_planes(dy + (size_t)(i + k) * ysize, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
