@@ -42,14 +42,21 @@ static inline void test_plugin_path(plugin_path *p)
     plugin_path_add(p, RX_BUILD_DIR "/plugins");
 }
 
+/* Loads a plugin from the plugin folder DIR (RX_BUILD_DIR "/examples") or fails the test with
+ * the loader's message. */
+static inline const rx_plugin *test_load_from(plugin *pl, const char *dir, rx_kind kind, const char *name)
+{
+    plugin_path p = { 0 };
+    char err[1024] = "";
+    plugin_path_add(&p, dir);
+    if (plugin_load(&p, kind, name, pl, err, sizeof err) != 0) fail_msg("%s", err);
+    return pl->desc;
+}
+
 /* Loads a build-tree plugin or fails the test with the loader's message. */
 static inline const rx_plugin *test_load(plugin *pl, rx_kind kind, const char *name)
 {
-    plugin_path p;
-    char err[1024] = "";
-    test_plugin_path(&p);
-    if (plugin_load(&p, kind, name, pl, err, sizeof err) != 0) fail_msg("%s", err);
-    return pl->desc;
+    return test_load_from(pl, RX_BUILD_DIR "/plugins", kind, name);
 }
 
 /* Fills args with the descriptor's defaults, in the order of its parameter list. */
@@ -120,14 +127,20 @@ typedef struct rig {
     rx_rng rng;                                      /* the test's own random numbers, from `seed` */
 } rig;
 
-/* Loads layer NAME with its default arguments; training, one thread. */
-static inline void rig_open(rig *r, const char *name, uint64_t seed)
+/* Loads layer NAME from the plugin folder DIR with its default arguments; training, one thread. */
+static inline void rig_open_from(rig *r, const char *dir, const char *name, uint64_t seed)
 {
     memset(r, 0, sizeof *r);
-    r->desc = test_load(&r->pl, RX_LAYER, name);
+    r->desc = test_load_from(&r->pl, dir, RX_LAYER, name);
     test_default_args(r->desc, r->args);
     r->ctx = (rx_ctx){ .device = RX_CPU, .training = true, .rng = rx_rng_stream(42, 1), .threads = 1 };
     r->rng = rx_rng_stream(seed, 0);
+}
+
+/* The same from the build tree's plugins. */
+static inline void rig_open(rig *r, const char *name, uint64_t seed)
+{
+    rig_open_from(r, RX_BUILD_DIR "/plugins", name, seed);
 }
 
 static inline rx_value *rig_arg(rig *r, const char *key) { return test_arg(r->desc, r->args, key); }
@@ -138,7 +151,7 @@ static inline int rig_create(rig *r, rx_shape in)
     return r->desc->layer.create(&r->self, &r->ctx, r->args, in, &r->info);
 }
 
-/* The declared tensors as the host initializes them (U(-scale, scale), ones or zeros). */
+/* The declared tensors as the host initializes them (U(-scale, scale), ones, scale or zeros). */
 static inline void rig_tensors(rig *r)
 {
     for (int i = 0; i < r->info.ntensors; i++) {
@@ -146,8 +159,9 @@ static inline void rig_tensors(rig *r)
         r->w[i] = tensor_new(t->shape);
         r->dw[i] = tensor_new(t->shape);
         if (t->init == RX_INIT_UNIFORM) tensor_uniform(&r->rng, &r->w[i], -t->scale, t->scale);
-        else if (t->init == RX_INIT_ONES)
-            for (int64_t j = 0; j < rx_numel(t->shape); j++) r->w[i].data[j] = 1.0f;
+        else if (t->init == RX_INIT_ONES || t->init == RX_INIT_CONSTANT)
+            for (int64_t j = 0; j < rx_numel(t->shape); j++)
+                r->w[i].data[j] = t->init == RX_INIT_ONES ? 1.0f : t->scale;
     }
 }
 

@@ -1,7 +1,9 @@
 /* dropout.c: inverted dropout, like torch.nn.Dropout. While training, each element is kept with
  * probability 1 - p and scaled by 1 / (1 - p), so evaluation is the identity with no rescaling.
  * The keep mask (one byte per element) lives in the per-sample state for backward; random
- * numbers come from ctx->rng, so a run replays exactly from its seed.
+ * numbers come from ctx->rng, so a run replays exactly from its seed: one per element, in order,
+ * so a part of a batch whose rng starts where the whole batch's forward reached the part's first
+ * sample draws that part's mask (runexp.h: per_sample).
  * CUDA path: dropout.cu, which draws the very same mask from ctx->rng; dropout.h holds the
  * struct both files share. */
 #include <string.h>
@@ -23,6 +25,7 @@ static int dropout_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
     if (!(p >= 0.0 && p < 1.0)) return rx_fail(ctx, "p must be in [0, 1), got %g", p);
     const size_t mask_bytes = (size_t)rx_numel(in);  /* the uint8 keep mask: per-sample state */
     if (layer_elementwise_info(ctx, in, mask_bytes, info) != 0) return -1;
+    info->per_sample = true;  /* the mask is per sample, drawn per element in order */
     const dropout s = { .p = (float)p, .scale = (float)(1.0 / (1.0 - p)) };
     return plugin_new_self(self, ctx, &s, sizeof s);
 }

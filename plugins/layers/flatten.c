@@ -17,6 +17,7 @@ static int flatten_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
     info->ntensors = 0;
     info->state_bytes = 0;
     info->workspace_bytes = 0;
+    info->per_sample = true;  /* a copy, no self */
     return 0;
 }
 

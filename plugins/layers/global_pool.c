@@ -48,6 +48,7 @@ static int global_pool_create(void **self, rx_ctx *ctx, const rx_value *args, rx
     info->ntensors = 0;
     info->state_bytes = m == GLOBAL_POOL_MAX ? sizeof(int32_t) * (size_t)c : 0;
     info->workspace_bytes = 0;
+    info->per_sample = true;  /* planes within a sample; argmax indices into the sample */
     *self = s;
     return 0;
 }

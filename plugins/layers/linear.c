@@ -51,6 +51,7 @@ static int linear_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
                                              .init = RX_INIT_UNIFORM, .scale = scale };
     info->state_bytes = 0;
     info->workspace_bytes = sizeof(float) * (size_t)out;  /* one column of y^T */
+    info->per_sample = true;  /* a sample's y from its x alone; dW and db only add */
     return plugin_new_self(self, ctx, &s, sizeof s);
 }
 

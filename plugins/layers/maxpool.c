@@ -61,6 +61,7 @@ static int maxpool_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
     info->ntensors = 0;
     info->state_bytes = sizeof(int32_t) * (size_t)(c * oh * ow);
     info->workspace_bytes = 0;
+    info->per_sample = true;  /* windows within a sample; argmax indices into the sample */
     *self = s;
     return 0;
 }

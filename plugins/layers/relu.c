@@ -12,7 +12,9 @@ static const rx_param params[] = { { 0 } };
 static int relu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
                        rx_layer_info *info)
 {
-    return layer_elementwise_info(ctx, in, 0, info);
+    if (layer_elementwise_info(ctx, in, 0, info) != 0) return -1;
+    info->per_sample = true;  /* elementwise, no self */
+    return 0;
 }
 
 static int relu_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,

@@ -27,6 +27,7 @@ static int scale_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape
     if (fabs(by) > FLT_MAX)
         return rx_fail(ctx, "by must fit in a float (magnitude at most %g), got %g", (double)FLT_MAX, by);
     if (layer_elementwise_info(ctx, in, 0, info) != 0) return -1;
+    info->per_sample = true;  /* elementwise; self (the factor) only read */
     return plugin_new_self(self, ctx, &(scale){ .by = (float)by }, sizeof(scale));
 }
 

@@ -35,6 +35,8 @@ static int prelu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape
     info->ntensors = 1;
     info->tensors[0] = (rx_tensor_decl){ .name = "weight", .shape = { .ndim = 1, .d = { s->c } },
                                          .init = RX_INIT_CONSTANT, .scale = (float)init };
+    /* Each sample alone, self only read: the host may run parts of a batch at once (ABI 4). */
+    info->per_sample = true;
     return 0;
 }
 

@@ -26,7 +26,11 @@
  *
  * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), out of what create declares
  * per sample times the batch; create declares the larger of that and what the CUDA path needs
- * per sample (conv2d.h), so that the same layer runs on either device.
+ * per sample (conv2d.h), so that the same layer runs on either device. Winograd transforms the
+ * call's kernels into the first chunk's dU, which forward never uses; backward first sums dU
+ * into dW, then transforms the flipped kernels there for dx. So forward and backward write no
+ * more than the workspace, and never the layer's struct: the host may run them on parts of a
+ * batch at once (per_sample).
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
  * algorithm the CPU chose (the two agree to rounding). The layer's struct, the plan and the
@@ -39,6 +43,7 @@
 #include <string.h>
 
 #include "conv2d.h"
+#include "create.h"
 #include "onnx_nodes.h"
 
 static const rx_param params[] = {
@@ -84,15 +89,6 @@ static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan
     sc.db = p;
     p += (size_t)s->oc;
     return sc;
-}
-
-static void conv2d_destroy(void *self)
-{
-    conv2d *s = self;
-    if (!s) return;
-    free(s->u);
-    free(s->u_back);
-    free(s);
 }
 
 /* Winograd where it measured faster: a 3x3 kernel at stride 1 with padding 0 to 2 (what the
@@ -144,9 +140,8 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     if (s->algo == CONV2D_IM2COL) {
         s->padded = (size_t)c * (size_t)ph * (size_t)pw;
         s->slot = (size_t)rows * (size_t)(oh * ow) + 2 * s->padded + (size_t)oc * (size_t)rows + (size_t)oc;
-    } else if (wino_init(s) != 0) {
-        conv2d_destroy(s);
-        return rx_fail(ctx, "out of memory");
+    } else {
+        wino_init(s);
     }
     const float scale = 1.0f / sqrtf((float)rows);
     info->out = (rx_shape){ .ndim = 3, .d = { oc, oh, ow } };
@@ -161,6 +156,7 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
      * dW of every sample at once (conv2d.h): the larger, so either device can run. */
     const size_t cuda_floats = conv2d_cuda_floats_per_sample(s);
     info->workspace_bytes = sizeof(float) * (s->slot > cuda_floats ? s->slot : cuda_floats);
+    info->per_sample = true;
     *self = s;
     return 0;
 }
@@ -369,6 +365,23 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
 
 /* ---- The operations: chunks in parallel, then the chunks' gradients in chunk order ---- */
 
+/* Winograd's dx, once dW has been taken from the chunks' dU: the flipped kernels' U into the
+ * first chunk's dU, then every chunk's dx from it. */
+static void conv2d_wino_dx(const conv2d *s, const conv2d_plan *plan, float *slots, const float *weight,
+                           const float *dy, float *dx, int64_t n)
+{
+    float *u = conv2d_scratch_at(s, plan, slots).dw;
+    wino_kernels(s, weight, u, true);
+    const int chunks = plan->chunks;
+
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+    for (int t = 0; t < chunks; t++) {
+        int64_t first, end;
+        const conv2d_scratch sc = conv2d_chunk(s, plan, slots, n, t, &first, &end);
+        wino_dx_chunk(s, plan, &sc, u, dy, dx, first, end);
+    }
+}
+
 static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                               rx_tensor *y, void *state)
 {
@@ -378,14 +391,15 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
     float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
-    if (s->algo == CONV2D_WINOGRAD) wino_kernels(s, w[0].data, s->u, false);
+    float *u = s->algo == CONV2D_WINOGRAD ? conv2d_scratch_at(s, &plan, slots).dw : NULL;  /* dU, idle forward */
+    if (u) wino_kernels(s, w[0].data, u, false);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (s->algo == CONV2D_WINOGRAD) wino_forward_chunk(s, &plan, &sc, x->data, bias, y->data, first, end);
+        if (u) wino_forward_chunk(s, &plan, &sc, u, x->data, bias, y->data, first, end);
         else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, first, end);
     }
     return 0;
@@ -401,14 +415,13 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     conv2d_plan plan;
     float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
-    if (winograd && dx) wino_kernels(s, w[0].data, s->u_back, true);
     const int chunks = plan.chunks;
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, dx ? dx->data : NULL, first, end);
+        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
@@ -429,6 +442,7 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
             for (int o = 0; o < s->oc; o++) dbias[o] += part[o];
         }
     }
+    if (winograd && dx) conv2d_wino_dx(s, &plan, slots, w[0].data, dy->data, dx->data, n);
     return 0;
 }
 
@@ -454,7 +468,7 @@ static const rx_plugin desc = {
     .params = params,
     .layer = {
         .create = conv2d_create,
-        .destroy = conv2d_destroy,
+        .destroy = plugin_free_self,
 #ifdef RX_WITH_CUDA
         .forward = { [RX_CPU] = conv2d_forward_cpu, [RX_CUDA] = conv2d_forward_cuda },
         .backward = { [RX_CPU] = conv2d_backward_cpu, [RX_CUDA] = conv2d_backward_cuda },

@@ -42,8 +42,6 @@ typedef struct conv2d {
     wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
     size_t uplane;     /* Winograd: floats from one transformed-kernel plane (OC*C) to the next */
     int group;         /* Winograd: samples whose tiles one SGEMM takes together (see WINO_COLUMNS) */
-    float *u;          /* Winograd: (36, OC, C) transformed kernels, redone every forward */
-    float *u_back;     /* Winograd: (36, C, OC) the same for dx, redone every backward */
     size_t slot;       /* floats of workspace declared per sample (see conv2d_scratch, conv2d_plan) */
 } conv2d;
 
@@ -73,7 +71,8 @@ typedef struct conv2d_scratch {
     float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
     float *stage; /* Winograd: the transforms' scratch, and four output rows of whole tiles
                    * when OH or OW is not a multiple of 4 (see wino_stage) */
-    float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU) */
+    float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU; the first chunk's holds the
+                   * call's U while there is no dU: forward, and dx after dW) */
     float *db;    /* (OC) the chunk's share of db */
 } conv2d_scratch;
 
@@ -99,23 +98,28 @@ void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, 
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
 
 /* winograd.c, for create and the CPU operations in conv2d.c: */
-/* create's share: both geometries, the transformed kernels' buffers, the group and the slot
- * per sample. 0, or -1 when out of memory (the caller frees s). */
-int wino_init(conv2d *s);
+/* create's share: both geometries, the group and the slot per sample. */
+void wino_init(conv2d *s);
 /* Fills p's vplane, mplane and slot for its group. */
 void wino_plan_slot(const conv2d *s, conv2d_plan *p);
 /* Carves Winograd's share of a slot from p on into sc; returns where it ends. */
 float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2d_scratch *sc);
-/* U (36 planes of (cout, cin), s->uplane apart) from the kernels; flip: for the dx convolution. */
+/* U (36 planes of (cout, cin), s->uplane apart) from the kernels; flip: for the dx convolution.
+ * Each call transforms them into its own workspace (the first chunk's dU: conv2d.c says when
+ * that is free), never into the layer's struct: calls on parts of a batch may run at once
+ * (runexp.h: per_sample). */
 void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip);
 /* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
 void wino_kernel_grads(const conv2d *s, const float *du, float *dweight);
-/* Samples [first, end) of a chunk: y forward; the chunk's dU and db into sc and dx (unless
- * NULL) backward. */
-void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                        const float *bias, float *y, int64_t first, int64_t end);
+/* Samples [first, end) of a chunk: y forward, with the call's U; backward, the chunk's dU and db
+ * into sc, then (once dW has been taken from dU) dx with the U of the flipped kernels. None of
+ * them writes sc->dw but wino_backward_chunk. */
+void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
+                        const float *x, const float *bias, float *y, int64_t first, int64_t end);
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, float *dx, int64_t first, int64_t end);
+                         const float *dy, int64_t first, int64_t end);
+void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
+                   const float *dy, float *dx, int64_t first, int64_t end);
 
 /* conv2d.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
 int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,

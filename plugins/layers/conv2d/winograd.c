@@ -7,7 +7,7 @@
  * (input, output) channel pair instead of 144: 4x fewer multiply-adds (F(2x2, 3x3), which this
  * replaced, saves 2.25x). Per group of samples (see WINO_COLUMNS), with V = their transformed
  * input tiles side by side (36 planes of (C, tiles)) and U = the transformed kernels (36 planes
- * of (OC, C), once per call):
+ * of (OC, C), once per call, into the call's workspace):
  *     forward   M_e = U_e V_e for each of the 36 planes e, then y = the output transform of M
  *     backward  dU_e += Z_e V_e^T, Z = the transformed output-gradient tiles; dW = G^T dU G
  *               dx: the same forward, run on dY with the kernels turned 180 degrees and their
@@ -15,7 +15,6 @@
  * Its results differ from im2col's by rounding only (a few 1e-6 of the largest value; the
  * transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms). */
 #include <cblas.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "conv2d.h"
@@ -66,7 +65,7 @@ static size_t wino_fixed_floats(const conv2d *s)
            WINO_PLANES * s->uplane + (size_t)s->oc;
 }
 
-int wino_init(conv2d *s)
+void wino_init(conv2d *s)
 {
     s->fwd = wino_geometry(s->c, s->h, s->w, s->oc, s->pad);
     s->back = wino_geometry(s->oc, s->oh, s->ow, s->c, 2 - s->pad);
@@ -75,14 +74,10 @@ int wino_init(conv2d *s)
     if (s->back.ph < s->back.pad + 4 * s->fwd.th) s->back.ph = s->back.pad + 4 * s->fwd.th;
     if (s->back.pw < s->back.pad + 4 * s->fwd.tw) s->back.pw = s->back.pad + 4 * s->fwd.tw;
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
-    s->u = malloc(sizeof(float) * WINO_PLANES * s->uplane);
-    s->u_back = malloc(sizeof(float) * WINO_PLANES * s->uplane);
-    if (!s->u || !s->u_back) return -1;
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
     /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
      * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
     s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
-    return 0;
 }
 
 /* The slot layout, sized here and carved by wino_scratch_at just below. */
@@ -426,8 +421,8 @@ static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, fl
 
 /* Samples [first, end) of a chunk forward, a group at a time: the group's tiles side by side in
  * V, 36 SGEMMs, then each sample's output transform. */
-void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                        const float *bias, float *y, int64_t first, int64_t end)
+void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
+                        const float *x, const float *bias, float *y, int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
@@ -439,17 +434,16 @@ void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_s
             conv2d_pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
             wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
         }
-        wino_multiply(s, f, plan, s->u, sc->v, sc->m, (int)ld);
+        wino_multiply(s, f, plan, u, sc->v, sc->m, (int)ld);
         for (int k = 0; k < g; k++)
             wino_output(f, sc->m + (size_t)k * f->tiles, ld, plan->mplane, bias, sc->stage, y + (size_t)(i + k) * ysize);
     }
 }
 
 /* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
- * group's tiles by one SGEMM per plane), db, and dx as the forward convolution of dY by the
- * flipped kernels. */
+ * group's tiles by one SGEMM per plane), and db. */
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, float *dx, int64_t first, int64_t end)
+                         const float *dy, int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
@@ -472,13 +466,24 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, (int)ld, 1.0f,
                         sc->m + e * plan->mplane, (int)ld, sc->v + e * plan->vplane, (int)ld, 1.0f,
                         sc->dw + e * s->uplane, s->c);
-        if (!dx) continue;
+    }
+}
+
+/* Per group: dx as the forward convolution of dY by the flipped kernels (u). */
+void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
+                   const float *dy, float *dx, int64_t first, int64_t end)
+{
+    const wino_geom *b = &s->back;
+    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
+    memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int g = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ldb = (size_t)g * b->tiles;
         for (int k = 0; k < g; k++) {
             conv2d_pad_planes(dy + (size_t)(i + k) * ysize, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
             wino_input(b, sc->dypad, sc->stage, sc->v + (size_t)k * b->tiles, ldb, plan->vplane);
         }
-        wino_multiply(s, b, plan, s->u_back, sc->v, sc->m, (int)ldb);
+        wino_multiply(s, b, plan, u, sc->v, sc->m, (int)ldb);
         for (int k = 0; k < g; k++)
             wino_output(b, sc->m + (size_t)k * b->tiles, ldb, plan->mplane, NULL, sc->stage, dx + (size_t)(i + k) * xsize);
     }

@@ -33,6 +33,7 @@ static int gelu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape 
         return rx_fail(ctx, "approximate must be 'none' or 'tanh', got '%s'",
                        approximate ? approximate : "(nothing)");
     if (layer_elementwise_info(ctx, in, 0, info) != 0) return -1;
+    info->per_sample = true;  /* elementwise; self (the formula) only read */
     return plugin_new_self(self, ctx, &(gelu){ .form = form }, sizeof(gelu));
 }
 
