@@ -26,6 +26,11 @@ typedef struct wino_geom {
                         * partial tiles (pw: 2 columns more, see wino_input_row) */
 } wino_geom;
 
+/* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
+ * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
+ * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
+enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
+
 typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
 
 typedef struct conv2d {
@@ -41,6 +46,8 @@ typedef struct conv2d {
     wino_geom fwd;     /* Winograd: x -> y */
     wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
     size_t uplane;     /* Winograd: floats from one transformed-kernel plane (OC*C) to the next */
+    float wg[2][WINO_PLANES * 9]; /* Winograd: G g G^T as a (36, 9) matrix of the taps, and the same
+                                   * with its columns reversed (the kernels turned 180 degrees) */
     int group;         /* Winograd: samples whose tiles one SGEMM takes together (see WINO_COLUMNS) */
     size_t slot;       /* floats of workspace declared per sample (see conv2d_scratch, conv2d_plan) */
 } conv2d;
@@ -55,10 +62,6 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
     return col + (size_t)s->oc * (size_t)s->rows;
 }
 
-/* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
- * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
- * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
-enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
 
 /* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
  * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */

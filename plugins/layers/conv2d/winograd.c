@@ -65,6 +65,8 @@ static size_t wino_fixed_floats(const conv2d *s)
            WINO_PLANES * s->uplane + (size_t)s->oc;
 }
 
+static void wino_kernel_matrix(conv2d *s);
+
 void wino_init(conv2d *s)
 {
     s->fwd = wino_geometry(s->c, s->h, s->w, s->oc, s->pad);
@@ -74,6 +76,7 @@ void wino_init(conv2d *s)
     if (s->back.ph < s->back.pad + 4 * s->fwd.th) s->back.ph = s->back.pad + 4 * s->fwd.th;
     if (s->back.pw < s->back.pad + 4 * s->fwd.tw) s->back.pw = s->back.pad + 4 * s->fwd.tw;
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
+    wino_kernel_matrix(s);
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
     /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
      * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
@@ -161,7 +164,7 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
         o5 = (d3);                                                                                \
     } while (0)
 
-/* G g for one column g of 3 (a kernel): 6 outputs. Once per kernel per call: no vector loop. */
+/* G g for one column g of 3 (a kernel): 6 outputs. At create only (wino_kernel_matrix). */
 static void wino_g(const float g[3], float out[6])
 {
     out[0] = 0.25f * g[0];
@@ -172,57 +175,49 @@ static void wino_g(const float g[3], float out[6])
     out[5] = g[2];
 }
 
-/* G^T d for one column d of 6 (a kernel gradient): 3 outputs. */
-static void wino_gt(const float d[6], float out[3])
-{
-    out[0] = 0.25f * d[0] - (d[1] + d[2]) / 6.0f + (d[3] + d[4]) / 24.0f;
-    out[1] = (d[2] - d[1]) / 6.0f + (d[3] - d[4]) / 12.0f;
-    out[2] = (d[3] + d[4] - d[1] - d[2]) / 6.0f + d[5];
-}
-
-/* U_e (cout, cin) for e = 6i + j from the 3x3 kernels: G g G^T. `flip` reads the kernels as the
- * dx convolution needs them: for output channel c and input o, W[o][c] turned 180 degrees. */
+/* U_e (cout, cin) for e = 6i + j from the 3x3 kernels: G g G^T, each of the 36 a fixed sum of
+ * the 9 taps, so all kernels at once are one product: U (36, kernels) = s->wg (36, 9) x the
+ * kernels (kernels, 9)^T. `flip` reads the kernels as the dx convolution needs them: for output
+ * channel c and input o, W[o][c] turned 180 degrees (wg's reversed columns), one product per c
+ * (the kernels W[.][c] are C * 9 floats apart). */
 void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip)
 {
-    const int cout = flip ? s->c : s->oc, cin = flip ? s->oc : s->c;
-    for (int o = 0; o < cout; o++)
-        for (int c = 0; c < cin; c++) {
-            const float *k = flip ? weight + ((size_t)c * s->c + o) * 9 : weight + ((size_t)o * s->c + c) * 9;
-            float g[3][3];  /* the kernel as this convolution applies it, columns first: g[b][a] */
-            for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++) g[b][a] = flip ? k[(2 - a) * 3 + (2 - b)] : k[a * 3 + b];
-            float t[3][6];  /* G g, column b */
-            for (int b = 0; b < 3; b++) wino_g(g[b], t[b]);
-            float *out = u + (size_t)o * cin + c;
-            for (int i = 0; i < 6; i++) {  /* (G g) G^T, row i */
-                const float row[3] = { t[0][i], t[1][i], t[2][i] };
-                float r[6];
-                wino_g(row, r);
-                for (int j = 0; j < 6; j++) out[(6 * i + j) * s->uplane] = r[j];
-            }
-        }
+    if (!flip) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, WINO_PLANES, s->oc * s->c, 9, 1.0f, s->wg[0], 9,
+                    weight, 9, 0.0f, u, (int)s->uplane);
+        return;
+    }
+    for (int c = 0; c < s->c; c++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, WINO_PLANES, s->oc, 9, 1.0f, s->wg[1], 9,
+                    weight + (size_t)c * 9, s->c * 9, 0.0f, u + (size_t)c * s->oc, (int)s->uplane);
 }
 
-/* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
+/* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C): the same matrix, the other
+ * way, dW (kernels, 9) += dU^T (kernels, 36) x wg (36, 9). */
 void wino_kernel_grads(const conv2d *s, const float *du, float *dweight)
 {
-    for (int o = 0; o < s->oc; o++)
-        for (int c = 0; c < s->c; c++) {
-            const float *d = du + (size_t)o * s->c + c;
-            float r[6][3];  /* G^T dU, column j */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc * s->c, 9, WINO_PLANES, 1.0f, du, (int)s->uplane,
+                s->wg[0], 9, 1.0f, dweight, 9);
+}
+
+/* wg: G g G^T for each of the 9 one-tap kernels g, a column each (and reversed, for flip). */
+static void wino_kernel_matrix(conv2d *s)
+{
+    for (int tap = 0; tap < 9; tap++) {
+        float g[3][3] = { { 0 } };  /* columns first: g[b][a] is the kernel's row a, column b */
+        g[tap % 3][tap / 3] = 1.0f;
+        float t[3][6];  /* G g, column b */
+        for (int b = 0; b < 3; b++) wino_g(g[b], t[b]);
+        for (int i = 0; i < 6; i++) {  /* (G g) G^T, row i */
+            const float row[3] = { t[0][i], t[1][i], t[2][i] };
+            float r[6];
+            wino_g(row, r);
             for (int j = 0; j < 6; j++) {
-                float col[6];
-                for (int i = 0; i < 6; i++) col[i] = d[(6 * i + j) * s->uplane];
-                wino_gt(col, r[j]);
-            }
-            float *k = dweight + ((size_t)o * s->c + c) * 9;
-            for (int a = 0; a < 3; a++) {  /* (G^T dU) G, row a */
-                const float row[6] = { r[0][a], r[1][a], r[2][a], r[3][a], r[4][a], r[5][a] };
-                float g[3];
-                wino_gt(row, g);
-                for (int b = 0; b < 3; b++) k[a * 3 + b] += g[b];
+                s->wg[0][(6 * i + j) * 9 + tap] = r[j];
+                s->wg[1][(6 * i + j) * 9 + 8 - tap] = r[j];
             }
         }
+    }
 }
 
 /* The second half of a row of tiles' transform, for wino_input_row and wino_grad_row: the
