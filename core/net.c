@@ -205,9 +205,8 @@ static size_origin batch_origin(const net *nt, const config *c)
     return (size_origin){ c->file, "data.batch_size", (long long)nt->max_batch };
 }
 
-/* Every layer created in turn, each on the shape the one before makes: the shapes, and how much
- * memory net_allocate will need, with nothing allocated on the device yet. */
-/* One lane per thread on the CPU when every layer declared per_sample (runexp.h), else 1. */
+/* One lane per thread on the CPU when every layer declared per_sample (runexp.h), else 1; never
+ * more lanes than samples in the largest batch. */
 enum { MAX_LANES = 1024 };
 static int net_lanes(const net *nt, const rx_ctx *ctx)
 {
@@ -217,6 +216,9 @@ static int net_lanes(const net *nt, const rx_ctx *ctx)
     int64_t lanes = ctx->threads < MAX_LANES ? ctx->threads : MAX_LANES;
     return (int)(nt->max_batch < lanes ? nt->max_batch : lanes);
 }
+
+/* Every layer created in turn, each on the shape the one before makes: the shapes, and how much
+ * memory net_allocate will need, with nothing allocated on the device yet. */
 
 static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
 {
@@ -439,7 +441,6 @@ static int layer_failed(const layer *l, const rx_ctx *ctx, const char *op, char 
 }
 
 /* ---- Running the network: the whole batch in one part, or one part per lane at once ---- */
-
 
 /* The rows of sample `first` on, in a batch-major buffer of per-sample shape s. */
 static float *rows(const float *base, int64_t first, rx_shape s)
