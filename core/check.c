@@ -35,6 +35,10 @@
  * summation order in cuBLAS and in reductions, far below what a wrong index or a missing term
  * gives. */
 #define DEVICE_BOUND 1e-3
+/* A per_sample layer's parts against its whole batch, in units of the largest value: rounding
+ * only (Winograd groups samples by part, so its sums may round differently: up to 3e-6 seen),
+ * far below what a sample reaching another gives. */
+#define PARTS_BOUND 1e-5
 
 typedef struct buffer {
     float *data;
@@ -293,6 +297,19 @@ static double max_relative_error(const float *a, const float *b, size_t n)
         if (e > worst) worst = e;
     }
     return worst;
+}
+
+/* Largest |a - b| over the largest |b|: an error scaled by the values' size, for sums whose
+ * rounding depends on how they were grouped (entries near zero would inflate a per-entry ratio). */
+static double max_scaled_error(const float *a, const float *b, size_t n)
+{
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= worst)) worst = d; /* a NaN wins */
+        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
+    }
+    return worst / scale;
 }
 
 /* ---- One pass over a layer, in training or in evaluation ---- */
@@ -564,6 +581,74 @@ static void compare_on_ties(harness *h)
     free(x0);
 }
 
+/* ---- per_sample: the batch in two parts ---- */
+
+/* Samples [first, first + count) alone, as the host's lanes run them: one thread, the workspace
+ * of count samples, the part's rows of x, dy and the state, random numbers from where the whole
+ * batch's draws (per_draws a sample) reached its first sample. y and dx get the part's rows; dw
+ * (every tensor's, flat) is added into. */
+static int part_pass(harness *h, int64_t first, int64_t count, uint64_t per_draws, float *y, float *dx, float *dw)
+{
+    const size_t in = (size_t)rx_numel(h->o->in), out = (size_t)rx_numel(h->info.out);
+    buffer bx = { h->x.data + (size_t)first * in, 0 }, bdy = { h->dy.data + (size_t)first * out, 0 };
+    buffer by = { y + (size_t)first * out, 0 }, bdx = { dx + (size_t)first * in, 0 };
+    rx_tensor x = tensor_of(&bx, count, h->o->in), yt = tensor_of(&by, count, h->info.out);
+    rx_tensor dyt = tensor_of(&bdy, count, h->info.out), dxt = tensor_of(&bdx, count, h->o->in);
+    rx_tensor w[RX_MAX_TENSORS], dwt[RX_MAX_TENSORS];
+    for (int t = 0; t < h->info.ntensors; t++) {
+        w[t] = (rx_tensor){ .data = h->w[t].data, .shape = h->info.tensors[t].shape, .device = RX_CPU };
+        dwt[t] = (rx_tensor){ .data = dw, .shape = h->info.tensors[t].shape, .device = RX_CPU };
+        dw += h->dw[t].n;
+    }
+    rx_ctx ctx = h->ctx;
+    ctx.threads = 1;
+    ctx.rng.s = rng_skip(h->rng0.s, (uint64_t)first * per_draws);
+    ctx.workspace_bytes = h->info.workspace_bytes * (size_t)count;
+    void *state = (char *)h->state.data + (size_t)first * h->info.state_bytes;
+    int rc = h->d->layer.forward[RX_CPU](h->self, &ctx, &x, w, &yt, state);
+    if (rc == 0) rc = h->d->layer.backward[RX_CPU](h->self, &ctx, &x, &yt, &dyt, w, state, &dxt, dwt);
+    if (rc != 0) snprintf(h->ctx.err, sizeof h->ctx.err, "%s", ctx.err);
+    return rc;
+}
+
+/* A layer that declared per_sample, run on the batch cut in two, must give the whole batch's y
+ * and dx (to rounding: an algorithm may group samples) and dw that adds up to the whole batch's,
+ * having drawn the same count of random numbers for every sample. */
+static void check_parts(harness *h, const results *whole)
+{
+    if (!h->info.per_sample || h->n < 2) return;
+    const char *what = "per_sample: two parts";
+    float *w0 = malloc((tensors_total(h) + 1) * sizeof(float));
+    float *y = malloc((h->y.n + h->dx.n + tensors_total(h) + 1) * sizeof(float));
+    if (!w0 || !y) {
+        report(h, what, "FAIL", "out of memory for the check");
+        free(w0), free(y);
+        return;
+    }
+    tensors_save(h, h->w, w0); /* a part's forward may move buffers (running statistics) on */
+    float *dx = y + h->y.n, *dw = dx + h->dx.n;
+    memset(dw, 0, tensors_total(h) * sizeof(float));
+    uint64_t draws = layer_forward(h) == 0 ? rng_draws_between(h->rng0.s, h->ctx.rng.s) : 0;
+    int64_t a = h->n / 2;
+    if (draws % (uint64_t)h->n)
+        report(h, what, "FAIL", "drew %llu random numbers for %lld samples, not the same number for each",
+               (unsigned long long)draws, (long long)h->n);
+    else if (part_pass(h, 0, a, draws / (uint64_t)h->n, y, dx, dw) != 0 ||
+             part_pass(h, a, h->n - a, draws / (uint64_t)h->n, y, dx, dw) != 0)
+        report(h, what, "FAIL", "a part failed: %s", h->ctx.err);
+    else {
+        double e = fmax(max_scaled_error(y, whole->y, h->y.n), max_scaled_error(dx, whole->dx, h->dx.n));
+        e = fmax(e, max_scaled_error(dw, whole->dw, tensors_total(h)));
+        report(h, what, e <= PARTS_BOUND ? "pass" : "FAIL", "%lld and %lld samples, one thread each: y, dx and dw "
+               "%s the whole batch's (largest error %.2g of the largest value)", (long long)a, (long long)(h->n - a),
+               e <= PARTS_BOUND ? "match" : "differ from", e);
+    }
+    float *at = w0;
+    for (int t = 0; t < h->info.ntensors; at += h->w[t].n, t++) memcpy(h->w[t].data, at, h->w[t].n * sizeof(float));
+    free(w0);
+    free(y);
+}
+
 /* One pass of every check in the mode ctx.training says. Returns -1 when out of memory, 1 when
  * forward or backward failed outright (the rest would say nothing), else 0. */
 static int layer_pass(harness *h, bool training)
@@ -580,6 +665,7 @@ static int layer_pass(harness *h, bool training)
         check_backward_adds(h, &first);
         check_determinism(h, &first);
         check_gradients(h, &first);
+        check_parts(h, &first);
         if (!training) check_buffers_kept(h, w0);
         compare_devices(h, "cpu vs cuda");
         if (h->o->device_ties) compare_on_ties(h);

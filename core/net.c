@@ -498,6 +498,16 @@ static void part_workspace(const net *nt, const layer *l, net_part *p, int lane)
 #define RX_RNG_STEP 0x9E3779B97F4A7C15ull
 #define RX_RNG_STEP_INVERSE 0xF1DE83E19937733Dull
 
+uint64_t rng_draws_between(uint64_t from, uint64_t to)
+{
+    return (to - from) * RX_RNG_STEP_INVERSE;
+}
+
+uint64_t rng_skip(uint64_t s, uint64_t draws)
+{
+    return s + draws * RX_RNG_STEP;
+}
+
 /* Layer l's state for the part of a batch from sample `first` on: per sample, in sample order. */
 static void *state_rows(const layer *l, int64_t first)
 {
@@ -525,7 +535,7 @@ static int forward_part(const net *nt, const layer *l, net_part *p, const rx_ten
     uint64_t start = ctx->rng.s;
     void *state = state_rows(l, p->first);
     if (forward_layer(l, nt->device, ctx, in, out, state, p->err) != 0) return -1;
-    uint64_t draws = (ctx->rng.s - start) * RX_RNG_STEP_INVERSE, n = (uint64_t)in->shape.d[0];
+    uint64_t draws = rng_draws_between(start, ctx->rng.s), n = (uint64_t)in->shape.d[0];
     if (draws == 0) return 0;
     if (draws % n)
         return errorf(p->err, "%s: drew %llu random numbers for %llu samples, not the same number for each, so its "
@@ -533,10 +543,10 @@ static int forward_part(const net *nt, const layer *l, net_part *p, const rx_ten
                       (unsigned long long)n);
     uint64_t per = draws / n;
     if (p->offset > 0) {
-        ctx->rng.s = start + (uint64_t)p->offset * per * RX_RNG_STEP;
+        ctx->rng.s = rng_skip(start, (uint64_t)p->offset * per);
         if (forward_layer(l, nt->device, ctx, in, out, state, p->err) != 0) return -1;
     }
-    ctx->rng.s = start + (uint64_t)p->whole * per * RX_RNG_STEP;
+    ctx->rng.s = rng_skip(start, (uint64_t)p->whole * per);
     return 0;
 }
 

@@ -93,6 +93,12 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
 int net_first_trained(const net *nt, int64_t epoch);
 void net_zero_grads(net *nt);
 
+/* Numbers drawn between two states of one rx_rng (splitmix64 steps its state by a constant per
+ * number, so the difference counts them), and a state moved on by `draws` numbers: how a part
+ * of a batch finds where the whole batch's draws reached its first sample. */
+uint64_t rng_draws_between(uint64_t from, uint64_t to);
+uint64_t rng_skip(uint64_t s, uint64_t draws);
+
 /* "(16, 3, 3, 3)": a shape as every message writes it. */
 void shape_format(rx_shape s, char *buf, size_t len);
 

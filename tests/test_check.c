@@ -277,6 +277,10 @@ static void test_broken_plugins_caught(void **state)
     assert_int_equal(check_named(dir, RX_LAYER, "bad_grad", NULL, every, out, sizeof out), 2);
     assert_non_null(strstr(out, "gradient wrt input               FAIL  768 of 768 entries differ"));
     assert_int_equal(check_named(dir, RX_LAYER, "good", NULL, o, out, sizeof out), 0);
+    /* a layer that declares per_sample but reaches across samples: only the parts row fails */
+    assert_int_equal(check_named(dir, RX_LAYER, "not_per_sample", NULL, o, out, sizeof out), 2);
+    assert_non_null(strstr(out, "\n  per_sample: two parts            FAIL"));
+    assert_non_null(strstr(out, "\n  gradient wrt input               pass"));
     assert_true(check_named(dir, RX_LAYER, "bad_shape", NULL, o, out, sizeof out) >= 2);
     assert_non_null(strstr(out, "forward writes y                 FAIL  256 of 1024 outputs unwritten"));
     assert_non_null(strstr(out, "backward writes dx, dw           FAIL  wrote past the end of dx"));
