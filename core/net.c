@@ -16,8 +16,9 @@
 typedef struct net_part {
     int64_t first, count, offset, whole;
     rx_ctx *ctx;
-    rx_ctx own;               /* a lane's context */
+    rx_ctx own;               /* a lane's context: one thread, the lane's slice of the workspace */
     float *grads;
+    size_t dbuf_at;           /* where its slice of backward's two buffers starts (floats) */
     char *err, own_err[ERR_LEN];
     float *top;               /* after forward: the batch's logits buffer (the part's rows are in it) */
     int rc;                   /* a lane's outcome: 0, or -1 with err */
@@ -271,7 +272,7 @@ static void plan_lanes(net *nt, size_t max_act, size_t *total)
     }
     for (int i = 0; i < nt->n; i++)
         if (nt->layers[i].info.workspace_bytes > per) per = nt->layers[i].info.workspace_bytes;
-    nt->lane_workspace = (per * part + 63) / 64 * 64; /* <= the workspace net_plan checked, + 64 */
+    nt->lane_workspace = (per * part + 63) / 64 * 64;
     if (lanes * nt->lane_workspace > nt->workspace_bytes) {
         *total += lanes * nt->lane_workspace - nt->workspace_bytes;
         nt->workspace_bytes = lanes * nt->lane_workspace;
@@ -454,15 +455,17 @@ static void part_place(const net *nt, net_part *p, int64_t n)
     p->whole = nt->part_batch > 0 ? nt->part_batch : n;
 }
 
-/* The whole batch of n, with the caller's context, gradients and error. */
+/* The whole batch of n, with the caller's context (the whole workspace), gradients and error. */
 static net_part whole_part(const net *nt, rx_ctx *ctx, int64_t n, char *err)
 {
-    net_part p = { .first = 0, .count = n, .ctx = ctx, .grads = nt->grads, .err = err };
+    net_part p = { .first = 0, .count = n, .ctx = ctx, .grads = nt->grads, .dbuf_at = 0, .err = err };
     part_place(nt, &p, n);
     return p;
 }
 
-/* Lane k of `lanes` over a batch of n: consecutive parts whose sizes differ by one at most. */
+/* Lane k of `lanes` over a batch of n: consecutive parts whose sizes differ by one at most. Its
+ * slices of the workspace and of backward's buffers are fixed per lane, not per layer, as lanes
+ * run different layers at once (net_plan sized them for the largest part and layer). */
 static void lane_start(net *nt, const rx_ctx *ctx, int k, int lanes, int64_t n)
 {
     net_part *p = &nt->parts[k];
@@ -472,8 +475,11 @@ static void lane_start(net *nt, const rx_ctx *ctx, int k, int lanes, int64_t n)
     p->own = *ctx;
     p->own.threads = 1;
     p->own.err[0] = '\0';
+    p->own.workspace = (char *)nt->workspace + (size_t)k * nt->lane_workspace;
+    p->own.workspace_bytes = nt->lane_workspace;
     p->ctx = &p->own;
     p->grads = k == 0 ? nt->grads : nt->lane_grads + (size_t)(k - 1) * nt->nparams;
+    p->dbuf_at = (size_t)k * nt->lane_dbuf;
     p->err = p->own_err;
     p->err[0] = '\0';
 }
@@ -482,16 +488,6 @@ static void lane_start(net *nt, const rx_ctx *ctx, int k, int lanes, int64_t n)
 static int lanes_for(const net *nt, int64_t n)
 {
     return n < nt->lanes ? (int)(n > 0 ? n : 1) : nt->lanes;
-}
-
-/* A lane's share of the workspace: the same fixed slice for every layer (lanes run different
- * layers at once), net_plan's lane_workspace bytes from lane x that; the layer is told of its
- * part's samples' worth. The whole batch keeps the whole workspace. */
-static void part_workspace(const net *nt, const layer *l, net_part *p, int lane)
-{
-    if (p->ctx != &p->own) return;
-    p->own.workspace = (char *)nt->workspace + (size_t)lane * nt->lane_workspace;
-    p->own.workspace_bytes = l->info.workspace_bytes * (size_t)p->count;
 }
 
 /* splitmix64 (rx_rng_next) steps its state by RX_RNG_STEP per number drawn; the inverse counts them. */
@@ -550,8 +546,8 @@ static int forward_part(const net *nt, const layer *l, net_part *p, const rx_ten
     return 0;
 }
 
-/* Forward of part p (lane `lane`, or 0 for the whole batch), from the batch's input x. */
-static int forward_rows(net *nt, net_part *p, int lane, const float *x)
+/* Forward of part p, from the batch's input x. */
+static int forward_rows(net *nt, net_part *p, const float *x)
 {
     rx_tensor in = { .data = rows(x, p->first, nt->in), .shape = batched(p->count, nt->in), .device = nt->device };
     rx_tensor kept[64];
@@ -575,7 +571,6 @@ static int forward_rows(net *nt, net_part *p, int lane, const float *x)
         rx_tensor out = { .data = rows(l->out, p->first, l->info.out), .shape = batched(p->count, l->info.out),
                           .device = nt->device };
         if (p->first == 0) l->x = in.data; /* for backward: every part's input is rows of this buffer */
-        part_workspace(nt, l, p, lane);
         bool cut = p->ctx->training && (p->offset > 0 || p->count < p->whole);
         if ((cut ? forward_part(nt, l, p, &in, &out)
                  : forward_layer(l, nt->device, p->ctx, &in, &out, state_rows(l, p->first), p->err)) != 0)
@@ -603,13 +598,13 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
     float *top;
     if (lanes == 1) {
         net_part p = whole_part(nt, ctx, n, err);
-        if (forward_rows(nt, &p, 0, x->data) != 0) return -1;
+        if (forward_rows(nt, &p, x->data) != 0) return -1;
         top = p.top;
     } else {
 #pragma omp parallel for num_threads(lanes) schedule(static, 1)
         for (int k = 0; k < lanes; k++) {
             lane_start(nt, ctx, k, lanes, n);
-            nt->parts[k].rc = forward_rows(nt, &nt->parts[k], k, x->data);
+            nt->parts[k].rc = forward_rows(nt, &nt->parts[k], x->data);
         }
         if (lanes_done(nt, ctx, lanes, err) != 0) return -1;
         top = nt->parts[0].top;
@@ -637,8 +632,8 @@ static int backward_layer(const net *nt, const layer *l, net_part *p, const rx_t
     return rc != 0 ? layer_failed(l, p->ctx, "backward", p->err) : 0;
 }
 
-/* Backward of part p (lane `lane`, or 0 for the whole batch) from its rows of dlogits. */
-static int backward_rows(net *nt, net_part *p, int lane, const float *dlogits, int first)
+/* Backward of part p from its rows of dlogits. */
+static int backward_rows(net *nt, net_part *p, const float *dlogits, int first)
 {
     rx_tensor dy = { .data = rows(dlogits, p->first, nt->out), .shape = batched(p->count, nt->out),
                      .device = nt->device };
@@ -660,10 +655,8 @@ static int backward_rows(net *nt, net_part *p, int lane, const float *dlogits, i
             continue;
         }
         layer *l = &nt->layers[st->layer];
-        rx_tensor dx = { .data = nt->dbuf[k] + (p->ctx == &p->own ? (size_t)lane * nt->lane_dbuf : 0),
-                         .shape = batched(p->count, l->in), .device = nt->device };
+        rx_tensor dx = { .data = nt->dbuf[k] + p->dbuf_at, .shape = batched(p->count, l->in), .device = nt->device };
         bool need_dx = st->layer > first;
-        part_workspace(nt, l, p, lane);
         if (backward_layer(nt, l, p, &dy, need_dx ? &dx : NULL) != 0) return -1;
         have_dy = need_dx;
         dy = dx;
@@ -673,7 +666,8 @@ static int backward_rows(net *nt, net_part *p, int lane, const float *dlogits, i
 }
 
 /* The lanes' backward at once, then their gradients summed into grads in lane order (so the
- * same lane count gives the same bits), every thread summing a range of them. */
+ * same lane count gives the same bits), every thread summing a range of them and zeroing the
+ * lanes' as it reads them: they start the next backward at zero (net_alloc zeroed them first). */
 static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first, int lanes, int64_t n)
 {
     float *restrict grads = nt->grads;
@@ -683,13 +677,15 @@ static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first
 #pragma omp for schedule(static, 1)
         for (int k = 0; k < lanes; k++) {
             lane_start(nt, ctx, k, lanes, n);
-            if (k > 0) memset(nt->parts[k].grads, 0, np * sizeof(float));
-            nt->parts[k].rc = backward_rows(nt, &nt->parts[k], k, dlogits, first);
+            nt->parts[k].rc = backward_rows(nt, &nt->parts[k], dlogits, first);
         }
 #pragma omp for schedule(static)
         for (size_t j = 0; j < np; j++) {
             float sum = grads[j];
-            for (int k = 1; k < lanes; k++) sum += nt->lane_grads[(size_t)(k - 1) * np + j];
+            for (int k = 1; k < lanes; k++) {
+                sum += nt->lane_grads[(size_t)(k - 1) * np + j];
+                nt->lane_grads[(size_t)(k - 1) * np + j] = 0;
+            }
             grads[j] = sum;
         }
     }
@@ -702,7 +698,7 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
     int lanes = lanes_for(nt, n);
     if (lanes == 1) {
         net_part p = whole_part(nt, ctx, n, err);
-        return backward_rows(nt, &p, 0, dlogits->data, first);
+        return backward_rows(nt, &p, dlogits->data, first);
     }
     backward_lanes(nt, ctx, dlogits->data, first, lanes, n);
     return lanes_done(nt, ctx, lanes, err);
