@@ -414,25 +414,33 @@ static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, fl
         }
 }
 
-/* Samples [first, end) of a chunk forward, a group at a time: the group's tiles side by side in
- * V, 36 SGEMMs, then each sample's output transform. */
+/* Samples [first, end) of a chunk through one of the layer's two convolutions g (the forward's,
+ * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 SGEMMs with the
+ * call's U, then each sample's output transform. pad is g's padded copy (xpad or dypad). */
+static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
+                          float *pad, const float *u, const float *in, const float *bias, float *out, int64_t first,
+                          int64_t end)
+{
+    const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
+    memset(pad, 0, sizeof(float) * (size_t)g->cin * g->ph * g->pw);
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int n = (int)(end - i < plan->group ? end - i : plan->group);
+        const size_t ld = (size_t)n * g->tiles;
+        for (int k = 0; k < n; k++) {
+            conv2d_pad_planes(in + (size_t)(i + k) * in_size, g->cin, g->h, g->w, pad, g->ph, g->pw, g->pad);
+            wino_input(g, pad, sc->stage, sc->v + (size_t)k * g->tiles, ld, plan->vplane);
+        }
+        wino_multiply(s, g, plan, u, sc->v, sc->m, (int)ld);
+        for (int k = 0; k < n; k++)
+            wino_output(g, sc->m + (size_t)k * g->tiles, ld, plan->mplane, bias, sc->stage,
+                        out + (size_t)(i + k) * out_size);
+    }
+}
+
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                         const float *x, const float *bias, float *y, int64_t first, int64_t end)
 {
-    const wino_geom *f = &s->fwd;
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
-    memset(sc->xpad, 0, sizeof(float) * (size_t)f->cin * f->ph * f->pw);
-    for (int64_t i = first; i < end; i += plan->group) {
-        const int g = (int)(end - i < plan->group ? end - i : plan->group);
-        const size_t ld = (size_t)g * f->tiles;
-        for (int k = 0; k < g; k++) {
-            conv2d_pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
-        }
-        wino_multiply(s, f, plan, u, sc->v, sc->m, (int)ld);
-        for (int k = 0; k < g; k++)
-            wino_output(f, sc->m + (size_t)k * f->tiles, ld, plan->mplane, bias, sc->stage, y + (size_t)(i + k) * ysize);
-    }
+    wino_convolve(s, &s->fwd, plan, sc, sc->xpad, u, x, bias, y, first, end);
 }
 
 /* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
@@ -464,22 +472,9 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
     }
 }
 
-/* Per group: dx as the forward convolution of dY by the flipped kernels (u). */
+/* dx: the convolution of dY by the flipped kernels (u), without bias. */
 void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                    const float *dy, float *dx, int64_t first, int64_t end)
 {
-    const wino_geom *b = &s->back;
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
-    memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
-    for (int64_t i = first; i < end; i += plan->group) {
-        const int g = (int)(end - i < plan->group ? end - i : plan->group);
-        const size_t ldb = (size_t)g * b->tiles;
-        for (int k = 0; k < g; k++) {
-            conv2d_pad_planes(dy + (size_t)(i + k) * ysize, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
-            wino_input(b, sc->dypad, sc->stage, sc->v + (size_t)k * b->tiles, ldb, plan->vplane);
-        }
-        wino_multiply(s, b, plan, u, sc->v, sc->m, (int)ldb);
-        for (int k = 0; k < g; k++)
-            wino_output(b, sc->m + (size_t)k * b->tiles, ldb, plan->mplane, NULL, sc->stage, dx + (size_t)(i + k) * xsize);
-    }
+    wino_convolve(s, &s->back, plan, sc, sc->dypad, u, dy, NULL, dx, first, end);
 }
