@@ -141,10 +141,24 @@ int device_pick(int index, char *why)
     return 0;
 }
 
-void *device_alloc(rx_device d, size_t bytes)
+/* Bytes rounded up to whole 64-byte lines, at least one: every buffer starts and ends on one. */
+static size_t whole_lines(size_t bytes)
 {
     size_t rounded = (bytes + 63) / 64 * 64;
-    if (!rounded) rounded = 64;
+    return rounded ? rounded : 64;
+}
+
+/* On the GPU, cudaMalloc makes every byte real anyway: scratch is zeroed there too, so the
+ * unproven CUDA path keeps what it has always had. */
+void *device_alloc_scratch(rx_device d, size_t bytes)
+{
+    if (d == RX_CUDA) return device_alloc(d, bytes);
+    return aligned_alloc(64, whole_lines(bytes));
+}
+
+void *device_alloc(rx_device d, size_t bytes)
+{
+    size_t rounded = whole_lines(bytes);
 #ifdef RX_WITH_CUDA
     if (d == RX_CUDA) {
         void *p = NULL;
@@ -156,18 +170,9 @@ void *device_alloc(rx_device d, size_t bytes)
         return p;
     }
 #endif
-    void *p = aligned_alloc(64, rounded);
+    void *p = device_alloc_scratch(RX_CPU, bytes);
     if (p) memset(p, 0, rounded);
     return p;
-}
-
-/* On the GPU, cudaMalloc makes every byte real anyway: zeroed as device_alloc's, the unproven
- * CUDA path keeps what it has always had. */
-void *device_alloc_scratch(rx_device d, size_t bytes)
-{
-    if (d == RX_CUDA) return device_alloc(d, bytes);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    return aligned_alloc(64, rounded ? rounded : 64);
 }
 
 void device_free(rx_device d, void *p)
