@@ -104,9 +104,10 @@ static size_t count_nonfinite(const buffer *b)
     return bad;
 }
 
-static rx_tensor tensor_of(const buffer *b, int64_t n, rx_shape per_sample)
+/* A batch of n samples of shape per_sample at data, on the CPU. */
+static rx_tensor tensor_of(float *data, int64_t n, rx_shape per_sample)
 {
-    rx_tensor t = { .data = b->data, .shape = { .ndim = per_sample.ndim + 1, .d = { n } }, .device = RX_CPU };
+    rx_tensor t = { .data = data, .shape = { .ndim = per_sample.ndim + 1, .d = { n } }, .device = RX_CPU };
     for (int i = 0; i < per_sample.ndim; i++) t.shape.d[i + 1] = per_sample.d[i];
     return t;
 }
@@ -149,6 +150,15 @@ static void tensors_save(const harness *h, const buffer *set, float *flat)
     for (int t = 0; t < h->info.ntensors; flat += set[t].n, t++) memcpy(flat, set[t].data, set[t].n * sizeof(float));
 }
 
+/* Views of the layer's tensors: each of set's buffers, or (set NULL) consecutive in flat. */
+static void tensor_views(const harness *h, const buffer *set, float *flat, rx_tensor *out)
+{
+    for (int t = 0; t < h->info.ntensors; t++) {
+        out[t] = (rx_tensor){ .data = set ? set[t].data : flat, .shape = h->info.tensors[t].shape, .device = RX_CPU };
+        flat += h->w[t].n;
+    }
+}
+
 static bool tensors_equal(const harness *h, const buffer *set, const float *flat)
 {
     for (int t = 0; t < h->info.ntensors; flat += set[t].n, t++)
@@ -180,10 +190,9 @@ static int results_take(const harness *h, results *r)
 
 static int layer_forward(harness *h)
 {
-    rx_tensor x = tensor_of(&h->x, h->n, h->o->in), y = tensor_of(&h->y, h->n, h->info.out);
+    rx_tensor x = tensor_of(h->x.data, h->n, h->o->in), y = tensor_of(h->y.data, h->n, h->info.out);
     rx_tensor w[RX_MAX_TENSORS];
-    for (int t = 0; t < h->info.ntensors; t++)
-        w[t] = (rx_tensor){ .data = h->w[t].data, .shape = h->info.tensors[t].shape, .device = RX_CPU };
+    tensor_views(h, h->w, NULL, w);
     h->ctx.rng = h->rng0;
     h->ctx.err[0] = '\0';
     return h->d->layer.forward[RX_CPU](h->self, &h->ctx, &x, w, &y, h->state.data);
@@ -191,13 +200,11 @@ static int layer_forward(harness *h)
 
 static int layer_backward(harness *h, bool want_dx)
 {
-    rx_tensor x = tensor_of(&h->x, h->n, h->o->in), y = tensor_of(&h->y, h->n, h->info.out);
-    rx_tensor dy = tensor_of(&h->dy, h->n, h->info.out), dx = tensor_of(&h->dx, h->n, h->o->in);
+    rx_tensor x = tensor_of(h->x.data, h->n, h->o->in), y = tensor_of(h->y.data, h->n, h->info.out);
+    rx_tensor dy = tensor_of(h->dy.data, h->n, h->info.out), dx = tensor_of(h->dx.data, h->n, h->o->in);
     rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
-    for (int t = 0; t < h->info.ntensors; t++) {
-        w[t] = (rx_tensor){ .data = h->w[t].data, .shape = h->info.tensors[t].shape, .device = RX_CPU };
-        dw[t] = (rx_tensor){ .data = h->dw[t].data, .shape = h->info.tensors[t].shape, .device = RX_CPU };
-    }
+    tensor_views(h, h->w, NULL, w);
+    tensor_views(h, h->dw, NULL, dw);
     h->ctx.err[0] = '\0';
     return h->d->layer.backward[RX_CPU](h->self, &h->ctx, &x, &y, &dy, w, h->state.data, want_dx ? &dx : NULL, dw);
 }
@@ -489,7 +496,7 @@ static bool run_both(harness *h, gpu_side *g)
 {
     grads_zero(h);
     if (layer_forward(h) != 0 || layer_backward(h, true) != 0 || layer_backward(h, false) != 0) return false;
-    rx_tensor x = tensor_of(&h->x, h->n, h->o->in), y = tensor_of(&h->y, h->n, h->info.out), dy = y, dx = x;
+    rx_tensor x = tensor_of(h->x.data, h->n, h->o->in), y = tensor_of(h->y.data, h->n, h->info.out), dy = y, dx = x;
     x.data = g->x, y.data = g->y, dy.data = g->dy, dx.data = g->dx;
     x.device = y.device = dy.device = dx.device = RX_CUDA;
     g->ctx.rng = h->rng0;
@@ -589,17 +596,12 @@ static void compare_on_ties(harness *h)
  * (every tensor's, flat) is added into. */
 static int part_pass(harness *h, int64_t first, int64_t count, uint64_t per_draws, float *y, float *dx, float *dw)
 {
-    const size_t in = (size_t)rx_numel(h->o->in), out = (size_t)rx_numel(h->info.out);
-    buffer bx = { h->x.data + (size_t)first * in, 0 }, bdy = { h->dy.data + (size_t)first * out, 0 };
-    buffer by = { y + (size_t)first * out, 0 }, bdx = { dx + (size_t)first * in, 0 };
-    rx_tensor x = tensor_of(&bx, count, h->o->in), yt = tensor_of(&by, count, h->info.out);
-    rx_tensor dyt = tensor_of(&bdy, count, h->info.out), dxt = tensor_of(&bdx, count, h->o->in);
+    const size_t in = (size_t)first * (size_t)rx_numel(h->o->in), out = (size_t)first * (size_t)rx_numel(h->info.out);
+    rx_tensor x = tensor_of(h->x.data + in, count, h->o->in), yt = tensor_of(y + out, count, h->info.out);
+    rx_tensor dyt = tensor_of(h->dy.data + out, count, h->info.out), dxt = tensor_of(dx + in, count, h->o->in);
     rx_tensor w[RX_MAX_TENSORS], dwt[RX_MAX_TENSORS];
-    for (int t = 0; t < h->info.ntensors; t++) {
-        w[t] = (rx_tensor){ .data = h->w[t].data, .shape = h->info.tensors[t].shape, .device = RX_CPU };
-        dwt[t] = (rx_tensor){ .data = dw, .shape = h->info.tensors[t].shape, .device = RX_CPU };
-        dw += h->dw[t].n;
-    }
+    tensor_views(h, h->w, NULL, w);
+    tensor_views(h, NULL, dw, dwt);
     rx_ctx ctx = h->ctx;
     ctx.threads = 1;
     ctx.rng.s = rng_skip(h->rng0.s, (uint64_t)first * per_draws);
@@ -618,14 +620,11 @@ static void check_parts(harness *h, const results *whole)
 {
     if (!h->info.per_sample || h->n < 2) return;
     const char *what = "per_sample: two parts";
-    float *w0 = malloc((tensors_total(h) + 1) * sizeof(float));
     float *y = malloc((h->y.n + h->dx.n + tensors_total(h) + 1) * sizeof(float));
-    if (!w0 || !y) {
+    if (!y) {
         report(h, what, "FAIL", "out of memory for the check");
-        free(w0), free(y);
         return;
     }
-    tensors_save(h, h->w, w0); /* a part's forward may move buffers (running statistics) on */
     float *dx = y + h->y.n, *dw = dx + h->dx.n;
     memset(dw, 0, tensors_total(h) * sizeof(float));
     uint64_t draws = layer_forward(h) == 0 ? rng_draws_between(h->rng0.s, h->ctx.rng.s) : 0;
@@ -643,9 +642,6 @@ static void check_parts(harness *h, const results *whole)
                "%s the whole batch's (largest error %.2g of the largest value)", (long long)a, (long long)(h->n - a),
                e <= PARTS_BOUND ? "match" : "differ from", e);
     }
-    float *at = w0;
-    for (int t = 0; t < h->info.ntensors; at += h->w[t].n, t++) memcpy(h->w[t].data, at, h->w[t].n * sizeof(float));
-    free(w0);
     free(y);
 }
 
@@ -780,7 +776,7 @@ static int check_layer(harness *h, char *err)
 
 static double loss_mean(harness *h, bool with_grad)
 {
-    rx_tensor logits = tensor_of(&h->x, h->n, h->o->in), dl = tensor_of(&h->dx, h->n, h->o->in);
+    rx_tensor logits = tensor_of(h->x.data, h->n, h->o->in), dl = tensor_of(h->dx.data, h->n, h->o->in);
     h->ctx.err[0] = '\0';
     if (h->d->loss.forward[RX_CPU](h->self, &h->ctx, &logits, h->labels, h->y.data,
                                    with_grad ? &dl : NULL) != 0)
@@ -807,7 +803,7 @@ static bool loss_on_gpu(harness *h, rx_ctx *ctx, float *host)
     if (ok) {
         host_to_device(RX_CUDA, x, h->x.data, nx * sizeof(float));
         host_to_device(RX_CUDA, labels, h->labels, n * sizeof(int32_t));
-        rx_tensor tx = tensor_of(&h->x, h->n, h->o->in), tdl = tx;
+        rx_tensor tx = tensor_of(h->x.data, h->n, h->o->in), tdl = tx;
         tx.data = x, tdl.data = dl;
         tx.device = tdl.device = RX_CUDA;
         ok = h->d->loss.forward[RX_CUDA](h->self, ctx, &tx, labels, losses, &tdl) == 0;
