@@ -13,6 +13,8 @@
 #include <math.h>
 #include <pthread.h>
 
+#include "net.h"
+
 enum { BATCH = 5, MAX_KV = 4, GUARD = 64 };
 
 typedef struct kv {
@@ -107,18 +109,19 @@ static void rig_row(rig *r, const parts_row *row, bool training)
     r->ctx.training = training;
 }
 
-/* Numbers drawn from `from` to `to` (splitmix64 steps its state by one constant per number). */
+/* Numbers drawn from `from` to `to` (net.h's count, the host's own); a state moved other than by
+ * draws would count as some vast number, which no layer here draws. */
 static uint64_t draws_between(rx_rng from, rx_rng to)
 {
-    uint64_t n = 0;
-    for (uint64_t s = from.s; s != to.s; s += 0x9E3779B97F4A7C15ull)
-        if (++n > (1u << 24)) fail_msg("the rng moved by no whole number of draws");
+    const uint64_t n = rng_draws_between(from.s, to.s);
+    if (n > (1u << 24)) fail_msg("the rng moved by no whole number of draws");
     return n;
 }
 
+/* r moved on by `draws` numbers (net.h). */
 static rx_rng rng_after(rx_rng r, uint64_t draws)
 {
-    r.s += draws * 0x9E3779B97F4A7C15ull;
+    r.s = rng_skip(r.s, draws);
     return r;
 }
 
