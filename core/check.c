@@ -451,7 +451,8 @@ typedef struct gpu_side {
     rx_tensor w[RX_MAX_TENSORS], dw[RX_MAX_TENSORS];
 } gpu_side;
 
-/* Copies of x, dy and the tensors as they are now, with dw zero; false when out of memory. */
+/* Copies of x, dy, the state and the tensors as they are now, with dw zero; false when out of
+ * memory. */
 static bool gpu_alloc(harness *h, gpu_side *g)
 {
     size_t nx = h->x.n * sizeof(float), ny = h->y.n * sizeof(float);
@@ -470,6 +471,9 @@ static bool gpu_alloc(harness *h, gpu_side *g)
     if (!ok) return false;
     host_to_device(RX_CUDA, g->x, h->x.data, nx);
     host_to_device(RX_CUDA, g->dy, h->dy.data, ny);
+    /* The CPU's state as it is, so that what a layer leaves unwritten (batchnorm uses 2C floats
+     * of N * 2C) compares equal. */
+    host_to_device(RX_CUDA, g->state, h->state.data, h->info.state_bytes * (size_t)h->n);
     g->ctx.workspace = g->work;
     g->ctx.workspace_bytes = h->ctx.workspace_bytes;
     return true;

@@ -1159,6 +1159,16 @@ void config_to_lua(const config *c, strbuf *b)
     sb_printf(b, ",\n}\n");
 }
 
+const plugin_use *config_plugin_without(const config *c, rx_device d)
+{
+    const plugin_use *fixed[] = { &c->data, &c->loss, &c->optim };
+    for (int i = 0; i < 3; i++)
+        if (!plugin_runs_on(fixed[i]->pl.desc, d)) return fixed[i];
+    for (int i = 0; i < c->nlayers; i++)
+        if (!plugin_runs_on(c->layers[i].pl.desc, d)) return &c->layers[i];
+    return NULL;
+}
+
 int plugin_use_check_device(const config *c, const plugin_use *u, rx_device d, char *err)
 {
     if (plugin_runs_on(u->pl.desc, d)) return 0;

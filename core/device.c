@@ -250,8 +250,10 @@ void device_axpby(rx_device d, const rx_ctx *ctx, size_t n, float a, const float
         for (size_t i = 0; i < n; i++) y[i] = b * y[i];
         return;
     }
+    /* cuBLAS's saxpy after its sscal rounds b * y, then a * x + that in one FMA: the same here,
+     * so both devices give the same bits. */
 #pragma omp parallel for simd num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
+    for (size_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], b * y[i]);
 }
 
 double device_sum_squares(rx_device d, const rx_ctx *ctx, size_t n, const float *x)

@@ -30,7 +30,8 @@ int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char 
 }
 
 /* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
- * usable, else the CPU, said once). Never a silent change of device. */
+ * usable and every plugin of the run has a CUDA path, else the CPU, said once). Never a silent
+ * change of device. */
 static int resolve_device(trainer *t, bool quiet, char *err)
 {
     char why[ERR_LEN];
@@ -41,7 +42,9 @@ static int resolve_device(trainer *t, bool quiet, char *err)
             return errorf(err, "%s: device = \"cuda\", but %s (use device=cpu or device=auto)", t->c->file, why);
         t->device = RX_CUDA;
     } else if (strcmp(asked, "auto") == 0) {
-        if (device_usable(RX_CUDA, why)) t->device = RX_CUDA;
+        const plugin_use *cpu_only = NULL;
+        if (device_usable(RX_CUDA, why) && !(cpu_only = config_plugin_without(t->c, RX_CUDA))) t->device = RX_CUDA;
+        else if (!quiet && cpu_only) fprintf(t->log, "device: cpu (auto: %s has no CUDA path)\n", cpu_only->where);
         else if (!quiet) fprintf(t->log, "device: cpu (auto: %s)\n", why);
     }
     if (device_open_context(t->device, &t->ctx, why) != 0) return errorf(err, "%s: %s", t->c->file, why);

@@ -542,6 +542,26 @@ static void test_every_layer_run_cpu_vs_cuda(void **state)
     expect_same_run(NULL, "");
 }
 
+/* device = "auto" with a plugin that has no CUDA path (the example leaky_relu) trains on the CPU
+ * and says which plugin kept it there; device = "cuda" refuses the same run, naming it. */
+static void test_auto_keeps_a_cpu_only_plugin_on_the_cpu(void **state)
+{
+    REQUIRE_GPU(state);
+    static char out[OUTPUT_MAX];
+    char *dir = test_tmpdir(), cmd[2048];
+    const char *run = "RUNEXP_PLUGIN_PATH='" RX_BUILD_DIR "/examples' '" RX_BUILD_DIR "/runexp' '" RX_SOURCE_DIR
+                      "/examples/plugins/leaky_relu/leaky_relu.lua' epochs=1 data.train=256";
+    snprintf(cmd, sizeof cmd, "%s device=auto out='%s/auto'", run, dir);
+    int rc = run_capture(cmd, out, sizeof out);
+    if (rc != 0 || !strstr(out, "device: cpu (auto: model[2] (leaky_relu) has no CUDA path)"))
+        fail_msg("exit %d:\n%s", rc, out);
+    snprintf(cmd, sizeof cmd, "%s device=cuda out='%s/cuda'", run, dir);
+    rc = run_capture(cmd, out, sizeof out);
+    if (rc != 1 || !strstr(out, "model[2] (leaky_relu): the plugin has no cuda implementation"))
+        fail_msg("exit %d:\n%s", rc, out);
+    test_rmdir(dir);
+}
+
 /* Gradient clipping end to end: the global norm from cuBLAS's snrm2 against the CPU's sum, and
  * the scaling, on a bound most steps pass. */
 static void test_clip_run_cpu_vs_cuda(void **state)
@@ -724,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_every_layer_run_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_run_cpu_vs_cuda),
         cmocka_unit_test(test_clip_run_cpu_vs_cuda),
+        cmocka_unit_test(test_auto_keeps_a_cpu_only_plugin_on_the_cpu),
         /* Then the tests that use the GPU from this process. */
         cmocka_unit_test(test_cross_entropy_cpu_vs_cuda),
         cmocka_unit_test(test_sgd_cpu_vs_cuda),
