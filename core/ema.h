@@ -24,6 +24,8 @@ void ema_free(moving_average *m);
 /* After optimizer step t (1-based): avg += (1 - d) (params - avg) with timm's warm-up,
  * d = min(decay, (1 + t) / (10 + t)), so that the first steps' weights do not linger. */
 void ema_update(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t);
+/* The same over params [begin, end) only: a range the caller stepped. */
+void ema_update_range(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t, size_t begin, size_t end);
 /* Puts the average into params (keeping the trained weights aside), or the trained weights back. */
 void ema_swap(moving_average *m, float *params, bool average_in);
 

@@ -485,7 +485,7 @@ static void lane_start(net *nt, const rx_ctx *ctx, int k, int lanes, int64_t n)
 }
 
 /* The lanes a batch of n runs in: the net's, or fewer for a batch of fewer samples. */
-static int lanes_for(const net *nt, int64_t n)
+int net_lanes_for(const net *nt, int64_t n)
 {
     return n < nt->lanes ? (int)(n > 0 ? n : 1) : nt->lanes;
 }
@@ -546,6 +546,20 @@ static int forward_part(const net *nt, const layer *l, net_part *p, const rx_ten
     return 0;
 }
 
+/* Where every layer's input begins for a batch from x (the input, a layer's output or a residual
+ * sum), for backward: set before any part runs, as a lane may reach a layer's backward before
+ * another lane has run its forward. */
+static void bind_inputs(net *nt, const float *x)
+{
+    for (int i = 0; i < nt->nsteps; i++) {
+        const net_step *st = &nt->steps[i];
+        if (st->kind == STEP_END) x = st->out;
+        if (st->kind != STEP_LAYER) continue;
+        nt->layers[st->layer].x = x;
+        x = nt->layers[st->layer].out;
+    }
+}
+
 /* Forward of part p, from the batch's input x. */
 static int forward_rows(net *nt, net_part *p, const float *x)
 {
@@ -570,7 +584,6 @@ static int forward_rows(net *nt, net_part *p, const float *x)
         layer *l = &nt->layers[st->layer];
         rx_tensor out = { .data = rows(l->out, p->first, l->info.out), .shape = batched(p->count, l->info.out),
                           .device = nt->device };
-        if (p->first == 0) l->x = in.data; /* for backward: every part's input is rows of this buffer */
         bool cut = p->ctx->training && (p->offset > 0 || p->count < p->whole);
         if ((cut ? forward_part(nt, l, p, &in, &out)
                  : forward_layer(l, nt->device, p->ctx, &in, &out, state_rows(l, p->first), p->err)) != 0)
@@ -594,8 +607,9 @@ static int lanes_done(net *nt, rx_ctx *ctx, int lanes, char *err)
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
 {
     int64_t n = x->shape.d[0];
-    int lanes = lanes_for(nt, n);
+    int lanes = net_lanes_for(nt, n);
     float *top;
+    bind_inputs(nt, x->data);
     if (lanes == 1) {
         net_part p = whole_part(nt, ctx, n, err);
         if (forward_rows(nt, &p, x->data) != 0) return -1;
@@ -665,13 +679,32 @@ static int backward_rows(net *nt, net_part *p, const float *dlogits, int first)
     return 0;
 }
 
-/* The lanes' backward at once, then their gradients summed into grads in lane order (so the
- * same lane count gives the same bits), every thread summing a range of them and zeroing the
- * lanes' as it reads them: they start the next backward at zero (net_alloc zeroed them first). */
-static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first, int lanes, int64_t n)
+/* The lanes' gradients summed into grads over [begin, end), in lane order (so the same lane
+ * count gives the same bits), zeroing the lanes' as it reads them: they start the next backward
+ * at zero (net_alloc zeroed them first). */
+static void sum_lane_grads(net *nt, int lanes, size_t begin, size_t end)
 {
     float *restrict grads = nt->grads;
     const size_t np = nt->nparams;
+    for (size_t j = begin; j < end; j++) {
+        float sum = grads[j];
+        for (int k = 1; k < lanes; k++) {
+            sum += nt->lane_grads[(size_t)(k - 1) * np + j];
+            nt->lane_grads[(size_t)(k - 1) * np + j] = 0;
+        }
+        grads[j] = sum;
+    }
+}
+
+/* Range k of `of` equal ranges of the parameters. */
+static size_t param_cut(const net *nt, int k, int of)
+{
+    return nt->nparams * (size_t)k / (size_t)of;
+}
+
+/* The lanes' backward at once, then their gradients summed, every thread a range of them. */
+static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first, int lanes, int64_t n)
+{
 #pragma omp parallel num_threads(lanes)
     {
 #pragma omp for schedule(static, 1)
@@ -679,15 +712,8 @@ static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first
             lane_start(nt, ctx, k, lanes, n);
             nt->parts[k].rc = backward_rows(nt, &nt->parts[k], dlogits, first);
         }
-#pragma omp for schedule(static)
-        for (size_t j = 0; j < np; j++) {
-            float sum = grads[j];
-            for (int k = 1; k < lanes; k++) {
-                sum += nt->lane_grads[(size_t)(k - 1) * np + j];
-                nt->lane_grads[(size_t)(k - 1) * np + j] = 0;
-            }
-            grads[j] = sum;
-        }
+#pragma omp for schedule(static, 1)
+        for (int k = 0; k < lanes; k++) sum_lane_grads(nt, lanes, param_cut(nt, k, lanes), param_cut(nt, k + 1, lanes));
     }
 }
 
@@ -695,12 +721,42 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
 {
     if (first >= nt->n) return 0;
     int64_t n = x->shape.d[0];
-    int lanes = lanes_for(nt, n);
+    int lanes = net_lanes_for(nt, n);
     if (lanes == 1) {
         net_part p = whole_part(nt, ctx, n, err);
         return backward_rows(nt, &p, dlogits->data, first);
     }
     backward_lanes(nt, ctx, dlogits->data, first, lanes, n);
+    return lanes_done(nt, ctx, lanes, err);
+}
+
+int net_train_lanes(net *nt, rx_ctx *ctx, const rx_tensor *x, int first, const net_hooks *h, char *err)
+{
+    int64_t n = x->shape.d[0];
+    int lanes = net_lanes_for(nt, n);
+    bool all_ok = true;
+    bind_inputs(nt, x->data);
+#pragma omp parallel num_threads(lanes)
+    {
+#pragma omp for schedule(static, 1) reduction(&& : all_ok)
+        for (int k = 0; k < lanes; k++) {
+            net_part *p = &nt->parts[k];
+            lane_start(nt, ctx, k, lanes, n);
+            p->rc = forward_rows(nt, p, x->data);
+            if (p->rc == 0) p->rc = h->loss(h->arg, p->ctx, p->first, p->count, p->top, p->err);
+            if (p->rc == 0 && first < nt->n) p->rc = backward_rows(nt, p, h->dlogits, first);
+            all_ok = all_ok && p->rc == 0;
+        }
+        /* Every lane's gradients are in: each thread sums a range and updates it, unless a lane
+         * failed (its error is the run's). */
+#pragma omp for schedule(static, 1)
+        for (int k = 0; k < lanes; k++) {
+            size_t begin = param_cut(nt, k, lanes), end = param_cut(nt, k + 1, lanes);
+            sum_lane_grads(nt, lanes, begin, end);
+            net_part *p = &nt->parts[k];
+            if (all_ok) p->rc = h->update(h->arg, p->ctx, begin, end, p->err);
+        }
+    }
     return lanes_done(nt, ctx, lanes, err);
 }
 

@@ -87,6 +87,20 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
  * layers `first` on: earlier layers get no backward and layer `first` no input gradient, as
  * nothing before it trains (0: every layer; see net_first_trained). */
 int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlogits, int first, char *err);
+/* A training step in lanes, whose threads then meet once: each lane runs its part's forward,
+ * the loss (hooks.loss: samples [first, first + count), their logits' rows in, their rows of
+ * dlogits out, scaled for the whole batch's mean) and backward; then each thread sums the lanes'
+ * gradients over its range of the parameters and updates that range (hooks.update). Calls get
+ * one thread's context each. Only for a batch of n with net_lanes_for(nt, n) > 1; gradients
+ * zeroed first, as for net_backward. */
+typedef struct net_hooks {
+    int (*loss)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const float *logits, char *err);
+    int (*update)(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err);
+    void *arg;
+    float *dlogits; /* (N, out...): what hooks.loss writes rows of */
+} net_hooks;
+int net_lanes_for(const net *nt, int64_t n);
+int net_train_lanes(net *nt, rx_ctx *ctx, const rx_tensor *x, int first, const net_hooks *h, char *err);
 /* The first layer holding a tensor the optimizer steps in `epoch`, or nt->n if none: backward
  * can stop there. After airbench's whitening bias stops training, that skips the first layers'
  * backward (the largest activations) for the rest of the run. */

@@ -271,7 +271,9 @@ typedef struct rx_loss_ops {
     void (*destroy)(void *self); /* OPTIONAL, NULL-safe */
     /* REQUIRED for at least one device. All buffers are the host's, on ctx->device. */
     /* logits: (N, C); labels: N ints on ctx->device. Writes the per-sample losses (N floats, on
-     * the device) and, unless dlogits is NULL, the gradient of their MEAN wrt the logits. */
+     * the device) and, unless dlogits is NULL, the gradient of their MEAN wrt the logits. On the
+     * CPU the host may call it on parts of a batch at once, from several threads (ctx->threads
+     * = 1 each; lanes): it must read self only. */
     int (*forward[RX_NDEVICES])(void *self, rx_ctx *ctx, const rx_tensor *logits,
                                 const int32_t *labels, float *losses, rx_tensor *dlogits);
 } rx_loss_ops;
@@ -292,7 +294,10 @@ typedef struct rx_optim_ops {
      * ctx->device: w, g n floats each, state state_per_param * n laid out as state_per_param
      * blocks of n (zeroed by the host at the start, saved and restored with the run). The host
      * calls it once per group of tensors that share a learning rate and weight decay, so one
-     * step may be several calls, each with its own slice of w, g and state. */
+     * step may be several calls, each with its own slice of w, g and state. With at most one
+     * state value per parameter, it may also cut a group into slices that threads step at once
+     * (ctx->threads = 1 each): each parameter's update must depend on its own g, w and state
+     * only, as sgd's and adam's do, and step must read self only. */
     int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
                              size_t n, rx_step s);
 } rx_optim_ops;

@@ -131,30 +131,52 @@ static int clip_gradients(run *r, int64_t epoch, char *err)
     return 0;
 }
 
-/* One step of every group the optimizer trains, at the schedule's learning rate; then the
- * moving average, if any, follows the weights. */
-static int optimizer_step(run *r, int64_t epoch, char *err)
+/* The schedule's learning rate for the next step, which it counts. */
+static int next_step(run *r, int64_t epoch, char *err)
 {
-    trainer *t = &r->t;
-    const config *c = t->c;
+    const config *c = r->t.c;
     double factor;
     if (config_lr_factor(c, r->pos.step, r->total_steps, epoch, &factor, err) != 0) return -1;
     r->lr_now = c->lr * factor;
-    int64_t step = ++r->pos.step;
+    r->pos.step++;
+    return 0;
+}
+
+/* The step next_step planned, over parameters [begin, end) with ctx: every group the optimizer
+ * trains this epoch, or its part in the range; then the moving average, if any, follows. */
+static int step_range(run *r, int64_t epoch, rx_ctx *ctx, size_t begin, size_t end, char *err)
+{
+    trainer *t = &r->t;
+    const config *c = t->c;
     for (int i = 0; i < t->nt.ngroups; i++) {
         const param_group *g = &t->nt.groups[i];
-        if (!group_trains(g, epoch)) continue;
-        rx_step s = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = step };
-        t->ctx.err[0] = '\0';
+        size_t from = g->offset > begin ? g->offset : begin, to = g->offset + g->n < end ? g->offset + g->n : end;
+        if (!group_trains(g, epoch) || from >= to) continue;
+        rx_step s = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = r->pos.step };
+        ctx->err[0] = '\0';
         crash_enter(c->optim.where, "step");
-        int rc = c->optim.pl.desc->optim.step[t->device](t->optim, &t->ctx, t->nt.grads + g->offset,
-                                                          t->nt.params + g->offset,
-                                                          t->opt_state + (size_t)t->state_per_param * g->offset, g->n, s);
+        int rc = c->optim.pl.desc->optim.step[t->device](t->optim, ctx, t->nt.grads + from, t->nt.params + from,
+                                                          t->opt_state + (size_t)t->state_per_param * from, to - from, s);
         crash_leave();
-        if (rc != 0) return trainer_plugin_failed(t, &c->optim, "step", err);
+        if (rc != 0) return trainer_plugin_failed_in(t, ctx, &c->optim, "step", err);
     }
-    ema_update(&t->ema, &t->ctx, t->nt.params, step);
+    ema_update_range(&t->ema, ctx, t->nt.params, r->pos.step, begin, end);
     return 0;
+}
+
+/* One step of every group the optimizer trains, at the schedule's learning rate. */
+static int optimizer_step(run *r, int64_t epoch, char *err)
+{
+    if (next_step(r, epoch, err) != 0) return -1;
+    return step_range(r, epoch, &r->t.ctx, 0, r->t.nt.nparams, err);
+}
+
+/* The run's very first batch, for the pictures. */
+static void first_batch_seen(run *r, int64_t count)
+{
+    if (r->pos.epochs_done != 0 || r->pos.batches_done != 0) return;
+    sample_batch_capture(&r->samples, r->t.device, r->t.x, r->t.labels, count, NULL);
+    observe(r, OBSERVE_FIRST_BATCH);
 }
 
 /* This rank's part of the batch (all of it in one process): its loss sum into *s, and its
@@ -170,10 +192,7 @@ static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
     net_zero_grads(&t->nt);
     if (count == 0) return 0;
     if (trainer_load_batch(t, RX_TRAIN, mine, 0, count, &x, err) != 0) return -1;
-    if (r->pos.epochs_done == 0 && r->pos.batches_done == 0) { /* the run's very first batch */
-        sample_batch_capture(&r->samples, t->device, t->x, t->labels, count, NULL);
-        observe(r, OBSERVE_FIRST_BATCH);
-    }
+    first_batch_seen(r, count);
     t->nt.part_offset = mine - first;
     t->nt.part_batch = dist_size() > 1 ? n : 0;
     if (net_forward(&t->nt, &t->ctx, &x, &logits, err) != 0) return -1;
@@ -185,22 +204,85 @@ static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
     return net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err);
 }
 
-/* Every rank's part, the gradients summed over the ranks and the step every rank takes alike;
- * then what the ranks agree on: the loss, a failure on any of them, a stop request. A rank whose
+/* ---- A step in lanes: the threads meet once ---- */
+
+typedef struct lane_step {
+    run *r;
+    int64_t epoch, n; /* n: the batch's samples */
+} lane_step;
+
+/* A lane's loss: its rows of the losses, and of dlogits, which the loss gives for the part's
+ * mean, rescaled to the batch's (as for a rank's part). */
+static int lane_loss(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const float *logits, char *err)
+{
+    const lane_step *ls = arg;
+    trainer *t = &ls->r->t;
+    rx_tensor lg = trainer_tensor(t, (float *)logits, count, t->nt.out);
+    if (trainer_loss_rows(t, ctx, first, &lg, t->dlogits, err) != 0) return -1;
+    if (count < ls->n) {
+        const size_t per = (size_t)rx_numel(t->nt.out);
+        device_axpby(RX_CPU, ctx, (size_t)count * per, 0.0f, NULL, (float)count / (float)ls->n,
+                     t->dlogits + (size_t)first * per);
+    }
+    return 0;
+}
+
+static int lane_update(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err)
+{
+    const lane_step *ls = arg;
+    return step_range(ls->r, ls->epoch, ctx, begin, end, err);
+}
+
+/* The whole batch in one process, on lanes, with nothing between its gradients and the step
+ * (no clipping, which needs every gradient's norm first): forward, loss, backward and the step
+ * in one parallel region. Same results as train_part and optimizer_step, to rounding (the
+ * loss's gradient is rescaled per lane). The threads' ranges cut the groups, which leaves an
+ * optimizer's state where a whole group's call has it only with one value per parameter at most
+ * (sgd): a range's blocks of state_per_param would be laid out by the range's length. */
+static bool steps_in_lanes(const run *r, int64_t n)
+{
+    const trainer *t = &r->t;
+    return dist_size() == 1 && !(t->c->clip_grad_norm > 0) && t->state_per_param <= 1 && net_lanes_for(&t->nt, n) > 1;
+}
+
+static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, double *s, char *err)
+{
+    trainer *t = &r->t;
+    rx_tensor x;
+    net_zero_grads(&t->nt);
+    if (trainer_load_batch(t, RX_TRAIN, first, 0, n, &x, err) != 0) return -1;
+    first_batch_seen(r, n);
+    t->nt.part_offset = 0;
+    t->nt.part_batch = 0;
+    if (next_step(r, epoch, err) != 0) return -1;
+    lane_step ls = { .r = r, .epoch = epoch, .n = n };
+    net_hooks h = { .loss = lane_loss, .update = lane_update, .arg = &ls, .dlogits = t->dlogits };
+    if (net_train_lanes(&t->nt, &t->ctx, &x, r->backward_from, &h, err) != 0) return -1;
+    return trainer_losses_sum(t, n, s, err);
+}
+
+/* Every rank's part, the gradients summed over the ranks and the step every rank takes alike
+ * (in one process on lanes, all of it in one parallel region: train_in_lanes); then what the
+ * ranks agree on: the loss, a failure on any of them, a stop request. A rank whose
  * part failed still joins the sum, so that no rank waits for it; the step's weights are then
  * garbage, but a failed run saves nothing (nor does a NaN loss: best.safetensors stays as it was). */
 static int train_batch(run *r, int64_t epoch, int64_t first, int64_t n, char *err)
 {
     trainer *t = &r->t;
     double s, agreed[3];
-    int rc = train_part(r, first, n, &s, err);
-    if (dist_sum_floats(t->gpu, t->device, t->nt.grads, t->nt.nparams, err) != 0) return -1;
-    /* A rank with no part drew nothing: it takes the state the others agree on, rank 0's. */
-    if (n < dist_size() && dist_broadcast(NULL, RX_CPU, &t->ctx.rng.s, sizeof t->ctx.rng.s, err) != 0) return -1;
-    /* Clipping sees the summed gradients, as with PyTorch's DDP; a batch whose loss is not finite
-     * is reported as such below, not by its gradients' norm. */
-    if (rc == 0 && isfinite(s)) rc = clip_gradients(r, epoch, err);
-    if (rc == 0) rc = optimizer_step(r, epoch, err);
+    int rc;
+    if (steps_in_lanes(r, n)) {
+        rc = train_in_lanes(r, epoch, first, n, &s, err);
+    } else {
+        rc = train_part(r, first, n, &s, err);
+        if (dist_sum_floats(t->gpu, t->device, t->nt.grads, t->nt.nparams, err) != 0) return -1;
+        /* A rank with no part drew nothing: it takes the state the others agree on, rank 0's. */
+        if (n < dist_size() && dist_broadcast(NULL, RX_CPU, &t->ctx.rng.s, sizeof t->ctx.rng.s, err) != 0) return -1;
+        /* Clipping sees the summed gradients, as with PyTorch's DDP; a batch whose loss is not
+         * finite is reported as such below, not by its gradients' norm. */
+        if (rc == 0 && isfinite(s)) rc = clip_gradients(r, epoch, err);
+        if (rc == 0) rc = optimizer_step(r, epoch, err);
+    }
     agreed[0] = s, agreed[1] = rc != 0, agreed[2] = interrupt_requested();
     if (dist_sum(agreed, 3, err) != 0) return -1;
     if (agreed[1] > 0) return dist_agree(rc, err), -1;

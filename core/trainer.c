@@ -18,15 +18,20 @@ rx_tensor trainer_tensor(const trainer *t, float *data, int64_t n, rx_shape s)
     return x;
 }
 
-int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char *err)
+int trainer_plugin_failed_in(const trainer *t, const rx_ctx *ctx, const plugin_use *u, const char *op, char *err)
 {
     /* A GPU failure of the host's own before this call is where the trouble began: a plugin
      * that checks its launches sees that failure as its own. */
     char gpu[ERR_LEN];
     bool earlier = device_check(t->device, gpu) != 0;
     return errorf(err, "%s: %s: %s%s%s%s%s", t->c->file, u->where, op, op[0] ? ": " : "",
-                  t->ctx.err[0] ? t->ctx.err : "failed without a reason", earlier ? "; before it, " : "",
+                  ctx->err[0] ? ctx->err : "failed without a reason", earlier ? "; before it, " : "",
                   earlier ? gpu : "");
+}
+
+int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char *err)
+{
+    return trainer_plugin_failed_in(t, &t->ctx, u, op, err);
 }
 
 /* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
@@ -293,16 +298,20 @@ int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int6
     return 0;
 }
 
-int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *sum, char *err)
+int trainer_loss_rows(const trainer *t, rx_ctx *ctx, int64_t first, const rx_tensor *logits, float *dlogits, char *err)
 {
     int64_t n = logits->shape.d[0];
-    rx_tensor dl = trainer_tensor(t, t->dlogits, n, t->nt.out);
-    t->ctx.err[0] = '\0';
+    rx_tensor dl = trainer_tensor(t, dlogits ? dlogits + (size_t)first * (size_t)rx_numel(t->nt.out) : NULL, n, t->nt.out);
+    ctx->err[0] = '\0';
     crash_enter(t->c->loss.where, "forward");
-    int rc = t->c->loss.pl.desc->loss.forward[t->device](t->loss, &t->ctx, logits, t->labels, t->losses,
-                                                          with_grad ? &dl : NULL);
+    int rc = t->c->loss.pl.desc->loss.forward[t->device](t->loss, ctx, logits, t->labels + first, t->losses + first,
+                                                          dlogits ? &dl : NULL);
     crash_leave();
-    if (rc != 0) return trainer_plugin_failed(t, &t->c->loss, "forward", err);
+    return rc != 0 ? trainer_plugin_failed_in(t, ctx, &t->c->loss, "forward", err) : 0;
+}
+
+int trainer_losses_sum(trainer *t, int64_t n, double *sum, char *err)
+{
     device_to_host(t->device, t->host_losses, t->losses, (size_t)n * sizeof(float));
     /* Once a batch, after the copy that waits for the GPU: a failed call or kernel is named
      * here, before its garbage could pass for a NaN loss. */
@@ -311,4 +320,10 @@ int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *su
     for (int64_t i = 0; i < n; i++) s += t->host_losses[i];
     *sum = s;
     return 0;
+}
+
+int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *sum, char *err)
+{
+    if (trainer_loss_rows(t, &t->ctx, 0, logits, with_grad ? t->dlogits : NULL, err) != 0) return -1;
+    return trainer_losses_sum(t, logits->shape.d[0], sum, err);
 }

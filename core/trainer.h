@@ -50,6 +50,8 @@ int trainer_plan_epochs(const trainer *t, size_t record, int64_t *total_steps, c
 rx_tensor trainer_tensor(const trainer *t, float *data, int64_t n, rx_shape s);
 /* "FILE: WHERE: OP: the plugin's reason", for a plugin call that failed. Returns -1. */
 int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char *err);
+/* The same for a call made with another context than t's (a lane's). */
+int trainer_plugin_failed_in(const trainer *t, const rx_ctx *ctx, const plugin_use *u, const char *op, char *err);
 
 /* Draws samples [first, first + n) of split, test-time view `view`, into t->x and t->labels;
  * x gets the batch tensor. */
@@ -57,5 +59,10 @@ int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int6
 /* Per-sample losses into t->losses (and the mean's gradient into t->dlogits when with_grad);
  * their sum, copied to the host, in *sum. */
 int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *sum, char *err);
+/* trainer_loss in two halves, for a batch whose rows are cut into parts: the loss of rows
+ * [first, first + n) (n: the logits' rows) with ctx, into those rows of t->losses and, unless
+ * dlogits is NULL, of dlogits (the gradient of the part's mean); then the sum of rows [0, n). */
+int trainer_loss_rows(const trainer *t, rx_ctx *ctx, int64_t first, const rx_tensor *logits, float *dlogits, char *err);
+int trainer_losses_sum(trainer *t, int64_t n, double *sum, char *err);
 
 #endif

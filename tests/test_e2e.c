@@ -491,6 +491,51 @@ static void test_weight_average(void **state)
     free(avg);
 }
 
+/* The tensors of two runs' last.safetensors, equal to within `bound` of each one's largest value. */
+static void expect_close_runs(const char *a_dir, const char *b_dir, const char *const *names, size_t count, double bound)
+{
+    for (size_t i = 0; i < count; i++) {
+        size_t na, nb;
+        float *a = tensor_in(a_dir, "last.safetensors", names[i], &na), *b = tensor_in(b_dir, "last.safetensors", names[i], &nb);
+        assert_int_equal(na, nb);
+        double worst = 0, scale = 1e-30;
+        for (size_t k = 0; k < na; k++) {
+            worst = fmax(worst, fabs((double)a[k] - b[k]));
+            scale = fmax(scale, fabs((double)b[k]));
+        }
+        if (!(worst <= bound * scale)) fail_msg("%s: differs by %.3g of its largest value %.3g", names[i], worst / scale, scale);
+        free(a);
+        free(b);
+    }
+}
+
+/* Two threads take a step in lanes: forward, loss, backward and the update in one parallel region
+ * (train.c's train_in_lanes), each thread updating a range of the parameters that cuts across
+ * groups. Clipping that never clips takes the step as before (the whole batch's loss, then each
+ * group's update with both threads): the same weights, average and momentum, to rounding,
+ * through an epoch with dropout, two learning rates, weight decay on some tensors and a moving
+ * average. Adam (two state values per parameter, which a range would lay out by its own length)
+ * keeps each group's state where a whole group's call has it. */
+static void test_step_in_lanes(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    const char *names[] = { "0.weight", "0.bias", "5.weight", "5.bias", "ema.weights", "optim.state" };
+    const char *optims[] = { "optim={'sgd', lr=0.01, momentum=0.9}", "optim={'adam', lr=0.001}" };
+    for (int k = 0; k < 2; k++) {
+        char lanes[600], apart[600];
+        snprintf(lanes, sizeof lanes, "lanes%d", k);
+        snprintf(apart, sizeof apart, "apart%d", k);
+        char *ov[] = { (char *)optims[k], "epochs=1", "ema=0.9", "model.6.lr_scale={bias=0.5}",
+                       "optim.weight_decay=0.01", "model.1.weight_decay={bias=0}", "clip_grad_norm=1e30" };
+        run_into(f, lanes, 6, ov, &s);
+        run_into(f, apart, 7, ov, &s);
+        snprintf(lanes, sizeof lanes, "%s/lanes%d", f->dir, k);
+        snprintf(apart, sizeof apart, "%s/apart%d", f->dir, k);
+        expect_close_runs(lanes, apart, names, 6, 1e-4);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +549,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_train_epochs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_average, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_in_lanes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
