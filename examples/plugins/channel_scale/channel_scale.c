@@ -20,6 +20,8 @@ static int channel_scale_create(void **self, rx_ctx *ctx, const rx_value *args, 
     info->out = in;
     info->ntensors = 1;
     info->tensors[0] = (rx_tensor_decl){ .name = "scale", .shape = { .ndim = 1, .d = { s->c } }, .init = RX_INIT_ONES };
+    /* Each sample alone, self only read: the host may run parts of a batch at once (ABI 4). */
+    info->per_sample = true;
     return 0;
 }
 

@@ -25,6 +25,8 @@ static int leaky_relu_create(void **self, rx_ctx *ctx, const rx_value *args, rx_
     s->slope = (float)slope;
     *self = s;
     info->out = in; /* elementwise: same shape, no parameters, no state */
+    /* Each sample alone, self only read: the host may run parts of a batch at once (ABI 4). */
+    info->per_sample = true;
     return 0;
 }
 
