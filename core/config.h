@@ -106,10 +106,10 @@ void config_to_lua(const config *c, strbuf *b);
 /* The value of one argument of a plugin use, by key (NULL if the plugin has no such key). */
 const rx_value *config_arg(const plugin_use *u, const char *key);
 
-/* Refuses a plugin use that cannot run on device d, naming the file and the place:
- * "cifar10.lua: model[3] (conv2d): the plugin has no cuda implementation". */
 /* The first plugin of the run (data, loss, optim, then the layers) with no path on d, or NULL. */
 const plugin_use *config_plugin_without(const config *c, rx_device d);
+/* Refuses a plugin use that cannot run on device d, naming the file and the place:
+ * "cifar10.lua: model[3] (conv2d): the plugin has no cuda implementation". */
 int plugin_use_check_device(const config *c, const plugin_use *u, rx_device d, char *err);
 
 /* The rule values that apply to tensor `name` of layer u, resolved. */
