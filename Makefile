@@ -11,7 +11,9 @@ WERROR  ?= 1
 CC      ?= cc
 # -fno-trapping-math: nothing here reads floating-point exception flags, and without it gcc
 # leaves loops with min/max or compare-and-select (gelu's polynomials, pooling) scalar.
-OPT     ?= -O3 -march=native -fno-trapping-math
+# -fno-math-errno: nothing reads errno after a math function, and without it every sqrtf keeps
+# a branch to the library for negative inputs, which leaves adam's loop scalar.
+OPT     ?= -O3 -march=native -fno-trapping-math -fno-math-errno
 
 PKGS     := lua5.4 openblas libpng libjpeg
 

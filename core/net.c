@@ -685,14 +685,12 @@ static int backward_rows(net *nt, net_part *p, const float *dlogits, int first)
 static void sum_lane_grads(net *nt, int lanes, size_t begin, size_t end)
 {
     float *restrict grads = nt->grads;
-    const size_t np = nt->nparams;
-    for (size_t j = begin; j < end; j++) {
-        float sum = grads[j];
-        for (int k = 1; k < lanes; k++) {
-            sum += nt->lane_grads[(size_t)(k - 1) * np + j];
-            nt->lane_grads[(size_t)(k - 1) * np + j] = 0;
+    for (int k = 1; k < lanes; k++) { /* a lane at a time: one vectorized pass each */
+        float *restrict lane = nt->lane_grads + (size_t)(k - 1) * nt->nparams;
+        for (size_t j = begin; j < end; j++) {
+            grads[j] += lane[j];
+            lane[j] = 0;
         }
-        grads[j] = sum;
     }
 }
 

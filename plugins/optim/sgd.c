@@ -65,7 +65,7 @@ static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float
 {
     const sgd *o = self;
     if (sgd_check_step(o, ctx, buf, s) != 0) return -1;
-    const bool momentum = o->momentum > 0, first = s.t == 1;
+    const bool momentum = o->momentum > 0, first = s.t == 1, nesterov = o->nesterov;
     const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
     const int threads = threads_for(ctx, (int64_t)n, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
@@ -74,7 +74,7 @@ static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float
         float d = wd != 0 ? g[i] + wd * w[i] : g[i];
         if (momentum) {
             buf[i] = first ? d : mu * buf[i] + keep * d;
-            d = o->nesterov ? d + mu * buf[i] : buf[i];
+            d = nesterov ? d + mu * buf[i] : buf[i];
         }
         w[i] -= lr * d;
     }
