@@ -694,10 +694,16 @@ static void sum_lane_grads(net *nt, int lanes, size_t begin, size_t end)
     }
 }
 
-/* Range k of `of` equal ranges of the parameters. */
-static size_t param_cut(const net *nt, int k, int of)
+/* Where range k of `of` nearly equal ranges of the parameters begins. With whole_groups a cut
+ * inside a parameter group moves to its end, so that no range splits a group. */
+static size_t param_cut(const net *nt, int k, int of, bool whole_groups)
 {
-    return nt->nparams * (size_t)k / (size_t)of;
+    size_t cut = nt->nparams * (size_t)k / (size_t)of;
+    for (int i = 0; whole_groups && i < nt->ngroups; i++) {
+        const param_group *g = &nt->groups[i];
+        if (cut > g->offset && cut < g->offset + g->n) cut = g->offset + g->n; /* groups never overlap */
+    }
+    return cut;
 }
 
 /* The lanes' backward at once, then their gradients summed, every thread a range of them. */
@@ -711,7 +717,8 @@ static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first
             nt->parts[k].rc = backward_rows(nt, &nt->parts[k], dlogits, first);
         }
 #pragma omp for schedule(static, 1)
-        for (int k = 0; k < lanes; k++) sum_lane_grads(nt, lanes, param_cut(nt, k, lanes), param_cut(nt, k + 1, lanes));
+        for (int k = 0; k < lanes; k++)
+            sum_lane_grads(nt, lanes, param_cut(nt, k, lanes, false), param_cut(nt, k + 1, lanes, false));
     }
 }
 
@@ -749,7 +756,7 @@ int net_train_lanes(net *nt, rx_ctx *ctx, const rx_tensor *x, int first, const n
          * failed (its error is the run's). */
 #pragma omp for schedule(static, 1)
         for (int k = 0; k < lanes; k++) {
-            size_t begin = param_cut(nt, k, lanes), end = param_cut(nt, k + 1, lanes);
+            size_t begin = param_cut(nt, k, lanes, h->whole_groups), end = param_cut(nt, k + 1, lanes, h->whole_groups);
             sum_lane_grads(nt, lanes, begin, end);
             net_part *p = &nt->parts[k];
             if (all_ok) p->rc = h->update(h->arg, p->ctx, begin, end, p->err);

@@ -97,7 +97,8 @@ typedef struct net_hooks {
     int (*loss)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const float *logits, char *err);
     int (*update)(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err);
     void *arg;
-    float *dlogits; /* (N, out...): what hooks.loss writes rows of */
+    float *dlogits;    /* (N, out...): what hooks.loss writes rows of */
+    bool whole_groups; /* ranges never split a parameter group (nt->groups) */
 } net_hooks;
 int net_lanes_for(const net *nt, int64_t n);
 int net_train_lanes(net *nt, rx_ctx *ctx, const rx_tensor *x, int first, const net_hooks *h, char *err);

@@ -294,10 +294,11 @@ typedef struct rx_optim_ops {
      * ctx->device: w, g n floats each, state state_per_param * n laid out as state_per_param
      * blocks of n (zeroed by the host at the start, saved and restored with the run). The host
      * calls it once per group of tensors that share a learning rate and weight decay, so one
-     * step may be several calls, each with its own slice of w, g and state. With at most one
-     * state value per parameter, it may also cut a group into slices that threads step at once
-     * (ctx->threads = 1 each): each parameter's update must depend on its own g, w and state
-     * only, as sgd's and adam's do, and step must read self only. */
+     * step may be several calls, each with its own slice of w, g and state. On the CPU it may
+     * make calls from several threads at once (ctx->threads = 1 each; lanes), and with at most
+     * one state value per parameter it may cut a group into slices for them: step must read
+     * self only, and each parameter's update depend on its own g, w and state only, as sgd's
+     * and adam's do. */
     int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
                              size_t n, rx_step s);
 } rx_optim_ops;

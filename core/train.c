@@ -236,13 +236,11 @@ static int lane_update(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *e
 /* The whole batch in one process, on lanes, with nothing between its gradients and the step
  * (no clipping, which needs every gradient's norm first): forward, loss, backward and the step
  * in one parallel region. Same results as train_part and optimizer_step, to rounding (the
- * loss's gradient is rescaled per lane). The threads' ranges cut the groups, which leaves an
- * optimizer's state where a whole group's call has it only with one value per parameter at most
- * (sgd): a range's blocks of state_per_param would be laid out by the range's length. */
+ * loss's gradient is rescaled per lane). */
 static bool steps_in_lanes(const run *r, int64_t n)
 {
     const trainer *t = &r->t;
-    return dist_size() == 1 && !(t->c->clip_grad_norm > 0) && t->state_per_param <= 1 && net_lanes_for(&t->nt, n) > 1;
+    return dist_size() == 1 && !(t->c->clip_grad_norm > 0) && net_lanes_for(&t->nt, n) > 1;
 }
 
 static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, double *s, char *err)
@@ -256,7 +254,10 @@ static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, doubl
     t->nt.part_batch = 0;
     if (next_step(r, epoch, err) != 0) return -1;
     lane_step ls = { .r = r, .epoch = epoch, .n = n };
-    net_hooks h = { .loss = lane_loss, .update = lane_update, .arg = &ls, .dlogits = t->dlogits };
+    /* A call's state is state_per_param blocks of its length: with more than one (adam), a
+     * range that split a group would lay its state out otherwise than a whole group's call. */
+    net_hooks h = { .loss = lane_loss, .update = lane_update, .arg = &ls, .dlogits = t->dlogits,
+                    .whole_groups = t->state_per_param > 1 };
     if (net_train_lanes(&t->nt, &t->ctx, &x, r->backward_from, &h, err) != 0) return -1;
     return trainer_losses_sum(t, n, s, err);
 }
