@@ -149,7 +149,7 @@ static size_t whole_lines(size_t bytes)
 }
 
 /* On the GPU, cudaMalloc makes every byte real anyway: scratch is zeroed there too, so the
- * unproven CUDA path keeps what it has always had. */
+ * CUDA path keeps what it has always had. */
 void *device_alloc_scratch(rx_device d, size_t bytes)
 {
     if (d == RX_CUDA) return device_alloc(d, bytes);

@@ -24,16 +24,11 @@ void ema_free(moving_average *m)
     m->avg = m->trained = NULL;
 }
 
-void ema_update_range(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t, size_t begin, size_t end)
+void ema_update(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t, size_t begin, size_t end)
 {
     if (!m->avg || begin >= end) return;
     double d = fmin(m->decay, (1.0 + (double)t) / (10.0 + (double)t));
     device_axpby(m->device, ctx, end - begin, (float)(1 - d), params + begin, (float)d, m->avg + begin);
-}
-
-void ema_update(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t)
-{
-    ema_update_range(m, ctx, params, t, 0, m->n);
 }
 
 void ema_swap(moving_average *m, float *params, bool average_in)

@@ -21,11 +21,10 @@ typedef struct moving_average {
  * with err set when out of memory. */
 int ema_start(moving_average *m, rx_device d, double decay, const float *params, size_t n, char *err);
 void ema_free(moving_average *m);
-/* After optimizer step t (1-based): avg += (1 - d) (params - avg) with timm's warm-up,
+/* After optimizer step t (1-based), over params [begin, end) (the range the caller stepped: all of
+ * them, or one thread's): avg += (1 - d) (params - avg) with timm's warm-up,
  * d = min(decay, (1 + t) / (10 + t)), so that the first steps' weights do not linger. */
-void ema_update(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t);
-/* The same over params [begin, end) only: a range the caller stepped. */
-void ema_update_range(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t, size_t begin, size_t end);
+void ema_update(moving_average *m, const rx_ctx *ctx, const float *params, int64_t t, size_t begin, size_t end);
 /* Puts the average into params (keeping the trained weights aside), or the trained weights back. */
 void ema_swap(moving_average *m, float *params, bool average_in);
 

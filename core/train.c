@@ -160,7 +160,7 @@ static int step_range(run *r, int64_t epoch, rx_ctx *ctx, size_t begin, size_t e
         crash_leave();
         if (rc != 0) return trainer_plugin_failed_in(t, ctx, &c->optim, "step", err);
     }
-    ema_update_range(&t->ema, ctx, t->nt.params, r->pos.step, begin, end);
+    ema_update(&t->ema, ctx, t->nt.params, r->pos.step, begin, end);
     return 0;
 }
 
