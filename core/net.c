@@ -706,19 +706,33 @@ static size_t param_cut(const net *nt, int k, int of, bool whole_groups)
     return cut;
 }
 
-/* The lanes' backward at once, then their gradients summed, every thread a range of them. */
-static void backward_lanes(net *nt, rx_ctx *ctx, const float *dlogits, int first, int lanes, int64_t n)
+/* The lanes at once, then their gradients summed, every thread a range of them. In a training
+ * step (h set) each lane runs its forward from x and the loss before its backward, and each
+ * range is updated once summed, unless a lane failed (its error is the run's); otherwise each
+ * lane runs its backward from dlogits alone. */
+static void run_lanes(net *nt, rx_ctx *ctx, const float *x, const float *dlogits, int first, const net_hooks *h,
+                      int lanes, int64_t n)
 {
+    bool all_ok = true;
 #pragma omp parallel num_threads(lanes)
     {
+#pragma omp for schedule(static, 1) reduction(&& : all_ok)
+        for (int k = 0; k < lanes; k++) {
+            net_part *p = &nt->parts[k];
+            lane_start(nt, ctx, k, lanes, n);
+            p->rc = h ? forward_rows(nt, p, x) : 0;
+            if (p->rc == 0 && h) p->rc = h->loss(h->arg, p->ctx, p->first, p->count, p->top, p->err);
+            if (p->rc == 0 && first < nt->n) p->rc = backward_rows(nt, p, dlogits, first);
+            all_ok = all_ok && p->rc == 0;
+        }
+        const bool whole_groups = h && h->whole_groups;
 #pragma omp for schedule(static, 1)
         for (int k = 0; k < lanes; k++) {
-            lane_start(nt, ctx, k, lanes, n);
-            nt->parts[k].rc = backward_rows(nt, &nt->parts[k], dlogits, first);
+            net_part *p = &nt->parts[k];
+            size_t begin = param_cut(nt, k, lanes, whole_groups), end = param_cut(nt, k + 1, lanes, whole_groups);
+            sum_lane_grads(nt, lanes, begin, end);
+            if (h && all_ok) p->rc = h->update(h->arg, p->ctx, begin, end, p->err);
         }
-#pragma omp for schedule(static, 1)
-        for (int k = 0; k < lanes; k++)
-            sum_lane_grads(nt, lanes, param_cut(nt, k, lanes, false), param_cut(nt, k + 1, lanes, false));
     }
 }
 
@@ -731,7 +745,7 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
         net_part p = whole_part(nt, ctx, n, err);
         return backward_rows(nt, &p, dlogits->data, first);
     }
-    backward_lanes(nt, ctx, dlogits->data, first, lanes, n);
+    run_lanes(nt, ctx, NULL, dlogits->data, first, NULL, lanes, n);
     return lanes_done(nt, ctx, lanes, err);
 }
 
@@ -739,29 +753,8 @@ int net_train_lanes(net *nt, rx_ctx *ctx, const rx_tensor *x, int first, const n
 {
     int64_t n = x->shape.d[0];
     int lanes = net_lanes_for(nt, n);
-    bool all_ok = true;
     bind_inputs(nt, x->data);
-#pragma omp parallel num_threads(lanes)
-    {
-#pragma omp for schedule(static, 1) reduction(&& : all_ok)
-        for (int k = 0; k < lanes; k++) {
-            net_part *p = &nt->parts[k];
-            lane_start(nt, ctx, k, lanes, n);
-            p->rc = forward_rows(nt, p, x->data);
-            if (p->rc == 0) p->rc = h->loss(h->arg, p->ctx, p->first, p->count, p->top, p->err);
-            if (p->rc == 0 && first < nt->n) p->rc = backward_rows(nt, p, h->dlogits, first);
-            all_ok = all_ok && p->rc == 0;
-        }
-        /* Every lane's gradients are in: each thread sums a range and updates it, unless a lane
-         * failed (its error is the run's). */
-#pragma omp for schedule(static, 1)
-        for (int k = 0; k < lanes; k++) {
-            size_t begin = param_cut(nt, k, lanes, h->whole_groups), end = param_cut(nt, k + 1, lanes, h->whole_groups);
-            sum_lane_grads(nt, lanes, begin, end);
-            net_part *p = &nt->parts[k];
-            if (all_ok) p->rc = h->update(h->arg, p->ctx, begin, end, p->err);
-        }
-    }
+    run_lanes(nt, ctx, x->data, h->dlogits, first, h, lanes, n);
     return lanes_done(nt, ctx, lanes, err);
 }
 
