@@ -171,12 +171,30 @@ static int optimizer_step(run *r, int64_t epoch, char *err)
     return step_range(r, epoch, &r->t.ctx, 0, r->t.nt.nparams, err);
 }
 
-/* The run's very first batch, for the pictures. */
-static void first_batch_seen(run *r, int64_t count)
+/* Samples [mine, mine + count) of the training batch [first, first + n) into x (a rank's part, or
+ * the whole batch), with the net told where they lie in it; the run's very first batch is kept
+ * for the pictures. */
+static int load_part(run *r, int64_t first, int64_t n, int64_t mine, int64_t count, rx_tensor *x, char *err)
 {
-    if (r->pos.epochs_done != 0 || r->pos.batches_done != 0) return;
-    sample_batch_capture(&r->samples, r->t.device, r->t.x, r->t.labels, count, NULL);
-    observe(r, OBSERVE_FIRST_BATCH);
+    trainer *t = &r->t;
+    if (trainer_load_batch(t, RX_TRAIN, mine, 0, count, x, err) != 0) return -1;
+    if (r->pos.epochs_done == 0 && r->pos.batches_done == 0) {
+        sample_batch_capture(&r->samples, t->device, t->x, t->labels, count, NULL);
+        observe(r, OBSERVE_FIRST_BATCH);
+    }
+    t->nt.part_offset = mine - first;
+    t->nt.part_batch = dist_size() > 1 ? n : 0;
+    return 0;
+}
+
+/* Rows [first, first + count) of dlogits, the gradient of their own mean loss, scaled to the
+ * gradient of a batch of n's mean (a rank's part, a lane's). */
+static void dlogits_for_batch(trainer *t, rx_ctx *ctx, int64_t first, int64_t count, int64_t n)
+{
+    if (count == n) return;
+    const size_t per = (size_t)rx_numel(t->nt.out);
+    device_axpby(t->device, ctx, (size_t)count * per, 0.0f, NULL, (float)count / (float)n,
+                 t->dlogits + (size_t)first * per);
 }
 
 /* This rank's part of the batch (all of it in one process): its loss sum into *s, and its
@@ -191,16 +209,11 @@ static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
     *s = 0;
     net_zero_grads(&t->nt);
     if (count == 0) return 0;
-    if (trainer_load_batch(t, RX_TRAIN, mine, 0, count, &x, err) != 0) return -1;
-    first_batch_seen(r, count);
-    t->nt.part_offset = mine - first;
-    t->nt.part_batch = dist_size() > 1 ? n : 0;
+    if (load_part(r, first, n, mine, count, &x, err) != 0) return -1;
     if (net_forward(&t->nt, &t->ctx, &x, &logits, err) != 0) return -1;
     if (trainer_loss(t, &logits, true, s, err) != 0) return -1;
+    dlogits_for_batch(t, &t->ctx, 0, count, n);
     rx_tensor dlogits = trainer_tensor(t, t->dlogits, count, t->nt.out);
-    if (count < n)
-        device_axpby(t->device, &t->ctx, (size_t)rx_numel(dlogits.shape), 0.0f, t->dlogits, (float)count / (float)n,
-                     t->dlogits);
     return net_backward(&t->nt, &t->ctx, &x, &dlogits, r->backward_from, err);
 }
 
@@ -219,11 +232,7 @@ static int lane_loss(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const
     trainer *t = &ls->r->t;
     rx_tensor lg = trainer_tensor(t, (float *)logits, count, t->nt.out);
     if (trainer_loss_rows(t, ctx, first, &lg, t->dlogits, err) != 0) return -1;
-    if (count < ls->n) {
-        const size_t per = (size_t)rx_numel(t->nt.out);
-        device_axpby(RX_CPU, ctx, (size_t)count * per, 0.0f, NULL, (float)count / (float)ls->n,
-                     t->dlogits + (size_t)first * per);
-    }
+    dlogits_for_batch(t, ctx, first, count, ls->n);
     return 0;
 }
 
@@ -248,11 +257,7 @@ static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, doubl
     trainer *t = &r->t;
     rx_tensor x;
     net_zero_grads(&t->nt);
-    if (trainer_load_batch(t, RX_TRAIN, first, 0, n, &x, err) != 0) return -1;
-    first_batch_seen(r, n);
-    t->nt.part_offset = 0;
-    t->nt.part_batch = 0;
-    if (next_step(r, epoch, err) != 0) return -1;
+    if (load_part(r, first, n, first, n, &x, err) != 0 || next_step(r, epoch, err) != 0) return -1;
     lane_step ls = { .r = r, .epoch = epoch, .n = n };
     /* A call's state is state_per_param blocks of its length: with more than one (adam), a
      * range that split a group would lay its state out otherwise than a whole group's call. */
