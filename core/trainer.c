@@ -34,9 +34,9 @@ int trainer_plugin_failed(trainer *t, const plugin_use *u, const char *op, char 
     return trainer_plugin_failed_in(t, &t->ctx, u, op, err);
 }
 
-/* device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU when one is
- * usable and every plugin of the run has a CUDA path, else the CPU, said once). Never a silent
- * change of device. */
+/* t->device for device = "cpu", "cuda" (a clear error where no GPU is usable) or "auto" (the GPU
+ * when one is usable and every plugin of the run has a CUDA path, else the CPU, said once). Never
+ * a silent change of device. Only decides: nothing is opened on a GPU yet. */
 static int resolve_device(trainer *t, bool quiet, char *err)
 {
     char why[ERR_LEN];
@@ -52,7 +52,6 @@ static int resolve_device(trainer *t, bool quiet, char *err)
         else if (!quiet && cpu_only) fprintf(t->log, "device: cpu (auto: %s has no CUDA path)\n", cpu_only->where);
         else if (!quiet) fprintf(t->log, "device: cpu (auto: %s)\n", why);
     }
-    if (device_open_context(t->device, &t->ctx, why) != 0) return errorf(err, "%s: %s", t->c->file, why);
     return 0;
 }
 
@@ -229,8 +228,11 @@ int trainer_setup(trainer *t, const config *c, FILE *log, bool quiet, bool fresh
     /* One pool of threads: the plugins' own (OpenMP, ctx.threads of them, splitting the batch or
      * the work); OpenBLAS runs single-threaded inside them, so its pool never fights theirs. */
     openblas_set_num_threads(1);
-    bool cpu = strcmp(c->device, "cpu") == 0; /* no GPU context for a run that keeps off the GPU */
-    if ((!cpu && dist_pick_gpu(err) != 0) || resolve_device(t, quiet, err) != 0) return -1;
+    /* The device first, then (on a GPU) this rank's GPU, then its context: a run that keeps off
+     * the GPU, asked or chosen by auto, opens nothing there. */
+    char why[ERR_LEN];
+    if (resolve_device(t, quiet, err) != 0 || (t->device == RX_CUDA && dist_pick_gpu(err) != 0)) return -1;
+    if (device_open_context(t->device, &t->ctx, why) != 0) return errorf(err, "%s: %s", c->file, why);
     t->ctx.device = t->device;
     if (dist_gpu_open(&t->gpu, t->device, err) != 0) return -1;
     return create_plugins(t, fresh, err) != 0 || alloc_buffers(t, err) != 0 ? -1 : 0;
