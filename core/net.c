@@ -707,7 +707,8 @@ static size_t param_cut(const net *nt, int k, int of, bool whole_groups)
 }
 
 /* The lanes at once, then their gradients summed, every thread a range of them. In a training
- * step (h set) each lane runs its forward from x and the loss before its backward, and each
+ * step (h set) each lane draws its rows of x (with h->load), runs its forward and the loss
+ * before its backward, and each
  * range is updated once summed, unless a lane failed (its error is the run's); otherwise each
  * lane runs its backward from dlogits alone. */
 static void run_lanes(net *nt, rx_ctx *ctx, const float *x, const float *dlogits, int first, const net_hooks *h,
@@ -720,7 +721,8 @@ static void run_lanes(net *nt, rx_ctx *ctx, const float *x, const float *dlogits
         for (int k = 0; k < lanes; k++) {
             net_part *p = &nt->parts[k];
             lane_start(nt, ctx, k, lanes, n);
-            p->rc = h ? forward_rows(nt, p, x) : 0;
+            p->rc = h && h->load ? h->load(h->arg, p->ctx, p->first, p->count, p->err) : 0;
+            if (p->rc == 0 && h) p->rc = forward_rows(nt, p, x);
             if (p->rc == 0 && h) p->rc = h->loss(h->arg, p->ctx, p->first, p->count, p->top, p->err);
             if (p->rc == 0 && first < nt->n) p->rc = backward_rows(nt, p, dlogits, first);
             all_ok = all_ok && p->rc == 0;

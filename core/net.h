@@ -94,6 +94,9 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
  * one thread's context each. Only for a batch of n with net_lanes_for(nt, n) > 1; gradients
  * zeroed first, as for net_backward. */
 typedef struct net_hooks {
+    /* OPTIONAL: draws rows [first, first + count) of x (and their labels) before the lane's
+     * forward; NULL when x holds the whole batch already. */
+    int (*load)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, char *err);
     int (*loss)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const float *logits, char *err);
     int (*update)(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err);
     void *arg;

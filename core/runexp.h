@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RX_ABI_VERSION 4
+#define RX_ABI_VERSION 5
 #define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
@@ -321,6 +321,12 @@ typedef struct rx_data_info {
      * single configured value is repeated); std > 0. */
     int norm_channels;
     double mean[RX_MAX_NORM], std[RX_MAX_NORM];
+    /* ABI 5. true: the CPU batch may be called from several threads at once, each on its own
+     * consecutive part of a training batch (its first, x rows and labels), so it must read self
+     * only, as cifar10's does. The host then has each thread draw its part of the batch inside
+     * the step (lanes), instead of one thread drawing the whole batch while the others wait.
+     * false (the default): one call per batch. */
+    bool parts;
 } rx_data_info;
 
 typedef struct rx_data_ops {

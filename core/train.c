@@ -221,7 +221,7 @@ static int train_part(run *r, int64_t first, int64_t n, double *s, char *err)
 
 typedef struct lane_step {
     run *r;
-    int64_t epoch, n; /* n: the batch's samples */
+    int64_t epoch, first, n; /* the batch: samples [first, first + n) of the epoch */
 } lane_step;
 
 /* A lane's loss: its rows of the losses, and of dlogits, which the loss gives for the part's
@@ -234,6 +234,13 @@ static int lane_loss(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const
     if (trainer_loss_rows(t, ctx, first, &lg, t->dlogits, err) != 0) return -1;
     dlogits_for_batch(t, ctx, first, count, ls->n);
     return 0;
+}
+
+/* A lane's rows of the batch, drawn by the lane itself (rx_data_info.parts). */
+static int lane_load(void *arg, rx_ctx *ctx, int64_t first, int64_t count, char *err)
+{
+    const lane_step *ls = arg;
+    return trainer_load_rows(&ls->r->t, ctx, ls->first, first, count, err);
 }
 
 static int lane_update(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err)
@@ -255,14 +262,21 @@ static bool steps_in_lanes(const run *r, int64_t n)
 static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, double *s, char *err)
 {
     trainer *t = &r->t;
-    rx_tensor x;
+    rx_tensor x = trainer_tensor(t, t->x, n, t->info.sample);
     net_zero_grads(&t->nt);
-    if (load_part(r, first, n, first, n, &x, err) != 0 || next_step(r, epoch, err) != 0) return -1;
-    lane_step ls = { .r = r, .epoch = epoch, .n = n };
+    /* Each lane draws its own part where the data plugin allows it: the threads then never
+     * wait for one of them to draw the batch (drawing is a tenth of a batch-20 step, and a
+     * sleeping thread woken after it costs more). The run's first batch is drawn whole, for
+     * its pictures. */
+    bool lanes_draw = t->info.parts && (r->pos.epochs_done > 0 || r->pos.batches_done > 0);
+    if (!lanes_draw && load_part(r, first, n, first, n, &x, err) != 0) return -1;
+    t->nt.part_offset = 0, t->nt.part_batch = 0; /* the whole batch is here, as load_part says */
+    if (next_step(r, epoch, err) != 0) return -1;
+    lane_step ls = { .r = r, .epoch = epoch, .first = first, .n = n };
     /* A call's state is state_per_param blocks of its length: with more than one (adam), a
      * range that split a group would lay its state out otherwise than a whole group's call. */
-    net_hooks h = { .loss = lane_loss, .update = lane_update, .arg = &ls, .dlogits = t->dlogits,
-                    .whole_groups = t->state_per_param > 1 };
+    net_hooks h = { .load = lanes_draw ? lane_load : NULL, .loss = lane_loss, .update = lane_update, .arg = &ls,
+                    .dlogits = t->dlogits, .whole_groups = t->state_per_param > 1 };
     if (net_train_lanes(&t->nt, &t->ctx, &x, r->backward_from, &h, err) != 0) return -1;
     return trainer_losses_sum(t, n, s, err);
 }

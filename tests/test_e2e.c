@@ -515,7 +515,9 @@ static void expect_close_runs(const char *a_dir, const char *b_dir, const char *
  * group's update with both threads): the same weights, average and momentum, to rounding,
  * through an epoch with dropout, two learning rates, weight decay on some tensors and a moving
  * average. Adam (two state values per parameter, which a range would lay out by its own length)
- * keeps each group's state where a whole group's call has it. */
+ * keeps each group's state where a whole group's call has it. The synthetic data set declares
+ * rx_data_info.parts, so each lane draws its own rows of the batch, where the other path draws
+ * the whole batch at once. */
 static void test_step_in_lanes(void **state)
 {
     fixture *f = *state;

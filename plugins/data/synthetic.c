@@ -152,6 +152,7 @@ static void synthetic_fill_info(const synthetic *d, int64_t classes, rx_data_inf
     info->nclasses = (int)classes;
     for (int64_t c = 0; c < classes; c++) info->class_names[c] = d->names[c];
     for (int s = 0; s < RX_NSPLITS; s++) info->size[s] = d->size[s];
+    info->parts = true; /* synthetic_batch_cpu reads d only */
     /* norm_channels stays 0: the samples are generated floats, never pixels that were
      * normalized, so an exported model starts at its first layer and predict refuses the run. */
 }

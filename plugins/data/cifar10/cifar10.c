@@ -336,6 +336,7 @@ static void cifar10_fill_info(const cifar10 *d, rx_data_info *info)
     for (int c = 0; c < CIFAR_CLASSES; c++) info->class_names[c] = d->class_names[c];
     for (int s = 0; s < RX_NSPLITS; s++) info->size[s] = d->size[s];
     info->views = d->aug.views;
+    info->parts = true; /* cifar10_batch_cpu reads d only */
 }
 
 /* ---- Getting the files (download = true) ---- */

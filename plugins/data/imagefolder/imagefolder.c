@@ -226,6 +226,7 @@ static void fill_info(const imagefolder *d, rx_data_info *info)
     for (int c = 0; c < d->list.nclasses; c++) info->class_names[c] = d->list.classes[c];
     for (int s = 0; s < RX_NSPLITS; s++) info->size[s] = d->size[s];
     info->views = d->aug.views;
+    info->parts = true; /* imagefolder_batch_cpu reads d only */
 }
 
 static int imagefolder_create(void **self, rx_ctx *ctx, const rx_value *args, uint64_t seed, rx_data_info *info)
