@@ -176,12 +176,13 @@ static int build_groups(net *nt, const config *c)
     return 0;
 }
 
-/* Creates layer i of c's model for per-sample inputs of shape `in` and checks what it reports:
- * its shapes and tensors, its device, the config's training rules and init for it. */
-static int create_layer(net *nt, rx_ctx *ctx, const config *c, int i, rx_shape in, char *err)
+/* Creates layer i of the network, c's model layer `use`, for per-sample inputs of shape `in` and
+ * checks what it reports: its shapes and tensors, its device, the config's training rules and
+ * init for it. */
+static int create_layer(net *nt, rx_ctx *ctx, const config *c, int i, int use, rx_shape in, char *err)
 {
     layer *l = &nt->layers[i];
-    l->use = &c->layers[i];
+    l->use = &c->layers[use];
     l->in = in;
     ctx->err[0] = '\0';
     crash_enter(l->use->where, "create");
@@ -218,18 +219,23 @@ static int net_lanes(const net *nt, const rx_ctx *ctx)
     return (int)(nt->max_batch < lanes ? nt->max_batch : lanes);
 }
 
-/* Every layer created in turn, each on the shape the one before makes: the shapes, and how much
- * memory net_allocate will need, with nothing allocated on the device yet. */
-
-static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
+/* Whether model layer a, just before b, may run just after it with the same results
+ * (runexp.h: RX_TRAIT_MONOTONE before RX_TRAIT_MAX_POOL, no residual block edge at either). */
+static bool runs_after(const plugin_use *a, const plugin_use *b)
 {
-    nt->layers = calloc((size_t)c->nlayers, sizeof *nt->layers);
-    if (!nt->layers) return errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);
-    nt->n = c->nlayers;
+    return (a->pl.desc->layer.traits & RX_TRAIT_MONOTONE) && (b->pl.desc->layer.traits & RX_TRAIT_MAX_POOL) &&
+           !a->opens && !a->closes && !b->opens && !b->closes;
+}
+
+/* Every layer created in turn, each on the shape the one before makes, layer i being model
+ * layer order[i]: the shapes, and how much memory net_allocate will need, with nothing allocated
+ * on the device yet. */
+static int create_layers(net *nt, rx_ctx *ctx, const config *c, const int *order, char *err)
+{
     rx_shape shape = nt->in;
     for (int i = 0; i < nt->n; i++) {
         layer *l = &nt->layers[i];
-        if (create_layer(nt, ctx, c, i, shape, err) != 0) return -1;
+        if (create_layer(nt, ctx, c, i, order[i], shape, err) != 0) return -1;
         for (int t = 0; t < l->info.ntensors; t++)
             if (!checked_add(nt->nparams, (size_t)rx_numel(l->info.tensors[t].shape), &nt->nparams) ||
                 nt->nparams > (size_t)CHECKED_MAX_ELEMENTS)
@@ -238,6 +244,28 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
         shape = l->info.out;
     }
     nt->out = shape;
+    return 0;
+}
+
+/* The network: its layers in the model's order but for a monotone layer before a max-pool,
+ * which runs after it (runs_after: the tutorial's relu then works on a quarter of the values,
+ * with the same bits), then its steps and the optimizer's groups. */
+static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
+{
+    nt->layers = calloc((size_t)c->nlayers, sizeof *nt->layers);
+    int *order = malloc(sizeof *order * (size_t)(c->nlayers ? c->nlayers : 1));
+    if (!nt->layers || !order)
+        return free(order), errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);
+    nt->n = c->nlayers;
+    for (int i = 0; i < nt->n; i++) order[i] = i;
+    for (int i = 0; i + 1 < nt->n; i++) /* a moved layer is looked at again: it passes a run of pools */
+        if (runs_after(&c->layers[order[i]], &c->layers[order[i + 1]])) {
+            int moved = order[i];
+            order[i] = order[i + 1], order[i + 1] = moved;
+        }
+    int rc = create_layers(nt, ctx, c, order, err);
+    free(order);
+    if (rc != 0) return -1;
     nt->lanes = net_lanes(nt, ctx);
     if (build_steps(nt, c, err) != 0) return -1;
     if (build_groups(nt, c) != 0)

@@ -261,7 +261,23 @@ typedef struct rx_layer_ops {
      * g->input to g->output, added through g's functions; see rx_onnx above. Called once, on
      * the CPU, after create. A layer without it cannot be exported: `runexp export` names it. */
     int (*export_onnx)(void *self, rx_ctx *ctx, rx_onnx *g);
+    /* ABI 5. RX_TRAIT_* flags: what the host may rely on to run the layers in another order
+     * with the same results. 0 is always safe. */
+    unsigned traits;
 } rx_layer_ops;
+
+/* rx_layer_ops.traits. A MONOTONE layer just before a MAX_POOL one runs just after it instead
+ * (neither opening nor closing a residual block): max(f(a), f(b)) = f(max(a, b)) for f
+ * non-decreasing, so f then works on the pooled values only (a quarter of them after a 2x2 pool:
+ * the tutorial's relu, maxpool). */
+enum {
+    /* y = f(x) elementwise, with no tensors and no state, f non-decreasing, and f's gradient 0
+     * wherever f is flat, so that the gradients agree too (relu: 0 at and below 0). */
+    RX_TRAIT_MONOTONE = 1u << 0,
+    /* Each output is the largest of a window of one channel of the input (padding never wins),
+     * and backward gives the output's gradient to that largest input. */
+    RX_TRAIT_MAX_POOL = 1u << 1,
+};
 
 /* ---- Losses: softmax and friends are fused in, so forward also yields the gradient. ---- */
 

@@ -566,6 +566,11 @@ static void print_data(const run *r, bool resuming)
             (long long)in->size[RX_VALID], (long long)in->size[RX_TEST]);
     for (int i = 0; i < in->sample.ndim; i++) fprintf(log, "%s%lld", i ? "x" : " ", (long long)in->sample.d[i]);
     fprintf(log, "; %zu parameters; %s, %lld threads\n", r->t.nt.nparams, r->s->device, (long long)r->s->threads);
+    const net *nt = &r->t.nt;
+    for (int i = 1; i < nt->n; i++) /* a layer the network runs later than the model lists it */
+        if (nt->layers[i - 1].use > nt->layers[i].use)
+            fprintf(log, "%s runs after %s: the same results, on the pooled values\n", nt->layers[i].use->where,
+                    nt->layers[i - 1].use->where);
 }
 
 /* What summary.json says of where and when the run was made, and by which runexp. */

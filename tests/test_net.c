@@ -806,13 +806,13 @@ typedef struct pass {
 } pass;
 
 /* One training forward and backward of a batch of n (fixed inputs and logit gradients) with the
- * network built for `threads`, from the same initial weights and random numbers. */
-static pass train_pass(fixture *f, int threads, int64_t n, int lanes_expected)
+ * model's network built for `threads`, from the same initial weights and random numbers. */
+static pass model_pass(fixture *f, const char *model, int threads, int64_t n, int lanes_expected)
 {
     char err[ERR_LEN];
     rx_shape in = TEST_SHAPE(3, 8, 8);
     f->threads = threads;
-    build_ok(f, LANES_MODEL, NULL, in, 7);
+    build_ok(f, model, NULL, in, 7);
     assert_int_equal(f->nt.lanes, lanes_expected);
     size_t xn = (size_t)n * 3 * 8 * 8, ln = (size_t)n * NCLASSES;
     float *x = malloc(xn * sizeof *x), *dl = malloc(ln * sizeof *dl);
@@ -832,6 +832,11 @@ static pass train_pass(fixture *f, int threads, int64_t n, int lanes_expected)
     free(x);
     free(dl);
     return p;
+}
+
+static pass train_pass(fixture *f, int threads, int64_t n, int lanes_expected)
+{
+    return model_pass(f, LANES_MODEL, threads, n, lanes_expected);
 }
 
 static void expect_close(const float *a, const float *b, size_t n, float tol, const char *what)
@@ -885,10 +890,51 @@ static void test_lanes_need_per_sample_layers(void **state)
     assert_int_equal(f->nt.lanes, 1);
 }
 
+/* Model layer `use` of the fixture's config: which one network layer i runs. */
+static int runs_model_layer(const fixture *f, int i)
+{
+    return (int)(f->nt.layers[i].use - f->c.layers);
+}
+
+/* A monotone layer (relu) just before a max-pool runs just after it (runexp.h: traits), on the
+ * pooled values, with the same bits as the model written that way: logits and every gradient,
+ * with and without lanes. Not across a residual block's edge, and not for a layer that did not
+ * declare itself monotone (gelu dips below zero). */
+static void test_monotone_runs_after_max_pool(void **state)
+{
+    fixture *f = *state;
+    const char *written = "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'relu' }, { 'maxpool', size = 2 },\n"
+                          "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'relu' }, { 'maxpool', size = 2 },\n"
+                          "{ 'flatten' }, { 'linear', out = 5 }";
+    const char *moved = "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'maxpool', size = 2 }, { 'relu' },\n"
+                        "{ 'conv2d', out = 8, kernel = 3, padding = 1 }, { 'maxpool', size = 2 }, { 'relu' },\n"
+                        "{ 'flatten' }, { 'linear', out = 5 }";
+    for (int threads = 1; threads <= 2; threads++) {
+        const int64_t n = 6;
+        pass a = model_pass(f, written, threads, n, threads);
+        static const int expect[] = { 0, 2, 1, 3, 5, 4, 6, 7 };
+        for (int i = 0; i < 8; i++) assert_int_equal(runs_model_layer(f, i), expect[i]);
+        size_t np = f->nt.nparams;
+        pass b = model_pass(f, moved, threads, n, threads);
+        for (int i = 0; i < 8; i++) assert_int_equal(runs_model_layer(f, i), i);
+        assert_memory_equal(a.logits, b.logits, (size_t)n * NCLASSES * sizeof(float));
+        assert_memory_equal(a.grads, b.grads, np * sizeof(float));
+        pass_free(&a);
+        pass_free(&b);
+    }
+    rx_shape in = TEST_SHAPE(3, 8, 8);
+    build_ok(f, "{ 'conv2d', out = 4, kernel = 3, padding = 1 }, { 'residual', { { 'relu' } } }, { 'maxpool', size = 2 }",
+             NULL, in, 2);
+    for (int i = 0; i < 3; i++) assert_int_equal(runs_model_layer(f, i), i);
+    build_ok(f, "{ 'conv2d', out = 4, kernel = 3, padding = 1 }, { 'gelu' }, { 'maxpool', size = 2 }", NULL, in, 2);
+    for (int i = 0; i < 3; i++) assert_int_equal(runs_model_layer(f, i), i);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_residual_forward, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_monotone_runs_after_max_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gradient_through_residuals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gradient_wrt_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_shape_errors, setup, teardown),

@@ -408,6 +408,7 @@ static const rx_plugin desc = {
         .backward = { [RX_CPU] = maxpool_backward_cpu },
 #endif
         .export_onnx = maxpool_export_onnx,
+        .traits = RX_TRAIT_MAX_POOL,
     },
 };
 

@@ -59,6 +59,7 @@ static const rx_plugin desc = {
         .backward = { [RX_CPU] = relu_backward_cpu },
 #endif
         .export_onnx = relu_export_onnx,
+        .traits = RX_TRAIT_MONOTONE, /* before a max-pool, the host runs it after: a quarter of the work */
     },
 };
 

@@ -77,6 +77,7 @@ static const rx_plugin desc = {
         .forward = { [RX_CPU] = leaky_relu_forward },
         .backward = { [RX_CPU] = leaky_relu_backward },
         .export_onnx = leaky_relu_export_onnx,
+        .traits = RX_TRAIT_MONOTONE, /* non-decreasing for slope >= 0 (create refuses less) */
     },
 };
 
