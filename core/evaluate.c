@@ -8,15 +8,41 @@
 #include "device.h"
 #include "interrupt.h"
 
+/* What a lane draws of an evaluation batch (rx_data_info.parts). */
+typedef struct eval_draw {
+    const trainer *t;
+    rx_split split;
+    int64_t first; /* the batch's first sample */
+    int view;
+} eval_draw;
+
+static int draw_rows(void *arg, rx_ctx *ctx, int64_t row, int64_t count, char *err)
+{
+    const eval_draw *d = arg;
+    return trainer_load_rows(d->t, ctx, d->split, d->first, d->view, row, count, err);
+}
+
+/* One view of samples [first, first + n) through the network: drawn by each lane for its own
+ * rows where the data plugin allows it (no thread waits while one draws the batch), else whole. */
+static int forward_view(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *logits, char *err)
+{
+    rx_tensor x;
+    if (t->info.parts && t->device == RX_CPU) {
+        eval_draw d = { t, split, first, view };
+        x = trainer_tensor(t, t->x, n, t->info.sample);
+        return net_forward_drawing(&t->nt, &t->ctx, &x, draw_rows, &d, logits, err);
+    }
+    if (trainer_load_batch(t, split, first, view, n, &x, err) != 0) return -1;
+    return net_forward(&t->nt, &t->ctx, &x, logits, err);
+}
+
 /* The logits of samples [first, first + n): the mean over the data plugin's test-time views,
  * the plain view last so that t->x holds it for the pictures. */
 static int forward_views(trainer *t, rx_split split, int64_t first, int64_t n, rx_tensor *logits, char *err)
 {
     int views = t->info.views > 1 ? t->info.views : 1;
     for (int v = views - 1; v >= 0; v--) {
-        rx_tensor x;
-        if (trainer_load_batch(t, split, first, v, n, &x, err) != 0) return -1;
-        if (net_forward(&t->nt, &t->ctx, &x, logits, err) != 0) return -1;
+        if (forward_view(t, split, first, v, n, logits, err) != 0) return -1;
         if (views == 1) break;
         size_t len = (size_t)rx_numel(logits->shape);
         if (v == views - 1) device_copy(t->device, t->avg_logits, logits->data, len * sizeof(float));

@@ -632,7 +632,8 @@ static int lanes_done(net *nt, rx_ctx *ctx, int lanes, char *err)
     return 0;
 }
 
-int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
+int net_forward_drawing(net *nt, rx_ctx *ctx, const rx_tensor *x, net_draw draw, void *arg, rx_tensor *logits,
+                        char *err)
 {
     int64_t n = x->shape.d[0];
     int lanes = net_lanes_for(nt, n);
@@ -640,19 +641,26 @@ int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, cha
     bind_inputs(nt, x->data);
     if (lanes == 1) {
         net_part p = whole_part(nt, ctx, n, err);
-        if (forward_rows(nt, &p, x->data) != 0) return -1;
+        if ((draw && draw(arg, ctx, 0, n, err) != 0) || forward_rows(nt, &p, x->data) != 0) return -1;
         top = p.top;
     } else {
 #pragma omp parallel for num_threads(lanes) schedule(static, 1)
         for (int k = 0; k < lanes; k++) {
+            net_part *p = &nt->parts[k];
             lane_start(nt, ctx, k, lanes, n);
-            nt->parts[k].rc = forward_rows(nt, &nt->parts[k], x->data);
+            p->rc = draw ? draw(arg, p->ctx, p->first, p->count, p->err) : 0;
+            if (p->rc == 0) p->rc = forward_rows(nt, p, x->data);
         }
         if (lanes_done(nt, ctx, lanes, err) != 0) return -1;
         top = nt->parts[0].top;
     }
     *logits = (rx_tensor){ .data = top, .shape = batched(n, nt->out), .device = nt->device };
     return 0;
+}
+
+int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err)
+{
+    return net_forward_drawing(nt, ctx, x, NULL, NULL, logits, err);
 }
 
 /* Layer l's backward on part p: dy in, dx (unless NULL) out, into the part's gradients. */

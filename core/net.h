@@ -81,8 +81,14 @@ typedef struct net {
  * "cifar10.lua: model[12] (linear): ...". */
 int net_build(net *nt, rx_ctx *ctx, const config *c, rx_shape in, int64_t max_batch, char *err);
 void net_free(net *nt);
+/* Draws rows [first, first + count) of a batch into x (and their labels), with ctx (a lane's, on
+ * its own thread): a data plugin that declared rx_data_info.parts. */
+typedef int (*net_draw)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, char *err);
 /* x: (N, in...). Returns the logits (N, out...), which stay valid until the next forward. */
 int net_forward(net *nt, rx_ctx *ctx, const rx_tensor *x, rx_tensor *logits, char *err);
+/* The same, with x drawn first by draw(arg, ...): by each lane for its own rows. */
+int net_forward_drawing(net *nt, rx_ctx *ctx, const rx_tensor *x, net_draw draw, void *arg, rx_tensor *logits,
+                        char *err);
 /* Adds the parameter gradients for dlogits into nt->grads (zero them first: net_zero_grads), for
  * layers `first` on: earlier layers get no backward and layer `first` no input gradient, as
  * nothing before it trains (0: every layer; see net_first_trained). */
@@ -94,9 +100,7 @@ int net_backward(net *nt, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *dlog
  * one thread's context each. Only for a batch of n with net_lanes_for(nt, n) > 1; gradients
  * zeroed first, as for net_backward. */
 typedef struct net_hooks {
-    /* OPTIONAL: draws rows [first, first + count) of x (and their labels) before the lane's
-     * forward; NULL when x holds the whole batch already. */
-    int (*load)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, char *err);
+    net_draw load; /* OPTIONAL: each lane draws its rows of x first; NULL: x holds the batch */
     int (*loss)(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const float *logits, char *err);
     int (*update)(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err);
     void *arg;

@@ -338,10 +338,10 @@ typedef struct rx_data_info {
     int norm_channels;
     double mean[RX_MAX_NORM], std[RX_MAX_NORM];
     /* ABI 5. true: the CPU batch may be called from several threads at once, each on its own
-     * consecutive part of a training batch (its first, x rows and labels), so it must read self
-     * only, as cifar10's does. The host then has each thread draw its part of the batch inside
-     * the step (lanes), instead of one thread drawing the whole batch while the others wait.
-     * false (the default): one call per batch. */
+     * consecutive part of a batch (its first, x rows and labels), so it must read self only, as
+     * cifar10's does. The host then has each thread draw its part of a batch (training or
+     * evaluation) in the parallel region that runs it (lanes), instead of one thread drawing the
+     * whole batch while the others wait. false (the default): one call per batch. */
     bool parts;
 } rx_data_info;
 

@@ -240,7 +240,7 @@ static int lane_loss(void *arg, rx_ctx *ctx, int64_t first, int64_t count, const
 static int lane_load(void *arg, rx_ctx *ctx, int64_t first, int64_t count, char *err)
 {
     const lane_step *ls = arg;
-    return trainer_load_rows(&ls->r->t, ctx, ls->first, first, count, err);
+    return trainer_load_rows(&ls->r->t, ctx, RX_TRAIN, ls->first, 0, first, count, err);
 }
 
 static int lane_update(void *arg, rx_ctx *ctx, size_t begin, size_t end, char *err)

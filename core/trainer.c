@@ -300,13 +300,14 @@ int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int6
     return 0;
 }
 
-int trainer_load_rows(const trainer *t, rx_ctx *ctx, int64_t first, int64_t row, int64_t n, char *err)
+int trainer_load_rows(const trainer *t, rx_ctx *ctx, rx_split split, int64_t first, int view, int64_t row, int64_t n,
+                      char *err)
 {
     const size_t per = (size_t)rx_numel(t->info.sample);
     rx_tensor x = trainer_tensor(t, t->x + (size_t)row * per, n, t->info.sample);
     ctx->err[0] = '\0';
     crash_enter(t->c->data.where, "batch");
-    int rc = t->c->data.pl.desc->data.batch[RX_CPU](t->data, ctx, RX_TRAIN, first + row, 0, &x, t->labels + row);
+    int rc = t->c->data.pl.desc->data.batch[RX_CPU](t->data, ctx, split, first + row, view, &x, t->labels + row);
     crash_leave();
     return rc != 0 ? trainer_plugin_failed_in(t, ctx, &t->c->data, "batch", err) : 0;
 }

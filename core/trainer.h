@@ -56,10 +56,11 @@ int trainer_plugin_failed_in(const trainer *t, const rx_ctx *ctx, const plugin_u
 /* Draws samples [first, first + n) of split, test-time view `view`, into t->x and t->labels;
  * x gets the batch tensor. */
 int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *x, char *err);
-/* Draws training samples [first + row, first + row + n) into rows [row, row + n) of t->x and
- * t->labels on the CPU, with ctx (a lane's): one part of a batch, for a data plugin that
- * declared rx_data_info.parts. */
-int trainer_load_rows(const trainer *t, rx_ctx *ctx, int64_t first, int64_t row, int64_t n, char *err);
+/* Draws samples [first + row, first + row + n) of split, view `view`, into rows [row, row + n)
+ * of t->x and t->labels on the CPU, with ctx (a lane's): one part of a batch, for a data plugin
+ * that declared rx_data_info.parts. */
+int trainer_load_rows(const trainer *t, rx_ctx *ctx, rx_split split, int64_t first, int view, int64_t row, int64_t n,
+                      char *err);
 /* Per-sample losses into t->losses (and the mean's gradient into t->dlogits when with_grad);
  * their sum, copied to the host, in *sum. */
 int trainer_loss(trainer *t, const rx_tensor *logits, bool with_grad, double *sum, char *err);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "evaluate.h"
 #include "files.h"
 #include "train.h"
 
@@ -538,6 +539,37 @@ static void test_step_in_lanes(void **state)
     }
 }
 
+/* Evaluation in lanes, each drawing its own rows of every batch (the synthetic set declares
+ * rx_data_info.parts), measures a checkpoint as one thread drawing whole batches does: the
+ * same accuracy, and the loss to rounding (lanes group a layer's samples otherwise). Batches of
+ * 32 over 2 lanes, 400 test samples. */
+static void test_evaluation_in_lanes(void **state)
+{
+    fixture *f = *state;
+    run_summary s;
+    char *ov[] = { "epochs=1" };
+    run_into(f, "eval", 1, ov, &s);
+    char checkpoint[700], err[ERR_LEN];
+    snprintf(checkpoint, sizeof checkpoint, "%s/eval/best.safetensors", f->dir);
+    plugin_path pp;
+    test_plugin_path(&pp);
+    eval_result e[2];
+    for (int threads = 1; threads <= 2; threads++) {
+        config c;
+        char tv[32];
+        snprintf(tv, sizeof tv, "threads=%d", threads);
+        char *o[] = { tv, "data.train=1000" };
+        if (config_load(&c, &pp, f->config, 2, o, err) != 0 ||
+            evaluate_checkpoint(&c, checkpoint, RX_TEST, &e[threads - 1], err) != 0)
+            fail_msg("%s", err);
+        config_free(&c);
+    }
+    assert_true(e[0].total > 0 && e[0].total == e[1].total);
+    assert_int_equal(e[0].correct, e[1].correct);
+    if (!(fabs(e[0].loss - e[1].loss) <= 1e-5 * fabs(e[0].loss)))
+        fail_msg("test loss %.9g with one thread, %.9g in lanes", e[0].loss, e[1].loss);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -552,6 +584,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_average, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_in_lanes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_evaluation_in_lanes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
