@@ -649,6 +649,103 @@ static void check_parts(harness *h, const results *whole)
     free(y);
 }
 
+/* ---- Traits: what lets the host run layers in another order (runexp.h) ---- */
+
+/* forward, then y copied out (n floats). */
+static bool forward_into(harness *h, float *y)
+{
+    if (layer_forward(h) != 0) return false;
+    memcpy(y, h->y.data, h->y.n * sizeof(float));
+    return true;
+}
+
+/* x[i] of a ramp of n points from -2 to 2 through 0 (reversed: from the top down). */
+static float ramp(size_t i, size_t n, bool reversed)
+{
+    return (float)(4.0 * ((double)(reversed ? n - 1 - i : i) - (double)(n / 2)) / (double)n);
+}
+
+/* RX_TRAIT_MONOTONE: no tensors, y shaped as x, and one non-decreasing f of each element: a ramp
+ * gives non-decreasing outputs, the ramp reversed gives them reversed, and backward with dy = 1
+ * gives dx >= 0, and 0 wherever f is flat (equal outputs of distinct inputs). NULL when the
+ * layer keeps the promise, else what it broke, in why. */
+static const char *monotone_broken(harness *h, float *scratch, char *why, size_t len)
+{
+    const size_t n = h->x.n;
+    if (h->info.ntensors != 0 || h->y.n != n) return "declares tensors or changes the shape: not one function of each element";
+    float *y = scratch, *back = scratch + n;
+    for (size_t i = 0; i < n; i++) h->x.data[i] = ramp(i, n, true);
+    if (!forward_into(h, back)) return snprintf(why, len, "forward failed: %s", h->ctx.err), why;
+    for (size_t i = 0; i < n; i++) h->x.data[i] = ramp(i, n, false), h->dy.data[i] = 1.0f;
+    if (!forward_into(h, y) || layer_backward(h, true) != 0) return snprintf(why, len, "failed: %s", h->ctx.err), why;
+    const float *x = h->x.data, *g = h->dx.data;
+    for (size_t i = 0; i < n; i++) {
+        if (back[n - 1 - i] != y[i])
+            return snprintf(why, len, "not elementwise: x = %g gives %g at entry %zu, %g at entry %zu", x[i], y[i], i,
+                            back[n - 1 - i], n - 1 - i), why;
+        if (i > 0 && !(y[i] >= y[i - 1]))
+            return snprintf(why, len, "decreasing: f(%g) = %g, f(%g) = %g", x[i - 1], y[i - 1], x[i], y[i]), why;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bool flat = (i > 0 && y[i - 1] == y[i]) || (i + 1 < n && y[i + 1] == y[i]);
+        if (!(g[i] >= 0) || (flat && g[i] != 0))
+            return snprintf(why, len, "gradient %g at x = %g, where f is %s", g[i], x[i], flat ? "flat" : "rising"), why;
+    }
+    return NULL;
+}
+
+/* RX_TRAIT_MAX_POOL, as the host uses it: with r = relu, layer(r(x)) = r(layer(x)), and the input
+ * gradients agree, r'(x) * backward(r(x), dy) = backward(x, r'(y) * dy). NULL, or what broke. */
+static const char *max_pool_broken(harness *h, const float *x0, const float *dy0, float *scratch, char *why,
+                                   size_t len)
+{
+    const size_t nx = h->x.n, ny = h->y.n;
+    float *ya = scratch, *dxa = ya + ny, *yb = dxa + nx;
+    for (size_t i = 0; i < nx; i++) h->x.data[i] = x0[i] > 0 ? x0[i] : 0.0f; /* relu first */
+    if (!forward_into(h, ya) || layer_backward(h, true) != 0) return snprintf(why, len, "failed: %s", h->ctx.err), why;
+    for (size_t i = 0; i < nx; i++) dxa[i] = x0[i] > 0 ? h->dx.data[i] : 0.0f;
+    memcpy(h->x.data, x0, nx * sizeof(float)); /* relu after */
+    if (!forward_into(h, yb)) return snprintf(why, len, "forward failed: %s", h->ctx.err), why;
+    for (size_t j = 0; j < ny; j++) h->dy.data[j] = yb[j] > 0 ? dy0[j] : 0.0f;
+    if (layer_backward(h, true) != 0) return snprintf(why, len, "backward failed: %s", h->ctx.err), why;
+    for (size_t j = 0; j < ny; j++)
+        if (ya[j] != (yb[j] > 0 ? yb[j] : 0.0f))
+            return snprintf(why, len, "y[%zu] is %g with relu first, relu(%g) with relu after", j, ya[j], yb[j]), why;
+    for (size_t i = 0; i < nx; i++)
+        if (dxa[i] != h->dx.data[i])
+            return snprintf(why, len, "dx[%zu] is %g with relu first, %g with relu after", i, dxa[i], h->dx.data[i]), why;
+    return NULL;
+}
+
+/* The traits the layer declared, each checked on the harness's x and dy, which are then as before. */
+static void check_traits(harness *h)
+{
+    const unsigned traits = h->d->layer.traits;
+    if (!(traits & (RX_TRAIT_MONOTONE | RX_TRAIT_MAX_POOL))) return;
+    const size_t nx = h->x.n, ny = h->y.n;
+    float *saved = malloc((2 * nx + 2 * ny + nx + ny + 1) * sizeof(float)), *scratch = saved ? saved + nx + ny : NULL;
+    if (!saved) { report(h, "traits", "FAIL", "out of memory for the check"); return; }
+    memcpy(saved, h->x.data, nx * sizeof(float));
+    memcpy(saved + nx, h->dy.data, ny * sizeof(float));
+    char why[256];
+    const char *broken;
+    if (traits & RX_TRAIT_MONOTONE) {
+        broken = monotone_broken(h, scratch, why, sizeof why);
+        if (broken) report(h, "trait: monotone", "FAIL", "%s", broken);
+        else report(h, "trait: monotone", "pass", "one non-decreasing function of each element, gradient 0 where flat");
+        memcpy(h->x.data, saved, nx * sizeof(float));
+        memcpy(h->dy.data, saved + nx, ny * sizeof(float));
+    }
+    if (traits & RX_TRAIT_MAX_POOL) {
+        broken = max_pool_broken(h, saved, saved + nx, scratch, why, sizeof why);
+        if (broken) report(h, "trait: max_pool", "FAIL", "%s", broken);
+        else report(h, "trait: max_pool", "pass", "commutes with relu: the same y and dx either way");
+        memcpy(h->x.data, saved, nx * sizeof(float));
+        memcpy(h->dy.data, saved + nx, ny * sizeof(float));
+    }
+    free(saved);
+}
+
 /* One pass of every check in the mode ctx.training says. Returns -1 when out of memory, 1 when
  * forward or backward failed outright (the rest would say nothing), else 0. */
 static int layer_pass(harness *h, bool training)
@@ -666,6 +763,7 @@ static int layer_pass(harness *h, bool training)
         check_determinism(h, &first);
         check_gradients(h, &first);
         check_parts(h, &first);
+        check_traits(h);
         if (!training) check_buffers_kept(h, w0);
         compare_devices(h, "cpu vs cuda");
         if (h->o->device_ties) compare_on_ties(h);

@@ -27,7 +27,7 @@ static int draw_rows(void *arg, rx_ctx *ctx, int64_t row, int64_t count, char *e
 static int forward_view(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *logits, char *err)
 {
     rx_tensor x;
-    if (t->info.parts && t->device == RX_CPU) {
+    if (trainer_draws_in_parts(t)) {
         eval_draw d = { t, split, first, view };
         x = trainer_tensor(t, t->x, n, t->info.sample);
         return net_forward_drawing(&t->nt, &t->ctx, &x, draw_rows, &d, logits, err);

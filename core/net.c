@@ -744,9 +744,8 @@ static size_t param_cut(const net *nt, int k, int of, bool whole_groups)
 
 /* The lanes at once, then their gradients summed, every thread a range of them. In a training
  * step (h set) each lane draws its rows of x (with h->load), runs its forward and the loss
- * before its backward, and each
- * range is updated once summed, unless a lane failed (its error is the run's); otherwise each
- * lane runs its backward from dlogits alone. */
+ * before its backward, and each range is updated once summed, unless a lane failed (its error
+ * is the run's); otherwise each lane runs its backward from dlogits alone. */
 static void run_lanes(net *nt, rx_ctx *ctx, const float *x, const float *dlogits, int first, const net_hooks *h,
                       int lanes, int64_t n)
 {

@@ -268,7 +268,7 @@ static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, doubl
      * wait for one of them to draw the batch (drawing is a tenth of a batch-20 step, and a
      * sleeping thread woken after it costs more). The run's first batch is drawn whole, for
      * its pictures. */
-    bool lanes_draw = t->info.parts && (r->pos.epochs_done > 0 || r->pos.batches_done > 0);
+    bool lanes_draw = trainer_draws_in_parts(t) && (r->pos.epochs_done > 0 || r->pos.batches_done > 0);
     if (!lanes_draw && load_part(r, first, n, first, n, &x, err) != 0) return -1;
     t->nt.part_offset = 0, t->nt.part_batch = 0; /* the whole batch is here, as load_part says */
     if (next_step(r, epoch, err) != 0) return -1;

@@ -300,6 +300,11 @@ int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int6
     return 0;
 }
 
+bool trainer_draws_in_parts(const trainer *t)
+{
+    return t->info.parts && t->device == RX_CPU && t->c->data.pl.desc->data.batch[RX_CPU];
+}
+
 int trainer_load_rows(const trainer *t, rx_ctx *ctx, rx_split split, int64_t first, int view, int64_t row, int64_t n,
                       char *err)
 {

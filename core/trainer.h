@@ -56,9 +56,11 @@ int trainer_plugin_failed_in(const trainer *t, const rx_ctx *ctx, const plugin_u
 /* Draws samples [first, first + n) of split, test-time view `view`, into t->x and t->labels;
  * x gets the batch tensor. */
 int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *x, char *err);
+/* Whether each lane draws its own rows of a batch: a run on the CPU whose data plugin declared
+ * rx_data_info.parts (and has a CPU batch). */
+bool trainer_draws_in_parts(const trainer *t);
 /* Draws samples [first + row, first + row + n) of split, view `view`, into rows [row, row + n)
- * of t->x and t->labels on the CPU, with ctx (a lane's): one part of a batch, for a data plugin
- * that declared rx_data_info.parts. */
+ * of t->x and t->labels on the CPU, with ctx (a lane's): one part of a batch. */
 int trainer_load_rows(const trainer *t, rx_ctx *ctx, rx_split split, int64_t first, int view, int64_t row, int64_t n,
                       char *err);
 /* Per-sample losses into t->losses (and the mean's gradient into t->dlogits when with_grad);

@@ -297,6 +297,13 @@ static void test_broken_plugins_caught(void **state)
     assert_int_equal(check_named(dir, RX_LAYER, "not_per_sample", NULL, o, out, sizeof out), 2);
     assert_non_null(strstr(out, "\n  per_sample: two parts            FAIL"));
     assert_non_null(strstr(out, "\n  gradient wrt input               pass"));
+    /* a layer that declares traits it breaks (y = -x): only the trait rows fail, in training and
+     * in evaluation */
+    assert_int_equal(check_named(dir, RX_LAYER, "false_traits", NULL, o, out, sizeof out), 4);
+    assert_non_null(strstr(out, "\n  trait: monotone                  FAIL  decreasing: f("));
+    assert_non_null(strstr(out, "\n  trait: max_pool                  FAIL  y[0] is "));
+    assert_non_null(strstr(out, "\n  eval: trait: monotone            FAIL"));
+    assert_non_null(strstr(out, "\n  gradient wrt input               pass"));
     assert_true(check_named(dir, RX_LAYER, "bad_shape", NULL, o, out, sizeof out) >= 2);
     assert_non_null(strstr(out, "forward writes y                 FAIL  256 of 1024 outputs unwritten"));
     assert_non_null(strstr(out, "backward writes dx, dw           FAIL  wrote past the end of dx"));
