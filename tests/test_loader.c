@@ -62,7 +62,7 @@ static void test_unknown_lists_known(void **state)
     fixture_path(&p);
     assert_int_equal(plugin_load(&p, RX_LAYER, "nonesuch", &pl, err, sizeof err), -1);
     assert_non_null(strstr(err, "unknown layer plugin 'nonesuch'"));
-    assert_non_null(strstr(err, "known: bad_abi, bad_grad, bad_shape, crash, good, no_backward"));
+    assert_non_null(strstr(err, "known: bad_abi, bad_grad, bad_shape, crash, false_traits, good, no_backward"));
 }
 
 static void test_names_are_not_paths(void **state)
