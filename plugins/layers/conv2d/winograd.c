@@ -293,13 +293,21 @@ static void wino_input(const wino_geom *g, const float *padded, float *rows, flo
         }
 }
 
-/* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles. */
+/* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles.
+ * In blocks of at most WINO_ROWS output channels: OpenBLAS 0.3.21 takes a product up to about
+ * 64 x 64 x 192 down its small-matrix path, which ran a 192 x 64 x 192 plane in three blocks at
+ * 103 GFLOP/s, against 72 whole (its packing path) on one AVX-512 core (docs/benchmarks.md). A
+ * block's rows are the whole product's rows, summed the same way. */
 static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
                           const float *v, float *m, int cols)
 {
     for (int e = 0; e < WINO_PLANES; e++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane,
-                    g->cin, v + e * plan->vplane, cols, 0.0f, m + e * plan->mplane, cols);
+        for (int o = 0; o < g->cout; o += WINO_ROWS) {
+            const int rows = g->cout - o < WINO_ROWS ? g->cout - o : WINO_ROWS;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, g->cin, 1.0f,
+                        u + e * s->uplane + (size_t)o * g->cin, g->cin, v + e * plan->vplane, cols, 0.0f,
+                        m + e * plan->mplane + (size_t)o * cols, cols);
+        }
 }
 
 /* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);
