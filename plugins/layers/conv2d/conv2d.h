@@ -29,7 +29,7 @@ typedef struct wino_geom {
 /* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
  * tiles (a 7x7 output has 4), and SGEMMs that thin run at half speed: the transformed tiles of
  * several samples go side by side, so that every product has about WINO_COLUMNS columns. */
-enum { WINO_PLANES = 36, WINO_COLUMNS = 64, WINO_ROWS = 64 /* output channels per SGEMM: wino_multiply */ };
+enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
 
 typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
 

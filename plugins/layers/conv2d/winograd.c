@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "conv2d.h"
+#include "gemm.h"
 
 /* Rounds a plane size up so that the 36 planes of a transform do not start at multiples of
  * 4 KB: transforms write all 36 at once, and planes 4 KB apart would share L1 sets (2-10x
@@ -294,20 +295,15 @@ static void wino_input(const wino_geom *g, const float *padded, float *rows, flo
 }
 
 /* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles.
- * In blocks of at most WINO_ROWS output channels: OpenBLAS 0.3.21 takes a product up to about
- * 64 x 64 x 192 down its small-matrix path, which ran a 192 x 64 x 192 plane in three blocks at
- * 103 GFLOP/s, against 72 whole (its packing path) on one AVX-512 core (docs/benchmarks.md). A
- * block's rows are the whole product's rows, summed the same way. */
+ * In blocks (gemm.h): a 192 x 64 x 192 plane as three of 64 output channels ran at 103 GFLOP/s,
+ * against 72 whole. The kernel gradient's products (192 x 192 x 64, V transposed) gained nothing
+ * from blocks of rows or of columns, so they stay whole (wino_backward_chunk). */
 static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
                           const float *v, float *m, int cols)
 {
     for (int e = 0; e < WINO_PLANES; e++)
-        for (int o = 0; o < g->cout; o += WINO_ROWS) {
-            const int rows = g->cout - o < WINO_ROWS ? g->cout - o : WINO_ROWS;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, g->cin, 1.0f,
-                        u + e * s->uplane + (size_t)o * g->cin, g->cin, v + e * plan->vplane, cols, 0.0f,
-                        m + e * plan->mplane + (size_t)o * cols, cols);
-        }
+        gemm_in_blocks(CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane, g->cin,
+                       v + e * plan->vplane, cols, 0.0f, m + e * plan->mplane, cols);
 }
 
 /* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);

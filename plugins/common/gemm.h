@@ -1,0 +1,23 @@
+/* gemm.h: cblas_sgemm cut into products OpenBLAS runs at full speed.
+ *
+ * OpenBLAS (0.3.21, AVX-512 builds: Debian's on this project's machines) computes a product of
+ * at most GEMM_SMALL_MNK = 100^3 multiply-adds, M x N x K, with its small-matrix kernels, straight
+ * from the operands, and a larger one by first packing both into its own buffers. Measured on one
+ * core (docs/benchmarks.md): a Winograd plane of 192 x 64 x 192 ran at 72 GFLOP/s whole and at
+ * 103 in three products of 64 rows; a batch-10 linear layer's 10 x 120 x 1024 products at 24-39
+ * GFLOP/s whole and at 83-100 in two. Elsewhere the cut costs little: the packing path then
+ * packs a few more, smaller pieces. Each element of C is the same sum either way: its row and
+ * column of the product, over all of K. */
+#ifndef RX_COMMON_GEMM_H
+#define RX_COMMON_GEMM_H
+
+#include <cblas.h>
+
+#define GEMM_SMALL_MNK 1000000.0
+
+/* cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, ...), as the fewest nearly equal products of C's
+ * rows or columns (whichever C has more of) that each stay within GEMM_SMALL_MNK. */
+void gemm_in_blocks(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float *a,
+                    int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+#endif
