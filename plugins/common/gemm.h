@@ -2,12 +2,12 @@
  *
  * OpenBLAS (0.3.21, AVX-512 builds: Debian's on this project's machines) computes a product of
  * at most GEMM_SMALL_MNK = 100^3 multiply-adds, M x N x K, with its small-matrix kernels, straight
- * from the operands, and a larger one by first packing both into its own buffers. Measured on one
- * core (docs/benchmarks.md): a Winograd plane of 192 x 64 x 192 ran at 72 GFLOP/s whole and at
- * 103 in three products of 64 rows; a batch-10 linear layer's 10 x 120 x 1024 products at 24-39
- * GFLOP/s whole and at 83-100 in two. Elsewhere the cut costs little: the packing path then
- * packs a few more, smaller pieces. Each element of C is the same sum either way: its row and
- * column of the product, over all of K. */
+ * from the operands, and a larger one by first packing both into its own buffers, which is much
+ * slower on the shapes runexp's layers make: bench/gemm_blocks.c times both forms on a Winograd
+ * group and on the tutorial's linear layer (docs/benchmarks.md has its output). Elsewhere the cut
+ * costs little: the packing path then packs a few more, smaller pieces. Each element of C is its
+ * row and column of the product over all of K either way, though the two paths may add K's terms
+ * in another order. */
 #ifndef RX_COMMON_GEMM_H
 #define RX_COMMON_GEMM_H
 

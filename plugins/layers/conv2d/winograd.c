@@ -295,9 +295,9 @@ static void wino_input(const wino_geom *g, const float *padded, float *rows, flo
 }
 
 /* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles.
- * In blocks (gemm.h): a 192 x 64 x 192 plane as three of 64 output channels ran at 103 GFLOP/s,
- * against 72 whole. The kernel gradient's products (192 x 192 x 64, V transposed) gained nothing
- * from blocks of rows or of columns, so they stay whole (wino_backward_chunk). */
+ * In blocks (gemm.h; bench/gemm_blocks.c times a 192-channel group both ways). The kernel
+ * gradient's products (192 x 192 x 64, V transposed) gained nothing from blocks of rows or of
+ * columns (docs/benchmarks.md), so they stay whole (wino_backward_chunk). */
 static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
                           const float *v, float *m, int cols)
 {
