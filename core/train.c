@@ -171,6 +171,12 @@ static int optimizer_step(run *r, int64_t epoch, char *err)
     return step_range(r, epoch, &r->t.ctx, 0, r->t.nt.nparams, err);
 }
 
+/* The run's very first batch, which is kept for the pictures. */
+static bool first_batch_of_run(const run *r)
+{
+    return r->pos.epochs_done == 0 && r->pos.batches_done == 0;
+}
+
 /* Samples [mine, mine + count) of the training batch [first, first + n) into x (a rank's part, or
  * the whole batch), with the net told where they lie in it; the run's very first batch is kept
  * for the pictures. */
@@ -178,7 +184,7 @@ static int load_part(run *r, int64_t first, int64_t n, int64_t mine, int64_t cou
 {
     trainer *t = &r->t;
     if (trainer_load_batch(t, RX_TRAIN, mine, 0, count, x, err) != 0) return -1;
-    if (r->pos.epochs_done == 0 && r->pos.batches_done == 0) {
+    if (first_batch_of_run(r)) {
         sample_batch_capture(&r->samples, t->device, t->x, t->labels, count, NULL);
         observe(r, OBSERVE_FIRST_BATCH);
     }
@@ -265,12 +271,12 @@ static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, doubl
     rx_tensor x = trainer_tensor(t, t->x, n, t->info.sample);
     net_zero_grads(&t->nt);
     /* Each lane draws its own part where the data plugin allows it: the threads then never
-     * wait for one of them to draw the batch (drawing is a tenth of a batch-20 step, and a
-     * sleeping thread woken after it costs more). The run's first batch is drawn whole, for
-     * its pictures. */
-    bool lanes_draw = trainer_draws_in_parts(t) && (r->pos.epochs_done > 0 || r->pos.batches_done > 0);
-    if (!lanes_draw && load_part(r, first, n, first, n, &x, err) != 0) return -1;
-    t->nt.part_offset = 0, t->nt.part_batch = 0; /* the whole batch is here, as load_part says */
+     * wait for one of them to draw the batch, which passive waiting paid for with a wake
+     * (docs/benchmarks.md, "Each lane draws its own part of the batch"). The run's first batch is
+     * drawn whole, for its pictures. */
+    bool lanes_draw = trainer_draws_in_parts(t) && !first_batch_of_run(r);
+    if (lanes_draw) t->nt.part_offset = 0, t->nt.part_batch = 0; /* the whole batch is here */
+    else if (load_part(r, first, n, first, n, &x, err) != 0) return -1;
     if (next_step(r, epoch, err) != 0) return -1;
     lane_step ls = { .r = r, .epoch = epoch, .first = first, .n = n };
     /* A call's state is state_per_param blocks of its length: with more than one (adam), a

@@ -275,23 +275,29 @@ void trainer_free(trainer *t)
 
 /* ---- A batch ---- */
 
+/* The data plugin's batch on device d with ctx: samples [first, first + x's rows) into x and
+ * labels; a failure named as trainer_plugin_failed_in names it. */
+static int call_batch(const trainer *t, rx_ctx *ctx, rx_device d, rx_split split, int64_t first, int view, rx_tensor *x,
+                      int32_t *labels, char *err)
+{
+    ctx->err[0] = '\0';
+    crash_enter(t->c->data.where, "batch");
+    int rc = t->c->data.pl.desc->data.batch[d](t->data, ctx, split, first, view, x, labels);
+    crash_leave();
+    return rc != 0 ? trainer_plugin_failed_in(t, ctx, &t->c->data, "batch", err) : 0;
+}
+
 int trainer_load_batch(trainer *t, rx_split split, int64_t first, int view, int64_t n, rx_tensor *x, char *err)
 {
     const rx_data_ops *ops = &t->c->data.pl.desc->data;
     bool staged = !ops->batch[t->device];
     *x = trainer_tensor(t, staged ? t->staged_x : t->x, n, t->info.sample);
     if (staged) x->device = RX_CPU;
-    t->ctx.err[0] = '\0';
-    crash_enter(t->c->data.where, "batch");
     rx_ctx cpu = t->ctx;
     cpu.device = RX_CPU;
-    int rc = staged ? ops->batch[RX_CPU](t->data, &cpu, split, first, view, x, t->staged_labels)
-                    : ops->batch[t->device](t->data, &t->ctx, split, first, view, x, t->labels);
-    crash_leave();
-    if (rc != 0) {
-        if (staged) snprintf(t->ctx.err, sizeof t->ctx.err, "%s", cpu.err);
-        return trainer_plugin_failed(t, &t->c->data, "batch", err);
-    }
+    int rc = staged ? call_batch(t, &cpu, RX_CPU, split, first, view, x, t->staged_labels, err)
+                    : call_batch(t, &t->ctx, t->device, split, first, view, x, t->labels, err);
+    if (rc != 0) return -1;
     if (staged) { /* queued, not waited for */
         host_to_device(t->device, t->x, t->staged_x, (size_t)rx_numel(x->shape) * sizeof(float));
         host_to_device(t->device, t->labels, t->staged_labels, (size_t)n * sizeof(int32_t));
@@ -310,11 +316,7 @@ int trainer_load_rows(const trainer *t, rx_ctx *ctx, rx_split split, int64_t fir
 {
     const size_t per = (size_t)rx_numel(t->info.sample);
     rx_tensor x = trainer_tensor(t, t->x + (size_t)row * per, n, t->info.sample);
-    ctx->err[0] = '\0';
-    crash_enter(t->c->data.where, "batch");
-    int rc = t->c->data.pl.desc->data.batch[RX_CPU](t->data, ctx, split, first + row, view, &x, t->labels + row);
-    crash_leave();
-    return rc != 0 ? trainer_plugin_failed_in(t, ctx, &t->c->data, "batch", err) : 0;
+    return call_batch(t, ctx, RX_CPU, split, first + row, view, &x, t->labels + row, err);
 }
 
 int trainer_loss_rows(const trainer *t, rx_ctx *ctx, int64_t first, const rx_tensor *logits, float *dlogits, char *err)
