@@ -4,7 +4,7 @@
  *     the kernel gradient's dU += Z V^T (192 x 192 x 64, V transposed), which winograd.c leaves
  *     whole since blocks do not help it;
  *   - the tutorial's first linear layer (1024 -> 120): forward, weight and input gradients, at a
- *     lane's batch of 10 to 128.
+ *     lane's batch of 10 to 128 (linear.c keeps its products whole: docs/benchmarks.md says why).
  *
  *   cc -O2 -Iplugins/common bench/gemm_blocks.c plugins/common/gemm.c -o /tmp/gemm_blocks \
  *       $(pkg-config --cflags --libs openblas) && /tmp/gemm_blocks

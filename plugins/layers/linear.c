@@ -18,7 +18,6 @@
 #include <math.h>
 
 #include "create.h"
-#include "gemm.h"
 #include "linear.h"
 #include "threads.h"
 #include "onnx_nodes.h"
@@ -92,8 +91,8 @@ static int linear_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
         linear_block(s->out, b, blocks, &o0, &o1);
         if (o0 >= o1) continue;
         /* y^T[o0:o1] (o1-o0, N) = W[o0:o1] (o1-o0, F) x X^T (F, N) */
-        gemm_in_blocks(CblasNoTrans, CblasTrans, o1 - o0, (int)n, s->in, 1.0f, w[0].data + (size_t)o0 * s->in,
-                       s->in, x->data, s->in, 0.0f, yt + (size_t)o0 * n, (int)n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o1 - o0, (int)n, s->in, 1.0f,
+                    w[0].data + (size_t)o0 * s->in, s->in, x->data, s->in, 0.0f, yt + (size_t)o0 * n, (int)n);
         for (int64_t i = 0; i < n; i++) {
             float *restrict row = y->data + (size_t)i * s->out;  /* (OUT) */
             for (int o = o0; o < o1; o++) row[o] = yt[(size_t)o * n + i] + (bias ? bias[o] : 0.0f);
@@ -118,12 +117,12 @@ static int linear_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
         linear_block(s->in, b, blocks, &f0, &f1);
         if (f0 >= f1) continue;
         /* dW[:, f0:f1] (OUT, f1-f0) += dY^T (OUT, N) x X[:, f0:f1] (N, f1-f0) */
-        gemm_in_blocks(CblasTrans, CblasNoTrans, s->out, f1 - f0, (int)n, 1.0f, g, s->out, x->data + f0, s->in,
-                       1.0f, dw[0].data + f0, s->in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, f1 - f0, (int)n, 1.0f, g, s->out,
+                    x->data + f0, s->in, 1.0f, dw[0].data + f0, s->in);
         /* dX[:, f0:f1] (N, f1-f0) = dY (N, OUT) x W[:, f0:f1] (OUT, f1-f0) */
         if (dx)
-            gemm_in_blocks(CblasNoTrans, CblasNoTrans, (int)n, f1 - f0, s->out, 1.0f, g, s->out, w[0].data + f0,
-                           s->in, 0.0f, dx->data + f0, s->in);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, f1 - f0, s->out, 1.0f, g, s->out,
+                        w[0].data + f0, s->in, 0.0f, dx->data + f0, s->in);
     }
     if (s->bias) {
         float *restrict db = dw[1].data;  /* (OUT) */
