@@ -285,6 +285,122 @@ static void test_conv2d_backward_matches_definition(void **unused)
     }
 }
 
+/* precision = "bf16" rounds the Winograd products' operands to bfloat16 (8 bits of mantissa) and
+ * sums in float32. The output transform's coefficients (up to 8) amplify that rounding, to a
+ * root-mean-square error of about 2% of the definition's values (measured: 1.6-2.7%) and a worst
+ * of about 6% of the largest (float32 meets 1e-5 above). So: against the definition in double,
+ * every output and gradient within 10% of the tensor's largest value, their root-mean-square
+ * error within 4%, and visibly not float32's results (the rounding really happens). Shapes: odd
+ * channels (an odd K in the products), partial tiles, paddings 0 and 2, product widths that are
+ * not whole panels of 16, the recipe's 7x7 layer. y and dx the same bits with 1, 2 and 3
+ * threads; every output the same bits run after run. */
+static bool cpu_has_bf16(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
+static void expect_within(const float *got, const double *want, int64_t n, double share, const char *what)
+{
+    double scale = 0.0, err2 = 0.0, want2 = 0.0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++) {
+        if (!(fabs(got[i] - want[i]) <= share * scale))
+            fail_msg("conv2d bf16 %s[%lld] is %.7g, the definition gives %.7g (tolerance %.3g)", what, (long long)i,
+                     got[i], want[i], share * scale);
+        err2 += (got[i] - want[i]) * (got[i] - want[i]);
+        want2 += want[i] * want[i];
+    }
+    if (!(err2 <= 0.04 * 0.04 * want2))
+        fail_msg("conv2d bf16 %s: root-mean-square error %.3g of the definition's, above 0.04", what,
+                 sqrt(err2 / want2));
+}
+
+static void test_conv2d_bf16_near_definition(void **unused)
+{
+    if (!cpu_has_bf16()) skip();  /* test_conv2d_bf16_refuses checks the refusal there */
+    static const conv_case cases[] = {
+        { .n = 3, .c = 9, .h = 9, .w = 7, .out = 12, .k = 3, .stride = 1, .pad = 0, .bias = true },
+        { .n = 5, .c = 16, .h = 16, .w = 16, .out = 33, .k = 3, .stride = 1, .pad = 1, .bias = true },
+        { .n = 2, .c = 8, .h = 7, .w = 5, .out = 8, .k = 3, .stride = 1, .pad = 2, .bias = false },
+        { .n = 17, .c = 24, .h = 7, .w = 7, .out = 40, .k = 3, .stride = 1, .pad = 1, .bias = false },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const conv_case cc = cases[t];
+        rig r;
+        rig_load(&r, "conv2d");
+        rig_arg(&r, "out")->i = cc.out;
+        rig_arg(&r, "kernel")->i = cc.k;
+        rig_arg(&r, "padding")->i = cc.pad;
+        rig_arg(&r, "bias")->b = cc.bias;
+        rig_arg(&r, "precision")->s = "bf16";
+        rig_build(&r, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
+        tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
+        rig_pass(&r, 1);
+        int64_t n;
+        float *one = rig_outputs(&r, &n);
+        const int64_t ny = rx_numel(r.y.shape), nx = rx_numel(r.x.shape), nw = rx_numel(r.w[0].shape);
+        double *y = malloc(sizeof(double) * (size_t)ny), *dx = malloc(sizeof(double) * (size_t)nx);
+        double *dweight = malloc(sizeof(double) * (size_t)nw), *dbias = malloc(sizeof(double) * (size_t)cc.out);
+        float *yf = floats(ny);
+        assert_true(y && dx && dweight && dbias);
+        conv_reference(&r, cc, yf);  /* double sums, stored in float */
+        for (int64_t i = 0; i < ny; i++) y[i] = yf[i];
+        conv_reference_backward(&r, cc, dx, dweight, dbias);
+        expect_within(r.y.data, y, ny, 0.1, "y");
+        expect_within(r.dx.data, dx, nx, 0.1, "dx");
+        expect_within(r.dw[0].data, dweight, nw, 0.1, "dweight");
+        if (cc.bias) expect_within(r.dw[1].data, dbias, cc.out, 1e-5, "dbias");  /* summed in float32 */
+        double off = 0.0, scale = 0.0;  /* bf16 moves y well beyond float32's 1e-5 */
+        for (int64_t i = 0; i < ny; i++) {
+            off = fmax(off, fabs(r.y.data[i] - y[i]));
+            scale = fmax(scale, fabs(y[i]));
+        }
+        if (!(off > 1e-4 * scale))
+            fail_msg("conv2d bf16 y is within %.3g of the definition: not rounded to bf16?", off);
+        for (int threads = 2; threads <= 3; threads++) {
+            rig_pass(&r, threads);
+            float *got = rig_outputs(&r, &n);
+            expect_same_bits_at(got, one, ny, "conv2d bf16 y", threads);
+            expect_same_bits_at(got + ny, one + ny, nx, "conv2d bf16 dx", threads);
+            rig_pass(&r, threads);
+            float *again = rig_outputs(&r, &n);
+            expect_same_bits_at(again, got, n, "conv2d bf16 outputs, second run", threads);
+            free(got);
+            free(again);
+        }
+        free(one);
+        free(y);
+        free(yf);
+        free(dx);
+        free(dweight);
+        free(dbias);
+        rig_free(&r);
+    }
+}
+
+/* What precision = "bf16" cannot run on is refused with why, never computed in float32. */
+static void test_conv2d_bf16_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "conv2d");
+    rig_arg(&r, "out")->i = 8;
+    rig_arg(&r, "kernel")->i = 3;
+    rig_arg(&r, "padding")->i = 1;
+    rig_arg(&r, "precision")->s = "fp16";
+    EXPECT_REFUSED(&r, TEST_SHAPE(8, 8, 8), "precision must be \"fp32\" or \"bf16\", got \"fp16\"");
+    rig_arg(&r, "precision")->s = "bf16";
+    if (cpu_has_bf16()) {
+        EXPECT_REFUSED(&r, TEST_SHAPE(3, 8, 8), "precision = \"bf16\" is for 3x3 kernels", "3 -> 8 channels",
+                       "leave precision out");
+        rig_arg(&r, "kernel")->i = 5;
+        EXPECT_REFUSED(&r, TEST_SHAPE(8, 8, 8), "precision = \"bf16\" is for 3x3 kernels", "kernel 5");
+    } else {
+        EXPECT_REFUSED(&r, TEST_SHAPE(8, 8, 8), "precision = \"bf16\" needs a CPU with AVX-512 BF16");
+    }
+    rig_free(&r);
+}
+
 static void test_conv2d_refuses(void **unused)
 {
     rig r;
@@ -918,6 +1034,8 @@ int main(void)
         cmocka_unit_test(test_conv2d_threads),
         cmocka_unit_test(test_conv2d_backward_matches_definition),
         cmocka_unit_test(test_conv2d_refuses),
+        cmocka_unit_test(test_conv2d_bf16_near_definition),
+        cmocka_unit_test(test_conv2d_bf16_refuses),
         cmocka_unit_test(test_linear_declares_and_computes),
         cmocka_unit_test(test_linear_threads),
         cmocka_unit_test(test_linear_refuses),

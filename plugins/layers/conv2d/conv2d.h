@@ -33,12 +33,17 @@ enum { WINO_PLANES = 36, WINO_COLUMNS = 64 };
 
 typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
 
+/* precision = "bf16" on the GPU: refused, never run in float32 instead. */
+#define CONV2D_BF16_CPU_ONLY \
+    "precision = \"bf16\" runs on the CPU only (the GPU path computes in float32): leave it out for device = \"cuda\""
+
 typedef struct conv2d {
     int c, h, w;       /* input (C, H, W) */
     int oc, oh, ow;    /* output (OC, OH, OW) */
     int k, stride, pad;
     bool bias;
     conv2d_algo algo;
+    bool bf16;         /* precision = "bf16": Winograd's products from bfloat16 operands (bf16.h) */
     int rows;          /* C*K*K: the length of one im2col column, the fan-in */
     int pixels;        /* OH*OW: the columns of one sample's im2col matrix */
     bool pointwise;    /* 1x1, stride 1, no padding: im2col would copy x unchanged */
@@ -77,6 +82,8 @@ typedef struct conv2d_scratch {
     float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU; the first chunk's holds the
                    * call's U while there is no dU: forward, and dx after dW) */
     float *db;    /* (OC) the chunk's share of db */
+    uint32_t *upack; /* Winograd in bf16: the call's U packed (the first chunk's serves all), */
+    uint32_t *bpack; /* and one plane of the group's V packed for its product */
 } conv2d_scratch;
 
 /* How one call splits its batch of n: into groups of `group` samples (Winograd: one set of
@@ -112,17 +119,20 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
  * that is free), never into the layer's struct: calls on parts of a batch may run at once
  * (runexp.h: per_sample). */
 void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip);
+/* In bf16: the 36 planes of U (made by wino_kernels for g: the forward's or, flipped, dx's)
+ * packed into upack for bf16_gemm. */
+void wino_pack_kernels(const conv2d *s, const wino_geom *g, const float *u, uint32_t *upack);
 /* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
 void wino_kernel_grads(const conv2d *s, const float *du, float *dweight);
 /* Samples [first, end) of a chunk: y forward, with the call's U; backward, the chunk's dU and db
  * into sc, then (once dW has been taken from dU) dx with the U of the flipped kernels. None of
  * them writes sc->dw but wino_backward_chunk. */
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                        const float *x, const float *bias, float *y, int64_t first, int64_t end);
+                        const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end);
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
                          const float *dy, int64_t first, int64_t end);
 void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                   const float *dy, float *dx, int64_t first, int64_t end);
+                   const uint32_t *upack, const float *dy, float *dx, int64_t first, int64_t end);
 
 /* conv2d.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
 int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,

@@ -17,6 +17,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "conv2d.h"
 #include "gemm.h"
 
@@ -58,12 +59,32 @@ static size_t wino_m_floats(const conv2d *s)
     return max_size((size_t)s->oc * s->fwd.tiles, (size_t)s->c * s->back.tiles);
 }
 
-/* Floats of one Winograd slot but for v and m: the padded copies, the stage, dU and db. */
+/* In bf16, 32-bit words of one packed plane of U (the larger of the forward's and dx's), and of
+ * the operands of one plane's product packed: a group's V (up to group x tiles columns of either
+ * convolution), or for dU both V transposed and Z. */
+_Static_assert(sizeof(uint32_t) == sizeof(float), "packed bf16 words are carved from the slot's floats");
+
+static size_t wino_upack_words(const conv2d *s)
+{
+    return s->bf16 ? max_size(bf16_rows_words(s->oc, s->c), bf16_rows_words(s->c, s->oc)) : 0;
+}
+
+static size_t wino_bpack_words(const conv2d *s)
+{
+    const int cols = s->group * (s->fwd.tiles > s->back.tiles ? s->fwd.tiles : s->back.tiles);
+    const int grad_cols = s->group * s->fwd.tiles;  /* dU's K: V transposed, then Z (wino_kernel_grad_plane) */
+    const size_t products = bf16_cols_words(s->c > s->oc ? s->c : s->oc, cols);
+    const size_t grads = bf16_cols_words(grad_cols, s->c) + bf16_rows_words(s->oc, grad_cols);
+    return s->bf16 ? max_size(products, grads) : 0;
+}
+
+/* Floats of one Winograd slot but for v and m: the padded copies, the stage, dU, db, and in bf16
+ * the packed operands (words the size of floats). */
 static size_t wino_fixed_floats(const conv2d *s)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     return (size_t)f->cin * f->ph * f->pw + (size_t)b->cin * b->ph * b->pw + wino_stage(s) +
-           WINO_PLANES * s->uplane + (size_t)s->oc;
+           WINO_PLANES * s->uplane + (size_t)s->oc + WINO_PLANES * wino_upack_words(s) + wino_bpack_words(s);
 }
 
 static void wino_kernel_matrix(conv2d *s);
@@ -107,6 +128,10 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
     p += wino_stage(s);
     sc->dw = p;
     p += WINO_PLANES * s->uplane;
+    sc->upack = (uint32_t *)(void *)p;  /* words, not floats: the same size (bf16.h) */
+    p += WINO_PLANES * wino_upack_words(s);
+    sc->bpack = (uint32_t *)(void *)p;
+    p += wino_bpack_words(s);
     return p;
 }
 
@@ -191,6 +216,12 @@ void wino_kernels(const conv2d *s, const float *weight, float *u, bool flip)
     for (int c = 0; c < s->c; c++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, WINO_PLANES, s->oc, 9, 1.0f, s->wg[1], 9,
                     weight + (size_t)c * 9, s->c * 9, 0.0f, u + (size_t)c * s->oc, (int)s->uplane);
+}
+
+void wino_pack_kernels(const conv2d *s, const wino_geom *g, const float *u, uint32_t *upack)
+{
+    for (int e = 0; e < WINO_PLANES; e++)
+        bf16_pack_rows(u + e * s->uplane, g->cin, g->cout, g->cin, upack + e * wino_upack_words(s));
 }
 
 /* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C): the same matrix, the other
@@ -295,15 +326,24 @@ static void wino_input(const wino_geom *g, const float *padded, float *rows, flo
 }
 
 /* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles.
- * In blocks (gemm.h; bench/gemm_blocks.c times a 192-channel group both ways). The kernel
- * gradient's products (192 x 192 x 64, V transposed) gained nothing from blocks of rows or of
- * columns (docs/benchmarks.md), so they stay whole (wino_backward_chunk). */
-static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const float *u,
-                          const float *v, float *m, int cols)
+ * In float32, in blocks (gemm.h; bench/gemm_blocks.c times a 192-channel group both ways). The
+ * kernel gradient's products (192 x 192 x 64, V transposed) gained nothing from blocks of rows or
+ * of columns (docs/benchmarks.md), so they stay whole (wino_backward_chunk). In bf16, from the
+ * call's packed U, each plane of V packed in turn (bench/gemm_bf16.c times both). */
+static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
+                          const float *u, const uint32_t *upack, int cols)
 {
-    for (int e = 0; e < WINO_PLANES; e++)
-        gemm_in_blocks(CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane, g->cin,
-                       v + e * plan->vplane, cols, 0.0f, m + e * plan->mplane, cols);
+    for (int e = 0; e < WINO_PLANES; e++) {
+        const float *v = sc->v + e * plan->vplane;
+        float *m = sc->m + e * plan->mplane;
+        if (s->bf16) {
+            bf16_pack_cols(v, cols, g->cin, cols, sc->bpack);
+            bf16_gemm(g->cout, cols, g->cin, upack + e * wino_upack_words(s), sc->bpack, m, cols, false);
+        } else {
+            gemm_in_blocks(CblasNoTrans, CblasNoTrans, g->cout, cols, g->cin, 1.0f, u + e * s->uplane, g->cin, v,
+                           cols, 0.0f, m, cols);
+        }
+    }
 }
 
 /* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);
@@ -422,8 +462,8 @@ static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, fl
  * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 SGEMMs with the
  * call's U, then each sample's output transform. pad is g's padded copy (xpad or dypad). */
 static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
-                          float *pad, const float *u, const float *in, const float *bias, float *out, int64_t first,
-                          int64_t end)
+                          float *pad, const float *u, const uint32_t *upack, const float *in, const float *bias,
+                          float *out, int64_t first, int64_t end)
 {
     const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
     memset(pad, 0, sizeof(float) * (size_t)g->cin * g->ph * g->pw);
@@ -434,7 +474,7 @@ static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan
             conv2d_pad_planes(in + (size_t)(i + k) * in_size, g->cin, g->h, g->w, pad, g->ph, g->pw, g->pad);
             wino_input(g, pad, sc->stage, sc->v + (size_t)k * g->tiles, ld, plan->vplane);
         }
-        wino_multiply(s, g, plan, u, sc->v, sc->m, (int)ld);
+        wino_multiply(s, g, plan, sc, u, upack, (int)ld);
         for (int k = 0; k < n; k++)
             wino_output(g, sc->m + (size_t)k * g->tiles, ld, plan->mplane, bias, sc->stage,
                         out + (size_t)(i + k) * out_size);
@@ -442,9 +482,25 @@ static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan
 }
 
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                        const float *x, const float *bias, float *y, int64_t first, int64_t end)
+                        const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end)
 {
-    wino_convolve(s, &s->fwd, plan, sc, sc->xpad, u, x, bias, y, first, end);
+    wino_convolve(s, &s->fwd, plan, sc, sc->xpad, u, upack, x, bias, y, first, end);
+}
+
+/* One plane of the kernel gradient, dU_e (OC, C) += Z_e (OC, cols) V_e^T: whole in float32 (see
+ * wino_multiply), or with both operands packed to bf16 (V_e transposed as it is packed). */
+static void wino_kernel_grad_plane(const conv2d *s, const conv2d_scratch *sc, const float *z, const float *v,
+                                   int cols, float *du)
+{
+    if (!s->bf16) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, cols, 1.0f, z, cols, v, cols, 1.0f, du,
+                    s->c);
+        return;
+    }
+    uint32_t *vt = sc->bpack, *zp = sc->bpack + bf16_cols_words(cols, s->c);
+    bf16_pack_cols_t(v, cols, cols, s->c, vt);
+    bf16_pack_rows(z, cols, s->oc, cols, zp);
+    bf16_gemm(s->oc, s->c, cols, zp, vt, du, s->c, true);
 }
 
 /* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
@@ -470,15 +526,14 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
             if (s->bias) conv2d_add_bias_grad(s, dys, sc->db);
         }
         for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->c, (int)ld, 1.0f,
-                        sc->m + e * plan->mplane, (int)ld, sc->v + e * plan->vplane, (int)ld, 1.0f,
-                        sc->dw + e * s->uplane, s->c);
+            wino_kernel_grad_plane(s, sc, sc->m + e * plan->mplane, sc->v + e * plan->vplane, (int)ld,
+                                   sc->dw + e * s->uplane);
     }
 }
 
 /* dx: the convolution of dY by the flipped kernels (u), without bias. */
 void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                   const float *dy, float *dx, int64_t first, int64_t end)
+                   const uint32_t *upack, const float *dy, float *dx, int64_t first, int64_t end)
 {
-    wino_convolve(s, &s->back, plan, sc, sc->dypad, u, dy, NULL, dx, first, end);
+    wino_convolve(s, &s->back, plan, sc, sc->dypad, u, upack, dy, NULL, dx, first, end);
 }
