@@ -297,7 +297,8 @@ static void test_conv2d_backward_matches_definition(void **unused)
 static bool cpu_has_bf16(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
 }
 
 static void expect_within(const float *got, const double *want, int64_t n, double share, const char *what)

@@ -3,8 +3,9 @@
  * The kernel computes a tile of C, up to 8 rows by 32 columns (two panels of B), in 16 vector
  * registers of sums that stay put over all of K: per pair of K rows, two loads of B, one
  * broadcast of A per row, and one vdpbf16ps per row and panel. Only the functions that use the
- * instructions are compiled for AVX-512 BF16 (the target attribute), so the plugin loads on any
- * x86-64 CPU and conv2d's create refuses precision = "bf16" where bf16_supported() is false. */
+ * instructions are compiled for AVX-512 BF16 (the target attribute), so the file builds whatever
+ * the compiler's -march, and conv2d's create refuses precision = "bf16" where bf16_supported()
+ * is false rather than reach an instruction the CPU lacks. */
 #include "bf16.h"
 
 #include <immintrin.h>
@@ -17,7 +18,8 @@ enum { TILE_ROWS = 8, TILE_PANELS = 2 };
 bool bf16_supported(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
 }
 
 /* f rounded as vcvtne2ps2bf16 rounds it: a denormal counts as zero (keeping its sign), a NaN
@@ -81,12 +83,13 @@ BF16_TARGET void bf16_pack_cols_t(const float *bt, int ldbt, int k, int n, uint3
     for (int p = 0; p < panels; p++) {
         uint32_t *panel = out + (size_t)p * k2 * BF16_PANEL;
         for (int jj = 0; jj < BF16_PANEL; jj++) {
-            const int j = p * BF16_PANEL + jj;
-            const float *row = bt + (size_t)j * ldbt;
+            const int j = p * BF16_PANEL + jj;  /* past n: zeros, nothing read */
+            const float *row = j < n ? bt + (size_t)j * ldbt : bt;
             for (int q = 0; q < k2; q += 16) {  /* 32 values of the row, 16 pairs */
                 const int left = k - 2 * q;
                 const __mmask16 lo = j < n ? (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1) : 0;
-                const __mmask16 hi = j < n && left > 16 ? (__mmask16)(left >= 32 ? 0xffff : (1u << (left - 16)) - 1) : 0;
+                const __mmask16 hi =
+                    j < n && left > 16 ? (__mmask16)(left >= 32 ? 0xffff : (1u << (left - 16)) - 1) : 0;
                 const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + 2 * q + 16),
                                                                    _mm512_maskz_loadu_ps(lo, row + 2 * q));
                 const __mmask16 store = (__mmask16)(k2 - q >= 16 ? 0xffff : (1u << (k2 - q)) - 1);
