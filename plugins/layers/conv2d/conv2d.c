@@ -17,7 +17,9 @@
  *
  * Winograd F(4x4, 3x3) (winograd.c), for 3x3 kernels at stride 1 with padding 0 to 2: 4x fewer
  *   multiply-adds, with results that differ from im2col's by rounding only. Taken where it
- *   measured faster: both channel counts at least 8 (see conv2d_choose).
+ *   measured faster: both channel counts at least 8 (see conv2d_choose). With precision = "bf16"
+ *   its three products take bfloat16 operands (bf16.c; about 2% root-mean-square error per
+ *   layer, see conv2d_precision for where it is refused).
  *
  * Determinism: y and dx come from the same groups of samples (they start at fixed indices) and
  * the same sums whatever the thread count; the weight gradients are summed per chunk in the
