@@ -33,6 +33,7 @@ static void expect_shape(rx_shape got, rx_shape want)
 typedef struct conv_case {
     int n, c, h, w, out, k, stride, pad;
     bool bias;
+    const char *precision; /* NULL: the default, "fp32" */
 } conv_case;
 
 static void conv_setup(rig *r, conv_case cc)
@@ -43,6 +44,7 @@ static void conv_setup(rig *r, conv_case cc)
     rig_arg(r, "stride")->i = cc.stride;
     rig_arg(r, "padding")->i = cc.pad;
     rig_arg(r, "bias")->b = cc.bias;
+    if (cc.precision) rig_arg(r, "precision")->s = cc.precision;
     rig_build(r, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
 }
 
@@ -321,21 +323,15 @@ static void test_conv2d_bf16_near_definition(void **unused)
 {
     if (!cpu_has_bf16()) skip();  /* test_conv2d_bf16_refuses checks the refusal there */
     static const conv_case cases[] = {
-        { .n = 3, .c = 9, .h = 9, .w = 7, .out = 12, .k = 3, .stride = 1, .pad = 0, .bias = true },
-        { .n = 5, .c = 16, .h = 16, .w = 16, .out = 33, .k = 3, .stride = 1, .pad = 1, .bias = true },
-        { .n = 2, .c = 8, .h = 7, .w = 5, .out = 8, .k = 3, .stride = 1, .pad = 2, .bias = false },
-        { .n = 17, .c = 24, .h = 7, .w = 7, .out = 40, .k = 3, .stride = 1, .pad = 1, .bias = false },
+        { .n = 3, .c = 9, .h = 9, .w = 7, .out = 12, .k = 3, .stride = 1, .pad = 0, .bias = true, .precision = "bf16" },
+        { .n = 5, .c = 16, .h = 16, .w = 16, .out = 33, .k = 3, .stride = 1, .pad = 1, .bias = true, .precision = "bf16" },
+        { .n = 2, .c = 8, .h = 7, .w = 5, .out = 8, .k = 3, .stride = 1, .pad = 2, .bias = false, .precision = "bf16" },
+        { .n = 17, .c = 24, .h = 7, .w = 7, .out = 40, .k = 3, .stride = 1, .pad = 1, .bias = false, .precision = "bf16" },
     };
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         const conv_case cc = cases[t];
         rig r;
-        rig_load(&r, "conv2d");
-        rig_arg(&r, "out")->i = cc.out;
-        rig_arg(&r, "kernel")->i = cc.k;
-        rig_arg(&r, "padding")->i = cc.pad;
-        rig_arg(&r, "bias")->b = cc.bias;
-        rig_arg(&r, "precision")->s = "bf16";
-        rig_build(&r, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
+        conv_setup(&r, cc);
         tensor_uniform(&r.rng, &r.dy, -1.0f, 1.0f);
         rig_pass(&r, 1);
         int64_t n;
