@@ -24,6 +24,8 @@ typedef struct wino_geom {
     int ph, pw;        /* the zero-padded input every tile reads from: at least (4*th + 2,
                         * 4*tw + 4), the input at (pad, pad); large enough for the last,
                         * partial tiles (pw: 2 columns more, see wino_input_row) */
+    int xs;            /* pw / 4 (pw is a multiple of 4): columns of each residue mod 4 in the
+                        * group's padded copy (winograd.c: wino_gather) */
 } wino_geom;
 
 /* Winograd tiles: 4x4 outputs from 6x6 inputs, 36 transformed planes. Small planes have few
@@ -72,13 +74,15 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
  * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */
 typedef struct conv2d_scratch {
     float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
-    float *xpad;  /* the current sample with its zero border, kept zero between samples */
+    float *xpad;  /* im2col: the current sample with its zero border, kept zero between samples;
+                   * Winograd: the group's samples padded and interleaved (wino_gather) */
     float *dxpad; /* im2col: col2im's sums, padding included */
-    float *dypad; /* Winograd: the current sample's dY with the border the dx convolution needs */
+    float *dypad; /* Winograd: the group's dY likewise, with the border the dx convolution needs */
     float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
     float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
-    float *stage; /* Winograd: the transforms' scratch, and four output rows of whole tiles
-                   * when OH or OW is not a multiple of 4 (see wino_stage) */
+    float *stage; /* Winograd: the transforms' scratch (see wino_stage) */
+    float *xplanes, *dyplanes, *tplanes; /* Winograd: one channel's planes of the group's samples:
+                                          * padded x, padded dY, output tiles (wino_channel_floats) */
     float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU; the first chunk's holds the
                    * call's U while there is no dU: forward, and dx after dW) */
     float *db;    /* (OC) the chunk's share of db */

@@ -13,8 +13,16 @@
  *               dx: the same forward, run on dY with the kernels turned 180 degrees and their
  *               channel axes swapped (stride 1 makes the input gradient a convolution too).
  * Its results differ from im2col's by rounding only (a few 1e-6 of the largest value; the
- * transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms). */
+ * transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms).
+ *
+ * The group's samples are interleaved, innermost: a group's padded input is (cin, ph, 4, xs, n),
+ * each row split by column residue mod 4 (column 4x + r at [r][x]) and sample k of the n at [k],
+ * and a plane's columns are its tiles in row-major order with the n samples of each side by side
+ * (column (ti * tw + tj) * n + k). The transforms are elementwise over those last axes, so each of
+ * their loops runs over whole rows of tiles of all n samples at once: vectors of tw * n, where one
+ * sample alone gave loops of tw (1, 2 or 4 on CIFAR's smaller planes, mostly scalar code). */
 #include <cblas.h>
+#include <immintrin.h>
 #include <string.h>
 
 #include "bf16.h"
@@ -35,16 +43,27 @@ static wino_geom wino_geometry(int cin, int h, int w, int cout, int pad)
     g.tiles = g.th * g.tw;
     g.ph = 4 * g.th + 2;
     g.pw = 4 * g.tw + 4;
+    g.xs = g.pw / 4;
     return g;
 }
 
+/* Floats of one sample's padded, residue-split copy of g's input (wino_gather). */
+static size_t wino_pad_floats(const wino_geom *g) { return (size_t)g->cin * g->ph * g->pw; }
+
+/* Floats from one sample's plane of whole output tiles (4 * th, 4 * tw) to the next in
+ * wino_output's staging: 4 more, so that the n planes are not a power of two apart. */
+static size_t wino_tile_plane(const wino_geom *g) { return (size_t)16 * g->tiles + 4; }
+
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Floats of the stage: the transforms' row scratch (24 rows of tw + 1), or the output's (24 rows
- * of tw, then four output rows of 4 * tw), for the wider of the two geometries. */
+/* Floats of the stage for a group of s->group samples: the input transforms' six rows of pw * n
+ * (wino_input, wino_grad_tiles), or the output transform's 24 rows of tw * n and 16 output rows
+ * (wino_output), for the wider of the two geometries. */
 static size_t wino_stage(const conv2d *s)
 {
-    return 40 * (max_size((size_t)s->fwd.tw, (size_t)s->back.tw) + 1);
+    const size_t rows = 6 * (size_t)max_size((size_t)s->fwd.pw, (size_t)s->back.pw);
+    const size_t out = 40 * (size_t)max_size((size_t)s->fwd.tw, (size_t)s->back.tw);
+    return max_size(rows, out) * (size_t)s->group;
 }
 
 /* Floats per sample of v's and m's planes: the forward's and the dx convolution's tiles share
@@ -78,13 +97,21 @@ static size_t wino_bpack_words(const conv2d *s)
     return s->bf16 ? max_size(products, grads) : 0;
 }
 
-/* Floats of one Winograd slot but for v and m: the padded copies, the stage, dU, db, and in bf16
- * the packed operands (words the size of floats). */
-static size_t wino_fixed_floats(const conv2d *s)
+/* Floats of the group's planes of one channel (see wino_gather and wino_output): padded in each
+ * geometry, and of whole output tiles. */
+static size_t wino_channel_floats(const conv2d *s)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
-    return (size_t)f->cin * f->ph * f->pw + (size_t)b->cin * b->ph * b->pw + wino_stage(s) +
-           WINO_PLANES * s->uplane + (size_t)s->oc + WINO_PLANES * wino_upack_words(s) + wino_bpack_words(s);
+    const size_t tiles = max_size(wino_tile_plane(f), wino_tile_plane(b));
+    return (size_t)s->group * ((size_t)f->ph * f->pw + (size_t)b->ph * b->pw + tiles);
+}
+
+/* Floats of one Winograd slot but for the group's padded copies, v and m: the stage, the channel
+ * planes, dU, db, and in bf16 the packed operands (words the size of floats). */
+static size_t wino_fixed_floats(const conv2d *s)
+{
+    return wino_stage(s) + wino_channel_floats(s) + WINO_PLANES * s->uplane + (size_t)s->oc +
+           WINO_PLANES * wino_upack_words(s) + wino_bpack_words(s);
 }
 
 static void wino_kernel_matrix(conv2d *s);
@@ -96,13 +123,17 @@ void wino_init(conv2d *s)
     /* dW reads the forward's dY tiles from the dx convolution's padded dY: with padding 2
      * the forward has a row (and column) of tiles more than the dx convolution needs. */
     if (s->back.ph < s->back.pad + 4 * s->fwd.th) s->back.ph = s->back.pad + 4 * s->fwd.th;
-    if (s->back.pw < s->back.pad + 4 * s->fwd.tw) s->back.pw = s->back.pad + 4 * s->fwd.tw;
+    if (s->back.pw < s->back.pad + 4 * s->fwd.tw) {  /* whole residue columns: a multiple of 4 */
+        s->back.xs = (s->back.pad + 4 * s->fwd.tw + 3) / 4;
+        s->back.pw = 4 * s->back.xs;
+    }
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
     wino_kernel_matrix(s);
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
-    /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups
-     * are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
-    s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
+    /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' padded copies and
+     * planes (groups are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
+    s->slot = wino_fixed_floats(s) + 2 * (wino_pad_floats(&s->fwd) + wino_pad_floats(&s->back)) +
+              WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
 }
 
 /* The slot layout, sized here and carved by wino_scratch_at just below. */
@@ -110,22 +141,28 @@ void wino_plan_slot(const conv2d *s, conv2d_plan *p)
 {
     p->vplane = wino_plane((size_t)p->group * wino_v_floats(s));
     p->mplane = wino_plane((size_t)p->group * wino_m_floats(s));
-    p->slot = wino_fixed_floats(s) + WINO_PLANES * (p->vplane + p->mplane);
+    p->slot = wino_fixed_floats(s) + (size_t)p->group * (wino_pad_floats(&s->fwd) + wino_pad_floats(&s->back)) +
+              WINO_PLANES * (p->vplane + p->mplane);
 }
 
 float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2d_scratch *sc)
 {
-    const wino_geom *f = &s->fwd, *b = &s->back;
     sc->xpad = p;
-    p += (size_t)f->cin * f->ph * f->pw;
+    p += (size_t)plan->group * wino_pad_floats(&s->fwd);
     sc->dypad = p;
-    p += (size_t)b->cin * b->ph * b->pw;
+    p += (size_t)plan->group * wino_pad_floats(&s->back);
     sc->v = p;
     p += WINO_PLANES * plan->vplane;
     sc->m = p;
     p += WINO_PLANES * plan->mplane;
     sc->stage = p;
     p += wino_stage(s);
+    sc->xplanes = p;
+    p += (size_t)s->group * s->fwd.ph * s->fwd.pw;
+    sc->dyplanes = p;
+    p += (size_t)s->group * s->back.ph * s->back.pw;
+    sc->tplanes = p;
+    p += (size_t)s->group * max_size(wino_tile_plane(&s->fwd), wino_tile_plane(&s->back));
     sc->dw = p;
     p += WINO_PLANES * s->uplane;
     sc->upack = (uint32_t *)(void *)p;  /* words, not floats: the same size (bf16.h) */
@@ -252,75 +289,130 @@ static void wino_kernel_matrix(conv2d *s)
     }
 }
 
-/* The second half of a row of tiles' transform, for wino_input_row and wino_grad_row: the
- * first has transformed the columns into t (6 rows i, each as 4 residue rows of `ld` floats,
- * residue r at c + r * ld); this transforms each tile's row i, tile tj reading columns tj (and
- * tj + 1) of the residues, into planes 6i .. 6i+5 of out (tile tj at out[e * plane + tj]).
- * TILE is WINO_BT_TILE for 6x6 input tiles, whose columns 4 and 5 are the next tile's residues 0
- * and 1, or WINO_A_TILE for 4x4 dY tiles. Four distinct pointers per plane group, or the
- * compiler must assume the planes overlap and keeps the stores in order. A macro, so that each
- * use is the plain loop the vectorizer wants: an inline function with a flag for the transform
- * compiled to different and larger code, the macro to the very instructions of the two loops it
- * replaced. */
-#define WINO_TILES_TO_PLANES(t, ld, out, plane, tw, TILE)                                             \
-    for (int i = 0; i < 6; i++) {                                                                     \
-        const float *restrict c0 = (t) + (size_t)(4 * i) * (ld), *restrict c1 = c0 + (ld);            \
-        const float *restrict c2 = c1 + (ld), *restrict c3 = c2 + (ld);                               \
-        float *restrict o0 = (out) + (size_t)6 * i * (plane), *restrict o1 = o0 + (plane);            \
-        float *restrict o2 = o1 + (plane), *restrict o3 = o2 + (plane), *restrict o4 = o3 + (plane);  \
-        float *restrict o5 = o4 + (plane);                                                            \
-        _Pragma("omp simd") for (int tj = 0; tj < (tw); tj++) TILE;                                   \
-    }
-#define WINO_BT_TILE \
-    WINO_BT(c0[tj], c1[tj], c2[tj], c3[tj], c0[tj + 1], c1[tj + 1], o0[tj], o1[tj], o2[tj], o3[tj], o4[tj], o5[tj])
-#define WINO_A_TILE WINO_A(c0[tj], c1[tj], c2[tj], c3[tj], o0[tj], o1[tj], o2[tj], o3[tj], o4[tj], o5[tj])
+/* ---- Into and out of the interleaved layout ----
+ * One channel at a time, through planes of the n samples' own (the group's padded planes of
+ * that channel, then of its output tiles), so that the interleaving is a transpose between
+ * buffers in L1, in whole 4x4 blocks (SSE: 4 loads, 8 shuffles, 4 stores for 16 floats): of 4
+ * samples' 4 neighbouring columns when n is a multiple of 4, or of 4 neighbouring columns of
+ * residues (tiles) when n is 1; other n (a last, short group) go float by float. Interleaving
+ * straight from x and into y was 2-3x slower: the samples' planes are powers of two apart, so
+ * the n rows a block reads or writes share a set of the L1 cache. */
 
-/* One row of tiles through B^T d B. The tiles' 6x6 inputs start at r0 (six rows pw apart, tile
- * tj at column 4*tj); plane e of the result goes to v[e * plane + tj]. B^T d is done first for
- * the whole width of the six rows, split by column residue mod 4 (t: 6 rows x 4 residues x
- * tw + 1); then each tile's (B^T d) B reads its columns 4tj .. 4tj+5 from those: plain vector
- * loops, where one loop over tiles doing both did not vectorize. `tw` is a parameter so that
- * wino_input can pass the usual widths as constants; `omp simd` then keeps the compiler from
- * unrolling those short loops into scalar code. */
-static inline __attribute__((always_inline)) void wino_input_row(const float *restrict r0, size_t pw,
-                                                                 float *restrict t, float *restrict v,
-                                                                 size_t plane, int tw)
+/* One padded row into the group's copy: d gets 4 residues of xs * n floats, column 4x + r of
+ * sample k at d[r * xs * n + x * n + k], from the n samples' padded rows (src: sample 0's, stride
+ * floats to the next; 4 * xs floats each). */
+static void wino_interleave_row(const float *src, size_t stride, int n, int xs, float *restrict d)
 {
-    const int n = tw + 1;  /* columns of one residue a row of tiles reads (pw = 4 * tw + 4) */
-    const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
-    const float *restrict r4 = r3 + pw, *restrict r5 = r4 + pw;
-    /* all four residues in one loop: the loads of a row are then one group of four that the
-     * vectorizer splits with shuffles (one loop per residue loads with a stride of 4) */
-#define WINO_BT_RESIDUE(r)                                                                                   \
-    WINO_BT(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], r4[4 * x + r], r5[4 * x + r],         \
-            t[(0 + r) * n + x], t[(4 + r) * n + x], t[(8 + r) * n + x], t[(12 + r) * n + x], t[(16 + r) * n + x], \
-            t[(20 + r) * n + x])
-#pragma omp simd
-    for (int x = 0; x < n; x++) {
-        WINO_BT_RESIDUE(0);
-        WINO_BT_RESIDUE(1);
-        WINO_BT_RESIDUE(2);
-        WINO_BT_RESIDUE(3);
+    const size_t xn = (size_t)xs * n;
+    int x = 0;
+    if (n % 4 == 0) {
+        for (; x < xs; x++)
+            for (int k = 0; k < n; k += 4) {
+                const float *in = src + (size_t)k * stride + 4 * x;
+                __m128 c0 = _mm_loadu_ps(in), c1 = _mm_loadu_ps(in + stride);
+                __m128 c2 = _mm_loadu_ps(in + 2 * stride), c3 = _mm_loadu_ps(in + 3 * stride);
+                _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_r: residue r of samples k .. k+3 */
+                float *o = d + (size_t)x * n + k;
+                _mm_storeu_ps(o, c0);
+                _mm_storeu_ps(o + xn, c1);
+                _mm_storeu_ps(o + 2 * xn, c2);
+                _mm_storeu_ps(o + 3 * xn, c3);
+            }
+    } else if (n == 1) {
+        for (; x + 4 <= xs; x += 4) {
+            const float *in = src + 4 * x;
+            __m128 c0 = _mm_loadu_ps(in), c1 = _mm_loadu_ps(in + 4);
+            __m128 c2 = _mm_loadu_ps(in + 8), c3 = _mm_loadu_ps(in + 12);
+            _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_r: residue r of columns x .. x+3 */
+            _mm_storeu_ps(d + x, c0);
+            _mm_storeu_ps(d + xn + x, c1);
+            _mm_storeu_ps(d + 2 * xn + x, c2);
+            _mm_storeu_ps(d + 3 * xn + x, c3);
+        }
     }
-#undef WINO_BT_RESIDUE
-    WINO_TILES_TO_PLANES(t, n, v, plane, tw, WINO_BT_TILE);
+    for (; x < xs; x++)
+        for (int k = 0; k < n; k++)
+            for (int r = 0; r < 4; r++) d[r * xn + (size_t)x * n + k] = src[(size_t)k * stride + 4 * x + r];
 }
 
-/* One sample's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
- * (cin, ph, pw): v points at the sample's first column (its tiles are columns v .. v + tiles - 1
- * of each channel's row, ld floats long); rows is scratch for 24 rows of tw + 1 floats. */
-static void wino_input(const wino_geom *g, const float *padded, float *rows, float *v, size_t ld, size_t plane)
+/* Samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into the group's padded copy
+ * (cin, ph, 4, xs, n): column 4x + r of padded row `row` of sample k at [row][r][x][k], the input
+ * at (pad, pad) and zeros around it. Each channel goes first into `planes` (n padded planes of ph
+ * * pw, whose borders the caller has zeroed; they stay zero). */
+static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, float *planes, float *padded)
 {
+    const size_t plane = (size_t)g->ph * g->pw, len = (size_t)g->pw * n;
+    for (int c = 0; c < g->cin; c++) {
+        for (int k = 0; k < n; k++)
+            conv2d_pad_planes(in + (size_t)k * in_size + (size_t)c * g->h * g->w, 1, g->h, g->w,
+                              planes + (size_t)k * plane, g->ph, g->pw, g->pad);
+        for (int row = 0; row < g->ph; row++)
+            wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs,
+                                padded + ((size_t)c * g->ph + row) * len);
+    }
+}
+
+/* The row pass of a row of tiles' transform, for wino_input_row and wino_grad_row: the column
+ * pass has left six rows i of t, `len` floats apart, each laid out as the padded copy's rows;
+ * column s of tile tj, sample k, is at c_s[tj * n + k], with c_s = t + o_s. This transforms each
+ * tile's row i into planes 6i .. 6i+5 of out (tile tj of sample k at out[e * plane + tj * n + k]),
+ * in one loop over q = tj * n + k, the whole row of tiles of all n samples. TILE is WINO_BT_TILE
+ * for 6x6 input tiles, whose columns 4 and 5 are the next tile's residues 0 and 1 (n further
+ * on), or WINO_A_TILE for 4x4 dY tiles. Four distinct pointers per plane group, or the compiler
+ * must assume the planes overlap and keeps the stores in order. A macro, so that each use is the
+ * plain loop the vectorizer wants: an inline function with a flag for the transform compiled to
+ * different and larger code. */
+#define WINO_TILES_TO_PLANES(t, len, o_0, o_1, o_2, o_3, n, out, plane, count, TILE)                       \
+    for (int i = 0; i < 6; i++) {                                                                       \
+        const float *restrict t_ = (t) + (size_t)i * (len);                                             \
+        const float *restrict c0 = t_ + (o_0), *restrict c1 = t_ + (o_1);                               \
+        const float *restrict c2 = t_ + (o_2), *restrict c3 = t_ + (o_3);                               \
+        const float *restrict c0n = c0 + (n), *restrict c1n = c1 + (n); /* WINO_BT_TILE's */             \
+        (void)c0n, (void)c1n;                                                                           \
+        float *restrict o0 = (out) + (size_t)6 * i * (plane), *restrict o1 = o0 + (plane);              \
+        float *restrict o2 = o1 + (plane), *restrict o3 = o2 + (plane), *restrict o4 = o3 + (plane);    \
+        float *restrict o5 = o4 + (plane);                                                              \
+        _Pragma("omp simd") for (int q = 0; q < (count); q++) TILE;                                     \
+    }
+#define WINO_BT_TILE WINO_BT(c0[q], c1[q], c2[q], c3[q], c0n[q], c1n[q], o0[q], o1[q], o2[q], o3[q], o4[q], o5[q])
+#define WINO_A_TILE WINO_A(c0[q], c1[q], c2[q], c3[q], o0[q], o1[q], o2[q], o3[q], o4[q], o5[q])
+
+/* One row of tiles of one channel through B^T d B: the six padded rows from r0 on (len = pw * n
+ * floats each) down the columns into t (six rows of len), then the tiles' rows into planes of v
+ * from out on. `count` (tw * n) is a parameter so that wino_input can pass the usual ones as
+ * constants; `omp simd` then keeps the compiler from unrolling those short loops into scalar
+ * code. */
+static inline __attribute__((always_inline)) void wino_input_row(const float *restrict r0, size_t len, int n,
+                                                                 float *restrict t, float *restrict out,
+                                                                 size_t plane, int count)
+{
+    const float *restrict r1 = r0 + len, *restrict r2 = r1 + len, *restrict r3 = r2 + len;
+    const float *restrict r4 = r3 + len, *restrict r5 = r4 + len;
+    float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
+    float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
+#pragma omp simd
+    for (size_t x = 0; x < len; x++)
+        WINO_BT(r0[x], r1[x], r2[x], r3[x], r4[x], r5[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
+    const size_t xn = len / 4;  /* one residue's columns */
+    WINO_TILES_TO_PLANES(t, len, 0, xn, 2 * xn, 3 * xn, n, out, plane, count, WINO_BT_TILE);
+}
+
+/* The group's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
+ * (wino_gather); t is scratch for six rows of pw * n floats. */
+static void wino_input(const wino_geom *g, int n, const float *padded, float *t, float *v, size_t ld, size_t plane)
+{
+    const size_t len = (size_t)g->pw * n;
+    const int count = g->tw * n;
     for (int c = 0; c < g->cin; c++)
         for (int ti = 0; ti < g->th; ti++) {
-            const float *r0 = padded + ((size_t)c * g->ph + 4 * ti) * g->pw;
-            float *out = v + (size_t)c * ld + (size_t)ti * g->tw;
-            switch (g->tw) {
-            case 1: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 1); break;
-            case 2: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 2); break;
-            case 4: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 4); break;
-            case 8: wino_input_row(r0, (size_t)g->pw, rows, out, plane, 8); break;
-            default: wino_input_row(r0, (size_t)g->pw, rows, out, plane, g->tw);
+            const float *r0 = padded + ((size_t)c * g->ph + 4 * ti) * len;
+            float *out = v + (size_t)c * ld + (size_t)ti * count;
+            switch (count) {
+            case 8: wino_input_row(r0, len, n, t, out, plane, 8); break;
+            case 16: wino_input_row(r0, len, n, t, out, plane, 16); break;
+            case 32: wino_input_row(r0, len, n, t, out, plane, 32); break;
+            case 64: wino_input_row(r0, len, n, t, out, plane, 64); break;
+            default: wino_input_row(r0, len, n, t, out, plane, count);
             }
         }
 }
@@ -346,114 +438,154 @@ static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan
     }
 }
 
-/* One row of tiles through A^T M A, plus the bias: M's 36 planes start at m (tile tj at m[tj]);
- * the four output rows go to y (rows ld apart), four columns per tile. A^T M first, into st (24
- * rows of tw: row r of column j at st[(4j + r) * tw]), then each row through A. */
+/* One row of tiles of all n samples through A^T M A, plus the bias: M's 36 planes start at m
+ * (column q = tj * n + k); A^T M first, into st (24 rows of count: row r of tile column j at
+ * st[(4j + r) * count]), then each row through A, into 16 rows of count from st + 24 * count:
+ * output row r, column s of the tiles at row 4r + s. */
 static inline __attribute__((always_inline)) void wino_output_row(const float *restrict m, size_t plane,
-                                                                  float bias, float *restrict st,
-                                                                  float *restrict y, size_t ld, int tw)
+                                                                  float bias, float *restrict st, int count)
 {
     for (int j = 0; j < 6; j++) {
         const float *restrict m0 = m + (size_t)j * plane, *restrict m1 = m0 + 6 * plane;
         const float *restrict m2 = m1 + 6 * plane, *restrict m3 = m2 + 6 * plane;
         const float *restrict m4 = m3 + 6 * plane, *restrict m5 = m4 + 6 * plane;
-        float *restrict s0 = st + (size_t)(4 * j) * tw, *restrict s1 = s0 + tw;
-        float *restrict s2 = s1 + tw, *restrict s3 = s2 + tw;
+        float *restrict s0 = st + (size_t)(4 * j) * count, *restrict s1 = s0 + count;
+        float *restrict s2 = s1 + count, *restrict s3 = s2 + count;
 #pragma omp simd
-        for (int tj = 0; tj < tw; tj++)
-            WINO_AT(m0[tj], m1[tj], m2[tj], m3[tj], m4[tj], m5[tj], s0[tj], s1[tj], s2[tj], s3[tj]);
+        for (int q = 0; q < count; q++)
+            WINO_AT(m0[q], m1[q], m2[q], m3[q], m4[q], m5[q], s0[q], s1[q], s2[q], s3[q]);
     }
     for (int r = 0; r < 4; r++) {
-        const float *restrict a = st + (size_t)r * tw;  /* column j of row r at a + 4 * j * tw */
-        float *restrict yr = y + (size_t)r * ld;
+        const float *restrict a = st + (size_t)r * count;  /* tile column j of row r at a + 4 * j * count */
+        float *restrict y0 = st + (size_t)(24 + 4 * r) * count, *restrict y1 = y0 + count;
+        float *restrict y2 = y1 + count, *restrict y3 = y2 + count;
 #pragma omp simd
-        for (int tj = 0; tj < tw; tj++) {
+        for (int q = 0; q < count; q++) {
             float o0, o1, o2, o3;
-            WINO_AT(a[tj], a[4 * tw + tj], a[8 * tw + tj], a[12 * tw + tj], a[16 * tw + tj], a[20 * tw + tj], o0, o1,
-                    o2, o3);
-            yr[4 * tj] = o0 + bias;
-            yr[4 * tj + 1] = o1 + bias;
-            yr[4 * tj + 2] = o2 + bias;
-            yr[4 * tj + 3] = o3 + bias;
+            WINO_AT(a[q], a[4 * count + q], a[8 * count + q], a[12 * count + q], a[16 * count + q],
+                    a[20 * count + q], o0, o1, o2, o3);
+            y0[q] = o0 + bias;
+            y1[q] = o1 + bias;
+            y2[q] = o2 + bias;
+            y3[q] = o3 + bias;
         }
     }
 }
 
-static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, float *y, size_t ld, int tw)
+static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, int count)
 {
-    switch (tw) {
-    case 1: wino_output_row(m, plane, bias, st, y, ld, 1); break;
-    case 2: wino_output_row(m, plane, bias, st, y, ld, 2); break;
-    case 4: wino_output_row(m, plane, bias, st, y, ld, 4); break;
-    case 8: wino_output_row(m, plane, bias, st, y, ld, 8); break;
-    default: wino_output_row(m, plane, bias, st, y, ld, tw);
+    switch (count) {
+    case 8: wino_output_row(m, plane, bias, st, 8); break;
+    case 16: wino_output_row(m, plane, bias, st, 16); break;
+    case 32: wino_output_row(m, plane, bias, st, 32); break;
+    case 64: wino_output_row(m, plane, bias, st, 64); break;
+    default: wino_output_row(m, plane, bias, st, count);
     }
 }
 
-/* y (cout, oh, ow) from the 36 product planes (cout, ld), the sample's tiles starting at m; stage holds 24 rows of tw for wino_output_row and
- * 4 more of 4*tw. Whole tiles go straight into y; when oh or ow is not a multiple of 4 the last
- * tiles stick out, so rows are built in the stage's 4 rows and cut to fit. */
-static void wino_output(const wino_geom *g, const float *m, size_t ld, size_t plane, const float *bias, float *stage,
-                        float *y)
+/* The way back of wino_interleave_row, for the 16 rows wino_output_row made for row of tiles ti
+ * (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]): into the n
+ * samples' planes of whole tiles (4 * th, 4 * tw), `stride` floats apart from out on. */
+static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n, int ti, float *out, size_t stride)
 {
-    const bool exact = g->oh % 4 == 0 && g->ow % 4 == 0;
-    const size_t width = (size_t)4 * g->tw;
-    float *rows = stage + (size_t)24 * g->tw;  /* (4, width) */
+    const size_t count = (size_t)g->tw * n, width = (size_t)4 * g->tw;
+    for (int r = 0; r < 4; r++) {
+        const float *o = rows + 4 * r * count;  /* column c of tile tj, sample k, at o[c * count + tj * n + k] */
+        float *yr = out + (size_t)(4 * ti + r) * width;
+        int tj = 0;
+        if (n % 4 == 0) {
+            for (; tj < g->tw; tj++)
+                for (int k = 0; k < n; k += 4) {
+                    const float *ok = o + (size_t)tj * n + k;
+                    __m128 c0 = _mm_loadu_ps(ok), c1 = _mm_loadu_ps(ok + count);
+                    __m128 c2 = _mm_loadu_ps(ok + 2 * count), c3 = _mm_loadu_ps(ok + 3 * count);
+                    _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: the tile's 4 columns of sample k + j */
+                    float *yk = yr + (size_t)k * stride + 4 * tj;
+                    _mm_storeu_ps(yk, c0);
+                    _mm_storeu_ps(yk + stride, c1);
+                    _mm_storeu_ps(yk + 2 * stride, c2);
+                    _mm_storeu_ps(yk + 3 * stride, c3);
+                }
+        } else if (n == 1) {
+            for (; tj + 4 <= g->tw; tj += 4) {
+                __m128 c0 = _mm_loadu_ps(o + tj), c1 = _mm_loadu_ps(o + count + tj);
+                __m128 c2 = _mm_loadu_ps(o + 2 * count + tj), c3 = _mm_loadu_ps(o + 3 * count + tj);
+                _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: tile tj + j's 4 columns */
+                _mm_storeu_ps(yr + 4 * tj, c0);
+                _mm_storeu_ps(yr + 4 * tj + 4, c1);
+                _mm_storeu_ps(yr + 4 * tj + 8, c2);
+                _mm_storeu_ps(yr + 4 * tj + 12, c3);
+            }
+        }
+        for (; tj < g->tw; tj++)
+            for (int k = 0; k < n; k++)
+                for (int c = 0; c < 4; c++) yr[(size_t)k * stride + 4 * tj + c] = o[c * count + (size_t)tj * n + k];
+    }
+}
+
+/* The group's outputs from the 36 product planes (cout, ld): y (cout, oh, ow) of its n samples,
+ * out_size floats apart from y on. Per channel, its rows of tiles through wino_output_row (into
+ * stage's 40 rows of tw * n) and into `planes` (n planes of whole tiles, wino_tile_plane floats
+ * apart), then each sample's plane into y, cut to (oh, ow). */
+static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, size_t plane, const float *bias,
+                        float *stage, float *planes, float *y, size_t out_size)
+{
+    const int count = g->tw * n;
+    const size_t stride = wino_tile_plane(g), width = (size_t)4 * g->tw;
     for (int o = 0; o < g->cout; o++) {
-        float *out = y + (size_t)o * g->oh * g->ow;  /* (OH, OW) */
         const float b = bias ? bias[o] : 0.0f;
         for (int ti = 0; ti < g->th; ti++) {
-            const float *row = m + (size_t)o * ld + (size_t)ti * g->tw;
-            float *y0 = out + (size_t)4 * ti * g->ow;
-            if (exact) {
-                wino_output_row_any(row, plane, b, stage, y0, (size_t)g->ow, g->tw);
-                continue;
-            }
-            wino_output_row_any(row, plane, b, stage, rows, width, g->tw);
-            for (int r = 0; r < 4 && 4 * ti + r < g->oh; r++)
-                memcpy(y0 + (size_t)r * g->ow, rows + r * width, sizeof(float) * (size_t)g->ow);
+            wino_output_row_any(m + (size_t)o * ld + (size_t)ti * count, plane, b, stage, count);
+            wino_deinterleave_rows(g, stage + (size_t)24 * count, n, ti, planes, stride);
+        }
+        for (int k = 0; k < n; k++) {
+            float *yk = y + (size_t)k * out_size + (size_t)o * g->oh * g->ow;
+            const float *pk = planes + (size_t)k * stride;
+            if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
+            else
+                for (int i = 0; i < g->oh; i++)
+                    memcpy(yk + (size_t)i * g->ow, pk + i * width, sizeof(float) * (size_t)g->ow);
         }
     }
 }
 
-/* One row of dY tiles through A dY A^T. The 4x4 tiles start at r0 (four rows pw apart, tile tj
- * at column 4*tj); plane e goes to z[e * plane + tj]. As in wino_input_row, A dY first, split by
- * column residue (q: 6 rows x 4 residues x tw), then the tiles. */
-static inline __attribute__((always_inline)) void wino_grad_row(const float *restrict r0, size_t pw,
-                                                                float *restrict q, float *restrict z,
-                                                                size_t plane, int tw)
+/* One row of dY tiles of one channel through A dY A^T: the four padded rows from r0 on (len
+ * floats each) down the columns into t (six rows of len), then the tiles' rows into planes of z
+ * from out on; column s of the tiles at offset o_s of t's rows (wino_grad_tiles). */
+static inline __attribute__((always_inline)) void wino_grad_row(const float *restrict r0, size_t len, int n,
+                                                                const size_t off[4], float *restrict t,
+                                                                float *restrict out, size_t plane, int count)
 {
-    const float *restrict r1 = r0 + pw, *restrict r2 = r1 + pw, *restrict r3 = r2 + pw;
-#define WINO_A_RESIDUE(r)                                                                                   \
-    WINO_A(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], q[(0 + r) * tw + x], q[(4 + r) * tw + x], \
-           q[(8 + r) * tw + x], q[(12 + r) * tw + x], q[(16 + r) * tw + x], q[(20 + r) * tw + x])
+    const float *restrict r1 = r0 + len, *restrict r2 = r1 + len, *restrict r3 = r2 + len;
+    float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
+    float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
 #pragma omp simd
-    for (int x = 0; x < tw; x++) {  /* the four residues together, as in wino_input_row */
-        WINO_A_RESIDUE(0);
-        WINO_A_RESIDUE(1);
-        WINO_A_RESIDUE(2);
-        WINO_A_RESIDUE(3);
-    }
-#undef WINO_A_RESIDUE
-    WINO_TILES_TO_PLANES(q, tw, z, plane, tw, WINO_A_TILE);
+    for (size_t x = 0; x < len; x++)
+        WINO_A(r0[x], r1[x], r2[x], r3[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
+    WINO_TILES_TO_PLANES(t, len, off[0], off[1], off[2], off[3], n, out, plane, count, WINO_A_TILE);
 }
 
-/* Z: one sample's transformed dY tiles into the 36 planes (OC, ld), from z on, read from dypad, where dY
- * sits at (back.pad, back.pad) with zeros past its last row and column (the partial tiles);
- * rows is scratch for 24 rows of tw floats. */
-static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, float *z, size_t ld, size_t plane)
+/* Z: the group's transformed dY tiles (the forward's tiles) into the 36 planes (OC, ld), read
+ * from dypad, the dx convolution's padded copy (wino_gather), where dY sits at (back.pad,
+ * back.pad) with zeros past its last row and column (the partial tiles); t is scratch for six
+ * rows of back.pw * n floats. */
+static void wino_grad_tiles(const conv2d *s, int n, const float *dypad, float *t, float *z, size_t ld, size_t plane)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
+    const size_t len = (size_t)b->pw * n, xn = (size_t)b->xs * n;
+    const int count = f->tw * n;
+    size_t off[4];  /* dY column 4tj + c is padded column 4tj + pad + c: its residue, and x one on past 3 */
+    for (int c = 0; c < 4; c++) off[c] = (size_t)((b->pad + c) % 4) * xn + (size_t)((b->pad + c) / 4) * n;
     for (int o = 0; o < s->oc; o++)
         for (int ti = 0; ti < f->th; ti++) {
-            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 4 * ti) * b->pw + b->pad;
-            float *out = z + (size_t)o * ld + (size_t)ti * f->tw;
-            switch (f->tw) {
-            case 1: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 1); break;
-            case 2: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 2); break;
-            case 4: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 4); break;
-            case 8: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, 8); break;
-            default: wino_grad_row(r0, (size_t)b->pw, rows, out, plane, f->tw);
+            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 4 * ti) * len;
+            float *out = z + (size_t)o * ld + (size_t)ti * count;
+            switch (count) {
+            case 8: wino_grad_row(r0, len, n, off, t, out, plane, 8); break;
+            case 16: wino_grad_row(r0, len, n, off, t, out, plane, 16); break;
+            case 32: wino_grad_row(r0, len, n, off, t, out, plane, 32); break;
+            case 64: wino_grad_row(r0, len, n, off, t, out, plane, 64); break;
+            default: wino_grad_row(r0, len, n, off, t, out, plane, count);
             }
         }
 }
@@ -462,29 +594,26 @@ static void wino_grad_tiles(const conv2d *s, const float *dypad, float *rows, fl
  * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 SGEMMs with the
  * call's U, then each sample's output transform. pad is g's padded copy (xpad or dypad). */
 static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
-                          float *pad, const float *u, const uint32_t *upack, const float *in, const float *bias,
-                          float *out, int64_t first, int64_t end)
+                          float *planes, float *pad, const float *u, const uint32_t *upack, const float *in,
+                          const float *bias, float *out, int64_t first, int64_t end)
 {
     const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
-    memset(pad, 0, sizeof(float) * (size_t)g->cin * g->ph * g->pw);
+    memset(planes, 0, sizeof(float) * (size_t)plan->group * g->ph * g->pw);  /* their borders */
     for (int64_t i = first; i < end; i += plan->group) {
         const int n = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)n * g->tiles;
-        for (int k = 0; k < n; k++) {
-            conv2d_pad_planes(in + (size_t)(i + k) * in_size, g->cin, g->h, g->w, pad, g->ph, g->pw, g->pad);
-            wino_input(g, pad, sc->stage, sc->v + (size_t)k * g->tiles, ld, plan->vplane);
-        }
+        wino_gather(g, in + (size_t)i * in_size, in_size, n, planes, pad);
+        wino_input(g, n, pad, sc->stage, sc->v, ld, plan->vplane);
         wino_multiply(s, g, plan, sc, u, upack, (int)ld);
-        for (int k = 0; k < n; k++)
-            wino_output(g, sc->m + (size_t)k * g->tiles, ld, plan->mplane, bias, sc->stage,
-                        out + (size_t)(i + k) * out_size);
+        wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, out + (size_t)i * out_size,
+                    out_size);
     }
 }
 
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                         const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end)
 {
-    wino_convolve(s, &s->fwd, plan, sc, sc->xpad, u, upack, x, bias, y, first, end);
+    wino_convolve(s, &s->fwd, plan, sc, sc->xplanes, sc->xpad, u, upack, x, bias, y, first, end);
 }
 
 /* One plane of the kernel gradient, dU_e (OC, C) += Z_e (OC, cols) V_e^T: whole in float32 (see
@@ -510,21 +639,18 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
-    memset(sc->xpad, 0, sizeof(float) * (size_t)f->cin * f->ph * f->pw);
-    memset(sc->dypad, 0, sizeof(float) * (size_t)b->cin * b->ph * b->pw);
     memset(sc->dw, 0, sizeof(float) * WINO_PLANES * s->uplane);
     memset(sc->db, 0, sizeof(float) * (size_t)s->oc);
+    memset(sc->xplanes, 0, sizeof(float) * (size_t)plan->group * f->ph * f->pw);  /* their borders */
+    memset(sc->dyplanes, 0, sizeof(float) * (size_t)plan->group * b->ph * b->pw);
     for (int64_t i = first; i < end; i += plan->group) {
         const int g = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)g * f->tiles;
-        for (int k = 0; k < g; k++) {
-            const float *dys = dy + (size_t)(i + k) * ysize;  /* (OC, OH, OW) */
-            conv2d_pad_planes(x + (size_t)(i + k) * xsize, s->c, s->h, s->w, sc->xpad, f->ph, f->pw, f->pad);
-            wino_input(f, sc->xpad, sc->stage, sc->v + (size_t)k * f->tiles, ld, plan->vplane);
-            conv2d_pad_planes(dys, s->oc, s->oh, s->ow, sc->dypad, b->ph, b->pw, b->pad);
-            wino_grad_tiles(s, sc->dypad, sc->stage, sc->m + (size_t)k * f->tiles, ld, plan->mplane);
-            if (s->bias) conv2d_add_bias_grad(s, dys, sc->db);
-        }
+        wino_gather(f, x + (size_t)i * xsize, xsize, g, sc->xplanes, sc->xpad);
+        wino_input(f, g, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
+        wino_gather(b, dy + (size_t)i * ysize, ysize, g, sc->dyplanes, sc->dypad);
+        wino_grad_tiles(s, g, sc->dypad, sc->stage, sc->m, ld, plan->mplane);
+        for (int k = 0; s->bias && k < g; k++) conv2d_add_bias_grad(s, dy + (size_t)(i + k) * ysize, sc->db);
         for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
             wino_kernel_grad_plane(s, sc, sc->m + e * plan->mplane, sc->v + e * plan->vplane, (int)ld,
                                    sc->dw + e * s->uplane);
@@ -535,5 +661,5 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
 void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                    const uint32_t *upack, const float *dy, float *dx, int64_t first, int64_t end)
 {
-    wino_convolve(s, &s->back, plan, sc, sc->dypad, u, upack, dy, NULL, dx, first, end);
+    wino_convolve(s, &s->back, plan, sc, sc->dyplanes, sc->dypad, u, upack, dy, NULL, dx, first, end);
 }
