@@ -190,7 +190,7 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
     return 0;
 }
 
-/* ---- Helpers of both algorithms (conv2d_pad_planes and conv2d_add_bias_grad: conv2d.h) ---- */
+/* ---- Helpers of both algorithms (conv2d_add_bias_grad: conv2d.h) ---- */
 
 /* dst (rows, len) = src (rows, len), each with its rows `ld` floats apart: a rectangle of a plane. */
 static inline __attribute__((always_inline)) void copy_block(const float *restrict src, size_t src_ld,
@@ -231,7 +231,9 @@ static void add_block_any(const float *src, size_t src_ld, float *dst, size_t ds
     BLOCK_ANY_WIDTH(add_block, src, src_ld, dst, dst_ld, rows, len);
 }
 
-void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad)
+/* Copies `planes` planes (h, w) into the interiors of a padded stack (planes, ph, pw), at
+ * (pad, pad) in each; the border is left as it was (zero). */
+static void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad)
 {
     for (int c = 0; c < planes; c++)
         copy_block_any(x + (size_t)c * h * w, (size_t)w, padded + ((size_t)c * ph + pad) * pw + pad,

@@ -105,9 +105,6 @@ typedef struct conv2d_plan {
 extern "C" {
 #endif
 /* conv2d.c, for both CPU algorithms: */
-/* Copies `planes` planes (h, w) into the interiors of a padded stack (planes, ph, pw), at
- * (pad, pad) in each; the border is left as it was (zero). */
-void conv2d_pad_planes(const float *x, int planes, int h, int w, float *padded, int ph, int pw, int pad);
 /* db (OC) += the row sums of one sample's dY (OC, OH*OW). */
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
 

@@ -335,6 +335,48 @@ static void wino_interleave_row(const float *src, size_t stride, int n, int xs, 
             for (int r = 0; r < 4; r++) d[r * xn + (size_t)x * n + k] = src[(size_t)k * stride + 4 * x + r];
 }
 
+/* dst[0, w) = src[0, w) in 4-float moves, the last one overlapping the one before it: rows of
+ * CIFAR's odd widths (31, 15, 7) went through a call to memmove each, a tenth of the recipe's
+ * step. */
+static inline void wino_copy_row(float *restrict dst, const float *restrict src, int w)
+{
+    if (w < 4) {
+        for (int j = 0; j < w; j++) dst[j] = src[j];
+        return;
+    }
+    for (int j = 0; j + 4 <= w; j += 4) _mm_storeu_ps(dst + j, _mm_loadu_ps(src + j));
+    if (w % 4) _mm_storeu_ps(dst + w - 4, _mm_loadu_ps(src + w - 4));
+}
+
+/* One sample's input row into its padded, residue-split row (n = 1: column 4x + r at d[r * xs +
+ * x]), straight from x: columns x that lie wholly inside the input 4 at a time through the
+ * transpose, the others (the border) float by float. */
+static void wino_split_row(const wino_geom *g, const float *src, float *restrict d)
+{
+    const int xs = g->xs, x0 = g->pad > 0 ? 1 : 0;
+    int x1 = g->w + g->pad >= 4 ? (g->w + g->pad - 4) / 4 + 1 : 0;
+    if (x1 < x0) x1 = x0;
+    int x = x0;
+    for (; x + 4 <= x1; x += 4) {
+        const float *in = src + 4 * x - g->pad;
+        __m128 c0 = _mm_loadu_ps(in), c1 = _mm_loadu_ps(in + 4);
+        __m128 c2 = _mm_loadu_ps(in + 8), c3 = _mm_loadu_ps(in + 12);
+        _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_r: residue r of columns x .. x+3 */
+        _mm_storeu_ps(d + x, c0);
+        _mm_storeu_ps(d + xs + x, c1);
+        _mm_storeu_ps(d + 2 * xs + x, c2);
+        _mm_storeu_ps(d + 3 * xs + x, c3);
+    }
+    for (int e = 0; e < xs; e++) {
+        if (e == x0) e = x;  /* done above */
+        if (e >= xs) break;
+        for (int r = 0; r < 4; r++) {
+            const int col = 4 * e + r - g->pad;
+            d[r * xs + e] = col >= 0 && col < g->w ? src[col] : 0.0f;
+        }
+    }
+}
+
 /* Samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into the group's padded copy
  * (cin, ph, 4, xs, n): column 4x + r of padded row `row` of sample k at [row][r][x][k], the input
  * at (pad, pad) and zeros around it. Each channel goes first into `planes` (n padded planes of ph
@@ -342,10 +384,19 @@ static void wino_interleave_row(const float *src, size_t stride, int n, int xs, 
 static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, float *planes, float *padded)
 {
     const size_t plane = (size_t)g->ph * g->pw, len = (size_t)g->pw * n;
-    for (int c = 0; c < g->cin; c++) {
-        for (int k = 0; k < n; k++)
-            conv2d_pad_planes(in + (size_t)k * in_size + (size_t)c * g->h * g->w, 1, g->h, g->w,
-                              planes + (size_t)k * plane, g->ph, g->pw, g->pad);
+    for (int c = 0; n == 1 && c < g->cin; c++)  /* one sample: no planes needed */
+        for (int row = 0; row < g->ph; row++) {
+            float *dst = padded + ((size_t)c * g->ph + row) * len;
+            const int h = row - g->pad;
+            if (h < 0 || h >= g->h) memset(dst, 0, sizeof(float) * len);
+            else wino_split_row(g, in + ((size_t)c * g->h + h) * g->w, dst);
+        }
+    for (int c = 0; n > 1 && c < g->cin; c++) {
+        for (int k = 0; k < n; k++) {
+            const float *src = in + (size_t)k * in_size + (size_t)c * g->h * g->w;
+            float *dst = planes + (size_t)k * plane + (size_t)g->pad * g->pw + g->pad;
+            for (int i = 0; i < g->h; i++) wino_copy_row(dst + (size_t)i * g->pw, src + (size_t)i * g->w, g->w);
+        }
         for (int row = 0; row < g->ph; row++)
             wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs,
                                 padded + ((size_t)c * g->ph + row) * len);
@@ -483,15 +534,34 @@ static void wino_output_row_any(const float *m, size_t plane, float bias, float 
     }
 }
 
-/* The way back of wino_interleave_row, for the 16 rows wino_output_row made for row of tiles ti
- * (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]): into the n
- * samples' planes of whole tiles (4 * th, 4 * tw), `stride` floats apart from out on. */
-static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n, int ti, float *out, size_t stride)
+/* Four floats v into a row at column col, cut at its width w. */
+static inline void wino_store4(float *row, int col, int w, __m128 v)
 {
-    const size_t count = (size_t)g->tw * n, width = (size_t)4 * g->tw;
-    for (int r = 0; r < 4; r++) {
+    if (col + 4 <= w) {
+        _mm_storeu_ps(row + col, v);
+        return;
+    }
+    float t[4];
+    _mm_storeu_ps(t, v);
+    for (int i = 0; col + i < w; i++) row[col + i] = t[i];
+}
+
+/* Where wino_deinterleave_rows writes: sample k's output row i at out + k * stride + i * ld, cut
+ * to rows [0, oh) and columns [0, ow). */
+typedef struct wino_dest {
+    float *out;
+    size_t stride, ld;
+    int oh, ow;
+} wino_dest;
+
+/* The way back of the interleaving, for the 16 rows wino_output_row made for row of tiles ti
+ * (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]), into d. */
+static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n, int ti, const wino_dest *d)
+{
+    const size_t count = (size_t)g->tw * n;
+    for (int r = 0; r < 4 && 4 * ti + r < d->oh; r++) {
         const float *o = rows + 4 * r * count;  /* column c of tile tj, sample k, at o[c * count + tj * n + k] */
-        float *yr = out + (size_t)(4 * ti + r) * width;
+        float *yr = d->out + (size_t)(4 * ti + r) * d->ld;
         int tj = 0;
         if (n % 4 == 0) {
             for (; tj < g->tw; tj++)
@@ -500,14 +570,14 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
                     __m128 c0 = _mm_loadu_ps(ok), c1 = _mm_loadu_ps(ok + count);
                     __m128 c2 = _mm_loadu_ps(ok + 2 * count), c3 = _mm_loadu_ps(ok + 3 * count);
                     _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: the tile's 4 columns of sample k + j */
-                    float *yk = yr + (size_t)k * stride + 4 * tj;
-                    _mm_storeu_ps(yk, c0);
-                    _mm_storeu_ps(yk + stride, c1);
-                    _mm_storeu_ps(yk + 2 * stride, c2);
-                    _mm_storeu_ps(yk + 3 * stride, c3);
+                    float *yk = yr + (size_t)k * d->stride;
+                    wino_store4(yk, 4 * tj, d->ow, c0);
+                    wino_store4(yk + d->stride, 4 * tj, d->ow, c1);
+                    wino_store4(yk + 2 * d->stride, 4 * tj, d->ow, c2);
+                    wino_store4(yk + 3 * d->stride, 4 * tj, d->ow, c3);
                 }
         } else if (n == 1) {
-            for (; tj + 4 <= g->tw; tj += 4) {
+            for (; tj + 4 <= g->tw && 4 * tj + 16 <= d->ow; tj += 4) {
                 __m128 c0 = _mm_loadu_ps(o + tj), c1 = _mm_loadu_ps(o + count + tj);
                 __m128 c2 = _mm_loadu_ps(o + 2 * count + tj), c3 = _mm_loadu_ps(o + 3 * count + tj);
                 _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: tile tj + j's 4 columns */
@@ -518,15 +588,19 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
             }
         }
         for (; tj < g->tw; tj++)
-            for (int k = 0; k < n; k++)
-                for (int c = 0; c < 4; c++) yr[(size_t)k * stride + 4 * tj + c] = o[c * count + (size_t)tj * n + k];
+            for (int k = 0; k < n; k++) {
+                const float *ok = o + (size_t)tj * n + k;
+                wino_store4(yr + (size_t)k * d->stride, 4 * tj, d->ow,
+                            _mm_setr_ps(ok[0], ok[count], ok[2 * count], ok[3 * count]));
+            }
     }
 }
 
 /* The group's outputs from the 36 product planes (cout, ld): y (cout, oh, ow) of its n samples,
  * out_size floats apart from y on. Per channel, its rows of tiles through wino_output_row (into
- * stage's 40 rows of tw * n) and into `planes` (n planes of whole tiles, wino_tile_plane floats
- * apart), then each sample's plane into y, cut to (oh, ow). */
+ * stage's 40 rows of tw * n), then out of the interleaving: with one sample, straight into y;
+ * with more, into `planes` (n planes of whole tiles, wino_tile_plane floats apart) and then each
+ * sample's plane into y, cut to (oh, ow) (see "Into and out of the interleaved layout"). */
 static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, size_t plane, const float *bias,
                         float *stage, float *planes, float *y, size_t out_size)
 {
@@ -534,17 +608,19 @@ static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, si
     const size_t stride = wino_tile_plane(g), width = (size_t)4 * g->tw;
     for (int o = 0; o < g->cout; o++) {
         const float b = bias ? bias[o] : 0.0f;
+        float *yo = y + (size_t)o * g->oh * g->ow;
+        const wino_dest d = n == 1 ? (wino_dest){ yo, 0, (size_t)g->ow, g->oh, g->ow }
+                                   : (wino_dest){ planes, stride, width, 4 * g->th, (int)width };
         for (int ti = 0; ti < g->th; ti++) {
             wino_output_row_any(m + (size_t)o * ld + (size_t)ti * count, plane, b, stage, count);
-            wino_deinterleave_rows(g, stage + (size_t)24 * count, n, ti, planes, stride);
+            wino_deinterleave_rows(g, stage + (size_t)24 * count, n, ti, &d);
         }
-        for (int k = 0; k < n; k++) {
-            float *yk = y + (size_t)k * out_size + (size_t)o * g->oh * g->ow;
+        for (int k = 0; n > 1 && k < n; k++) {
+            float *yk = yo + (size_t)k * out_size;
             const float *pk = planes + (size_t)k * stride;
             if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
             else
-                for (int i = 0; i < g->oh; i++)
-                    memcpy(yk + (size_t)i * g->ow, pk + i * width, sizeof(float) * (size_t)g->ow);
+                for (int i = 0; i < g->oh; i++) wino_copy_row(yk + (size_t)i * g->ow, pk + i * width, g->ow);
         }
     }
 }
