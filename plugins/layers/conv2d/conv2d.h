@@ -75,9 +75,9 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
 typedef struct conv2d_scratch {
     float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
     float *xpad;  /* im2col: the current sample with its zero border, kept zero between samples;
-                   * Winograd: the group's samples padded and interleaved (wino_gather) */
+                   * Winograd: one channel of the group's samples padded and interleaved (wino_gather) */
     float *dxpad; /* im2col: col2im's sums, padding included */
-    float *dypad; /* Winograd: the group's dY likewise, with the border the dx convolution needs */
+    float *dypad; /* Winograd: one channel of the group's dY likewise, with the dx convolution's border */
     float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
     float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
     float *stage; /* Winograd: the transforms' scratch (see wino_stage) */

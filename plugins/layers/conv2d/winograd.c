@@ -47,8 +47,6 @@ static wino_geom wino_geometry(int cin, int h, int w, int cout, int pad)
     return g;
 }
 
-/* Floats of one sample's padded, residue-split copy of g's input (wino_gather). */
-static size_t wino_pad_floats(const wino_geom *g) { return (size_t)g->cin * g->ph * g->pw; }
 
 /* Floats from one sample's plane of whole output tiles (4 * th, 4 * tw) to the next in
  * wino_output's staging: 4 more, so that the n planes are not a power of two apart. */
@@ -98,12 +96,12 @@ static size_t wino_bpack_words(const conv2d *s)
 }
 
 /* Floats of the group's planes of one channel (see wino_gather and wino_output): padded in each
- * geometry, and of whole output tiles. */
+ * geometry, twice (the samples' own planes and the interleaved copy), and of whole output tiles. */
 static size_t wino_channel_floats(const conv2d *s)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t tiles = max_size(wino_tile_plane(f), wino_tile_plane(b));
-    return (size_t)s->group * ((size_t)f->ph * f->pw + (size_t)b->ph * b->pw + tiles);
+    return (size_t)s->group * (2 * ((size_t)f->ph * f->pw + (size_t)b->ph * b->pw) + tiles);
 }
 
 /* Floats of one Winograd slot but for the group's padded copies, v and m: the stage, the channel
@@ -130,10 +128,9 @@ void wino_init(conv2d *s)
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
     wino_kernel_matrix(s);
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
-    /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' padded copies and
-     * planes (groups are whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
-    s->slot = wino_fixed_floats(s) + 2 * (wino_pad_floats(&s->fwd) + wino_pad_floats(&s->back)) +
-              WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
+    /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups are
+     * whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
+    s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
 }
 
 /* The slot layout, sized here and carved by wino_scratch_at just below. */
@@ -141,16 +138,11 @@ void wino_plan_slot(const conv2d *s, conv2d_plan *p)
 {
     p->vplane = wino_plane((size_t)p->group * wino_v_floats(s));
     p->mplane = wino_plane((size_t)p->group * wino_m_floats(s));
-    p->slot = wino_fixed_floats(s) + (size_t)p->group * (wino_pad_floats(&s->fwd) + wino_pad_floats(&s->back)) +
-              WINO_PLANES * (p->vplane + p->mplane);
+    p->slot = wino_fixed_floats(s) + WINO_PLANES * (p->vplane + p->mplane);
 }
 
 float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2d_scratch *sc)
 {
-    sc->xpad = p;
-    p += (size_t)plan->group * wino_pad_floats(&s->fwd);
-    sc->dypad = p;
-    p += (size_t)plan->group * wino_pad_floats(&s->back);
     sc->v = p;
     p += WINO_PLANES * plan->vplane;
     sc->m = p;
@@ -159,7 +151,11 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
     p += wino_stage(s);
     sc->xplanes = p;
     p += (size_t)s->group * s->fwd.ph * s->fwd.pw;
+    sc->xpad = p;
+    p += (size_t)s->group * s->fwd.ph * s->fwd.pw;
     sc->dyplanes = p;
+    p += (size_t)s->group * s->back.ph * s->back.pw;
+    sc->dypad = p;
     p += (size_t)s->group * s->back.ph * s->back.pw;
     sc->tplanes = p;
     p += (size_t)s->group * max_size(wino_tile_plane(&s->fwd), wino_tile_plane(&s->back));
@@ -348,59 +344,24 @@ static inline void wino_copy_row(float *restrict dst, const float *restrict src,
     if (w % 4) _mm_storeu_ps(dst + w - 4, _mm_loadu_ps(src + w - 4));
 }
 
-/* One sample's input row into its padded, residue-split row (n = 1: column 4x + r at d[r * xs +
- * x]), straight from x: columns x that lie wholly inside the input 4 at a time through the
- * transpose, the others (the border) float by float. */
-static void wino_split_row(const wino_geom *g, const float *src, float *restrict d)
-{
-    const int xs = g->xs, x0 = g->pad > 0 ? 1 : 0;
-    int x1 = g->w + g->pad >= 4 ? (g->w + g->pad - 4) / 4 + 1 : 0;
-    if (x1 < x0) x1 = x0;
-    int x = x0;
-    for (; x + 4 <= x1; x += 4) {
-        const float *in = src + 4 * x - g->pad;
-        __m128 c0 = _mm_loadu_ps(in), c1 = _mm_loadu_ps(in + 4);
-        __m128 c2 = _mm_loadu_ps(in + 8), c3 = _mm_loadu_ps(in + 12);
-        _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_r: residue r of columns x .. x+3 */
-        _mm_storeu_ps(d + x, c0);
-        _mm_storeu_ps(d + xs + x, c1);
-        _mm_storeu_ps(d + 2 * xs + x, c2);
-        _mm_storeu_ps(d + 3 * xs + x, c3);
-    }
-    for (int e = 0; e < xs; e++) {
-        if (e == x0) e = x;  /* done above */
-        if (e >= xs) break;
-        for (int r = 0; r < 4; r++) {
-            const int col = 4 * e + r - g->pad;
-            d[r * xs + e] = col >= 0 && col < g->w ? src[col] : 0.0f;
-        }
-    }
-}
-
-/* Samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into the group's padded copy
- * (cin, ph, 4, xs, n): column 4x + r of padded row `row` of sample k at [row][r][x][k], the input
- * at (pad, pad) and zeros around it. Each channel goes first into `planes` (n padded planes of ph
- * * pw, whose borders the caller has zeroed; they stay zero). */
-static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, float *planes, float *padded)
+/* Channel c of samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into the group's
+ * padded copy of that channel (ph, 4, xs, n): column 4x + r of padded row `row` of sample k at
+ * [row][r][x][k], the input at (pad, pad) and zeros around it; through `planes` (n padded planes
+ * of ph * pw, whose borders the caller has zeroed; they stay zero). With one sample the padded
+ * plane is the copy: the column pass splits the residues as it reads (wino_input_row). One channel at a time, so that
+ * the copy is read by the transform from L1: the whole group's, for 192 channels of 4 samples,
+ * outgrew the core's L2 and made the layer's backward 20% slower. */
+static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, int c, float *planes,
+                        float *padded)
 {
     const size_t plane = (size_t)g->ph * g->pw, len = (size_t)g->pw * n;
-    for (int c = 0; n == 1 && c < g->cin; c++)  /* one sample: no planes needed */
-        for (int row = 0; row < g->ph; row++) {
-            float *dst = padded + ((size_t)c * g->ph + row) * len;
-            const int h = row - g->pad;
-            if (h < 0 || h >= g->h) memset(dst, 0, sizeof(float) * len);
-            else wino_split_row(g, in + ((size_t)c * g->h + h) * g->w, dst);
-        }
-    for (int c = 0; n > 1 && c < g->cin; c++) {
-        for (int k = 0; k < n; k++) {
-            const float *src = in + (size_t)k * in_size + (size_t)c * g->h * g->w;
-            float *dst = planes + (size_t)k * plane + (size_t)g->pad * g->pw + g->pad;
-            for (int i = 0; i < g->h; i++) wino_copy_row(dst + (size_t)i * g->pw, src + (size_t)i * g->w, g->w);
-        }
-        for (int row = 0; row < g->ph; row++)
-            wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs,
-                                padded + ((size_t)c * g->ph + row) * len);
+    for (int k = 0; k < n; k++) {
+        const float *src = in + (size_t)k * in_size + (size_t)c * g->h * g->w;
+        float *dst = planes + (size_t)k * plane + (size_t)g->pad * g->pw + g->pad;
+        for (int i = 0; i < g->h; i++) wino_copy_row(dst + (size_t)i * g->pw, src + (size_t)i * g->w, g->w);
     }
+    for (int row = 0; n > 1 && row < g->ph; row++)
+        wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs, padded + (size_t)row * len);
 }
 
 /* The row pass of a row of tiles' transform, for wino_input_row and wino_grad_row: the column
@@ -441,23 +402,51 @@ static inline __attribute__((always_inline)) void wino_input_row(const float *re
     const float *restrict r4 = r3 + len, *restrict r5 = r4 + len;
     float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
     float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
-#pragma omp simd
-    for (size_t x = 0; x < len; x++)
-        WINO_BT(r0[x], r1[x], r2[x], r3[x], r4[x], r5[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
     const size_t xn = len / 4;  /* one residue's columns */
+    if (n == 1) {
+        /* the plain padded rows: all four residues in one loop, so that the loads of a row are one
+         * group of four that the vectorizer splits with shuffles */
+#define WINO_BT_RESIDUE(r)                                                                                   \
+    WINO_BT(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], r4[4 * x + r], r5[4 * x + r],         \
+            t0[r * xn + x], t1[r * xn + x], t2[r * xn + x], t3[r * xn + x], t4[r * xn + x], t5[r * xn + x])
+#pragma omp simd
+        for (size_t x = 0; x < xn; x++) {
+            WINO_BT_RESIDUE(0);
+            WINO_BT_RESIDUE(1);
+            WINO_BT_RESIDUE(2);
+            WINO_BT_RESIDUE(3);
+        }
+#undef WINO_BT_RESIDUE
+    } else {
+#pragma omp simd
+        for (size_t x = 0; x < len; x++)
+            WINO_BT(r0[x], r1[x], r2[x], r3[x], r4[x], r5[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
+    }
     WINO_TILES_TO_PLANES(t, len, 0, xn, 2 * xn, 3 * xn, n, out, plane, count, WINO_BT_TILE);
 }
 
-/* The group's transformed input tiles into the 36 planes of V (cin, ld), from its padded copy
- * (wino_gather); t is scratch for six rows of pw * n floats. */
-static void wino_input(const wino_geom *g, int n, const float *padded, float *t, float *v, size_t ld, size_t plane)
+/* The group's transformed input tiles into the 36 planes of V (cin, ld), from its n samples at in
+ * (in_size floats apart), a channel at a time through wino_gather (planes and padded: its
+ * scratch); t is scratch for six rows of pw * n floats. */
+static void wino_input(const wino_geom *g, int n, const float *in, size_t in_size, float *planes, float *padded,
+                       float *t, float *v, size_t ld, size_t plane)
 {
     const size_t len = (size_t)g->pw * n;
     const int count = g->tw * n;
-    for (int c = 0; c < g->cin; c++)
+    for (int c = 0; c < g->cin; c++) {
+        wino_gather(g, in, in_size, n, c, planes, padded);
+        const float *rows = n == 1 ? planes : padded;
         for (int ti = 0; ti < g->th; ti++) {
-            const float *r0 = padded + ((size_t)c * g->ph + 4 * ti) * len;
+            const float *r0 = rows + (size_t)(4 * ti) * len;
             float *out = v + (size_t)c * ld + (size_t)ti * count;
+            if (n == 1 && len == (size_t)4 * (count + 1)) {  /* one sample: its row's length a constant too */
+                switch (count) {
+                case 8: wino_input_row(r0, 36, 1, t, out, plane, 8); continue;
+                case 4: wino_input_row(r0, 20, 1, t, out, plane, 4); continue;
+                case 2: wino_input_row(r0, 12, 1, t, out, plane, 2); continue;
+                case 1: wino_input_row(r0, 8, 1, t, out, plane, 1); continue;
+                }
+            }
             switch (count) {
             case 8: wino_input_row(r0, len, n, t, out, plane, 8); break;
             case 16: wino_input_row(r0, len, n, t, out, plane, 16); break;
@@ -466,6 +455,7 @@ static void wino_input(const wino_geom *g, int n, const float *padded, float *t,
             default: wino_input_row(r0, len, n, t, out, plane, count);
             }
         }
+    }
 }
 
 /* M_e (cout, cols) = U_e (cout, cin) V_e (cin, cols) for the 36 planes; cols = the group's tiles.
@@ -491,10 +481,13 @@ static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan
 
 /* One row of tiles of all n samples through A^T M A, plus the bias: M's 36 planes start at m
  * (column q = tj * n + k); A^T M first, into st (24 rows of count: row r of tile column j at
- * st[(4j + r) * count]), then each row through A, into 16 rows of count from st + 24 * count:
- * output row r, column s of the tiles at row 4r + s. */
+ * st[(4j + r) * count]), then each row through A: with one sample (y not NULL), straight into
+ * its four output rows, y and ld apart, tile tj at columns 4tj .. 4tj+3; with more, into 16 rows
+ * of count from st + 24 * count (output row r, column c of the tiles at row 4r + c), which
+ * wino_deinterleave_rows takes apart. */
 static inline __attribute__((always_inline)) void wino_output_row(const float *restrict m, size_t plane,
-                                                                  float bias, float *restrict st, int count)
+                                                                  float bias, float *restrict st, int count,
+                                                                  float *restrict y, size_t ld)
 {
     for (int j = 0; j < 6; j++) {
         const float *restrict m0 = m + (size_t)j * plane, *restrict m1 = m0 + 6 * plane;
@@ -508,6 +501,20 @@ static inline __attribute__((always_inline)) void wino_output_row(const float *r
     }
     for (int r = 0; r < 4; r++) {
         const float *restrict a = st + (size_t)r * count;  /* tile column j of row r at a + 4 * j * count */
+        if (y) {
+            float *restrict yr = y + (size_t)r * ld;
+#pragma omp simd
+            for (int q = 0; q < count; q++) {
+                float o0, o1, o2, o3;
+                WINO_AT(a[q], a[4 * count + q], a[8 * count + q], a[12 * count + q], a[16 * count + q],
+                        a[20 * count + q], o0, o1, o2, o3);
+                yr[4 * q] = o0 + bias;
+                yr[4 * q + 1] = o1 + bias;
+                yr[4 * q + 2] = o2 + bias;
+                yr[4 * q + 3] = o3 + bias;
+            }
+            continue;
+        }
         float *restrict y0 = st + (size_t)(24 + 4 * r) * count, *restrict y1 = y0 + count;
         float *restrict y2 = y1 + count, *restrict y3 = y2 + count;
 #pragma omp simd
@@ -523,14 +530,14 @@ static inline __attribute__((always_inline)) void wino_output_row(const float *r
     }
 }
 
-static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, int count)
+static void wino_output_row_any(const float *m, size_t plane, float bias, float *st, int count, float *y, size_t ld)
 {
     switch (count) {
-    case 8: wino_output_row(m, plane, bias, st, 8); break;
-    case 16: wino_output_row(m, plane, bias, st, 16); break;
-    case 32: wino_output_row(m, plane, bias, st, 32); break;
-    case 64: wino_output_row(m, plane, bias, st, 64); break;
-    default: wino_output_row(m, plane, bias, st, count);
+    case 8: wino_output_row(m, plane, bias, st, 8, y, ld); break;
+    case 16: wino_output_row(m, plane, bias, st, 16, y, ld); break;
+    case 32: wino_output_row(m, plane, bias, st, 32, y, ld); break;
+    case 64: wino_output_row(m, plane, bias, st, 64, y, ld); break;
+    default: wino_output_row(m, plane, bias, st, count, y, ld);
     }
 }
 
@@ -577,14 +584,14 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
                     wino_store4(yk + 3 * d->stride, 4 * tj, d->ow, c3);
                 }
         } else if (n == 1) {
-            for (; tj + 4 <= g->tw && 4 * tj + 16 <= d->ow; tj += 4) {
+            for (; tj + 4 <= g->tw; tj += 4) {
                 __m128 c0 = _mm_loadu_ps(o + tj), c1 = _mm_loadu_ps(o + count + tj);
                 __m128 c2 = _mm_loadu_ps(o + 2 * count + tj), c3 = _mm_loadu_ps(o + 3 * count + tj);
                 _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: tile tj + j's 4 columns */
-                _mm_storeu_ps(yr + 4 * tj, c0);
-                _mm_storeu_ps(yr + 4 * tj + 4, c1);
-                _mm_storeu_ps(yr + 4 * tj + 8, c2);
-                _mm_storeu_ps(yr + 4 * tj + 12, c3);
+                wino_store4(yr, 4 * tj, d->ow, c0);
+                wino_store4(yr, 4 * tj + 4, d->ow, c1);
+                wino_store4(yr, 4 * tj + 8, d->ow, c2);
+                wino_store4(yr, 4 * tj + 12, d->ow, c3);
             }
         }
         for (; tj < g->tw; tj++)
@@ -597,23 +604,34 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
 }
 
 /* The group's outputs from the 36 product planes (cout, ld): y (cout, oh, ow) of its n samples,
- * out_size floats apart from y on. Per channel, its rows of tiles through wino_output_row (into
- * stage's 40 rows of tw * n), then out of the interleaving: with one sample, straight into y;
- * with more, into `planes` (n planes of whole tiles, wino_tile_plane floats apart) and then each
- * sample's plane into y, cut to (oh, ow) (see "Into and out of the interleaved layout"). */
+ * out_size floats apart from y on. Per channel, its rows of tiles through wino_output_row: with
+ * one sample, straight into y (or, where the last tiles stick out, into the stage and cut); with
+ * more, into the stage's 40 rows of tw * n, out of the interleaving into `planes` (n planes of
+ * whole tiles, wino_tile_plane floats apart), and then each sample's plane into y, cut to (oh,
+ * ow) (see "Into and out of the interleaved layout"). */
 static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, size_t plane, const float *bias,
                         float *stage, float *planes, float *y, size_t out_size)
 {
     const int count = g->tw * n;
     const size_t stride = wino_tile_plane(g), width = (size_t)4 * g->tw;
+    const bool exact = g->oh % 4 == 0 && g->ow % 4 == 0;
     for (int o = 0; o < g->cout; o++) {
         const float b = bias ? bias[o] : 0.0f;
         float *yo = y + (size_t)o * g->oh * g->ow;
-        const wino_dest d = n == 1 ? (wino_dest){ yo, 0, (size_t)g->ow, g->oh, g->ow }
-                                   : (wino_dest){ planes, stride, width, 4 * g->th, (int)width };
+        const wino_dest d = { planes, stride, width, 4 * g->th, (int)width };
         for (int ti = 0; ti < g->th; ti++) {
-            wino_output_row_any(m + (size_t)o * ld + (size_t)ti * count, plane, b, stage, count);
-            wino_deinterleave_rows(g, stage + (size_t)24 * count, n, ti, &d);
+            const float *mrow = m + (size_t)o * ld + (size_t)ti * count;
+            float *y0 = yo + (size_t)4 * ti * g->ow, *rows = stage + (size_t)24 * count;  /* (4, width) */
+            if (n > 1) {
+                wino_output_row_any(mrow, plane, b, stage, count, NULL, 0);
+                wino_deinterleave_rows(g, rows, n, ti, &d);
+            } else if (exact) {
+                wino_output_row_any(mrow, plane, b, stage, count, y0, (size_t)g->ow);
+            } else {  /* the last tiles stick out: whole rows in the stage, cut to fit */
+                wino_output_row_any(mrow, plane, b, stage, count, rows, width);
+                for (int r = 0; r < 4 && 4 * ti + r < g->oh; r++)
+                    wino_copy_row(y0 + (size_t)r * g->ow, rows + r * width, g->ow);
+            }
         }
         for (int k = 0; n > 1 && k < n; k++) {
             float *yk = yo + (size_t)k * out_size;
@@ -635,27 +653,54 @@ static inline __attribute__((always_inline)) void wino_grad_row(const float *res
     const float *restrict r1 = r0 + len, *restrict r2 = r1 + len, *restrict r3 = r2 + len;
     float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
     float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
+    if (n == 1) {
+        /* the plain padded rows, residues split as read, as in wino_input_row */
+        const size_t xn = len / 4;
+#define WINO_A_RESIDUE(r)                                                                                    \
+    WINO_A(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], t0[r * xn + x], t1[r * xn + x],         \
+           t2[r * xn + x], t3[r * xn + x], t4[r * xn + x], t5[r * xn + x])
 #pragma omp simd
-    for (size_t x = 0; x < len; x++)
-        WINO_A(r0[x], r1[x], r2[x], r3[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
+        for (size_t x = 0; x < xn; x++) {
+            WINO_A_RESIDUE(0);
+            WINO_A_RESIDUE(1);
+            WINO_A_RESIDUE(2);
+            WINO_A_RESIDUE(3);
+        }
+#undef WINO_A_RESIDUE
+    } else {
+#pragma omp simd
+        for (size_t x = 0; x < len; x++)
+            WINO_A(r0[x], r1[x], r2[x], r3[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
+    }
     WINO_TILES_TO_PLANES(t, len, off[0], off[1], off[2], off[3], n, out, plane, count, WINO_A_TILE);
 }
 
-/* Z: the group's transformed dY tiles (the forward's tiles) into the 36 planes (OC, ld), read
- * from dypad, the dx convolution's padded copy (wino_gather), where dY sits at (back.pad,
- * back.pad) with zeros past its last row and column (the partial tiles); t is scratch for six
- * rows of back.pw * n floats. */
-static void wino_grad_tiles(const conv2d *s, int n, const float *dypad, float *t, float *z, size_t ld, size_t plane)
+/* Z: the group's transformed dY tiles (the forward's tiles) into the 36 planes (OC, ld), from its
+ * n samples' dY at dy (ysize floats apart), a channel at a time through wino_gather in the dx
+ * convolution's geometry, which puts dY at (back.pad, back.pad) with zeros past its last row and
+ * column (the partial tiles); t is scratch for six rows of back.pw * n floats. */
+static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysize, float *planes, float *padded,
+                            float *t, float *z, size_t ld, size_t plane)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t len = (size_t)b->pw * n, xn = (size_t)b->xs * n;
     const int count = f->tw * n;
     size_t off[4];  /* dY column 4tj + c is padded column 4tj + pad + c: its residue, and x one on past 3 */
     for (int c = 0; c < 4; c++) off[c] = (size_t)((b->pad + c) % 4) * xn + (size_t)((b->pad + c) / 4) * n;
-    for (int o = 0; o < s->oc; o++)
+    for (int o = 0; o < s->oc; o++) {
+        wino_gather(b, dy, ysize, n, o, planes, padded);
+        const float *rows = n == 1 ? planes : padded;
         for (int ti = 0; ti < f->th; ti++) {
-            const float *r0 = dypad + ((size_t)o * b->ph + b->pad + 4 * ti) * len;
+            const float *r0 = rows + (size_t)(b->pad + 4 * ti) * len;
             float *out = z + (size_t)o * ld + (size_t)ti * count;
+            if (n == 1 && len == (size_t)4 * (count + 1)) {  /* as in wino_input */
+                switch (count) {
+                case 8: wino_grad_row(r0, 36, 1, off, t, out, plane, 8); continue;
+                case 4: wino_grad_row(r0, 20, 1, off, t, out, plane, 4); continue;
+                case 2: wino_grad_row(r0, 12, 1, off, t, out, plane, 2); continue;
+                case 1: wino_grad_row(r0, 8, 1, off, t, out, plane, 1); continue;
+                }
+            }
             switch (count) {
             case 8: wino_grad_row(r0, len, n, off, t, out, plane, 8); break;
             case 16: wino_grad_row(r0, len, n, off, t, out, plane, 16); break;
@@ -664,6 +709,7 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dypad, float *t
             default: wino_grad_row(r0, len, n, off, t, out, plane, count);
             }
         }
+    }
 }
 
 /* Samples [first, end) of a chunk through one of the layer's two convolutions g (the forward's,
@@ -678,8 +724,7 @@ static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan
     for (int64_t i = first; i < end; i += plan->group) {
         const int n = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)n * g->tiles;
-        wino_gather(g, in + (size_t)i * in_size, in_size, n, planes, pad);
-        wino_input(g, n, pad, sc->stage, sc->v, ld, plan->vplane);
+        wino_input(g, n, in + (size_t)i * in_size, in_size, planes, pad, sc->stage, sc->v, ld, plan->vplane);
         wino_multiply(s, g, plan, sc, u, upack, (int)ld);
         wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, out + (size_t)i * out_size,
                     out_size);
@@ -722,10 +767,9 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
     for (int64_t i = first; i < end; i += plan->group) {
         const int g = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)g * f->tiles;
-        wino_gather(f, x + (size_t)i * xsize, xsize, g, sc->xplanes, sc->xpad);
-        wino_input(f, g, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
-        wino_gather(b, dy + (size_t)i * ysize, ysize, g, sc->dyplanes, sc->dypad);
-        wino_grad_tiles(s, g, sc->dypad, sc->stage, sc->m, ld, plan->mplane);
+        wino_input(f, g, x + (size_t)i * xsize, xsize, sc->xplanes, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
+        wino_grad_tiles(s, g, dy + (size_t)i * ysize, ysize, sc->dyplanes, sc->dypad, sc->stage, sc->m, ld,
+                        plan->mplane);
         for (int k = 0; s->bias && k < g; k++) conv2d_add_bias_grad(s, dy + (size_t)(i + k) * ysize, sc->db);
         for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
             wino_kernel_grad_plane(s, sc, sc->m + e * plan->mplane, sc->v + e * plan->vplane, (int)ld,
