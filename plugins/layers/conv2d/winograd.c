@@ -288,15 +288,17 @@ static void wino_kernel_matrix(conv2d *s)
 /* ---- Into and out of the interleaved layout ----
  * One channel at a time, through planes of the n samples' own (the group's padded planes of
  * that channel, then of its output tiles), so that the interleaving is a transpose between
- * buffers in L1, in whole 4x4 blocks (SSE: 4 loads, 8 shuffles, 4 stores for 16 floats): of 4
- * samples' 4 neighbouring columns when n is a multiple of 4, or of 4 neighbouring columns of
- * residues (tiles) when n is 1; other n (a last, short group) go float by float. Interleaving
- * straight from x and into y was 2-3x slower: the samples' planes are powers of two apart, so
- * the n rows a block reads or writes share a set of the L1 cache. */
+ * buffers in L1, in whole 4x4 blocks of 4 samples' 4 neighbouring columns (SSE: 4 loads, 8
+ * shuffles, 4 stores for 16 floats); a last, short group whose n is not a multiple of 4 goes
+ * float by float. Interleaving straight from x and into y was 2-3x slower: the samples' planes
+ * are powers of two apart, so the n rows a block reads or writes share a set of the L1 cache.
+ * A group of one sample (planes of 32 columns and more) needs no interleaving: it keeps the
+ * plain padded rows, which the column passes split by residue as they read them, and its
+ * outputs go straight into y, as before the interleaving, which measured 10-25% slower there. */
 
-/* One padded row into the group's copy: d gets 4 residues of xs * n floats, column 4x + r of
- * sample k at d[r * xs * n + x * n + k], from the n samples' padded rows (src: sample 0's, stride
- * floats to the next; 4 * xs floats each). */
+/* One padded row into the group's copy (n > 1): d gets 4 residues of xs * n floats, column 4x + r
+ * of sample k at d[r * xs * n + x * n + k], from the n samples' padded rows (src: sample 0's,
+ * stride floats to the next; 4 * xs floats each). */
 static void wino_interleave_row(const float *src, size_t stride, int n, int xs, float *restrict d)
 {
     const size_t xn = (size_t)xs * n;
@@ -314,17 +316,6 @@ static void wino_interleave_row(const float *src, size_t stride, int n, int xs, 
                 _mm_storeu_ps(o + 2 * xn, c2);
                 _mm_storeu_ps(o + 3 * xn, c3);
             }
-    } else if (n == 1) {
-        for (; x + 4 <= xs; x += 4) {
-            const float *in = src + 4 * x;
-            __m128 c0 = _mm_loadu_ps(in), c1 = _mm_loadu_ps(in + 4);
-            __m128 c2 = _mm_loadu_ps(in + 8), c3 = _mm_loadu_ps(in + 12);
-            _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_r: residue r of columns x .. x+3 */
-            _mm_storeu_ps(d + x, c0);
-            _mm_storeu_ps(d + xn + x, c1);
-            _mm_storeu_ps(d + 2 * xn + x, c2);
-            _mm_storeu_ps(d + 3 * xn + x, c3);
-        }
     }
     for (; x < xs; x++)
         for (int k = 0; k < n; k++)
@@ -344,12 +335,11 @@ static inline void wino_copy_row(float *restrict dst, const float *restrict src,
     if (w % 4) _mm_storeu_ps(dst + w - 4, _mm_loadu_ps(src + w - 4));
 }
 
-/* Channel c of samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into the group's
- * padded copy of that channel (ph, 4, xs, n): column 4x + r of padded row `row` of sample k at
- * [row][r][x][k], the input at (pad, pad) and zeros around it; through `planes` (n padded planes
- * of ph * pw, whose borders the caller has zeroed; they stay zero). With one sample the padded
- * plane is the copy: the column pass splits the residues as it reads (wino_input_row). One channel at a time, so that
- * the copy is read by the transform from L1: the whole group's, for 192 channels of 4 samples,
+/* Channel c of samples in[0 .. n-1] (in_size floats apart, each (cin, h, w)) into `planes` (n
+ * padded planes of ph * pw, the input at (pad, pad); the caller has zeroed their borders, which
+ * stay zero) and, for n > 1, on into the group's padded copy of that channel (ph, 4, xs, n):
+ * column 4x + r of padded row `row` of sample k at [row][r][x][k]. One channel at a time, so that
+ * the transform reads the copy from L1: the whole group's, for 192 channels of 4 samples,
  * outgrew the core's L2 and made the layer's backward 20% slower. */
 static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, int c, float *planes,
                         float *padded)
@@ -541,65 +531,33 @@ static void wino_output_row_any(const float *m, size_t plane, float bias, float 
     }
 }
 
-/* Four floats v into a row at column col, cut at its width w. */
-static inline void wino_store4(float *row, int col, int w, __m128 v)
+/* The way back of the interleaving (n > 1), for the 16 rows wino_output_row made for row of tiles
+ * ti (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]): into the n
+ * samples' planes of whole tiles (4 * th, 4 * tw), `stride` floats apart from out on. */
+static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n, int ti, float *out, size_t stride)
 {
-    if (col + 4 <= w) {
-        _mm_storeu_ps(row + col, v);
-        return;
-    }
-    float t[4];
-    _mm_storeu_ps(t, v);
-    for (int i = 0; col + i < w; i++) row[col + i] = t[i];
-}
-
-/* Where wino_deinterleave_rows writes: sample k's output row i at out + k * stride + i * ld, cut
- * to rows [0, oh) and columns [0, ow). */
-typedef struct wino_dest {
-    float *out;
-    size_t stride, ld;
-    int oh, ow;
-} wino_dest;
-
-/* The way back of the interleaving, for the 16 rows wino_output_row made for row of tiles ti
- * (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]), into d. */
-static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n, int ti, const wino_dest *d)
-{
-    const size_t count = (size_t)g->tw * n;
-    for (int r = 0; r < 4 && 4 * ti + r < d->oh; r++) {
+    const size_t count = (size_t)g->tw * n, width = (size_t)4 * g->tw;
+    for (int r = 0; r < 4; r++) {
         const float *o = rows + 4 * r * count;  /* column c of tile tj, sample k, at o[c * count + tj * n + k] */
-        float *yr = d->out + (size_t)(4 * ti + r) * d->ld;
-        int tj = 0;
-        if (n % 4 == 0) {
-            for (; tj < g->tw; tj++)
-                for (int k = 0; k < n; k += 4) {
-                    const float *ok = o + (size_t)tj * n + k;
-                    __m128 c0 = _mm_loadu_ps(ok), c1 = _mm_loadu_ps(ok + count);
-                    __m128 c2 = _mm_loadu_ps(ok + 2 * count), c3 = _mm_loadu_ps(ok + 3 * count);
-                    _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: the tile's 4 columns of sample k + j */
-                    float *yk = yr + (size_t)k * d->stride;
-                    wino_store4(yk, 4 * tj, d->ow, c0);
-                    wino_store4(yk + d->stride, 4 * tj, d->ow, c1);
-                    wino_store4(yk + 2 * d->stride, 4 * tj, d->ow, c2);
-                    wino_store4(yk + 3 * d->stride, 4 * tj, d->ow, c3);
-                }
-        } else if (n == 1) {
-            for (; tj + 4 <= g->tw; tj += 4) {
-                __m128 c0 = _mm_loadu_ps(o + tj), c1 = _mm_loadu_ps(o + count + tj);
-                __m128 c2 = _mm_loadu_ps(o + 2 * count + tj), c3 = _mm_loadu_ps(o + 3 * count + tj);
-                _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: tile tj + j's 4 columns */
-                wino_store4(yr, 4 * tj, d->ow, c0);
-                wino_store4(yr, 4 * tj + 4, d->ow, c1);
-                wino_store4(yr, 4 * tj + 8, d->ow, c2);
-                wino_store4(yr, 4 * tj + 12, d->ow, c3);
+        float *yr = out + (size_t)(4 * ti + r) * width;
+        for (int tj = 0; tj < g->tw; tj++) {
+            int k = 0;
+            for (; n % 4 == 0 && k < n; k += 4) {
+                const float *ok = o + (size_t)tj * n + k;
+                __m128 c0 = _mm_loadu_ps(ok), c1 = _mm_loadu_ps(ok + count);
+                __m128 c2 = _mm_loadu_ps(ok + 2 * count), c3 = _mm_loadu_ps(ok + 3 * count);
+                _MM_TRANSPOSE4_PS(c0, c1, c2, c3);  /* c_j: the tile's 4 columns of sample k + j */
+                float *yk = yr + (size_t)k * stride + 4 * tj;
+                _mm_storeu_ps(yk, c0);
+                _mm_storeu_ps(yk + stride, c1);
+                _mm_storeu_ps(yk + 2 * stride, c2);
+                _mm_storeu_ps(yk + 3 * stride, c3);
+            }
+            for (; k < n; k++) {
+                const float *ok = o + (size_t)tj * n + k;
+                _mm_storeu_ps(yr + (size_t)k * stride + 4 * tj, _mm_setr_ps(ok[0], ok[count], ok[2 * count], ok[3 * count]));
             }
         }
-        for (; tj < g->tw; tj++)
-            for (int k = 0; k < n; k++) {
-                const float *ok = o + (size_t)tj * n + k;
-                wino_store4(yr + (size_t)k * d->stride, 4 * tj, d->ow,
-                            _mm_setr_ps(ok[0], ok[count], ok[2 * count], ok[3 * count]));
-            }
     }
 }
 
@@ -618,13 +576,12 @@ static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, si
     for (int o = 0; o < g->cout; o++) {
         const float b = bias ? bias[o] : 0.0f;
         float *yo = y + (size_t)o * g->oh * g->ow;
-        const wino_dest d = { planes, stride, width, 4 * g->th, (int)width };
         for (int ti = 0; ti < g->th; ti++) {
             const float *mrow = m + (size_t)o * ld + (size_t)ti * count;
             float *y0 = yo + (size_t)4 * ti * g->ow, *rows = stage + (size_t)24 * count;  /* (4, width) */
             if (n > 1) {
                 wino_output_row_any(mrow, plane, b, stage, count, NULL, 0);
-                wino_deinterleave_rows(g, rows, n, ti, &d);
+                wino_deinterleave_rows(g, rows, n, ti, planes, stride);
             } else if (exact) {
                 wino_output_row_any(mrow, plane, b, stage, count, y0, (size_t)g->ow);
             } else {  /* the last tiles stick out: whole rows in the stage, cut to fit */
