@@ -47,13 +47,19 @@ typedef struct fixture {
     char out[4096]; /* stderr of the last command */
 } fixture;
 
+/* A config file `name` in the fixture's folder. */
+static void write_config(const fixture *f, const char *name, const char *text)
+{
+    char path[700], err[ERR_LEN];
+    snprintf(path, sizeof path, "%s/%s", f->dir, name);
+    if (write_file_atomic(path, text, strlen(text), err) != 0) fail_msg("%s", err);
+}
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     f->dir = test_tmpdir();
-    char path[600], err[ERR_LEN];
-    snprintf(path, sizeof path, "%s/tutorial.lua", f->dir);
-    if (write_file_atomic(path, tutorial, strlen(tutorial), err) != 0) fail_msg("%s", err);
+    write_config(f, "tutorial.lua", tutorial);
     *state = f;
     return 0;
 }
@@ -178,9 +184,8 @@ static void test_map_gives_each_rank_its_own_runs(void **state)
 {
     fixture *f = *state;
     REQUIRE_MPI();
-    char path[600], err[ERR_LEN];
-    snprintf(path, sizeof path, "%s/sweep.lua", f->dir);
-    if (write_file_atomic(path, sweep, strlen(sweep), err) != 0) fail_msg("%s", err);
+    write_config(f, "sweep.lua", sweep);
+    char path[700], err[ERR_LEN];
     run_ok(f, "$RUNEXP sweep.lua dir=seq");
     run_ok(f, MPIRUN " -np 2 $RUNEXP sweep.lua dir=par >par.txt");
     for (int i = 1; i <= 3; i++) {
@@ -229,9 +234,8 @@ static void test_one_message_names_the_failed_rank(void **state)
     const char *bad = "local c = dofile('tutorial.lua')\n"
                       "if os.getenv('OMPI_COMM_WORLD_RANK') == '1' then c.data.classes = 1 end\n"
                       "return c\n";
-    char path[700], err[ERR_LEN];
-    snprintf(path, sizeof path, "%s/rank1bad.lua", f->dir);
-    if (write_file_atomic(path, bad, strlen(bad), err) != 0) fail_msg("%s", err);
+    write_config(f, "rank1bad.lua", bad);
+    char path[700];
     int rc = shell_in(f->dir, MPIRUN " -np 2 $RUNEXP rank1bad.lua out=bad", f->out, sizeof f->out);
     assert_int_not_equal(rc, 0);
     if (!strstr(f->out, "runexp: rank 1 of 2: ") || strstr(strstr(f->out, "runexp: ") + 1, "runexp: "))
@@ -264,9 +268,7 @@ static void test_stop_and_resume_with_one_rank(void **state)
                        "  return 0.01\n"
                        "end\n"
                        "return c\n";
-    char path[700], err[ERR_LEN];
-    snprintf(path, sizeof path, "%s/stop.lua", f->dir);
-    if (write_file_atomic(path, stop, strlen(stop), err) != 0) fail_msg("%s", err);
+    write_config(f, "stop.lua", stop);
     int rc = shell_in(f->dir, MPIRUN " -np 2 $RUNEXP stop.lua out=stopped", f->out, sizeof f->out);
     if (rc != 130 || !strstr(f->out, "runexp: stopped ") || strstr(strstr(f->out, "runexp: ") + 1, "runexp: "))
         fail_msg("expected exit 130 and one line 'runexp: stopped ...', got (exit %d): %s", rc, f->out);
