@@ -75,7 +75,8 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
 typedef struct conv2d_scratch {
     float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
     float *xpad;  /* im2col: the current sample with its zero border, kept zero between samples;
-                   * Winograd: one channel of the group's samples padded and interleaved (wino_gather) */
+                   * Winograd: one channel of the group's samples padded and interleaved (wino_gather; a
+                   * group of one sample reads its plane in xplanes instead) */
     float *dxpad; /* im2col: col2im's sums, padding included */
     float *dypad; /* Winograd: one channel of the group's dY likewise, with the dx convolution's border */
     float *v;     /* Winograd: 36 planes of the group's transformed input tiles */

@@ -15,12 +15,14 @@
  * Its results differ from im2col's by rounding only (a few 1e-6 of the largest value; the
  * transforms' 1/6 and 1/24 are not exact in binary, and 6x6 tiles add more terms).
  *
- * The group's samples are interleaved, innermost: a group's padded input is (cin, ph, 4, xs, n),
+ * The group's samples are interleaved, innermost: a channel's padded input is (ph, 4, xs, n),
  * each row split by column residue mod 4 (column 4x + r at [r][x]) and sample k of the n at [k],
  * and a plane's columns are its tiles in row-major order with the n samples of each side by side
  * (column (ti * tw + tj) * n + k). The transforms are elementwise over those last axes, so each of
  * their loops runs over whole rows of tiles of all n samples at once: vectors of tw * n, where one
- * sample alone gave loops of tw (1, 2 or 4 on CIFAR's smaller planes, mostly scalar code). */
+ * sample alone gave loops of tw (1, 2 or 4 on CIFAR's smaller planes, mostly scalar code). A
+ * group of one sample (planes 32 wide and more) is the same layout with n = 1, its residues split
+ * as the transforms read its plain padded rows ("Into and out of the interleaved layout"). */
 #include <cblas.h>
 #include <immintrin.h>
 #include <string.h>
@@ -52,7 +54,6 @@ static wino_geom wino_geometry(int cin, int h, int w, int cout, int pad)
     g.xs = g.pw / 4;
     return g;
 }
-
 
 /* Floats from one sample's plane of whole output tiles (4 * th, 4 * tw) to the next in
  * wino_output's staging: 4 more, so that the n planes are not a power of two apart. */
@@ -110,8 +111,8 @@ static size_t wino_channel_floats(const conv2d *s)
     return (size_t)s->group * (2 * ((size_t)f->ph * f->pw + (size_t)b->ph * b->pw) + tiles);
 }
 
-/* Floats of one Winograd slot but for the group's padded copies, v and m: the stage, the channel
- * planes, dU, db, and in bf16 the packed operands (words the size of floats). */
+/* Floats of one Winograd slot but for v and m: the stage, the channel planes, dU, db, and in bf16
+ * the packed operands (words the size of floats). */
 static size_t wino_fixed_floats(const conv2d *s)
 {
     return wino_stage(s) + wino_channel_floats(s) + WINO_PLANES * s->uplane + (size_t)s->oc +
@@ -675,8 +676,9 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysiz
 }
 
 /* Samples [first, end) of a chunk through one of the layer's two convolutions g (the forward's,
- * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 SGEMMs with the
- * call's U, then each sample's output transform. pad is g's padded copy (xpad or dypad). */
+ * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 products with the
+ * call's U, then the output transform. planes and pad are g's scratch for wino_gather (xplanes
+ * and xpad, or dyplanes and dypad). */
 static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
                           float *planes, float *pad, const float *u, const uint32_t *upack, const float *in,
                           const float *bias, float *out, int64_t first, int64_t end)
