@@ -49,6 +49,12 @@
 #include "create.h"
 #include "onnx_nodes.h"
 
+/* GCC turns copy_block's and add_block's short row loops into memmove calls (winograd.c says the
+ * same of its row copies), which for rows of 8 to 32 floats cost more than the moves. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
 static const rx_param params[] = {
     { .key = "out", .type = RX_INT, .required = true, .help = "output channels" },
     { .key = "kernel", .type = RX_INT, .required = true, .help = "kernel height and width" },
