@@ -435,14 +435,6 @@ static void wino_input(const wino_geom *g, int n, const float *in, size_t in_siz
         for (int ti = 0; ti < g->th; ti++) {
             const float *r0 = rows + (size_t)(4 * ti) * len;
             float *out = v + (size_t)c * ld + (size_t)ti * count;
-            if (n == 1 && len == (size_t)4 * (count + 1)) {  /* one sample: its row's length a constant too */
-                switch (count) {
-                case 8: wino_input_row(r0, 36, 1, t, out, plane, 8); continue;
-                case 4: wino_input_row(r0, 20, 1, t, out, plane, 4); continue;
-                case 2: wino_input_row(r0, 12, 1, t, out, plane, 2); continue;
-                case 1: wino_input_row(r0, 8, 1, t, out, plane, 1); continue;
-                }
-            }
             switch (count) {
             case 8: wino_input_row(r0, len, n, t, out, plane, 8); break;
             case 16: wino_input_row(r0, len, n, t, out, plane, 16); break;
@@ -656,14 +648,6 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysiz
         for (int ti = 0; ti < f->th; ti++) {
             const float *r0 = rows + (size_t)(b->pad + 4 * ti) * len;
             float *out = z + (size_t)o * ld + (size_t)ti * count;
-            if (n == 1 && len == (size_t)4 * (count + 1)) {  /* as in wino_input */
-                switch (count) {
-                case 8: wino_grad_row(r0, 36, 1, off, t, out, plane, 8); continue;
-                case 4: wino_grad_row(r0, 20, 1, off, t, out, plane, 4); continue;
-                case 2: wino_grad_row(r0, 12, 1, off, t, out, plane, 2); continue;
-                case 1: wino_grad_row(r0, 8, 1, off, t, out, plane, 1); continue;
-                }
-            }
             switch (count) {
             case 8: wino_grad_row(r0, len, n, off, t, out, plane, 8); break;
             case 16: wino_grad_row(r0, len, n, off, t, out, plane, 16); break;
