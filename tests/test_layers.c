@@ -168,6 +168,33 @@ static void test_conv2d_matches_loops(void **unused)
  * not change by a bit with the thread count; dW and db are summed per thread and then in thread
  * order, so they may differ in the last bits from one thread count to another, but never from
  * one run to the next at the same count. More threads than samples must work too. */
+/* With 2 and 3 threads, from the rig's x, w and dy: y and dx the same bits as `one` (a 1-thread
+ * pass's rig_outputs), with dw_close dW and db within FWD_TOL of it (summed per thread), and every
+ * output the same bits on a second run. (bf16's dW, a sum of products of rounded operands, moves
+ * by more with the thread count's order of sums: its test bounds it against the definition.) */
+static void expect_conv2d_threads(rig *r, const float *one, bool dw_close, const char *what)
+{
+    int64_t n;
+    const int64_t ny = rx_numel(r->y.shape), ndx = rx_numel(r->dx.shape);
+    char label[64];
+    for (int threads = 2; threads <= 3; threads++) {
+        rig_pass(r, threads);
+        float *first = rig_outputs(r, &n);
+        snprintf(label, sizeof label, "%s y", what);
+        expect_same_bits_at(first, one, ny, label, threads);
+        snprintf(label, sizeof label, "%s dx", what);
+        expect_same_bits_at(first + ny, one + ny, ndx, label, threads);
+        snprintf(label, sizeof label, "%s dw with threads", what);
+        if (dw_close) expect_close(first + ny + ndx, one + ny + ndx, n - ny - ndx, label);
+        rig_pass(r, threads);
+        float *again = rig_outputs(r, &n);
+        snprintf(label, sizeof label, "%s outputs, second run", what);
+        expect_same_bits_at(again, first, n, label, threads);
+        free(first);
+        free(again);
+    }
+}
+
 static void test_conv2d_threads(void **unused)
 {
     static const conv_case cases[] = {
@@ -184,19 +211,7 @@ static void test_conv2d_threads(void **unused)
         rig_pass(&r, 1);
         int64_t n;
         float *one = rig_outputs(&r, &n);
-        const int64_t ny = rx_numel(r.y.shape), ndx = rx_numel(r.dx.shape);
-        for (int threads = 2; threads <= 3; threads++) {
-            rig_pass(&r, threads);
-            float *first = rig_outputs(&r, &n);
-            expect_same_bits_at(first, one, ny, "conv2d y", threads);
-            expect_same_bits_at(first + ny, one + ny, ndx, "conv2d dx", threads);
-            expect_close(first + ny + ndx, one + ny + ndx, n - ny - ndx, "conv2d dw with threads");
-            rig_pass(&r, threads);
-            float *again = rig_outputs(&r, &n);
-            expect_same_bits_at(again, first, n, "conv2d outputs, second run", threads);
-            free(first);
-            free(again);
-        }
+        expect_conv2d_threads(&r, one, true, "conv2d");
         free(one);
         rig_free(&r);
     }
@@ -365,17 +380,7 @@ static void test_conv2d_bf16_near_definition(void **unused)
         }
         if (!(off > 1e-4 * scale))
             fail_msg("conv2d bf16 y is within %.3g of the definition: not rounded to bf16?", off);
-        for (int threads = 2; threads <= 3; threads++) {
-            rig_pass(&r, threads);
-            float *got = rig_outputs(&r, &n);
-            expect_same_bits_at(got, one, ny, "conv2d bf16 y", threads);
-            expect_same_bits_at(got + ny, one + ny, nx, "conv2d bf16 dx", threads);
-            rig_pass(&r, threads);
-            float *again = rig_outputs(&r, &n);
-            expect_same_bits_at(again, got, n, "conv2d bf16 outputs, second run", threads);
-            free(got);
-            free(again);
-        }
+        expect_conv2d_threads(&r, one, false, "conv2d bf16");
         free(one);
         free(y);
         free(yf);
