@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "error.h"
 
@@ -141,6 +142,13 @@ int device_pick(int index, char *why)
     return 0;
 }
 
+/* Buffers of 2 MB and more (a batch's activations, the layers' workspaces) ask for transparent
+ * huge pages, which most kernels give only on request (madvise mode): the convolutions read their
+ * inputs as many short strided streams, and on the 2-core VM 4 KB pages cost 2-4% of a training
+ * step (docs/benchmarks.md, "Huge pages"). Where the kernel refuses, the buffer keeps small
+ * pages: same bytes, same results. */
+enum { HUGE_PAGE = 2 << 20 };
+
 /* Bytes rounded up to whole 64-byte lines, at least one: every buffer starts and ends on one. */
 static size_t whole_lines(size_t bytes)
 {
@@ -153,6 +161,12 @@ static size_t whole_lines(size_t bytes)
 void *device_alloc_scratch(rx_device d, size_t bytes)
 {
     if (d == RX_CUDA) return device_alloc(d, bytes);
+    if (bytes >= HUGE_PAGE) {
+        const size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        void *p = aligned_alloc(HUGE_PAGE, rounded);
+        if (p) (void)madvise(p, rounded, MADV_HUGEPAGE);  /* advice only: a refusal changes nothing */
+        return p;
+    }
     return aligned_alloc(64, whole_lines(bytes));
 }
 

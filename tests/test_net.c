@@ -674,6 +674,50 @@ static float *to_gpu(const float *host, size_t n)
  * the GPU against the CPU: logits and every parameter's gradient, from the same weights; and
  * device_axpby itself, both of its paths (b = 1, and b != 1 as the moving average uses it).
  * Skipped without a usable GPU. */
+/* ---- Buffers ---- */
+
+/* The VmFlags of the mapping of this process that holds p ("" when none is found). */
+static void mapping_flags(const void *p, char *flags, size_t len)
+{
+    flags[0] = '\0';
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return;
+    char line[512];
+    bool inside = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(flags, len, "%s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* A CPU buffer of 2 MB and more starts on a 2 MB boundary, is zeroed, and (where the kernel has
+ * transparent huge pages) is marked for them (VmFlags "hg"); a small one is 64-byte aligned. */
+static void test_large_buffers_ask_for_huge_pages(void **state)
+{
+    (void)state;
+    const size_t big = (3u << 20) + 100, small = 1000;
+    unsigned char *p = device_alloc(RX_CPU, big), *q = device_alloc(RX_CPU, small);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_int_equal((uintptr_t)p % (2u << 20), 0);
+    assert_int_equal((uintptr_t)q % 64, 0);
+    for (size_t i = 0; i < big; i += 4093) assert_int_equal(p[i], 0);
+    assert_int_equal(p[big - 1], 0);
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0) {
+        char flags[256];
+        mapping_flags(p, flags, sizeof flags);
+        if (!strstr(flags, " hg")) fail_msg("the 3 MB buffer's mapping is not marked for huge pages: VmFlags:%s", flags);
+    }
+    device_free(RX_CPU, p);
+    device_free(RX_CPU, q);
+}
+
 /* ---- Sizes from a plugin or the batch: checked before anything is allocated ---- */
 
 /* The build of `model` on inputs `in` for batches up to max_batch, with the test fixtures
@@ -945,6 +989,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_whitening, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_cpu_vs_cuda, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sizes_checked, setup, teardown),
+        cmocka_unit_test(test_large_buffers_ask_for_huge_pages),
         cmocka_unit_test_setup_teardown(test_lanes_match_one_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lanes_need_per_sample_layers, setup, teardown),
     };
