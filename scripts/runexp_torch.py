@@ -18,7 +18,8 @@ The model list maps one to one onto an nn.Sequential, so the parameter names ("4
 "4.1.weight" inside a residual block) are the ones runexp writes:
 
     conv2d       nn.Conv2d                    maxpool          nn.MaxPool2d(size, stride or size)
-    batchnorm    nn.BatchNorm2d or 1d         global_pool      nn.AdaptiveMax/AvgPool2d(1)
+    batchnorm    nn.BatchNorm2d or 1d (then    global_pool      nn.AdaptiveMax/AvgPool2d(1)
+                 F.gelu: activation "gelu")
     relu, gelu   nn.ReLU, nn.GELU             flatten          nn.Flatten
     linear       nn.Linear of x.flatten(1)    dropout          nn.Dropout(p)
     scale        Scale: x * by                {"residual", L}  Residual: x + Sequential(L)(x)
@@ -35,6 +36,7 @@ import subprocess
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # Prints the table a config returns as JSON. A Lua table becomes {"__table__": [[key, value], ...]}
 # (keys keep their type: 1 and "1" differ in Lua), turned into a list or a dict by _from_lua; a
@@ -172,6 +174,21 @@ class Scale(nn.Module):
         return 'by=%r' % self.by
 
 
+class BatchNorm2dGELU(nn.BatchNorm2d):
+    """runexp's batchnorm with activation = "gelu": nn.GELU() of the normalized output, with
+    BatchNorm2d's state_dict names."""
+
+    def forward(self, x):
+        return F.gelu(super().forward(x))
+
+
+class BatchNorm1dGELU(nn.BatchNorm1d):
+    """The same on (N, C) and (N, C, L)."""
+
+    def forward(self, x):
+        return F.gelu(super().forward(x))
+
+
 class FlatLinear(nn.Linear):
     """runexp's linear flattens any input (N, ...) to (N, features) first."""
 
@@ -189,7 +206,11 @@ def _layer(name, p, shape, where):
         side = lambda n: (n + 2 * pad - k) // s + 1
         return m, (p['out'], side(shape[1]), side(shape[2]))
     if name == 'batchnorm':
-        bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        activation = p.get('activation', 'none')
+        if activation not in ('none', 'gelu'):
+            raise ConfigError("%s (batchnorm): activation %r is not 'none' or 'gelu'" % (where, activation))
+        bn = {(3, 'none'): nn.BatchNorm2d, (3, 'gelu'): BatchNorm2dGELU,
+              (1, 'none'): nn.BatchNorm1d, (1, 'gelu'): BatchNorm1dGELU}[(3 if len(shape) == 3 else 1, activation)]
         return bn(shape[0], eps=p.get('eps', 1e-5), momentum=p.get('momentum', 0.1)), shape
     if name == 'relu':
         return nn.ReLU(), shape

@@ -9,7 +9,9 @@
  * - forward and backward against a double-precision reference that uses the textbook chain
  *   rule through mean and variance (Ioffe and Szegedy's), not the plugin's compact formula;
  * - the same bits with 1, 2 and 3 threads; a training batch of one value per channel refused
- *   on both devices.
+ *   on both devices;
+ * - activation = "gelu": against the reference with GELU after it, and against batchnorm then
+ *   the gelu layer (y bit for bit).
  * Central differences (x, weight, bias, in training and evaluation), backward adding into dweight
  * and dbias and leaving the buffers' gradients alone, dx = NULL, evaluation keeping the running
  * statistics, and CPU vs CUDA (y, dx, dw, the running statistics and the state) are rows of
@@ -122,8 +124,10 @@ typedef struct reference {
  *     dvar  = sum(dxhat * (x - mean)) * -1/2 (var + eps)^(-3/2)
  *     dmean = -sum(dxhat) / sqrt(var + eps) + dvar * -2 sum(x - mean) / M
  *     dx    = dxhat / sqrt(var + eps) + dvar * 2 (x - mean) / M + dmean / M
- * Evaluation: the running statistics, constants. */
-static reference reference_of(const rig *r, bool training, double eps)
+ * Evaluation: the running statistics, constants. With gelu (activation = "gelu"), y is GELU(z) of
+ * the normalized z = xhat * weight + bias, by erf in double, and the gradient that reaches z is
+ * dy * GELU'(z) = dy * (Phi(z) + z phi(z)). */
+static reference reference_of(const rig *r, bool training, double eps, bool gelu)
 {
     const int64_t c_n = rig_c(r), m = rig_n(r) * rig_hw(r);
     reference ref = { .y = doubles(numel(&r->x)), .dx = doubles(numel(&r->x)), .mean = doubles(c_n),
@@ -143,10 +147,14 @@ static reference reference_of(const rig *r, bool training, double eps)
         ref.var[c] = var;
         const double sd = sqrt(var + eps), weight = r->w[WEIGHT].data[c], bias = r->w[BIAS].data[c];
         double dvar = 0.0, dmean = 0.0, centered = 0.0;
+        double *g_of = doubles(m);  /* the gradient at z */
         for (int64_t j = 0; j < m; j++) {
             const int64_t i = at(r, c, j);
-            const double xhat = (r->x.data[i] - mean) / sd, g = r->dy.data[i];
-            ref.y[i] = xhat * weight + bias;
+            const double xhat = (r->x.data[i] - mean) / sd, z = xhat * weight + bias;
+            const double phi = 0.5 * (1.0 + erf(z / sqrt(2.0))), pdf = exp(-0.5 * z * z) / sqrt(2.0 * M_PI);
+            const double g = gelu ? r->dy.data[i] * (phi + z * pdf) : r->dy.data[i];
+            g_of[j] = g;
+            ref.y[i] = gelu ? z * phi : z;
             ref.dweight[c] += g * xhat;
             ref.dbias[c] += g;
             dvar += g * weight * (r->x.data[i] - mean) * -0.5 * pow(var + eps, -1.5);
@@ -156,9 +164,10 @@ static reference reference_of(const rig *r, bool training, double eps)
         dmean += dvar * -2.0 * centered / (double)m;
         for (int64_t j = 0; j < m; j++) {
             const int64_t i = at(r, c, j);
-            ref.dx[i] = r->dy.data[i] * weight / sd;
+            ref.dx[i] = g_of[j] * weight / sd;
             if (training) ref.dx[i] += dvar * 2.0 * (r->x.data[i] - mean) / (double)m + dmean / (double)m;
         }
+        free(g_of);
     }
     return ref;
 }
@@ -207,6 +216,7 @@ static void test_declares(void **unused)
     rig_load(&r);
     assert_true(rig_arg(&r, "eps")->num == 1e-5);
     assert_true(rig_arg(&r, "momentum")->num == 0.1);
+    assert_string_equal(rig_arg(&r, "activation")->s, "none");
     plugin_unload(&r.pl);
 }
 
@@ -232,6 +242,11 @@ static void test_create_refuses(void **unused)
     EXPECT_REFUSED(&r, TEST_SHAPE(2, 3, 4, 5), "(C), (C, L) or (C, H, W)", "got 4 dimensions (2, 3, 4, 5)");
     EXPECT_REFUSED(&r, test_shape(0, NULL), "(C), (C, L) or (C, H, W)", "got 0 dimensions ()");
     EXPECT_REFUSED(&r, TEST_SHAPE(3, 0, 4), "at least 1", "got (3, 0, 4)");
+    rig_arg(&r, "activation")->s = "relu";
+    EXPECT_REFUSED(&r, in, "activation must be 'none' or 'gelu'", "got 'relu'");
+    rig_arg(&r, "activation")->s = "GELU";
+    EXPECT_REFUSED(&r, in, "activation must be 'none' or 'gelu'", "got 'GELU'");
+    rig_arg(&r, "activation")->s = "none";
     /* the edges of momentum's range are fine */
     for (int i = 0; i <= 1; i++) {
         rig_arg(&r, "momentum")->num = i;
@@ -481,10 +496,11 @@ static const shape_case shapes[] = {
 
 /* The plugin's forward and backward against reference_of: y to FWD_TOL; dx, dweight and dbias to
  * 1e-5 of the largest value of each (float rounding of sums of at most a few hundred terms). */
-static void check_against_reference(shape_case sc, bool training)
+static void check_against_reference(shape_case sc, bool training, bool gelu)
 {
     rig r;
     rig_load(&r);
+    rig_arg(&r, "activation")->s = gelu ? "gelu" : "none";
     bn_build(&r, case_shape(sc), sc.n);
     rig_randomize_params(&r);
     r.ctx.training = training;
@@ -493,7 +509,7 @@ static void check_against_reference(shape_case sc, bool training)
     rig_forward(&r);
     rig_zero_grads(&r);
     rig_backward(&r, true);
-    reference ref = reference_of(&r, training, EPS_DEFAULT);
+    reference ref = reference_of(&r, training, EPS_DEFAULT, gelu);
     expect_close(r.y.data, ref.y, numel(&r.y), FWD_TOL, training ? "y (training)" : "y (evaluation)");
     const int64_t c_n = rig_c(&r);
     double *state = doubles(2 * c_n);
@@ -518,8 +534,9 @@ static void check_against_reference(shape_case sc, bool training)
         const double tol = 1e-5 * fmax(scale, 1e-3);
         for (int64_t i = 0; i < grads[g].n; i++)
             if (!(fabs(grads[g].got[i] - grads[g].want[i]) <= tol))
-                fail_msg("batchnorm N=%lld (%s), %s: %s[%lld] is %.9g, the textbook gives %.9g (tolerance %.3g)",
-                         (long long)sc.n, training ? "training" : "evaluation", "backward", grads[g].what,
+                fail_msg("batchnorm%s N=%lld (%s), %s: %s[%lld] is %.9g, the textbook gives %.9g (tolerance %.3g)",
+                         gelu ? " activation=gelu" : "", (long long)sc.n, training ? "training" : "evaluation",
+                         "backward", grads[g].what,
                          (long long)i, grads[g].got[i], grads[g].want[i], tol);
     }
     for (int i = RUNNING_MEAN; i < NTENSORS; i++)
@@ -531,10 +548,62 @@ static void check_against_reference(shape_case sc, bool training)
 
 static void test_matches_reference(void **unused)
 {
-    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
-        check_against_reference(shapes[t], true);
-        check_against_reference(shapes[t], false);
-    }
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++)
+        for (int gelu = 0; gelu <= 1; gelu++) {
+            check_against_reference(shapes[t], true, gelu);
+            check_against_reference(shapes[t], false, gelu);
+        }
+}
+
+/* ---- The fused GELU against the gelu layer after batchnorm ---- */
+
+/* batchnorm activation=gelu against batchnorm then the gelu layer, from the same x, dy and
+ * parameters: y bit for bit (the same float z through the same gelu_math.h), dx and the
+ * parameters' gradients to 1e-6 of the largest (backward recomputes z from the float state). */
+static void test_gelu_fused_matches_the_gelu_layer(void **unused)
+{
+    const shape_case cases[] = { { 4, 3, { 6, 17, 19 } }, { 3, 3, { 5, 50, 50 } }, { 9, 1, { 12 } } };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++)
+        for (int training = 0; training <= 1; training++) {
+            rig fused, bn, act;
+            rig_load(&fused);
+            rig_load(&bn);  /* the same seed: the same x, dy and parameters */
+            rig_arg(&fused, "activation")->s = "gelu";
+            bn_build(&fused, case_shape(cases[t]), cases[t].n);
+            bn_build(&bn, case_shape(cases[t]), cases[t].n);
+            rig_randomize_params(&fused);
+            rig_randomize_params(&bn);
+            rig_open(&act, "gelu", 7);
+            rig_alloc(&act, case_shape(cases[t]), cases[t].n);
+            fused.ctx.training = bn.ctx.training = act.ctx.training = training;
+            rig_forward(&fused);
+            rig_forward(&bn);
+            memcpy(act.x.data, bn.y.data, sizeof(float) * (size_t)numel(&bn.y));
+            rig_forward(&act);
+            expect_same_bits(fused.y.data, act.y.data, numel(&act.y), "y against the gelu layer's");
+            memcpy(act.dy.data, fused.dy.data, sizeof(float) * (size_t)numel(&fused.dy));
+            rig_backward(&act, true);
+            memcpy(bn.dy.data, act.dx.data, sizeof(float) * (size_t)numel(&act.dx));
+            rig_zero_grads(&fused);
+            rig_zero_grads(&bn);
+            rig_backward(&fused, true);
+            rig_backward(&bn, true);
+            const rx_tensor *got[] = { &fused.dx, &fused.dw[WEIGHT], &fused.dw[BIAS] };
+            const rx_tensor *want[] = { &bn.dx, &bn.dw[WEIGHT], &bn.dw[BIAS] };
+            const char *what[] = { "dx", "dweight", "dbias" };
+            for (int g = 0; g < 3; g++) {
+                double scale = 1e-3;
+                for (int64_t i = 0; i < numel(want[g]); i++) scale = fmax(scale, fabs(want[g]->data[i]));
+                for (int64_t i = 0; i < numel(want[g]); i++)
+                    if (!(fabs(got[g]->data[i] - want[g]->data[i]) <= 1e-6 * scale))
+                        fail_msg("%s (%s)[%lld]: fused %.9g, batchnorm then gelu %.9g", what[g],
+                                 training ? "training" : "evaluation", (long long)i, got[g]->data[i],
+                                 want[g]->data[i]);
+            }
+            rig_free(&fused);
+            rig_free(&bn);
+            rig_free(&act);
+        }
 }
 
 /* ---- Threads ---- */
@@ -567,20 +636,21 @@ static void test_threads(void **unused)
 {
     const shape_case cases[] = { { 4, 3, { 6, 40, 40 } }, { 600, 1, { 64 } }, { 3, 3, { 5, 50, 50 } } };
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
-        for (int mode = 0; mode < 2; mode++) {
+        for (int mode = 0; mode < 4; mode++) {  /* training, evaluation; then both with the GELU fused */
             rig r;
             rig_load(&r);
+            rig_arg(&r, "activation")->s = mode >= 2 ? "gelu" : "none";
             bn_build(&r, case_shape(cases[t]), cases[t].n);
             rig_randomize_params(&r);
-            r.ctx.training = mode == 0;
+            r.ctx.training = mode % 2 == 0;
             float *mean0 = copy_of(&r.w[RUNNING_MEAN]), *var0 = copy_of(&r.w[RUNNING_VAR]);
             int64_t n;
             float *one = pass_with(&r, 1, mean0, var0, &n);
             for (int threads = 2; threads <= 3; threads++) {
                 float *more = pass_with(&r, threads, mean0, var0, &n);
                 char what[96];
-                snprintf(what, sizeof what, "outputs (%s) with %d threads", mode == 0 ? "training" : "evaluation",
-                         threads);
+                snprintf(what, sizeof what, "outputs (%s%s) with %d threads", mode % 2 == 0 ? "training" : "evaluation",
+                         mode >= 2 ? ", activation=gelu" : "", threads);
                 expect_same_bits(more, one, n, what);
                 free(more);
             }
@@ -603,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_forward_refuses),
         cmocka_unit_test(test_matches_reference),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_gelu_fused_matches_the_gelu_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -203,6 +203,13 @@ static const table_row table[] = {
     { "batchnorm", NULL, S(16, 32, 32), 8, { BN } },
     { "batchnorm", NULL, S(1000), 2, { BN } },
     { "batchnorm", NULL, S(64, 8, 8), 20, { BN } },
+    /* batchnorm with its GELU fused: the shapes above that differ in layout, blocks of the
+     * backward's 256 values and a partial one (17 x 19 = 323 a row) */
+    { "batchnorm", "activation=gelu", S(3, 4, 5), 2, { EVERY, BN } },
+    { "batchnorm", "activation=gelu", S(4), 5, { EVERY, BN } },
+    { "batchnorm", "activation=gelu", S(2, 7), 2, { EVERY, BN } },
+    { "batchnorm", "activation=gelu momentum=0.4 eps=1e-12", S(3, 17, 19), 3, { EVERY, BN } },
+    { "batchnorm", "activation=gelu", S(16, 32, 32), 8, { BN } },
     /* gelu, both forms, on [-4, 4] and on [-6, 6]: many blocks, one partial block */
     { "gelu", "approximate=none", S(2, 3, 4), 2, { EVERY, GELU, .input_scale = 4 } },
     { "gelu", "approximate=tanh", S(2, 3, 4), 2, { EVERY, GELU, .input_scale = 4 } },

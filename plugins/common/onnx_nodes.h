@@ -3,6 +3,8 @@
 #ifndef RX_COMMON_ONNX_NODES_H
 #define RX_COMMON_ONNX_NODES_H
 
+#include <stdbool.h>
+
 #include "runexp.h"
 
 /* op(inputs) -> output with attributes; 0, or -1 after rx_fail. */
@@ -14,5 +16,8 @@ int onnx_unary(rx_ctx *ctx, rx_onnx *g, const char *op);
 const char *onnx_scalar(rx_ctx *ctx, rx_onnx *g, float v);
 /* A fresh value name, or NULL after rx_fail. */
 const char *onnx_temp(rx_ctx *ctx, rx_onnx *g);
+/* GELU of value x into output, from Erf (or Tanh, tanh_form), Mul and Add, since opset 17 has no
+ * Gelu: 0.5 x (1 + erf(x / sqrt(2))), or gelu_math.h's tanh form. 0, or -1 after rx_fail. */
+int onnx_gelu(rx_ctx *ctx, rx_onnx *g, const char *x, const char *output, bool tanh_form);
 
 #endif

@@ -6,6 +6,13 @@
  * place (w[2], w[3]) as PyTorch does, with the unbiased variance var * M / (M - 1):
  *     running = (1 - momentum) * running + momentum * batch statistic
  * Evaluation: the running statistics, read only.
+ * activation = "gelu" fuses the GELU that follows batchnorm in airbench-style blocks:
+ *     y = GELU(z), z = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+ * with gelu_math.h's exact form (the gelu layer's, bit for bit). Backward recomputes z from x and
+ * the state and takes dz = dy * GELU'(z) in place of dy below (dz to rounding: see
+ * batchnorm_backward_cpu). Fused, the pair reads and writes the
+ * batch's tensor once each way where the two layers took two passes: the tensors of a batch of
+ * 256 (11-44 MB) live in memory, not in cache (docs/benchmarks.md, "batchnorm and GELU fused").
  * Backward, with xhat = (x - mean) * invstd and the sums over the channel's M values:
  *     dbias += sum(dy);   dweight += sum(dy * xhat)
  *     dx = weight * invstd * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)     (training)
@@ -23,8 +30,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "batchnorm.h"
+#include "gelu_math.h"
 #include "threads.h"
 #include "onnx_nodes.h"
 
@@ -33,9 +42,11 @@ static const rx_param params[] = {
       .help = "added to the variance before its square root, > 0" },
     { .key = "momentum", .type = RX_NUM, .def = { .num = 0.1 },
       .help = "running = (1 - momentum) * running + momentum * batch statistic, in [0, 1]" },
+    { .key = "activation", .type = RX_STR, .def = { .s = "none" },
+      .help = "'none', or 'gelu': GELU of the normalized output (the gelu layer's exact form), fused" },
     { 0 },
 };
-enum { ARG_EPS, ARG_MOMENTUM };
+enum { ARG_EPS, ARG_MOMENTUM, ARG_ACTIVATION };
 
 /* "(2, 3, 4)" into buf, for messages. */
 static void format_shape(rx_shape s, char *buf, size_t len)
@@ -53,6 +64,9 @@ static int batchnorm_create(void **self, rx_ctx *ctx, const rx_value *args, rx_s
     if (!(eps > 0.0 && isfinite(eps))) return rx_fail(ctx, "eps must be > 0, got %g", eps);
     if (!(momentum >= 0.0 && momentum <= 1.0))
         return rx_fail(ctx, "momentum must be in [0, 1], got %g", momentum);
+    const char *activation = args[ARG_ACTIVATION].s ? args[ARG_ACTIVATION].s : "(nothing)";
+    if (strcmp(activation, "none") != 0 && strcmp(activation, "gelu") != 0)
+        return rx_fail(ctx, "activation must be 'none' or 'gelu', got '%s'", activation);
     char got[128];
     format_shape(in, got, sizeof got);
     if (in.ndim < 1 || in.ndim > 3)
@@ -67,7 +81,8 @@ static int batchnorm_create(void **self, rx_ctx *ctx, const rx_value *args, rx_s
 
     batchnorm *s = malloc(sizeof *s);
     if (!s) return rx_fail(ctx, "out of memory");
-    *s = (batchnorm){ .c = c, .hw = rx_numel(in) / c, .eps = eps, .momentum = momentum };
+    *s = (batchnorm){ .c = c, .hw = rx_numel(in) / c, .eps = eps, .momentum = momentum,
+                      .gelu = strcmp(activation, "gelu") == 0 };
     const rx_shape per_channel = { .ndim = 1, .d = { c } };
     info->out = in;
     info->ntensors = BN_NTENSORS;
@@ -142,6 +157,26 @@ static void row_grad_sums(const float *restrict x, const float *restrict g, int6
     *sum_g_xhat += b;
 }
 
+/* row_grad_sums for activation = "gelu": dz = dy * GELU'(z), z = (x - mu) * scale + shift as
+ * forward computed it, in blocks of GELU_BLOCK values on the stack, summed as row_grad_sums sums
+ * them; dz is left in out[0, n) for the dx pass when out is not NULL. */
+enum { GELU_BLOCK = 256 };
+
+static void gelu_grad_sums(const float *x, const float *dy, float *out, int64_t n, float mu, float scale,
+                           float shift, float is, double *sum_g, double *sum_g_xhat)
+{
+    float block[GELU_BLOCK];
+    for (int64_t j0 = 0; j0 < n; j0 += GELU_BLOCK) {
+        const int64_t len = n - j0 < GELU_BLOCK ? n - j0 : GELU_BLOCK;
+        const float *restrict in = x + j0, *restrict g = dy + j0;
+        /* cppcheck-suppress legacyUninitvar ; block is written (dz) before it is read */
+        float *restrict dz = out ? out + j0 : block;
+#pragma omp simd
+        for (int64_t j = 0; j < len; j++) dz[j] = g[j] * gelu_exact_grad((in[j] - mu) * scale + shift);
+        row_grad_sums(in, dz, len, mu, is, sum_g, sum_g_xhat);
+    }
+}
+
 /* Mean and biased variance of channel c of x (N, C, HW), over its n * hw values, in double: the
  * sum, then the squared deviations from the mean. */
 static void batchnorm_moments(const batchnorm *s, const float *x, int64_t n, int64_t c, double *mean,
@@ -201,7 +236,12 @@ static int batchnorm_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, co
         for (int64_t i = 0; i < n; i++) {
             const float *restrict in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
             float *restrict out = y->data + (i * s->c + c) * s->hw;       /* (HW) */
-            for (int64_t j = 0; j < s->hw; j++) out[j] = (in[j] - mean_c) * scale + shift;
+            if (s->gelu) {
+#pragma omp simd
+                for (int64_t j = 0; j < s->hw; j++) out[j] = gelu_exact((in[j] - mean_c) * scale + shift);
+            } else {
+                for (int64_t j = 0; j < s->hw; j++) out[j] = (in[j] - mean_c) * scale + shift;
+            }
         }
     }
     return 0;
@@ -217,6 +257,7 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
     const float *weight = w[BN_WEIGHT].data;                   /* (C) */
     float *dweight = dw[BN_WEIGHT].data, *dbias = dw[BN_BIAS].data;  /* (C); the buffers get none */
     const float *mean = state, *invstd = mean + s->c;          /* (C) each, from forward */
+    const float *bias = w[BN_BIAS].data;                       /* (C): z's shift, for activation = "gelu" */
     const bool training = ctx->training;
     const int threads = threads_for(ctx, n * s->c * s->hw, THREADS_MIN_WORK);
     (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
@@ -224,10 +265,18 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < s->c; c++) {
         const float mu = mean[c], is = invstd[c];
+        /* z's scale from the state's float invstd (forward had the double): z may differ from
+         * forward's in its last bit, which moves GELU'(z) by as little */
+        const float scale = (float)((double)weight[c] * (double)is), shift = bias[c];
         double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int64_t i = 0; i < n; i++)
-            row_grad_sums(x->data + (i * s->c + c) * s->hw, dy->data + (i * s->c + c) * s->hw, s->hw, mu, is,
-                          &sum_dy, &sum_dy_xhat);
+        for (int64_t i = 0; i < n; i++) {
+            const size_t at = (size_t)(i * s->c + c) * (size_t)s->hw;
+            if (s->gelu)
+                gelu_grad_sums(x->data + at, dy->data + at, dx ? dx->data + at : NULL, s->hw, mu, scale, shift,
+                               is, &sum_dy, &sum_dy_xhat);
+            else
+                row_grad_sums(x->data + at, dy->data + at, s->hw, mu, is, &sum_dy, &sum_dy_xhat);
+        }
         dweight[c] += (float)sum_dy_xhat;
         dbias[c] += (float)sum_dy;
         if (!dx) continue;
@@ -235,9 +284,10 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
         const float a = training ? (float)(sum_dy / (double)m) : 0.0f;
         const float b = training ? (float)(sum_dy_xhat / (double)m) : 0.0f;
         for (int64_t i = 0; i < n; i++) {
-            const float *restrict in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
-            const float *restrict g = dy->data + (i * s->c + c) * s->hw;  /* (HW) */
-            float *restrict out = dx->data + (i * s->c + c) * s->hw;      /* (HW) */
+            const float *in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
+            /* dz: dy, or with activation = "gelu" what gelu_grad_sums left in dx */
+            const float *g = (s->gelu ? dx->data : dy->data) + (i * s->c + c) * s->hw;  /* (HW) */
+            float *out = dx->data + (i * s->c + c) * s->hw;      /* (HW), may be g itself */
             if (training)
                 for (int64_t j = 0; j < s->hw; j++) out[j] = k * (g[j] - a - (in[j] - mu) * is * b);
             else
@@ -247,14 +297,17 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
     return 0;
 }
 
-/* BatchNormalization in inference form: the running statistics, epsilon as a float. */
+/* BatchNormalization in inference form: the running statistics, epsilon as a float; then, with
+ * activation = "gelu", the gelu layer's nodes. */
 static int batchnorm_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
 {
     const batchnorm *s = self;
     const rx_onnx_attr eps = { .name = "epsilon", .type = RX_ATTR_FLOAT, .f = (float)s->eps };
     const char *inputs[] = { g->input, g->tensors[BN_WEIGHT], g->tensors[BN_BIAS], g->tensors[BN_RUNNING_MEAN],
                              g->tensors[BN_RUNNING_VAR] };
-    return onnx_op(ctx, g, "BatchNormalization", inputs, 5, g->output, &eps, 1);
+    const char *z = s->gelu ? onnx_temp(ctx, g) : g->output;
+    if (!z || onnx_op(ctx, g, "BatchNormalization", inputs, 5, z, &eps, 1) != 0) return -1;
+    return s->gelu ? onnx_gelu(ctx, g, z, g->output, false) : 0;
 }
 
 static const rx_plugin desc = {

@@ -15,6 +15,9 @@
  *     eval forward      the running statistics; thread 0 writes the state; then y
  *     backward          sum(dy) and sum(dy * xhat) (one pass); thread 0 adds them into dbias
  *                       and dweight; then dx
+ * With activation = "gelu", y is gelu_exact of the normalized value, and backward takes
+ * dz = dy * gelu_exact_grad(z) for dy, z recomputed in each of its two passes (the CPU keeps dz in
+ * dx between them; here recomputing costs less than the memory).
  * The CPU adds the same values in another order, so the batch statistics may differ in the last
  * bits of a double and, rarely, in the last bit of a float. Everything elementwise is the CPU's
  * expression with the CPU's roundings (__fsub_rn and friends keep nvcc from fusing a multiply and
@@ -27,6 +30,7 @@
 
 #include "batchnorm.h"
 #include "cuda_util.cuh"
+#include "gelu_math.h"
 
 /* Where value j (0 <= j < M) of channel c lies in an (N, C, HW) tensor: sample j / HW, offset
  * j % HW within it. */
@@ -59,15 +63,28 @@ __device__ void batchnorm_block_sums(double *a, double *b)
     __syncthreads();  /* every thread has read the totals before a later call overwrites them */
 }
 
-/* y = (x - mean) * scale + shift over channel c's M values, rounded as the CPU rounds it. */
+/* z = (x - mean) * scale + shift, rounded as the CPU rounds it. */
+__device__ __forceinline__ float batchnorm_z(float x, float mean, float scale, float shift)
+{
+    return __fadd_rn(__fmul_rn(__fsub_rn(x, mean), scale), shift);
+}
+
+/* y = z, or GELU(z) with gelu, over channel c's M values. */
 template <typename Index>
 __device__ void batchnorm_normalize(const float *__restrict__ x, float *__restrict__ y, Index c, Index ch, Index hw,
-                                    Index m, float mean, float scale, float shift)
+                                    Index m, float mean, float scale, float shift, bool gelu)
 {
     for (Index j = (Index)threadIdx.x; j < m; j += (Index)blockDim.x) {
         const Index at = batchnorm_at(j, c, ch, hw);
-        y[at] = __fadd_rn(__fmul_rn(__fsub_rn(x[at], mean), scale), shift);
+        const float z = batchnorm_z(x[at], mean, scale, shift);
+        y[at] = gelu ? gelu_exact(z) : z;
     }
+}
+
+/* dy, or dy * GELU'(z) with gelu: the gradient that reaches z. */
+__device__ __forceinline__ float batchnorm_dz(float dy, float x, float mean, float scale, float shift, bool gelu)
+{
+    return gelu ? __fmul_rn(dy, gelu_exact_grad(batchnorm_z(x, mean, scale, shift))) : dy;
 }
 
 /* Training forward, block c: y (N, C, HW) from x with channel c's batch statistics; updates
@@ -78,7 +95,7 @@ __global__ void batchnorm_forward_train(const float *__restrict__ x, float *__re
                                         const float *__restrict__ weight, const float *__restrict__ bias,
                                         float *__restrict__ running_mean, float *__restrict__ running_var,
                                         float *__restrict__ mean, float *__restrict__ invstd, Index ch, Index hw,
-                                        Index m, double eps, double momentum)
+                                        Index m, double eps, double momentum, bool gelu)
 {
     const Index c = (Index)blockIdx.x;
     double sum = 0.0, unused = 0.0;
@@ -102,7 +119,7 @@ __global__ void batchnorm_forward_train(const float *__restrict__ x, float *__re
         mean[c] = (float)mu;
         invstd[c] = (float)is;
     }
-    batchnorm_normalize(x, y, c, ch, hw, m, (float)mu, (float)((double)weight[c] * is), bias[c]);
+    batchnorm_normalize(x, y, c, ch, hw, m, (float)mu, (float)((double)weight[c] * is), bias[c], gelu);
 }
 
 /* Evaluation forward, block c: y (N, C, HW) from x with the running statistics (read only);
@@ -112,7 +129,7 @@ __global__ void batchnorm_forward_eval(const float *__restrict__ x, float *__res
                                        const float *__restrict__ weight, const float *__restrict__ bias,
                                        const float *__restrict__ running_mean, const float *__restrict__ running_var,
                                        float *__restrict__ mean, float *__restrict__ invstd, Index ch, Index hw,
-                                       Index m, double eps)
+                                       Index m, double eps, bool gelu)
 {
     const Index c = (Index)blockIdx.x;
     const float mu = running_mean[c];
@@ -121,24 +138,27 @@ __global__ void batchnorm_forward_eval(const float *__restrict__ x, float *__res
         mean[c] = mu;
         invstd[c] = (float)is;
     }
-    batchnorm_normalize(x, y, c, ch, hw, m, mu, (float)((double)weight[c] * is), bias[c]);
+    batchnorm_normalize(x, y, c, ch, hw, m, mu, (float)((double)weight[c] * is), bias[c], gelu);
 }
 
 /* Backward, block c: adds sum(dy * xhat) into dweight[c] and sum(dy) into dbias[c]; writes dx
  * (N, C, HW) at channel c unless dx is NULL. mean and invstd (C): the state forward wrote. */
 template <typename Index>
 __global__ void batchnorm_backward_channel(const float *__restrict__ x, const float *__restrict__ dy,
-                                           const float *__restrict__ weight, const float *__restrict__ mean,
-                                           const float *__restrict__ invstd, float *__restrict__ dx,
-                                           float *__restrict__ dweight, float *__restrict__ dbias, Index ch,
-                                           Index hw, Index m, bool training)
+                                           const float *__restrict__ weight, const float *__restrict__ bias,
+                                           const float *__restrict__ mean, const float *__restrict__ invstd,
+                                           float *__restrict__ dx, float *__restrict__ dweight,
+                                           float *__restrict__ dbias, Index ch, Index hw, Index m, bool training,
+                                           bool gelu)
 {
     const Index c = (Index)blockIdx.x;
     const float mu = mean[c], is = invstd[c];
+    const float scale = (float)((double)weight[c] * (double)is), shift = bias[c];  /* z's, as the CPU's */
     double sum_dy = 0.0, sum_dy_xhat = 0.0;  /* float * float is exact in double */
     for (Index j = (Index)threadIdx.x; j < m; j += (Index)blockDim.x) {
         const Index at = batchnorm_at(j, c, ch, hw);
-        const float g = dy[at], xhat = __fmul_rn(__fsub_rn(x[at], mu), is);
+        const float g = batchnorm_dz(dy[at], x[at], mu, scale, shift, gelu);
+        const float xhat = __fmul_rn(__fsub_rn(x[at], mu), is);
         sum_dy += g;
         sum_dy_xhat += (double)g * xhat;
     }
@@ -154,12 +174,13 @@ __global__ void batchnorm_backward_channel(const float *__restrict__ x, const fl
         for (Index j = (Index)threadIdx.x; j < m; j += (Index)blockDim.x) {
             const Index at = batchnorm_at(j, c, ch, hw);
             const float xhat = __fmul_rn(__fsub_rn(x[at], mu), is);
-            dx[at] = __fmul_rn(k, __fsub_rn(__fsub_rn(dy[at], a), __fmul_rn(xhat, b)));
+            const float g = batchnorm_dz(dy[at], x[at], mu, scale, shift, gelu);
+            dx[at] = __fmul_rn(k, __fsub_rn(__fsub_rn(g, a), __fmul_rn(xhat, b)));
         }
     } else {
         for (Index j = (Index)threadIdx.x; j < m; j += (Index)blockDim.x) {
             const Index at = batchnorm_at(j, c, ch, hw);
-            dx[at] = __fmul_rn(k, dy[at]);
+            dx[at] = __fmul_rn(k, batchnorm_dz(dy[at], x[at], mu, scale, shift, gelu));
         }
     }
 }
@@ -185,21 +206,21 @@ extern "C" int batchnorm_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *
         if (rx_cuda_int_index(n * s->c * s->hw))
             batchnorm_forward_train<int><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
                 x->data, y->data, w[BN_WEIGHT].data, w[BN_BIAS].data, w[BN_RUNNING_MEAN].data,
-                w[BN_RUNNING_VAR].data, mean, invstd, (int)s->c, (int)s->hw, (int)m, s->eps, s->momentum);
+                w[BN_RUNNING_VAR].data, mean, invstd, (int)s->c, (int)s->hw, (int)m, s->eps, s->momentum, s->gelu);
         else
             batchnorm_forward_train<int64_t><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
                 x->data, y->data, w[BN_WEIGHT].data, w[BN_BIAS].data, w[BN_RUNNING_MEAN].data,
-                w[BN_RUNNING_VAR].data, mean, invstd, s->c, s->hw, m, s->eps, s->momentum);
+                w[BN_RUNNING_VAR].data, mean, invstd, s->c, s->hw, m, s->eps, s->momentum, s->gelu);
         return RX_CUDA_LAUNCHED(ctx, "batchnorm forward (training)");
     }
     if (rx_cuda_int_index(n * s->c * s->hw))
         batchnorm_forward_eval<int><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
             x->data, y->data, w[BN_WEIGHT].data, w[BN_BIAS].data, w[BN_RUNNING_MEAN].data, w[BN_RUNNING_VAR].data,
-            mean, invstd, (int)s->c, (int)s->hw, (int)m, s->eps);
+            mean, invstd, (int)s->c, (int)s->hw, (int)m, s->eps, s->gelu);
     else
         batchnorm_forward_eval<int64_t><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
             x->data, y->data, w[BN_WEIGHT].data, w[BN_BIAS].data, w[BN_RUNNING_MEAN].data, w[BN_RUNNING_VAR].data,
-            mean, invstd, s->c, s->hw, m, s->eps);
+            mean, invstd, s->c, s->hw, m, s->eps, s->gelu);
     return RX_CUDA_LAUNCHED(ctx, "batchnorm forward (evaluation)");
 }
 
@@ -214,11 +235,11 @@ extern "C" int batchnorm_backward_cuda(void *self, rx_ctx *ctx, const rx_tensor 
     float *out = dx ? dx->data : NULL;
     if (rx_cuda_int_index(n * s->c * s->hw))
         batchnorm_backward_channel<int><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
-            x->data, dy->data, w[BN_WEIGHT].data, mean, invstd, out, dw[BN_WEIGHT].data, dw[BN_BIAS].data,
-            (int)s->c, (int)s->hw, (int)m, ctx->training);
+            x->data, dy->data, w[BN_WEIGHT].data, w[BN_BIAS].data, mean, invstd, out, dw[BN_WEIGHT].data,
+            dw[BN_BIAS].data, (int)s->c, (int)s->hw, (int)m, ctx->training, s->gelu);
     else
         batchnorm_backward_channel<int64_t><<<(unsigned)s->c, batchnorm_block_threads(m), 0, rx_cuda_stream(ctx)>>>(
-            x->data, dy->data, w[BN_WEIGHT].data, mean, invstd, out, dw[BN_WEIGHT].data, dw[BN_BIAS].data, s->c,
-            s->hw, m, ctx->training);
+            x->data, dy->data, w[BN_WEIGHT].data, w[BN_BIAS].data, mean, invstd, out, dw[BN_WEIGHT].data,
+            dw[BN_BIAS].data, s->c, s->hw, m, ctx->training, s->gelu);
     return RX_CUDA_LAUNCHED(ctx, "batchnorm backward");
 }

@@ -9,10 +9,14 @@
  *     3 running_var (C)   buffer: likewise, with the unbiased batch variance
  * State: 2C floats, mean (C) then inverse standard deviation (C) as forward normalized with them
  * (the batch's in training, the running statistics' in evaluation), at the start of the block
- * the host lends (see batchnorm_create for why that is enough). Both devices use this layout. */
+ * the host lends (see batchnorm_create for why that is enough). Both devices use this layout.
+ * With activation = "gelu" the output is GELU of the normalized value, which backward recomputes
+ * from x and the state: one pass over the tensor each way where a gelu layer after it takes
+ * another. */
 #ifndef RX_LAYER_BATCHNORM_H
 #define RX_LAYER_BATCHNORM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "runexp.h"
@@ -24,6 +28,7 @@ typedef struct batchnorm {
     int64_t hw;       /* values per channel in one sample: H * W, L, or 1 for a (C) input */
     double eps;       /* added to the variance before the square root */
     double momentum;  /* running = (1 - momentum) * running + momentum * batch statistic */
+    bool gelu;        /* activation = "gelu": y = GELU(z) of the normalized z (gelu_math.h's exact form) */
 } batchnorm;
 
 #ifdef __cplusplus

@@ -64,38 +64,11 @@ static int gelu_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const 
     return 0;
 }
 
-/* One node of the formula, op(in) into a new value *out (g->output when last). An input is NULL
- * when its constant could not be made (rx_fail said why). */
-static int gelu_node(rx_ctx *ctx, rx_onnx *g, const char *op, const char *const *in, int n, bool last,
-                     const char **out)
-{
-    for (int i = 0; i < n; i++)
-        if (!in[i]) return -1;
-    *out = last ? g->output : onnx_temp(ctx, g);
-    return *out ? onnx_op(ctx, g, op, in, n, *out, NULL, 0) : -1;
-}
-
-/* The formula of the header comment from Erf or Tanh, Mul and Add: opset 17 has no Gelu. */
+/* The formula of the header comment (onnx_nodes.h: opset 17 has no Gelu). */
 static int gelu_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
 {
     const gelu *s = self;
-    const char *x = g->input, *t = NULL;
-    int rc;
-    if (s->form == GELU_TANH)
-        rc = gelu_node(ctx, g, "Mul", (const char *[]){ x, x }, 2, false, &t) ||
-             gelu_node(ctx, g, "Mul", (const char *[]){ t, x }, 2, false, &t) ||
-             gelu_node(ctx, g, "Mul", (const char *[]){ t, onnx_scalar(ctx, g, GELU_KAPPA) }, 2, false, &t) ||
-             gelu_node(ctx, g, "Add", (const char *[]){ x, t }, 2, false, &t) ||
-             gelu_node(ctx, g, "Mul", (const char *[]){ t, onnx_scalar(ctx, g, GELU_SQRT_2_OVER_PI) }, 2, false, &t) ||
-             gelu_node(ctx, g, "Tanh", (const char *[]){ t }, 1, false, &t);
-    else
-        rc = gelu_node(ctx, g, "Mul", (const char *[]){ x, onnx_scalar(ctx, g, GELU_SQRT1_2) }, 2, false, &t) ||
-             gelu_node(ctx, g, "Erf", (const char *[]){ t }, 1, false, &t);
-    /* 0.5 x (1 + erf(...)), or 0.5 x (1 + tanh(...)) */
-    rc = rc || gelu_node(ctx, g, "Add", (const char *[]){ t, onnx_scalar(ctx, g, 1.0f) }, 2, false, &t) ||
-         gelu_node(ctx, g, "Mul", (const char *[]){ x, t }, 2, false, &t) ||
-         gelu_node(ctx, g, "Mul", (const char *[]){ t, onnx_scalar(ctx, g, 0.5f) }, 2, true, &t);
-    return rc ? -1 : 0;
+    return onnx_gelu(ctx, g, g->input, g->output, s->form == GELU_TANH);
 }
 
 static const rx_plugin desc = {

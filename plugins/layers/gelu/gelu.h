@@ -1,16 +1,10 @@
 /* gelu.h: what gelu.c (the CPU path, create and the descriptor) and gelu.cu (the CUDA path)
- * share: the choice of formula fixed at create, its constants, and the CUDA entry points. The
- * per-element arithmetic of both is in gelu_math.h. */
+ * share: the choice of formula fixed at create and the CUDA entry points. The per-element
+ * arithmetic of both, and its constants, are in plugins/common/gelu_math.h. */
 #ifndef RX_LAYER_GELU_H
 #define RX_LAYER_GELU_H
 
 #include "runexp.h"
-
-/* PyTorch's constants (aten/src/ATen/native/cpu/Activation.cpp), as floats. */
-#define GELU_SQRT1_2       0.70710678118654752440f /* 1 / sqrt(2): erf's argument scale */
-#define GELU_INV_SQRT_2PI  0.39894228040143267794f /* 1 / sqrt(2 pi): the normal density's */
-#define GELU_SQRT_2_OVER_PI 0.79788456080286535588f /* sqrt(2 / pi): the tanh form's */
-#define GELU_KAPPA         0.044715f               /* the tanh form's cubic coefficient */
 
 typedef enum { GELU_EXACT = 0, GELU_TANH = 1 } gelu_form;
 

@@ -1,18 +1,23 @@
-/* gelu_math.h: one element's GELU and its gradient, the arithmetic both gelu.c and gelu.cu run.
+/* gelu_math.h: one element's GELU and its gradient, the arithmetic that the gelu layer (gelu.c,
+ * gelu.cu) and batchnorm's fused activation (batchnorm.c, batchnorm.cu) run.
  * These are static inline functions in a header, not a .c of their own, because each compiler
- * must build them into its own loop: gcc inlines them into gelu.c's `omp parallel for simd`
- * loops, which it vectorizes only when it sees the whole body (a call out would leave them
- * scalar), and nvcc into gelu.cu's kernels (device code cannot call what gcc compiled). */
-#ifndef RX_LAYER_GELU_MATH_H
-#define RX_LAYER_GELU_MATH_H
+ * must build them into its own loop: gcc inlines them into the layers' `omp simd` loops, which it
+ * vectorizes only when it sees the whole body (a call out would leave them scalar), and nvcc into
+ * the kernels (device code cannot call what gcc compiled). */
+#ifndef RX_COMMON_GELU_MATH_H
+#define RX_COMMON_GELU_MATH_H
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "gelu.h"
+/* PyTorch's constants (aten/src/ATen/native/cpu/Activation.cpp), as floats. */
+#define GELU_SQRT1_2       0.70710678118654752440f /* 1 / sqrt(2): erf's argument scale */
+#define GELU_INV_SQRT_2PI  0.39894228040143267794f /* 1 / sqrt(2 pi): the normal density's */
+#define GELU_SQRT_2_OVER_PI 0.79788456080286535588f /* sqrt(2 / pi): the tanh form's */
+#define GELU_KAPPA         0.044715f               /* the tanh form's cubic coefficient */
 
-/* One element's arithmetic, shared by gelu.c and gelu.cu so that the devices compute the same
+/* One element's arithmetic, shared by the C and CUDA files so that the devices compute the same
  * floats: the C build contracts nothing into FMAs (ISO C mode) and nvcc is told not to either
  * (--fmad=false in the Makefile); division is correctly rounded on both. erf, exp and tanh are
  * short polynomials, as in PyTorch's vectorized CPU kernels: their error is below 2e-7 absolute
