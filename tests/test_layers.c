@@ -81,6 +81,12 @@ static const conv_case conv_cases[] = {
     { .n = 1, .c = 2, .h = 16, .w = 16, .out = 2, .k = 3, .stride = 1, .pad = 1, .bias = true },
     { .n = 1, .c = 1, .h = 32, .w = 32, .out = 2, .k = 3, .stride = 1, .pad = 1, .bias = false },
     { .n = 2, .c = 1, .h = 8, .w = 8, .out = 2, .k = 5, .stride = 1, .pad = 2, .bias = true },
+    /* direct forward (stride 1, rows of 16 outputs or more, C*K*K up to 64): a block of 16 channels
+     * and a partial one, rows of 31 (the last block of 16 overlaps the one before), a 5x5 kernel
+     * over rows of 20 */
+    { .n = 2, .c = 3, .h = 32, .w = 32, .out = 20, .k = 3, .stride = 1, .pad = 1, .bias = true },
+    { .n = 1, .c = 3, .h = 32, .w = 32, .out = 24, .k = 2, .stride = 1, .pad = 0, .bias = true },
+    { .n = 1, .c = 2, .h = 17, .w = 20, .out = 5, .k = 5, .stride = 1, .pad = 2, .bias = false },
     /* Winograd (3x3, stride 1, padding up to 2, 8 or more channels in and out): odd outputs
      * (partial tiles), the row widths it passes as constants (4 and 8 tiles), a wider one, and
      * padding 0 and 2 */

@@ -49,6 +49,7 @@ typedef struct conv2d {
     int rows;          /* C*K*K: the length of one im2col column, the fan-in */
     int pixels;        /* OH*OW: the columns of one sample's im2col matrix */
     bool pointwise;    /* 1x1, stride 1, no padding: im2col would copy x unchanged */
+    bool direct;       /* im2col layer whose forward runs as a direct convolution (conv2d_direct_sample) */
     size_t padded;     /* im2col: C*(H+2P)*(W+2P), one sample with its zero border */
     wino_geom fwd;     /* Winograd: x -> y */
     wino_geom back;    /* Winograd: dY -> dx, padding 2 - P */
