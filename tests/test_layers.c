@@ -287,6 +287,10 @@ static void test_conv2d_backward_matches_definition(void **unused)
         { .n = 6, .c = 9, .h = 7, .w = 5, .out = 8, .k = 3, .stride = 1, .pad = 2, .bias = true },     /* 6 */
         { .n = 3, .c = 8, .h = 31, .w = 31, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = true },   /* 1, 1, 1 */
         { .n = 3, .c = 3, .h = 32, .w = 32, .out = 16, .k = 3, .stride = 1, .pad = 1, .bias = true },
+        /* direct forward, im2col backward: a partial block of channels over rows of 31 (the last
+         * block of 16 overlaps the one before), a 5x5 kernel over rows of 20 */
+        { .n = 2, .c = 3, .h = 32, .w = 32, .out = 6, .k = 2, .stride = 1, .pad = 0, .bias = true },
+        { .n = 2, .c = 2, .h = 17, .w = 20, .out = 5, .k = 5, .stride = 1, .pad = 2, .bias = false },
     };
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         rig r;

@@ -116,12 +116,14 @@ static conv2d_algo conv2d_choose(const conv2d *s)
 }
 
 /* The im2col layers whose forward runs direct (conv2d_direct_sample): stride 1, rows of at least
- * DIRECT_COLS outputs, and at most DIRECT_MAX_ROWS taps (C*K*K), where SGEMM's product is thin. */
+ * DIRECT_COLS outputs, and at most DIRECT_MAX_ROWS taps (C*K*K), where SGEMM's product is thin;
+ * not 1x1 kernels, whose SGEMM reads x itself, with no copy to save. */
 enum { DIRECT_COLS = 16, DIRECT_OC = 16, DIRECT_MAX_ROWS = 64 };
 
 static bool conv2d_direct_fits(const conv2d *s)
 {
-    return s->algo == CONV2D_IM2COL && s->stride == 1 && s->ow >= DIRECT_COLS && s->rows <= DIRECT_MAX_ROWS;
+    return s->algo == CONV2D_IM2COL && !s->pointwise && s->stride == 1 && s->ow >= DIRECT_COLS &&
+           s->rows <= DIRECT_MAX_ROWS;
 }
 
 /* precision = "bf16" where it can run: the Winograd path (the products it rounds are that path's),
