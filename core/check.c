@@ -9,6 +9,7 @@
  * evaluation, where rows start with "eval: ". */
 #include "check.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -1003,6 +1004,10 @@ static int check_in_process(const plugin_use *u, const check_options *o, char *e
 {
     harness h = { .u = u, .d = u->pl.desc, .o = o, .n = o->batch };
     h.ctx = (rx_ctx){ .device = RX_CPU, .training = true, .threads = 1 };
+    /* One thread, OpenBLAS's included, as the trainer keeps it inside its own threads: left to
+     * itself, OpenBLAS's pool woke and yielded beside the layer, and the speed row of one layer
+     * varied by 1.8x run to run (82 to 148 ms for the same backward). */
+    openblas_set_num_threads(1);
     h.rng0 = h.ctx.rng = rx_rng_stream(o->seed, 0xD0);
     h.rng = rx_rng_stream(o->seed, 0xC4EC);
     fprintf(o->out, "runexp check %s (%s)\n", h.d->name, u->pl.file);
