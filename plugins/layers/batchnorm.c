@@ -10,9 +10,9 @@
  *     y = GELU(z), z = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
  * with gelu_math.h's exact form (the gelu layer's, bit for bit). Backward recomputes z from x and
  * the state and takes dz = dy * GELU'(z) in place of dy below (dz to rounding: see
- * batchnorm_backward_cpu). Fused, the pair reads and writes the
- * batch's tensor once each way where the two layers took two passes: the tensors of a batch of
- * 256 (11-44 MB) live in memory, not in cache (docs/benchmarks.md, "batchnorm and GELU fused").
+ * batchnorm_backward_cpu). Fused, the pair passes over the batch's tensor once each way, where
+ * the two layers took two passes and kept z's tensor besides (the recipe 0-2% faster, 10 MB
+ * less at its peak: docs/benchmarks.md, "batchnorm with the GELU fused").
  * Backward, with xhat = (x - mean) * invstd and the sums over the channel's M values:
  *     dbias += sum(dy);   dweight += sum(dy * xhat)
  *     dx = weight * invstd * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)     (training)
@@ -284,14 +284,19 @@ static int batchnorm_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, c
         const float a = training ? (float)(sum_dy / (double)m) : 0.0f;
         const float b = training ? (float)(sum_dy_xhat / (double)m) : 0.0f;
         for (int64_t i = 0; i < n; i++) {
-            const float *in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
-            /* dz: dy, or with activation = "gelu" what gelu_grad_sums left in dx */
-            const float *g = (s->gelu ? dx->data : dy->data) + (i * s->c + c) * s->hw;  /* (HW) */
-            float *out = dx->data + (i * s->c + c) * s->hw;      /* (HW), may be g itself */
-            if (training)
+            const float *restrict in = x->data + (i * s->c + c) * s->hw;  /* (HW) */
+            const float *restrict g = dy->data + (i * s->c + c) * s->hw;  /* (HW) */
+            float *restrict out = dx->data + (i * s->c + c) * s->hw;      /* (HW) */
+            if (s->gelu) {  /* dz is in out already (gelu_grad_sums) */
+                if (training)
+                    for (int64_t j = 0; j < s->hw; j++) out[j] = k * (out[j] - a - (in[j] - mu) * is * b);
+                else
+                    for (int64_t j = 0; j < s->hw; j++) out[j] = k * out[j];
+            } else if (training) {
                 for (int64_t j = 0; j < s->hw; j++) out[j] = k * (g[j] - a - (in[j] - mu) * is * b);
-            else
+            } else {
                 for (int64_t j = 0; j < s->hw; j++) out[j] = k * g[j];
+            }
         }
     }
     return 0;
