@@ -43,6 +43,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -372,7 +373,8 @@ typedef float direct_vec __attribute__((vector_size(DIRECT_COLS * sizeof(float))
  * reads the padded input at at[t] from the row's start, and its OB weights lie together at
  * wt[t * DIRECT_OC], so that one pointer serves every broadcast. */
 static inline __attribute__((always_inline, optimize("fp-contract=fast"))) void
-direct_block(const conv2d *s, const float *in, const int *at, const float *wt, const float *bias, float *y, int OB)
+direct_block(const conv2d *s, const float *in, const ptrdiff_t *at, const float *wt, const float *bias, float *y,
+             int OB)
 {
     direct_vec acc[DIRECT_OC];
     for (int o = 0; o < OB; o++) acc[o] = (direct_vec){ 0 } + (bias ? bias[o] : 0.0f);
@@ -392,10 +394,10 @@ __attribute__((optimize("fp-contract=fast"))) static void conv2d_direct_sample(c
 {
     const size_t ph = (size_t)s->h + 2 * s->pad, pw = (size_t)s->w + 2 * s->pad;
     conv2d_pad_planes(x, s->c, s->h, s->w, pad, (int)ph, (int)pw, s->pad);
-    int at[DIRECT_MAX_ROWS];  /* tap (c, ki, kj), im2col's row order: its offset in the padded input */
+    ptrdiff_t at[DIRECT_MAX_ROWS];  /* tap (c, ki, kj), im2col's row order: its offset in the padded input */
     for (int c = 0; c < s->c; c++)
         for (int ki = 0; ki < s->k; ki++)
-            for (int kj = 0; kj < s->k; kj++) at[(c * s->k + ki) * s->k + kj] = (int)(((size_t)c * ph + ki) * pw) + kj;
+            for (int kj = 0; kj < s->k; kj++) at[(c * s->k + ki) * s->k + kj] = (ptrdiff_t)(((size_t)c * ph + ki) * pw) + kj;
     float wt[DIRECT_MAX_ROWS * DIRECT_OC];  /* a block of channels' weights, tap-major */
     for (int o0 = 0; o0 < s->oc; o0 += DIRECT_OC) {
         const int ob = s->oc - o0 < DIRECT_OC ? s->oc - o0 : DIRECT_OC;
