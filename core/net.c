@@ -312,7 +312,9 @@ static void plan_lanes(net *nt, size_t max_act, size_t *total)
 /* Every size net_allocate asks for, checked, and the largest workspace: the parameters and their
  * gradients, the workspace, backward's two buffers, each residual block's two and each layer's
  * output and state, for the largest batch. Their sum must fit a size and, on the CPU, the
- * machine's memory; then no size net_allocate computes can wrap, as each is part of the sum. */
+ * machine's memory; then no size net_allocate computes can wrap, as each is part of the sum.
+ * Each layer's workspace is checked alone and only the largest counted: one buffer serves them
+ * all (summed, airbench94's Winograd layers made 38 GiB of it, refused on a 24 GiB machine). */
 static int net_plan(net *nt, const config *c, char *err)
 {
     size_t total = nt->nparams * 2 * sizeof(float); /* net_create keeps nparams within 2^40 */
@@ -323,8 +325,8 @@ static int net_plan(net *nt, const config *c, char *err)
         int64_t out = rx_numel(l->info.out);
         max_act = out > max_act ? out : max_act;
         snprintf(what, sizeof what, "%s's workspace", l->use->where);
-        if (plan_part(nt, c, (int64_t)l->info.workspace_bytes, 1, what, &total, err) != 0) return -1;
-        size_t ws = l->info.workspace_bytes * (size_t)nt->max_batch;
+        size_t ws = 0;  /* checked alone: the layers share one workspace, the largest of them */
+        if (plan_part(nt, c, (int64_t)l->info.workspace_bytes, 1, what, &ws, err) != 0) return -1;
         if (ws > nt->workspace_bytes) nt->workspace_bytes = ws;
         snprintf(what, sizeof what, "%s's output", l->use->where);
         if (plan_part(nt, c, out, sizeof(float), what, &total, err) != 0) return -1;
@@ -337,6 +339,11 @@ static int net_plan(net *nt, const config *c, char *err)
                       &total, err) != 0)
             return -1;
     if (plan_part(nt, c, 2 * max_act, sizeof(float), "backward's two gradient buffers", &total, err) != 0) return -1;
+    const double with_workspace = (double)total + (double)nt->workspace_bytes;
+    if (!checked_add(total, nt->workspace_bytes, &total) || total > CHECKED_MAX_BYTES) {
+        size_origin o = batch_origin(nt, c);
+        return size_error(err, &o, with_workspace, "%s", "the network's memory with the layers' shared workspace");
+    }
     nt->dbuf_floats = (size_t)max_act * (size_t)nt->max_batch;
     size_origin o = batch_origin(nt, c);
     if (nt->lanes > 1) plan_lanes(nt, (size_t)max_act, &total);

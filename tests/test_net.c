@@ -756,6 +756,16 @@ static void test_sizes_checked(void **state)
                       "the network's input shape (2147483647, 2147483647, 2): each dimension must be 1 to 2^31 - 1", NULL);
     /* the fixture, on another input, is a plain identity that builds */
     build_ok(f, "{ 'overflow' }", NULL, TEST_SHAPE(5, 2, 2), 4);
+    /* Three layers whose workspaces are each 40% of this machine's memory share one buffer: the
+     * plan counts it once (summed, 120%, it was refused), and the buffer, never touched, stays
+     * virtual. */
+    const size_t host = checked_host_memory();
+    if (host != SIZE_MAX) {
+        const int64_t mib = (int64_t)((double)host * 0.4 / 4.0 / (double)(1 << 20)) + 1;
+        build_ok(f, "{ 'overflow' }, { 'overflow' }, { 'overflow' }", NULL, TEST_SHAPE(6, mib, 1), 4);
+        assert_true(f->nt.workspace_bytes >= (size_t)mib << 22);
+        assert_true(f->nt.workspace_bytes < host);
+    }
 }
 
 static void test_residual_cpu_vs_cuda(void **state)
