@@ -342,10 +342,11 @@ static inline void wino_copy_row(float *restrict dst, const float *restrict src,
 }
 
 /* The n samples' planes (hw floats each, channels in order) are n short streams, which the
- * hardware's prefetchers follow poorly: copied straight from memory, wino_gather's rows cost 3-4x
- * what they cost from L1 (rdtsc around them: 3.4 G cycles of a 7,680-image bf16 epoch's 38 G).
- * So each call asks for the planes of a channel at least WINO_AHEAD bytes on (at least 2
- * channels; 29 on 3x3 planes): that halved the rows' cycles (docs/benchmarks.md). */
+ * hardware's prefetchers follow poorly: wino_gather's row copies, which first read each layer's
+ * input from memory, were 18% of the bf16 recipe's step under perf. So each call asks for the
+ * planes of a channel at least WINO_AHEAD bytes on (at least 2 channels; 29 on 3x3 planes). A
+ * one-off cycle count saw the copies' cycles halve; the step's wall time moved by about 1%,
+ * within the noise (docs/benchmarks.md, "Prefetching the next planes"). */
 enum { WINO_AHEAD = 1024 };
 
 static void wino_prefetch(const float *in, size_t in_size, int n, size_t hw, int c, int channels)
@@ -378,6 +379,27 @@ static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int
     for (int row = 0; n > 1 && row < g->ph; row++)
         wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs, padded + (size_t)row * len);
 }
+
+/* The column pass of a row of tiles' transform, for wino_input_row and wino_grad_row: COLUMN
+ * (WINO_BT_COLUMN or WINO_A_COLUMN) takes column i of the padded rows r0, r1, ... (len floats
+ * each) into column j of the rows t0, t1, ... For n > 1 the rows are the interleaved copy, already
+ * split by residue, so j = i. For a group of one sample they are the plain padded rows, and
+ * column 4x + r goes to residue r's column x (r * len / 4 + x), all four residues in one loop, so
+ * that the loads of a row are one group of four that the vectorizer splits with shuffles. */
+#define WINO_COLUMN_PASS(n, len, COLUMN)                                                              \
+    if ((n) == 1) {                                                                                   \
+        const size_t residue_ = (len) / 4;                                                            \
+        _Pragma("omp simd") for (size_t x = 0; x < residue_; x++) {                                   \
+            COLUMN(4 * x, x);                                                                         \
+            COLUMN(4 * x + 1, residue_ + x);                                                          \
+            COLUMN(4 * x + 2, 2 * residue_ + x);                                                      \
+            COLUMN(4 * x + 3, 3 * residue_ + x);                                                      \
+        }                                                                                             \
+    } else {                                                                                          \
+        _Pragma("omp simd") for (size_t x = 0; x < (len); x++) COLUMN(x, x);                          \
+    }
+#define WINO_BT_COLUMN(i, j) WINO_BT(r0[i], r1[i], r2[i], r3[i], r4[i], r5[i], t0[j], t1[j], t2[j], t3[j], t4[j], t5[j])
+#define WINO_A_COLUMN(i, j) WINO_A(r0[i], r1[i], r2[i], r3[i], t0[j], t1[j], t2[j], t3[j], t4[j], t5[j])
 
 /* The row pass of a row of tiles' transform, for wino_input_row and wino_grad_row: the column
  * pass has left six rows i of t, `len` floats apart, each laid out as the padded copy's rows;
@@ -418,25 +440,7 @@ static inline __attribute__((always_inline)) void wino_input_row(const float *re
     float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
     float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
     const size_t xn = len / 4;  /* one residue's columns */
-    if (n == 1) {
-        /* the plain padded rows: all four residues in one loop, so that the loads of a row are one
-         * group of four that the vectorizer splits with shuffles */
-#define WINO_BT_RESIDUE(r)                                                                                   \
-    WINO_BT(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], r4[4 * x + r], r5[4 * x + r],         \
-            t0[r * xn + x], t1[r * xn + x], t2[r * xn + x], t3[r * xn + x], t4[r * xn + x], t5[r * xn + x])
-#pragma omp simd
-        for (size_t x = 0; x < xn; x++) {
-            WINO_BT_RESIDUE(0);
-            WINO_BT_RESIDUE(1);
-            WINO_BT_RESIDUE(2);
-            WINO_BT_RESIDUE(3);
-        }
-#undef WINO_BT_RESIDUE
-    } else {
-#pragma omp simd
-        for (size_t x = 0; x < len; x++)
-            WINO_BT(r0[x], r1[x], r2[x], r3[x], r4[x], r5[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
-    }
+    WINO_COLUMN_PASS(n, len, WINO_BT_COLUMN);
     WINO_TILES_TO_PLANES(t, len, 0, xn, 2 * xn, 3 * xn, n, out, plane, count, WINO_BT_TILE);
 }
 
@@ -627,25 +631,7 @@ static inline __attribute__((always_inline)) void wino_grad_row(const float *res
     const float *restrict r1 = r0 + len, *restrict r2 = r1 + len, *restrict r3 = r2 + len;
     float *restrict t0 = t, *restrict t1 = t0 + len, *restrict t2 = t1 + len;
     float *restrict t3 = t2 + len, *restrict t4 = t3 + len, *restrict t5 = t4 + len;
-    if (n == 1) {
-        /* the plain padded rows, residues split as read, as in wino_input_row */
-        const size_t xn = len / 4;
-#define WINO_A_RESIDUE(r)                                                                                    \
-    WINO_A(r0[4 * x + r], r1[4 * x + r], r2[4 * x + r], r3[4 * x + r], t0[r * xn + x], t1[r * xn + x],         \
-           t2[r * xn + x], t3[r * xn + x], t4[r * xn + x], t5[r * xn + x])
-#pragma omp simd
-        for (size_t x = 0; x < xn; x++) {
-            WINO_A_RESIDUE(0);
-            WINO_A_RESIDUE(1);
-            WINO_A_RESIDUE(2);
-            WINO_A_RESIDUE(3);
-        }
-#undef WINO_A_RESIDUE
-    } else {
-#pragma omp simd
-        for (size_t x = 0; x < len; x++)
-            WINO_A(r0[x], r1[x], r2[x], r3[x], t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]);
-    }
+    WINO_COLUMN_PASS(n, len, WINO_A_COLUMN);
     WINO_TILES_TO_PLANES(t, len, off[0], off[1], off[2], off[3], n, out, plane, count, WINO_A_TILE);
 }
 
