@@ -843,13 +843,15 @@ static int layer_alloc(harness *h)
     return 0;
 }
 
-/* Forward and backward in training, repeated for about 0.2 s. */
+/* Forward and backward in training, repeated for about 0.2 s (or the options' speed_seconds):
+ * the mean of each over the repetitions, and how many there were. */
 static void report_speed(harness *h)
 {
     int reps = 0;
+    const double seconds = h->o->speed_seconds > 0 ? h->o->speed_seconds : 0.2;
     double t0 = now_seconds(), tf = 0, tb = 0;
     h->ctx.training = true;
-    while (now_seconds() - t0 < 0.2 && reps < 10000) {
+    while (now_seconds() - t0 < seconds && reps < 10000) {
         double a = now_seconds();
         layer_forward(h);
         double b = now_seconds();
@@ -858,8 +860,8 @@ static void report_speed(harness *h)
         tb += now_seconds() - b;
         reps++;
     }
-    report(h, "speed", "info", "forward %.3g ms, backward %.3g ms, batch %lld", 1e3 * tf / reps, 1e3 * tb / reps,
-           (long long)h->n);
+    report(h, "speed", "info", "forward %.3g ms, backward %.3g ms, batch %lld, %d repetition%s", 1e3 * tf / reps,
+           1e3 * tb / reps, (long long)h->n, reps, reps == 1 ? "" : "s");
 }
 
 static int check_layer(harness *h, char *err)

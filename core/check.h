@@ -31,6 +31,7 @@ typedef struct check_options {
     bool compare_state;       /* the devices keep the same state (saved for backward): compare it too */
     bool device_ties;         /* compare the devices again on inputs full of ties and NaNs (a max) */
     bool no_speed;            /* leave out the speed figure, which takes 0.2 s */
+    double speed_seconds;     /* how long the speed figure times forward and backward (0: 0.2 s) */
 } check_options;
 
 /* Runs every check on the layer or loss u. Returns the number of checks that failed, or -1 when

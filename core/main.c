@@ -34,7 +34,7 @@ static void usage(FILE *f)
             "       runexp merge SWEEP_DIR                 join a sharded sweep's results (shard=I/N) into\n"
             "                                              SWEEP_DIR/sweep.csv and sweep.html\n"
             "       runexp plugins                         list the plugins found, with their parameters\n"
-            "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1]\n"
+            "       runexp check PLUGIN [key=value ...] [--shape=3,8,8] [--batch=4] [--seed=1] [--speed=0.2]\n"
             "                                              test a layer or loss plugin: gradients, writes,\n"
             "                                              determinism, speed\n"
             "       runexp export RUN_DIR|CHECKPOINT model.onnx [--opset N]\n"
@@ -115,7 +115,7 @@ static int parse_shape(const char *text, rx_shape *s)
     return s->ndim ? 0 : -1;
 }
 
-/* `runexp check NAME [key=value ...] [--shape=...] [--batch=N] [--seed=N]` */
+/* `runexp check NAME [key=value ...] [--shape=...] [--batch=N] [--seed=N] [--speed=SECONDS]` */
 static int check(const plugin_path *path, int argc, char **argv)
 {
     check_options o = { .in = { 3, { 3, 8, 8 } }, .batch = 4, .seed = 1, .out = stdout };
@@ -145,6 +145,13 @@ static int check(const plugin_path *path, int argc, char **argv)
             o.seed = strtoull(argv[i] + 7, &end, 10);
             if (end == argv[i] + 7 || *end || errno || argv[i][7] == '-')
                 rc = snprintf(err, sizeof err, "'%s': expected a seed from 0 to 18446744073709551615", argv[i]);
+        } else if (strncmp(argv[i], "--speed=", 8) == 0) {
+            char *end;
+            errno = 0;
+            o.speed_seconds = strtod(argv[i] + 8, &end);
+            if (end == argv[i] + 8 || *end || errno || !(o.speed_seconds > 0 && o.speed_seconds <= 3600))
+                rc = snprintf(err, sizeof err, "'%s': expected the seconds the speed row takes, more than 0 and at "
+                              "most 3600", argv[i]);
         } else if (config_override(L, -1, argv[i], err) != 0) {
             rc = 1;
         }

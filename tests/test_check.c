@@ -363,6 +363,15 @@ static void test_command_line(void **state)
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
     snprintf(cmd, sizeof cmd, "'%s/runexp' check conv2d out=2 kernel=3 --shape=x >/dev/null 2>&1", RX_BUILD_DIR);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+    /* --speed: how long the speed row times; it says how many repetitions that was */
+    snprintf(cmd, sizeof cmd, "'%s/runexp' check relu --speed=0.05 | grep -q 'speed .*repetition'", RX_BUILD_DIR);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
+    static const char *const bad_speeds[] = { "0", "-1", "abc", "1e9", "0.5s", "nan", "" };
+    for (size_t i = 0; i < sizeof bad_speeds / sizeof bad_speeds[0]; i++) {
+        snprintf(cmd, sizeof cmd, "'%s/runexp' check relu --speed=%s 2>&1 >/dev/null | grep -q \"'--speed=%s': expected "
+                 "the seconds the speed row takes\"", RX_BUILD_DIR, bad_speeds[i], bad_speeds[i]);
+        if (WEXITSTATUS(system(cmd)) != 0) fail_msg("--speed=%s was not refused with its message", bad_speeds[i]);
+    }
     /* a batch past the bound (atoll read it, and the buffers' sizes wrapped to nothing) */
     snprintf(cmd, sizeof cmd, "'%s/runexp' check relu --batch=9223372036854775807 >/dev/null 2>&1", RX_BUILD_DIR);
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
