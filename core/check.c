@@ -593,6 +593,13 @@ static void compare_on_ties(harness *h)
     free(x0);
 }
 
+/* The workspace a call on `samples` samples gets: the checks run on one thread (layer_plan
+ * checked the whole batch's). */
+static size_t layer_workspace(const harness *h, int64_t samples)
+{
+    return h->info.workspace_bytes * (size_t)samples + h->info.workspace_thread_bytes;
+}
+
 /* ---- per_sample: the batch in two parts ---- */
 
 /* Samples [first, first + count) alone, as the host's lanes run them: one thread, the workspace
@@ -610,7 +617,7 @@ static int part_pass(harness *h, int64_t first, int64_t count, uint64_t per_draw
     rx_ctx ctx = h->ctx;
     ctx.threads = 1;
     ctx.rng.s = rng_skip(h->rng0.s, (uint64_t)first * per_draws);
-    ctx.workspace_bytes = h->info.workspace_bytes * (size_t)count;
+    ctx.workspace_bytes = layer_workspace(h, count);
     void *state = (char *)h->state.data + (size_t)first * h->info.state_bytes;
     int rc = h->d->layer.forward[RX_CPU](h->self, &ctx, &x, w, &yt, state);
     if (rc == 0) rc = h->d->layer.backward[RX_CPU](h->self, &ctx, &x, &yt, &dyt, w, state, &dxt, dwt);
@@ -811,10 +818,12 @@ static int layer_plan(const harness *h, char *err)
     bool ok = checked_bytes(h->n, per, 2 * sizeof(float), &io) &&
               checked_bytes(h->n, (int64_t)h->info.state_bytes, 1, &state) &&
               checked_bytes(h->n, (int64_t)h->info.workspace_bytes, 1, &work) && checked_add(io, state, &total) &&
-              checked_add(total, work, &total) && total <= checked_host_memory();
+              checked_add(total, work, &total) && checked_add(total, h->info.workspace_thread_bytes, &total) &&
+              total <= checked_host_memory();
     double sample = (double)per * 8 + (double)h->info.state_bytes + (double)h->info.workspace_bytes;
     if (!ok)
-        return size_error(err, &o, (double)h->n * sample, "%s's checks (x, y and their gradients with guards, state, workspace)", h->d->name);
+        return size_error(err, &o, (double)h->n * sample + (double)h->info.workspace_thread_bytes,
+                          "%s's checks (x, y and their gradients with guards, state, workspace)", h->d->name);
     return 0;
 }
 
@@ -823,7 +832,7 @@ static int layer_plan(const harness *h, char *err)
 static int layer_alloc(harness *h)
 {
     size_t nx = (size_t)(h->n * rx_numel(h->o->in)), ny = (size_t)(h->n * rx_numel(h->info.out));
-    h->workspace = malloc(h->info.workspace_bytes * (size_t)h->n + 64);
+    h->workspace = malloc(layer_workspace(h, h->n) + 64);
     int rc = buffer_alloc(&h->x, nx) | buffer_alloc(&h->y, ny) | buffer_alloc(&h->dy, ny) | buffer_alloc(&h->dx, nx) |
              buffer_alloc(&h->state, (h->info.state_bytes * (size_t)h->n + sizeof(float) - 1) / sizeof(float));
     for (int t = 0; t < h->info.ntensors; t++) {
@@ -837,7 +846,7 @@ static int layer_alloc(harness *h)
     }
     if (rc != 0 || !h->workspace) return -1;
     h->ctx.workspace = h->workspace;
-    h->ctx.workspace_bytes = h->info.workspace_bytes * (size_t)h->n;
+    h->ctx.workspace_bytes = layer_workspace(h, h->n);
     fill_uniform(h->x.data, nx, &h->rng, input_scale(h->o));
     fill_uniform(h->dy.data, ny, &h->rng, 1.0f);
     return 0;

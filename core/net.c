@@ -48,8 +48,8 @@ static rx_shape batched(int64_t n, rx_shape s)
     return b;
 }
 
-/* Whether a per-sample byte count a layer declared (state, workspace) can be meant: no more
- * than a tensor of CHECKED_MAX_ELEMENTS floats. */
+/* Whether a per-sample (or per-thread) byte count a layer declared (state, workspace) can be
+ * meant: no more than a tensor of CHECKED_MAX_ELEMENTS floats. */
 static bool per_sample_ok(size_t bytes)
 {
     return bytes <= (size_t)CHECKED_MAX_ELEMENTS * sizeof(float);
@@ -85,6 +85,9 @@ const char *layer_info_problem(const rx_layer_info *info, char *buf, size_t len)
     if (!per_sample_ok(info->state_bytes) || !per_sample_ok(info->workspace_bytes))
         return snprintf(buf, len, "create declared state_bytes = %zu and workspace_bytes = %zu per sample: more "
                         "than 4 TiB a sample cannot be meant", info->state_bytes, info->workspace_bytes), buf;
+    if (!per_sample_ok(info->workspace_thread_bytes))
+        return snprintf(buf, len, "create declared workspace_thread_bytes = %zu: more than 4 TiB a thread cannot "
+                        "be meant", info->workspace_thread_bytes), buf;
     return NULL;
 }
 
@@ -267,6 +270,7 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
     free(order);
     if (rc != 0) return -1;
     nt->lanes = net_lanes(nt, ctx);
+    nt->threads = ctx->threads > 1 ? ctx->threads : 1;
     if (build_steps(nt, c, err) != 0) return -1;
     if (build_groups(nt, c) != 0)
         return errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);
@@ -286,21 +290,37 @@ static int plan_part(const net *nt, const config *c, int64_t per, size_t elem, c
     return 0;
 }
 
+/* A layer's workspace_thread_bytes for each of the call's threads, added to *total; what names it. */
+static int plan_threads(const net *nt, const config *c, size_t per_thread, const char *what, size_t *total, char *err)
+{
+    size_t bytes;
+    if (!checked_mul(per_thread, (size_t)nt->threads, &bytes) || !checked_add(*total, bytes, total) ||
+        *total > CHECKED_MAX_BYTES) {
+        size_origin o = batch_origin(nt, c);
+        return size_error(err, &o, (double)*total + (double)per_thread * nt->threads,
+                          "%s (batch x per sample, and %d threads x %zu bytes)", what, nt->threads, per_thread);
+    }
+    return 0;
+}
+
 /* With lanes: each lane's slice of the workspace (the most any layer asks for the largest part,
- * ceil(max_batch / lanes) samples, rounded up to 64 bytes: every slice starts on a cache line)
- * and of backward's two buffers, and lanes 1 on's gradients. The slices are fixed per lane, not
- * per layer: lanes run different layers at once. */
+ * ceil(max_batch / lanes) samples on one thread, rounded up to 64 bytes: every slice starts on a
+ * cache line) and of backward's two buffers, and lanes 1 on's gradients. The slices are fixed per
+ * lane, not per layer: lanes run different layers at once. */
 static void plan_lanes(net *nt, size_t max_act, size_t *total)
 {
-    size_t per = 0, lanes = (size_t)nt->lanes, part = ((size_t)nt->max_batch + lanes - 1) / lanes;
+    size_t ws = 0, lanes = (size_t)nt->lanes, part = ((size_t)nt->max_batch + lanes - 1) / lanes;
     nt->lane_dbuf = part * max_act; /* backward's buffers likewise, in slices of the widest layer */
     if (lanes * nt->lane_dbuf > nt->dbuf_floats) {
         *total += 2 * (lanes * nt->lane_dbuf - nt->dbuf_floats) * sizeof(float);
         nt->dbuf_floats = lanes * nt->lane_dbuf;
     }
-    for (int i = 0; i < nt->n; i++)
-        if (nt->layers[i].info.workspace_bytes > per) per = nt->layers[i].info.workspace_bytes;
-    nt->lane_workspace = (per * part + 63) / 64 * 64;
+    for (int i = 0; i < nt->n; i++) { /* within net_plan's sums: a part is no larger than the batch */
+        const rx_layer_info *info = &nt->layers[i].info;
+        const size_t lane = info->workspace_bytes * part + info->workspace_thread_bytes;
+        if (lane > ws) ws = lane;
+    }
+    nt->lane_workspace = (ws + 63) / 64 * 64;
     if (lanes * nt->lane_workspace > nt->workspace_bytes) {
         *total += lanes * nt->lane_workspace - nt->workspace_bytes;
         nt->workspace_bytes = lanes * nt->lane_workspace;
@@ -326,7 +346,9 @@ static int net_plan(net *nt, const config *c, char *err)
         max_act = out > max_act ? out : max_act;
         snprintf(what, sizeof what, "%s's workspace", l->use->where);
         size_t ws = 0;  /* checked alone: the layers share one workspace, the largest of them */
-        if (plan_part(nt, c, (int64_t)l->info.workspace_bytes, 1, what, &ws, err) != 0) return -1;
+        if (plan_part(nt, c, (int64_t)l->info.workspace_bytes, 1, what, &ws, err) != 0 ||
+            plan_threads(nt, c, l->info.workspace_thread_bytes, what, &ws, err) != 0)
+            return -1;
         if (ws > nt->workspace_bytes) nt->workspace_bytes = ws;
         snprintf(what, sizeof what, "%s's output", l->use->where);
         if (plan_part(nt, c, out, sizeof(float), what, &total, err) != 0) return -1;

@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RX_ABI_VERSION 5
+#define RX_ABI_VERSION 6
 #define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
@@ -104,7 +104,8 @@ typedef struct rx_ctx {
     rx_rng rng;             /* for stochastic layers; the host saves it with the run */
     int threads;            /* CPU threads the run may use */
     void *workspace;        /* scratch shared by all layers, on `device`, valid during one call */
-    size_t workspace_bytes; /* its whole size: at least workspace_bytes * N of any layer's info */
+    size_t workspace_bytes; /* its whole size: at least workspace_bytes * N + workspace_thread_bytes *
+                             * threads of any layer's info */
     void *cuda_stream;      /* cudaStream_t when device == RX_CUDA, else NULL */
     void *cublas;           /* cublasHandle_t when device == RX_CUDA, else NULL */
     char err[RX_ERR_LEN];   /* the reason for the last failure, written by rx_fail */
@@ -177,13 +178,15 @@ typedef struct rx_layer_info {
     rx_tensor_decl tensors[RX_MAX_TENSORS]; /* parameters, in checkpoint order */
     size_t state_bytes;      /* per sample, written by forward and read by backward */
     size_t workspace_bytes;  /* per sample scratch during forward or backward */
+    size_t workspace_thread_bytes; /* and scratch per thread of a call (ctx->threads), which does
+                                    * not grow with the batch: a thread's buffers for its samples */
     /* Whether every sample's forward and backward depend on that sample alone, in training as
      * in evaluation (no statistics over the batch, as batchnorm's). The host may then cut a CPU
      * batch into consecutive parts and run them at once, one per thread (net.h: lanes): each
      * call sees its part as the whole batch, with ctx->threads = 1, a workspace of its own of
-     * workspace_bytes per sample of the part, the part's rows of the state, and dw to add into
-     * that only this part adds to. It replaces one wait between threads per operation by one
-     * per network pass. A layer that says so promises, besides: its state is per sample (sample
+     * workspace_bytes per sample of the part plus workspace_thread_bytes, the part's rows of the
+     * state, and dw to add into that only this part adds to. It replaces one wait between
+     * threads per operation by one per network pass. A layer that says so promises, besides: its state is per sample (sample
      * i's at i * state_bytes), `self` is only read by forward and backward, and random numbers
      * are drawn the same count per sample, in sample order. 0 (false) is always safe. */
     bool per_sample;

@@ -165,6 +165,9 @@ static inline void rig_tensors(rig *r)
     }
 }
 
+/* The most threads a rig's calls may use: its workspace holds workspace_thread_bytes for each. */
+enum { RIG_MAX_THREADS = 8 };
+
 /* create, which must succeed, then every buffer as the host allocates it; x and dy zero. */
 static inline void rig_alloc(rig *r, rx_shape in, int64_t n)
 {
@@ -174,7 +177,7 @@ static inline void rig_alloc(rig *r, rx_shape in, int64_t n)
     r->dx = tensor_new(batched(n, in));
     r->y = tensor_new(batched(n, r->info.out));
     r->dy = tensor_new(batched(n, r->info.out));
-    r->ctx.workspace_bytes = r->info.workspace_bytes * (size_t)n;
+    r->ctx.workspace_bytes = r->info.workspace_bytes * (size_t)n + r->info.workspace_thread_bytes * RIG_MAX_THREADS;
     r->ctx.workspace = r->ctx.workspace_bytes ? malloc(r->ctx.workspace_bytes) : NULL;
     r->state = r->info.state_bytes ? calloc(r->info.state_bytes, (size_t)n) : NULL;
     if ((r->ctx.workspace_bytes && !r->ctx.workspace) || (r->info.state_bytes && !r->state)) fail_msg("out of memory");
@@ -247,6 +250,7 @@ static inline void rig_expect_refused(rig *r, rx_shape in, const char *const *fr
 /* Forward and backward (with dx) at a given thread count, from the rig's x, w and dy. */
 static inline void rig_pass(rig *r, int threads)
 {
+    assert_true(threads <= RIG_MAX_THREADS);
     r->ctx.threads = threads;
     rig_forward(r);
     rig_zero_grads(r);

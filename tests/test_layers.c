@@ -112,7 +112,7 @@ static void test_conv2d_declares(void **unused)
         assert_int_equal(r.info.tensors[i].init, RX_INIT_UNIFORM);
         assert_true(fabsf(r.info.tensors[i].scale - 1.0f / sqrtf(27.0f)) < 1e-7f);
     }
-    assert_true(r.info.workspace_bytes > 0);
+    assert_true(r.info.workspace_thread_bytes > 0);  /* a thread's slot; per sample only for the CUDA path */
     rig_free(&r);
 
     conv_setup(&r, (conv_case){ .n = 1, .c = 1, .h = 4, .w = 4, .out = 2, .k = 2, .stride = 1,

@@ -743,6 +743,8 @@ static void test_sizes_checked(void **state)
                       "state_bytes = 18446744073709551615 and workspace_bytes = 0 per sample", NULL);
     expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(3, 2, 2), 4, "create declared tensor 'weight' of shape "
                       "(2147483647, 2147483647, 2147483647): past the bounds", NULL);
+    expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(7, 2, 2), 4, "model[1] (overflow): plugin error: create declared "
+                      "workspace_thread_bytes = 18446744073709551615: more than 4 TiB a thread cannot be meant", NULL);
     /* within bounds a sample, too large a batch: the batch is named, with what and how much */
     expect_size_error(f, "{ 'overflow' }", TEST_SHAPE(4, 2, 2), CHECKED_MAX_DIM, "exp.lua: data.batch_size = 2147483647: "
                       "model[1] (overflow)'s workspace (batch x 1099511627776 x 1 bytes) needs 2.36e+21 bytes",
@@ -766,6 +768,15 @@ static void test_sizes_checked(void **state)
         assert_true(f->nt.workspace_bytes >= (size_t)mib << 22);
         assert_true(f->nt.workspace_bytes < host);
     }
+    /* Scratch per thread is planned per thread, not per sample: 64 bytes a sample and 3 MiB a
+     * thread, on 1 and 3 threads, batches of 4 and 4096. */
+    for (int threads = 1; threads <= 3; threads += 2)
+        for (int64_t batch = 4; batch <= 4096; batch *= 1024) {
+            f->threads = threads;
+            build_ok(f, "{ 'overflow' }", NULL, TEST_SHAPE(8, 3, 1), batch);
+            assert_int_equal(f->nt.workspace_bytes, 64 * (size_t)batch + ((size_t)threads * 3 << 20));
+        }
+    f->threads = 0;
 }
 
 static void test_residual_cpu_vs_cuda(void **state)

@@ -162,7 +162,7 @@ static void part_open(part *p, const rig *r, int64_t first, int64_t n, uint64_t 
     p->r = r;
     p->first = first;
     p->n = n;
-    const size_t bytes = r->info.workspace_bytes * (size_t)n;
+    const size_t bytes = r->info.workspace_bytes * (size_t)n + r->info.workspace_thread_bytes;  /* one thread */
     p->workspace = malloc(bytes + GUARD);
     assert_non_null(p->workspace);
     memset(p->workspace + bytes, 0xA5, GUARD);
@@ -244,7 +244,7 @@ static void part_expect_rows(const part *p, const rig *r, const parts_row *row, 
     if (state && memcmp(p->state, (const char *)r->state + (size_t)p->first * state, state * (size_t)p->n) != 0)
         fail_msg("%s: the state of samples [%lld, %lld) is not the whole batch's at sample * state_bytes", where,
                  (long long)p->first, (long long)(p->first + p->n));
-    const unsigned char *guard = p->workspace + r->info.workspace_bytes * (size_t)p->n;
+    const unsigned char *guard = p->workspace + p->ctx.workspace_bytes;
     for (int i = 0; i < GUARD; i++)
         if (guard[i] != 0xA5) fail_msg("%s: wrote past its workspace of %zu bytes", where, p->ctx.workspace_bytes);
     const uint64_t drawn = draws_between(rng_after(start, (uint64_t)p->first * per), p->ctx.rng);

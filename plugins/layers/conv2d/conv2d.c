@@ -28,13 +28,13 @@
  * chunk's slot and the chunks then added in chunk order, so the same thread count gives the same
  * bits, run after run.
  *
- * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), out of what create declares
- * per sample times the batch; create declares the larger of that and what the CUDA path needs
- * per sample (conv2d.h), so that the same layer runs on either device. Winograd transforms the
- * call's kernels into the first chunk's dU, which forward never uses; backward first sums dU
- * into dW, then transforms the flipped kernels there for dx. So forward and backward write no
- * more than the workspace, and never the layer's struct: the host may run them on parts of a
- * batch at once (per_sample).
+ * Workspace: one slot per chunk (see conv2d_plan, conv2d_scratch), which create declares per
+ * thread (workspace_thread_bytes), and in a CUDA build what the CUDA path needs per sample
+ * (conv2d.h), so that the same layer runs on either device. Winograd transforms the call's
+ * kernels into the first chunk's dU, which forward never uses; backward transforms the flipped
+ * kernels for dx before the chunks fill dU (in bf16 packed, through dU's space; in float32 into
+ * their own part of the first slot). So forward and backward write no more than the workspace,
+ * and never the layer's struct: the host may run them on parts of a batch at once (per_sample).
  *
  * CUDA path: conv2d.cu, im2col over the whole batch and strided-batched cuBLAS SGEMMs, whatever
  * algorithm the CPU chose (the two agree to rounding). The layer's struct, the plan and the
@@ -202,10 +202,12 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
         info->tensors[1] = (rx_tensor_decl){ .name = "bias", .shape = { .ndim = 1, .d = { oc } },
                                              .init = RX_INIT_UNIFORM, .scale = scale };
     info->state_bytes = 0;
-    /* The CPU path uses one slot per chunk of the batch, the CUDA path the per-sample im2col and
-     * dW of every sample at once (conv2d.h): the larger, so either device can run. */
-    const size_t cuda_floats = conv2d_cuda_floats_per_sample(s);
-    info->workspace_bytes = sizeof(float) * (s->slot > cuda_floats ? s->slot : cuda_floats);
+    /* The CPU path uses one slot per chunk, a chunk per thread; the CUDA path the per-sample
+     * im2col and dW of every sample at once (conv2d.h). */
+#ifdef RX_WITH_CUDA
+    info->workspace_bytes = sizeof(float) * conv2d_cuda_floats_per_sample(s);
+#endif
+    info->workspace_thread_bytes = sizeof(float) * s->slot;
     info->per_sample = true;
     *self = s;
     return 0;
@@ -288,12 +290,12 @@ static conv2d_scratch conv2d_chunk(const conv2d *s, const conv2d_plan *plan, flo
 }
 
 /* What both operations do first: plans the call for a batch of n into *plan, checks the
- * workspace (create declared s->slot floats per sample) and returns it as the plan's slots, one
+ * workspace (create declared s->slot floats per thread) and returns it as the plan's slots, one
  * per chunk; NULL after rx_fail. */
 static float *conv2d_slots(const conv2d *s, rx_ctx *ctx, int64_t n, conv2d_plan *plan)
 {
     *plan = conv2d_plan_for(s, ctx, n);
-    const size_t declared = sizeof(float) * s->slot * (size_t)(n > 0 ? n : 1);
+    const size_t declared = sizeof(float) * s->slot * (size_t)(ctx->threads > 0 ? ctx->threads : 1);
     const size_t need = sizeof(float) * plan->slot * (size_t)plan->chunks;
     if (need > declared) {  /* create's bound in conv2d_create is wrong: a bug, not bad input */
         rx_fail(ctx, "a batch of %" PRId64 " needs %zu bytes of workspace, more than the %zu declared", n, need,
@@ -480,24 +482,6 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
 
 /* ---- The operations: chunks in parallel, then the chunks' gradients in chunk order ---- */
 
-/* Winograd's dx, once dW has been taken from the chunks' dU: the flipped kernels' U into the
- * first chunk's dU, then every chunk's dx from it. */
-static void conv2d_wino_dx(const conv2d *s, const conv2d_plan *plan, float *slots, const float *weight,
-                           const float *dy, float *dx, int64_t n)
-{
-    const conv2d_scratch lead = conv2d_scratch_at(s, plan, slots);  /* the first chunk's */
-    wino_kernels(s, weight, lead.dw, true);
-    if (s->bf16) wino_pack_kernels(s, &s->back, lead.dw, lead.upack);
-    const int chunks = plan->chunks;
-
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-    for (int t = 0; t < chunks; t++) {
-        int64_t first, end;
-        const conv2d_scratch sc = conv2d_chunk(s, plan, slots, n, t, &first, &end);
-        wino_dx_chunk(s, plan, &sc, lead.dw, lead.upack, dy, dx, first, end);
-    }
-}
-
 static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w,
                               rx_tensor *y, void *state)
 {
@@ -534,12 +518,19 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const int chunks = plan.chunks;
+    const conv2d_scratch lead = conv2d_scratch_at(s, &plan, slots);  /* the first chunk's */
+    if (winograd && dx) {  /* the flipped kernels' U for dx: in bf16 packed, through dU's space before it fills */
+        wino_kernels(s, w[0].data, s->bf16 ? lead.dw : lead.uflip, true);
+        if (s->bf16) wino_pack_kernels(s, &s->back, lead.dw, lead.upack);
+    }
 
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (winograd) wino_backward_chunk(s, &plan, &sc, x->data, dy->data, first, end);
+        if (winograd)
+            wino_backward_chunk(s, &plan, &sc, x->data, dy->data, lead.uflip, lead.upack, dx ? dx->data : NULL,
+                                first, end);
         else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
@@ -560,7 +551,6 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
             for (int o = 0; o < s->oc; o++) dbias[o] += part[o];
         }
     }
-    if (winograd && dx) conv2d_wino_dx(s, &plan, slots, w[0].data, dy->data, dx->data, n);
     return 0;
 }
 

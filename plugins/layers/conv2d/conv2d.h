@@ -57,13 +57,13 @@ typedef struct conv2d {
     float wg[2][WINO_PLANES * 9]; /* Winograd: G g G^T as a (36, 9) matrix of the taps, and the same
                                    * with its columns reversed (the kernels turned 180 degrees) */
     int group;         /* Winograd: samples whose tiles one SGEMM takes together (see WINO_COLUMNS) */
-    size_t slot;       /* floats of workspace declared per sample (see conv2d_scratch, conv2d_plan) */
+    size_t slot;       /* floats of workspace declared per thread: a chunk's (conv2d_scratch, conv2d_plan) */
 } conv2d;
 
 /* Floats of workspace per sample that the CUDA path uses in backward (forward uses a part):
  * the sample's im2col matrix (C*K*K, OH*OW), which its dcol later overwrites, unless the layer
  * is pointwise (col is x itself), and the sample's own dW (OC, C*K*K), which the batch's dW sums
- * in a fixed order. create declares the larger of this and the CPU's slot. */
+ * in a fixed order. create declares it in a CUDA build, beside the CPU's slot per thread. */
 static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
 {
     const size_t col = s->pointwise ? 0 : (size_t)s->rows * (size_t)s->pixels;
@@ -81,6 +81,8 @@ typedef struct conv2d_scratch {
     float *dxpad; /* im2col: col2im's sums, padding included */
     float *dypad; /* Winograd: one channel of the group's dY likewise, with the dx convolution's border */
     float *v;     /* Winograd: 36 planes of the group's transformed input tiles */
+    float *vdy;   /* Winograd: 36 planes of the group's dY tiles for the dx convolution */
+    float *uflip; /* Winograd in float32: the call's U of the flipped kernels (the first chunk's serves all) */
     float *m;     /* Winograd: 36 planes of products, or of transformed dY tiles for dW */
     float *stage; /* Winograd: the transforms' scratch (see wino_stage) */
     float *xplanes, *dyplanes, *tplanes; /* Winograd: one channel's planes of the group's samples:
@@ -111,7 +113,7 @@ extern "C" {
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
 
 /* winograd.c, for create and the CPU operations in conv2d.c: */
-/* create's share: both geometries, the group and the slot per sample. */
+/* create's share: both geometries, the group and the slot per thread (a chunk's, at the largest group). */
 void wino_init(conv2d *s);
 /* Fills p's vplane, mplane and slot for its group. */
 void wino_plan_slot(const conv2d *s, conv2d_plan *p);
@@ -128,14 +130,13 @@ void wino_pack_kernels(const conv2d *s, const wino_geom *g, const float *u, uint
 /* dW (OC, C, 3, 3) += G^T dU G, from the 36 planes of dU (OC, C). */
 void wino_kernel_grads(const conv2d *s, const float *du, float *dweight);
 /* Samples [first, end) of a chunk: y forward, with the call's U; backward, the chunk's dU and db
- * into sc, then (once dW has been taken from dU) dx with the U of the flipped kernels. None of
- * them writes sc->dw but wino_backward_chunk. */
+ * into sc and, unless dx is NULL, dx with the U of the flipped kernels (uflip in float32, upack
+ * in bf16: the first chunk's, which the call made first). Forward never writes sc->dw. */
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                         const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end);
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, int64_t first, int64_t end);
-void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                   const uint32_t *upack, const float *dy, float *dx, int64_t first, int64_t end);
+                         const float *dy, const float *uflip, const uint32_t *upack, float *dx, int64_t first,
+                         int64_t end);
 
 /* conv2d.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
 int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,

@@ -111,15 +111,20 @@ static size_t wino_channel_floats(const conv2d *s)
     return (size_t)s->group * (2 * ((size_t)f->ph * f->pw + (size_t)b->ph * b->pw) + tiles);
 }
 
+/* In float32, the flipped kernels' U for dx, beside dU while the backward pass fills it; in bf16
+ * dx reads their packed copy (upack) instead. */
+static size_t wino_uflip_floats(const conv2d *s) { return s->bf16 ? 0 : WINO_PLANES * s->uplane; }
+
 /* Floats of one Winograd slot but for v and m: the stage, the channel planes, dU, db, and in bf16
  * the packed operands (words the size of floats). */
 static size_t wino_fixed_floats(const conv2d *s)
 {
     return wino_stage(s) + wino_channel_floats(s) + WINO_PLANES * s->uplane + (size_t)s->oc +
-           WINO_PLANES * wino_upack_words(s) + wino_bpack_words(s);
+           WINO_PLANES * wino_upack_words(s) + wino_bpack_words(s) + wino_uflip_floats(s);
 }
 
 static void wino_kernel_matrix(conv2d *s);
+
 
 void wino_init(conv2d *s)
 {
@@ -135,9 +140,9 @@ void wino_init(conv2d *s)
     s->uplane = wino_plane((size_t)s->oc * (size_t)s->c);
     wino_kernel_matrix(s);
     s->group = WINO_COLUMNS / s->fwd.tiles > 1 ? WINO_COLUMNS / s->fwd.tiles : 1;
-    /* Per sample: a call's chunks hold at most n + group - 1 < 2n samples' planes (groups are
-     * whole; group <= n), and wino_plane adds at most 32 floats to a plane. */
-    s->slot = wino_fixed_floats(s) + WINO_PLANES * 2 * (wino_v_floats(s) + wino_m_floats(s) + 32);
+    conv2d_plan largest = { .group = s->group };  /* a call's groups are never larger */
+    wino_plan_slot(s, &largest);
+    s->slot = largest.slot;
 }
 
 /* The slot layout, sized here and carved by wino_scratch_at just below. */
@@ -145,7 +150,7 @@ void wino_plan_slot(const conv2d *s, conv2d_plan *p)
 {
     p->vplane = wino_plane((size_t)p->group * wino_v_floats(s));
     p->mplane = wino_plane((size_t)p->group * wino_m_floats(s));
-    p->slot = wino_fixed_floats(s) + WINO_PLANES * (p->vplane + p->mplane);
+    p->slot = wino_fixed_floats(s) + WINO_PLANES * (2 * p->vplane + p->mplane);
 }
 
 float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2d_scratch *sc)
@@ -154,6 +159,8 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
     p += WINO_PLANES * plan->vplane;
     sc->m = p;
     p += WINO_PLANES * plan->mplane;
+    sc->vdy = p;
+    p += WINO_PLANES * plan->vplane;
     sc->stage = p;
     p += wino_stage(s);
     sc->xplanes = p;
@@ -172,6 +179,8 @@ float *wino_scratch_at(const conv2d *s, const conv2d_plan *plan, float *p, conv2
     p += WINO_PLANES * wino_upack_words(s);
     sc->bpack = (uint32_t *)(void *)p;
     p += wino_bpack_words(s);
+    sc->uflip = p;
+    p += wino_uflip_floats(s);
     return p;
 }
 
@@ -444,6 +453,18 @@ static inline __attribute__((always_inline)) void wino_input_row(const float *re
     WINO_TILES_TO_PLANES(t, len, 0, xn, 2 * xn, 3 * xn, n, out, plane, count, WINO_BT_TILE);
 }
 
+/* wino_input_row with the usual counts as constants (see there). */
+static void wino_input_row_any(const float *r0, size_t len, int n, float *t, float *out, size_t plane, int count)
+{
+    switch (count) {
+    case 8: wino_input_row(r0, len, n, t, out, plane, 8); break;
+    case 16: wino_input_row(r0, len, n, t, out, plane, 16); break;
+    case 32: wino_input_row(r0, len, n, t, out, plane, 32); break;
+    case 64: wino_input_row(r0, len, n, t, out, plane, 64); break;
+    default: wino_input_row(r0, len, n, t, out, plane, count);
+    }
+}
+
 /* The group's transformed input tiles into the 36 planes of V (cin, ld), from its n samples at in
  * (in_size floats apart), a channel at a time through wino_gather (planes and padded: its
  * scratch); t is scratch for six rows of pw * n floats. */
@@ -455,17 +476,9 @@ static void wino_input(const wino_geom *g, int n, const float *in, size_t in_siz
     for (int c = 0; c < g->cin; c++) {
         wino_gather(g, in, in_size, n, c, planes, padded);
         const float *rows = n == 1 ? planes : padded;
-        for (int ti = 0; ti < g->th; ti++) {
-            const float *r0 = rows + (size_t)(4 * ti) * len;
-            float *out = v + (size_t)c * ld + (size_t)ti * count;
-            switch (count) {
-            case 8: wino_input_row(r0, len, n, t, out, plane, 8); break;
-            case 16: wino_input_row(r0, len, n, t, out, plane, 16); break;
-            case 32: wino_input_row(r0, len, n, t, out, plane, 32); break;
-            case 64: wino_input_row(r0, len, n, t, out, plane, 64); break;
-            default: wino_input_row(r0, len, n, t, out, plane, count);
-            }
-        }
+        for (int ti = 0; ti < g->th; ti++)
+            wino_input_row_any(rows + (size_t)(4 * ti) * len, len, n, t, v + (size_t)c * ld + (size_t)ti * count,
+                               plane, count);
     }
 }
 
@@ -475,10 +488,10 @@ static void wino_input(const wino_geom *g, int n, const float *in, size_t in_siz
  * of columns (docs/benchmarks.md), so they stay whole (wino_backward_chunk). In bf16, from the
  * call's packed U, each plane of V packed in turn (bench/gemm_bf16.c times both). */
 static void wino_multiply(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
-                          const float *u, const uint32_t *upack, int cols)
+                          const float *vplanes, const float *u, const uint32_t *upack, int cols)
 {
     for (int e = 0; e < WINO_PLANES; e++) {
-        const float *v = sc->v + e * plan->vplane;
+        const float *v = vplanes + e * plan->vplane;
         float *m = sc->m + e * plan->mplane;
         if (s->bf16) {
             bf16_pack_cols(v, cols, g->cin, cols, sc->bpack);
@@ -638,13 +651,17 @@ static inline __attribute__((always_inline)) void wino_grad_row(const float *res
 /* Z: the group's transformed dY tiles (the forward's tiles) into the 36 planes (OC, ld), from its
  * n samples' dY at dy (ysize floats apart), a channel at a time through wino_gather in the dx
  * convolution's geometry, which puts dY at (back.pad, back.pad) with zeros past its last row and
- * column (the partial tiles); t is scratch for six rows of back.pw * n floats. */
+ * column (the partial tiles); t is scratch for six rows of back.pw * n floats. Unless vdy is NULL,
+ * the same padded dY also goes on into the dx convolution's input tiles, the 36 planes of vdy
+ * (OC, n * back.tiles), vplane apart: one gather of dY serves both (it measured 2-4% of a float32
+ * step, when dx gathered dY again after dW). */
 static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysize, float *planes, float *padded,
-                            float *t, float *z, size_t ld, size_t plane)
+                            float *t, float *z, size_t ld, size_t plane, float *vdy, size_t vplane)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t len = (size_t)b->pw * n, xn = (size_t)b->xs * n;
-    const int count = f->tw * n;
+    const int count = f->tw * n, vcount = b->tw * n;
+    const size_t vld = (size_t)n * b->tiles;
     size_t off[4];  /* dY column 4tj + c is padded column 4tj + pad + c: its residue, and x one on past 3 */
     for (int c = 0; c < 4; c++) off[c] = (size_t)((b->pad + c) % 4) * xn + (size_t)((b->pad + c) / 4) * n;
     for (int o = 0; o < s->oc; o++) {
@@ -661,33 +678,27 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysiz
             default: wino_grad_row(r0, len, n, off, t, out, plane, count);
             }
         }
+        for (int ti = 0; vdy && ti < b->th; ti++)  /* the same padded dY, as the dx convolution's input */
+            wino_input_row_any(rows + (size_t)(4 * ti) * len, len, n, t,
+                               vdy + (size_t)o * vld + (size_t)ti * vcount, vplane, vcount);
     }
 }
 
-/* Samples [first, end) of a chunk through one of the layer's two convolutions g (the forward's,
- * or dx's from dY), a group at a time: the group's tiles side by side in V, 36 products with the
- * call's U, then the output transform. planes and pad are g's scratch for wino_gather (xplanes
- * and xpad, or dyplanes and dypad). */
-static void wino_convolve(const conv2d *s, const wino_geom *g, const conv2d_plan *plan, const conv2d_scratch *sc,
-                          float *planes, float *pad, const float *u, const uint32_t *upack, const float *in,
-                          const float *bias, float *out, int64_t first, int64_t end)
-{
-    const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
-    memset(planes, 0, sizeof(float) * (size_t)plan->group * g->ph * g->pw);  /* their borders */
-    for (int64_t i = first; i < end; i += plan->group) {
-        const int n = (int)(end - i < plan->group ? end - i : plan->group);
-        const size_t ld = (size_t)n * g->tiles;
-        wino_input(g, n, in + (size_t)i * in_size, in_size, planes, pad, sc->stage, sc->v, ld, plan->vplane);
-        wino_multiply(s, g, plan, sc, u, upack, (int)ld);
-        wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, out + (size_t)i * out_size,
-                    out_size);
-    }
-}
-
+/* A group at a time: the group's tiles side by side in V, 36 products with the call's U, then
+ * the output transform. */
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
                         const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end)
 {
-    wino_convolve(s, &s->fwd, plan, sc, sc->xplanes, sc->xpad, u, upack, x, bias, y, first, end);
+    const wino_geom *g = &s->fwd;
+    const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
+    memset(sc->xplanes, 0, sizeof(float) * (size_t)plan->group * g->ph * g->pw);  /* their borders */
+    for (int64_t i = first; i < end; i += plan->group) {
+        const int n = (int)(end - i < plan->group ? end - i : plan->group);
+        const size_t ld = (size_t)n * g->tiles;
+        wino_input(g, n, x + (size_t)i * in_size, in_size, sc->xplanes, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
+        wino_multiply(s, g, plan, sc, sc->v, u, upack, (int)ld);
+        wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, y + (size_t)i * out_size, out_size);
+    }
 }
 
 /* One plane of the kernel gradient, dU_e (OC, C) += Z_e (OC, cols) V_e^T: whole in float32 (see
@@ -707,9 +718,12 @@ static void wino_kernel_grad_plane(const conv2d *s, const conv2d_scratch *sc, co
 }
 
 /* Per group: dU += Z V^T (the kernel gradient, in the transformed domain, summed over the
- * group's tiles by one SGEMM per plane), and db. */
+ * group's tiles by one SGEMM per plane), db, and unless dx is NULL the group's dx: the
+ * convolution of dY by the flipped kernels (uflip, or packed in upack), whose input tiles
+ * wino_grad_tiles made from the same gather of dY as Z. */
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, int64_t first, int64_t end)
+                         const float *dy, const float *uflip, const uint32_t *upack, float *dx, int64_t first,
+                         int64_t end)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
@@ -722,17 +736,14 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
         const size_t ld = (size_t)g * f->tiles;
         wino_input(f, g, x + (size_t)i * xsize, xsize, sc->xplanes, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
         wino_grad_tiles(s, g, dy + (size_t)i * ysize, ysize, sc->dyplanes, sc->dypad, sc->stage, sc->m, ld,
-                        plan->mplane);
+                        plan->mplane, dx ? sc->vdy : NULL, plan->vplane);
         for (int k = 0; s->bias && k < g; k++) conv2d_add_bias_grad(s, dy + (size_t)(i + k) * ysize, sc->db);
         for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
             wino_kernel_grad_plane(s, sc, sc->m + e * plan->mplane, sc->v + e * plan->vplane, (int)ld,
                                    sc->dw + e * s->uplane);
+        if (!dx) continue;
+        const size_t bld = (size_t)g * b->tiles;
+        wino_multiply(s, b, plan, sc, sc->vdy, uflip, upack, (int)bld);
+        wino_output(b, sc->m, g, bld, plan->mplane, NULL, sc->stage, sc->tplanes, dx + (size_t)i * xsize, xsize);
     }
-}
-
-/* dx: the convolution of dY by the flipped kernels (u), without bias. */
-void wino_dx_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                   const uint32_t *upack, const float *dy, float *dx, int64_t first, int64_t end)
-{
-    wino_convolve(s, &s->back, plan, sc, sc->dyplanes, sc->dypad, u, upack, dy, NULL, dx, first, end);
 }
