@@ -42,7 +42,11 @@ static int dropout_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     const float *restrict in = x->data;  /* (N, ...) */
     float *restrict out = y->data;       /* (N, ...) */
     uint8_t *restrict keep = state;      /* (N, ...) */
-    for (size_t i = 0; i < n; i++) keep[i] = rx_rng_uniform(&ctx->rng) >= s->p;
+    /* The stream in a local: keep's bytes may alias ctx->rng, which kept the loop scalar, its
+     * state stored and reloaded at every element. */
+    rx_rng rng = ctx->rng;
+    for (size_t i = 0; i < n; i++) keep[i] = rx_rng_uniform(&rng) >= s->p;
+    ctx->rng = rng;
     for (size_t i = 0; i < n; i++) out[i] = in[i] * (float)keep[i] * s->scale;
     return 0;
 }
