@@ -270,7 +270,7 @@ static int net_create(net *nt, rx_ctx *ctx, const config *c, char *err)
     free(order);
     if (rc != 0) return -1;
     nt->lanes = net_lanes(nt, ctx);
-    nt->threads = ctx->threads > 1 ? ctx->threads : 1;
+    nt->threads = nt->device != RX_CPU ? 0 : ctx->threads > 1 ? ctx->threads : 1;
     if (build_steps(nt, c, err) != 0) return -1;
     if (build_groups(nt, c) != 0)
         return errorf(err, "%s: out of memory building the network (batch %lld)", c->file, (long long)nt->max_batch);

@@ -59,8 +59,8 @@ typedef struct net {
     size_t dbuf_floats;    /* each one's size */
     void *workspace;       /* shared scratch, the largest any layer asked for */
     size_t workspace_bytes;
-    int threads;           /* the threads a call may use (ctx->threads at net_build): each layer's
-                            * workspace_thread_bytes is planned that many times */
+    int threads;           /* the CPU threads a call may use (ctx->threads at net_build; 0 on the
+                            * GPU): each layer's workspace_thread_bytes is planned that many times */
     /* Data parallelism (dist.h): this rank's samples begin part_offset samples into a training
      * batch of part_batch (0: the batch is all here). Stochastic layers then draw the numbers the
      * whole batch's forward would give these samples, so results do not depend on the ranks. */

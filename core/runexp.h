@@ -104,8 +104,8 @@ typedef struct rx_ctx {
     rx_rng rng;             /* for stochastic layers; the host saves it with the run */
     int threads;            /* CPU threads the run may use */
     void *workspace;        /* scratch shared by all layers, on `device`, valid during one call */
-    size_t workspace_bytes; /* its whole size: at least workspace_bytes * N + workspace_thread_bytes *
-                             * threads of any layer's info */
+    size_t workspace_bytes; /* its whole size: at least workspace_bytes * N of any layer's info,
+                             * plus workspace_thread_bytes * threads on the CPU */
     void *cuda_stream;      /* cudaStream_t when device == RX_CUDA, else NULL */
     void *cublas;           /* cublasHandle_t when device == RX_CUDA, else NULL */
     char err[RX_ERR_LEN];   /* the reason for the last failure, written by rx_fail */
@@ -178,8 +178,8 @@ typedef struct rx_layer_info {
     rx_tensor_decl tensors[RX_MAX_TENSORS]; /* parameters, in checkpoint order */
     size_t state_bytes;      /* per sample, written by forward and read by backward */
     size_t workspace_bytes;  /* per sample scratch during forward or backward */
-    size_t workspace_thread_bytes; /* and scratch per thread of a call (ctx->threads), which does
-                                    * not grow with the batch: a thread's buffers for its samples */
+    size_t workspace_thread_bytes; /* and scratch per thread of a CPU call (ctx->threads; a GPU
+                                    * call gets none), which does not grow with the batch */
     /* Whether every sample's forward and backward depend on that sample alone, in training as
      * in evaluation (no statistics over the batch, as batchnorm's). The host may then cut a CPU
      * batch into consecutive parts and run them at once, one per thread (net.h: lanes): each
