@@ -152,6 +152,9 @@ $(BUILD)/tests/%: tests/%.c tests/helpers.h $(HOST_LIBS) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(HOST_LIBS) $(TEST_LIBS) $(LDLIBS)
 
+# test_bf16 compiles conv2d's bf16.c in (to call its packing and products directly).
+$(BUILD)/tests/test_bf16: plugins/layers/conv2d/bf16.c plugins/layers/conv2d/bf16.h
+
 # The out-of-tree example plugins, each built by its own Makefile as a user would, against
 # this tree's header; the tests run `runexp check` and a training run on them.
 EXAMPLES := $(notdir $(wildcard examples/plugins/*))

@@ -50,16 +50,24 @@ GELU_FN float fast_expf(float x)
     return p * scale * under;
 }
 
-/* erf by Abramowitz and Stegun 7.1.26 (absolute error < 1.5e-7), as PyTorch's vectorized erf. */
-GELU_FN float fast_erff(float x)
+/* erf by Abramowitz and Stegun 7.1.26 (absolute error < 1.5e-7), as PyTorch's vectorized erf:
+ * erf(|x|) = 1 - P(t) e^{-x^2}, t = 1 / (1 + 0.3275911 |x|). erf_from takes e^{-x^2} made by its
+ * caller, who may want it again (gelu_exact_grad's density). */
+GELU_FN float erf_from(float x, float exp_neg_x2)
 {
-    const float a = fabsf(x), t = 1.0f / (1.0f + 0.3275911f * a);
+    const float t = 1.0f / (1.0f + 0.3275911f * fabsf(x));
     float p = 1.061405429f;
     p = p * t - 1.453152027f;
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    return copysignf(1.0f - p * t * fast_expf(-a * a), x);
+    return copysignf(1.0f - p * t * exp_neg_x2, x);
+}
+
+GELU_FN float fast_erff(float x)
+{
+    const float a = fabsf(x);
+    return erf_from(x, fast_expf(-a * a));
 }
 
 /* tanh(x) = 1 - 2 / (e^{2x} + 1), on |x| so that it never overflows. */
@@ -81,12 +89,14 @@ GELU_FN float gelu_tanh(float v)
     return 0.5f * v * (1.0f + fast_tanhf(inner));
 }
 
-/* d/dx x Phi(x) = Phi(x) + x phi(x). */
+/* d/dx x Phi(x) = Phi(x) + x phi(x). erf's e^{-(v / sqrt 2)^2} is the density's e^{-v^2 / 2}:
+ * one exponential serves both. */
 GELU_FN float gelu_exact_grad(float v)
 {
-    const float cdf = 0.5f * (1.0f + fast_erff(v * GELU_SQRT1_2));
-    const float pdf = GELU_INV_SQRT_2PI * fast_expf(-0.5f * v * v);
-    return cdf + v * pdf;
+    const float x = v * GELU_SQRT1_2, a = fabsf(x);
+    const float e = fast_expf(-a * a);
+    const float cdf = 0.5f * (1.0f + erf_from(x, e));
+    return cdf + v * (GELU_INV_SQRT_2PI * e);
 }
 
 /* d/dx 0.5 x (1 + t), t = tanh(u(x)): 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x), with
