@@ -186,9 +186,10 @@ typedef struct rx_layer_info {
      * call sees its part as the whole batch, with ctx->threads = 1, a workspace of its own of
      * workspace_bytes per sample of the part plus workspace_thread_bytes, the part's rows of the
      * state, and dw to add into that only this part adds to. It replaces one wait between
-     * threads per operation by one per network pass. A layer that says so promises, besides: its state is per sample (sample
-     * i's at i * state_bytes), `self` is only read by forward and backward, and random numbers
-     * are drawn the same count per sample, in sample order. 0 (false) is always safe. */
+     * threads per operation by one per network pass. A layer that says so promises, besides:
+     * its state is per sample (sample i's at i * state_bytes), `self` is only read by forward
+     * and backward, and random numbers are drawn the same count per sample, in sample order.
+     * 0 (false) is always safe. */
     bool per_sample;
 } rx_layer_info;
 
