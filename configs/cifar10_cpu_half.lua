@@ -7,6 +7,6 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local experiment = dofile(here .. "cifar10_cpu.lua")
 local airbench = dofile(here .. "lib/airbench.lua")
-experiment.model = airbench({ 32, 128, 128 }, experiment.optim.weight_decay, 2)
+experiment.model = airbench({ 32, 128, 128 }, experiment.optim.weight_decay, 2, true)
 experiment.epochs = 14
 return experiment

@@ -561,6 +561,10 @@ static void compare_results(harness *h, const char *what, gpu_side *g, double bo
 /* The same forward and backward on the GPU, against the CPU's; `what` names the row. */
 static void compare_devices(harness *h, const char *what)
 {
+    if (h->o->cpu_only) {
+        report(h, what, "skip", "these arguments run on the CPU only");
+        return;
+    }
     if (!cuda_comparable(h, what, h->d->layer.forward[RX_CUDA] != NULL)) return;
     gpu_side g = { .ctx = h->ctx };
     g.ctx.device = RX_CUDA;

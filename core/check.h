@@ -30,6 +30,7 @@ typedef struct check_options {
     double device_bound_eval; /* the same in evaluation (0: device_bound) */
     bool compare_state;       /* the devices keep the same state (saved for backward): compare it too */
     bool device_ties;         /* compare the devices again on inputs full of ties and NaNs (a max) */
+    bool cpu_only;            /* the layer refuses these arguments on the GPU (conv2d's pool): no comparison */
     bool no_speed;            /* leave out the speed figure, which takes 0.2 s */
     double speed_seconds;     /* how long the speed figure times forward and backward (0: 0.2 s) */
 } check_options;

@@ -17,7 +17,8 @@ configs/ works too, as missing keys take runexp's defaults (those of `runexp plu
 The model list maps one to one onto an nn.Sequential, so the parameter names ("4.weight",
 "4.1.weight" inside a residual block) are the ones runexp writes:
 
-    conv2d       nn.Conv2d                    maxpool          nn.MaxPool2d(size, stride or size)
+    conv2d       nn.Conv2d (then a 2x2 max-   maxpool          nn.MaxPool2d(size, stride or size)
+                 pool: pool = 2)
     batchnorm    nn.BatchNorm2d or 1d (then    global_pool      nn.AdaptiveMax/AvgPool2d(1)
                  F.gelu: activation "gelu")
     relu, gelu   nn.ReLU, nn.GELU             flatten          nn.Flatten
@@ -189,6 +190,14 @@ class BatchNorm1dGELU(nn.BatchNorm1d):
         return F.gelu(super().forward(x))
 
 
+class Conv2dPool(nn.Conv2d):
+    """runexp's conv2d with pool = 2: F.max_pool2d(x, 2) of the convolution, with Conv2d's
+    state_dict names."""
+
+    def forward(self, x):
+        return F.max_pool2d(super().forward(x), 2)
+
+
 class FlatLinear(nn.Linear):
     """runexp's linear flattens any input (N, ...) to (N, features) first."""
 
@@ -201,9 +210,11 @@ def _layer(name, p, shape, where):
     if name == 'conv2d':
         if len(shape) != 3:
             raise ConfigError('%s (conv2d): input %s is not (C, H, W)' % (where, shape))
-        k, s, pad = p['kernel'], p.get('stride', 1), p.get('padding', 0)
-        m = nn.Conv2d(shape[0], p['out'], k, stride=s, padding=pad, bias=p.get('bias', True))
-        side = lambda n: (n + 2 * pad - k) // s + 1
+        k, s, pad, pool = p['kernel'], p.get('stride', 1), p.get('padding', 0), p.get('pool', 0)
+        if pool not in (0, 2):
+            raise ConfigError('%s (conv2d): pool %r is not 0 or 2' % (where, pool))
+        m = (Conv2dPool if pool else nn.Conv2d)(shape[0], p['out'], k, stride=s, padding=pad, bias=p.get('bias', True))
+        side = lambda n: ((n + 2 * pad - k) // s + 1) // (2 if pool else 1)
         return m, (p['out'], side(shape[1]), side(shape[2]))
     if name == 'batchnorm':
         activation = p.get('activation', 'none')

@@ -148,6 +148,11 @@ static const table_row table[] = {
     { "conv2d", "out=8 kernel=3 padding=1", S(3, 16, 16), 1, { EVERY } },
     { "conv2d", "out=7 kernel=5 stride=3 bias=false", S(2, 11, 13), 3, { EVERY } },
     { "conv2d", "out=8 kernel=1", S(6, 5, 7), 5, { EVERY } },
+    /* pool = 2 (the CPU only): Winograd with one sample a group and with several, odd sizes,
+     * im2col; the weight's probes move many windows' winners at once, so the planes stay small */
+    { "conv2d", "out=8 kernel=3 padding=1 pool=2", S(8, 8, 8), 3, { EVERY, .cpu_only = true } },
+    { "conv2d", "out=8 kernel=3 padding=1 pool=2 bias=false", S(8, 9, 7), 2, { EVERY, .cpu_only = true } },
+    { "conv2d", "out=3 kernel=3 padding=1 pool=2", S(2, 7, 6), 2, { EVERY, .cpu_only = true } },
     { "conv2d", "out=4 kernel=2 padding=2 stride=3", S(5, 4, 6), 1, { EVERY } },
     { "conv2d", "out=3 kernel=1 stride=2", S(3, 6, 6), 2, { EVERY } },
     /* linear */

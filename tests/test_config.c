@@ -152,7 +152,7 @@ static void test_resolved_round_trip(void **state)
     config_to_lua(&c, &b);
     assert_non_null(strstr(b.s, "lr = 0.3"));
     assert_non_null(
-        strstr(b.s, "{ \"conv2d\", out = 4, kernel = 3, stride = 2, padding = 1, bias = true, precision = \"fp32\" }"));
+        strstr(b.s, "{ \"conv2d\", out = 4, kernel = 3, stride = 2, padding = 1, bias = true, precision = \"fp32\", pool = 0 }"));
     assert_int_equal(load(f, &again, b.s, 0, NULL, err), 0);
     assert_true(again.lr == c.lr);
     assert_int_equal(again.nlayers, c.nlayers);
@@ -196,7 +196,7 @@ static void test_key_errors(void **state)
     fixture *f = *state;
     expect_error(f, variant("padding = 1", "paddin = 1"), 0, NULL,
                  "exp.lua: model[1] (conv2d): unknown key 'paddin'",
-                 "(accepted: lr_scale, weight_decay, frozen, train_epochs, init, out, kernel, stride, padding, bias, precision)");
+                 "(accepted: lr_scale, weight_decay, frozen, train_epochs, init, out, kernel, stride, padding, bias, precision, pool)");
     expect_error(f, variant("epochs = 2", "epoch = 2"), 0, NULL, "exp.lua: unknown key string 'epoch'", "accepted: data, model");
     expect_error(f, variant("out = 4, kernel", "out = '4', kernel"), 0, NULL,
                  "model[1] (conv2d): 'out' must be an integer, got string '4'", NULL);

@@ -109,7 +109,7 @@ static void test_learns_and_writes_the_run(void **state)
 
     char *lua = slurp(f->run, "config.lua");
     assert_non_null(
-        strstr(lua, "{ \"conv2d\", out = 16, kernel = 3, stride = 1, padding = 1, bias = true, precision = \"fp32\" }"));
+        strstr(lua, "{ \"conv2d\", out = 16, kernel = 3, stride = 1, padding = 1, bias = true, precision = \"fp32\", pool = 0 }"));
     free(lua);
 
     char *log = slurp(f->dir, "log.txt");
@@ -358,7 +358,7 @@ static void test_frozen_tensors(void **state)
         assert_true(same_tensor(b, "last.safetensors", c, "last.safetensors", tensors[i]));
     /* The resolved config keeps the rules. */
     char *lua = slurp(b, "config.lua");
-    assert_non_null(strstr(lua, "bias = true, precision = \"fp32\", frozen = true }"));
+    assert_non_null(strstr(lua, "bias = true, precision = \"fp32\", pool = 0, frozen = true }"));
     assert_non_null(strstr(lua, "frozen = { [\"bias\"] = true } }"));
     free(lua);
 }

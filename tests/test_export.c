@@ -179,6 +179,10 @@ static void test_tutorial_best(void **state) { check_network(state, "cifar10_tut
  * running statistics of a real (short) run, exact gelu. */
 static void test_airbench(void **state) { check_network(state, "airbench94.lua", ""); }
 
+/* The CPU recipe's network, whose convolutions pool their own outputs (conv2d's pool = 2: a Conv
+ * and a MaxPool in the graph). */
+static void test_cpu_recipe(void **state) { check_network(state, "cifar10_cpu.lua", ""); }
+
 static void write_text(const char *path, const char *text)
 {
     char err[ERR_LEN];
@@ -367,6 +371,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tutorial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tutorial_best, setup, teardown),
         cmocka_unit_test_setup_teardown(test_airbench, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_recipe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plugin_mappings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layer_without_mapping, setup, teardown),

@@ -451,6 +451,130 @@ static void test_conv2d_refuses(void **unused)
     rig_free(&r);
 }
 
+/* conv2d with pool = 2 must give the bits of conv2d followed by maxpool size = 2, forward and
+ * backward: y, the winners (ties to the first, a NaN wins), dx and dW; db within FWD_TOL (the
+ * fused layer sums the pooled gradient, the pair the spread-out one, in other orders). Every
+ * path: Winograd with one sample a group (planes of 31) and with several (a short last group),
+ * even and odd sizes, padding 0; im2col's direct forward, stride 2 and 1x1; bf16 where the CPU has
+ * it; and the same bits with 1, 2 and 3 threads. */
+typedef struct pool_case {
+    conv_case cc;
+    bool ties;  /* every output equal (weights 0, one bias): the first tap of each window wins */
+    bool nan;   /* a NaN in x */
+} pool_case;
+
+static void expect_same_as_pair(const float *got, const float *want, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+            fail_msg("conv2d pool=2 %s[%lld] is %.9g, conv2d then maxpool give %.9g", what, (long long)i, got[i],
+                     want[i]);
+}
+
+static void expect_pool_matches(const pool_case *pc)
+{
+    const conv_case cc = pc->cc;
+    rig conv, pool, fused;
+    conv_setup(&conv, cc);
+    rig_load(&fused, "conv2d");
+    rig_arg(&fused, "out")->i = cc.out;
+    rig_arg(&fused, "kernel")->i = cc.k;
+    rig_arg(&fused, "stride")->i = cc.stride;
+    rig_arg(&fused, "padding")->i = cc.pad;
+    rig_arg(&fused, "bias")->b = cc.bias;
+    if (cc.precision) rig_arg(&fused, "precision")->s = cc.precision;
+    rig_arg(&fused, "pool")->i = 2;
+    rig_build(&fused, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
+    rig_load(&pool, "maxpool");
+    rig_build(&pool, conv.info.out, cc.n);
+    expect_shape(fused.info.out, pool.info.out);
+    assert_int_equal(fused.info.state_bytes, rx_numel(fused.info.out));  /* a byte per output */
+
+    if (pc->ties) {
+        memset(conv.w[0].data, 0, sizeof(float) * (size_t)rx_numel(conv.w[0].shape));
+        for (int o = 0; cc.bias && o < cc.out; o++) conv.w[1].data[o] = 0.25f;
+    }
+    if (pc->nan) conv.x.data[rx_numel(conv.x.shape) / 3] = NAN;
+    memcpy(fused.x.data, conv.x.data, sizeof(float) * (size_t)rx_numel(conv.x.shape));
+    for (int i = 0; i < conv.info.ntensors; i++)
+        memcpy(fused.w[i].data, conv.w[i].data, sizeof(float) * (size_t)rx_numel(conv.w[i].shape));
+    tensor_uniform(&fused.rng, &fused.dy, -1.0f, 1.0f);
+    memcpy(pool.dy.data, fused.dy.data, sizeof(float) * (size_t)rx_numel(fused.dy.shape));
+
+    rig_forward(&conv);
+    memcpy(pool.x.data, conv.y.data, sizeof(float) * (size_t)rx_numel(conv.y.shape));
+    rig_forward(&pool);
+    rig_backward(&pool, true);
+    memcpy(conv.dy.data, pool.dx.data, sizeof(float) * (size_t)rx_numel(pool.dx.shape));
+    rig_backward(&conv, true);
+
+    rig_pass(&fused, 1);
+    const int64_t ny = rx_numel(fused.y.shape);
+    expect_same_as_pair(fused.y.data, pool.y.data, ny, "y");
+    const int32_t *arg = pool.state;  /* maxpool's winner: an index into the sample */
+    const uint8_t *at = fused.state;
+    const int yh = (int)pool.info.out.d[1], yw = (int)pool.info.out.d[2], ow = (int)conv.info.out.d[2];
+    const int64_t per = rx_numel(pool.info.out), in_plane = conv.info.out.d[1] * ow;
+    for (int64_t i = 0; i < ny; i++) {
+        const int64_t q = i % per, c = q / (yh * yw), r = q / yw % yh, col = q % yw;
+        const int32_t corner = (int32_t)(c * in_plane + 2 * r * ow + 2 * col);
+        const int32_t want = arg[i] - corner;  /* 0, 1, ow, ow + 1 */
+        if (at[i] != (want >= ow ? 2 : 0) + want % ow)
+            fail_msg("conv2d pool=2 winner %lld is %d, maxpool's %d (0 .. 3)", (long long)i, at[i],
+                     (want >= ow ? 2 : 0) + want % ow);
+        if (pc->ties && at[i] != 0) fail_msg("conv2d pool=2: a tie went to place %d, not the first", at[i]);
+    }
+    expect_same_as_pair(fused.dx.data, conv.dx.data, rx_numel(conv.dx.shape), "dx");
+    expect_same_as_pair(fused.dw[0].data, conv.dw[0].data, rx_numel(conv.dw[0].shape), "dW");
+    if (cc.bias) expect_close(fused.dw[1].data, conv.dw[1].data, cc.out, "conv2d pool=2 db");
+
+    int64_t n;
+    float *one = rig_outputs(&fused, &n);
+    expect_conv2d_threads(&fused, one, !cc.precision && !pc->nan, "conv2d pool=2");
+    free(one);
+    rig_free(&conv);
+    rig_free(&pool);
+    rig_free(&fused);
+}
+
+static void test_conv2d_pool_matches_maxpool(void **unused)
+{
+    static const pool_case cases[] = {
+        { .cc = { .n = 2, .c = 8, .h = 31, .w = 31, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = false } },
+        { .cc = { .n = 5, .c = 8, .h = 15, .w = 15, .out = 9, .k = 3, .stride = 1, .pad = 1, .bias = true } },
+        { .cc = { .n = 18, .c = 8, .h = 8, .w = 8, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = false } },
+        { .cc = { .n = 3, .c = 9, .h = 7, .w = 9, .out = 8, .k = 3, .stride = 1, .pad = 0, .bias = true } },
+        { .cc = { .n = 3, .c = 8, .h = 7, .w = 7, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = true }, .ties = true },
+        { .cc = { .n = 2, .c = 8, .h = 15, .w = 15, .out = 8, .k = 3, .stride = 1, .pad = 1, .bias = false }, .nan = true },
+        { .cc = { .n = 2, .c = 3, .h = 32, .w = 32, .out = 20, .k = 3, .stride = 1, .pad = 1, .bias = true } },
+        { .cc = { .n = 2, .c = 3, .h = 31, .w = 31, .out = 4, .k = 3, .stride = 1, .pad = 1, .bias = true }, .nan = true },
+        { .cc = { .n = 2, .c = 2, .h = 9, .w = 8, .out = 3, .k = 3, .stride = 2, .pad = 1, .bias = true }, .ties = true },
+        { .cc = { .n = 3, .c = 4, .h = 5, .w = 6, .out = 2, .k = 1, .stride = 1, .pad = 0, .bias = false } },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) expect_pool_matches(&cases[t]);
+    if (!cpu_has_bf16()) return;
+    const pool_case bf16[] = {
+        { .cc = { .n = 2, .c = 8, .h = 31, .w = 31, .out = 8, .k = 3, .stride = 1, .pad = 1, .precision = "bf16" } },
+        { .cc = { .n = 5, .c = 16, .h = 15, .w = 15, .out = 12, .k = 3, .stride = 1, .pad = 1, .precision = "bf16" } },
+    };
+    for (size_t t = 0; t < sizeof bf16 / sizeof bf16[0]; t++) expect_pool_matches(&bf16[t]);
+}
+
+static void test_conv2d_pool_refuses(void **unused)
+{
+    rig r;
+    rig_load(&r, "conv2d");
+    rig_arg(&r, "out")->i = 8;
+    rig_arg(&r, "kernel")->i = 3;
+    rig_arg(&r, "pool")->i = 3;
+    EXPECT_REFUSED(&r, TEST_SHAPE(8, 8, 8), "pool must be 0 (none) or 2", "got 3");
+    rig_arg(&r, "pool")->i = -2;
+    EXPECT_REFUSED(&r, TEST_SHAPE(8, 8, 8), "pool must be 0 (none) or 2", "got -2");
+    rig_arg(&r, "pool")->i = 2;
+    EXPECT_REFUSED(&r, TEST_SHAPE(8, 3, 9), "pool = 2 needs an output of at least 2x2", "got 1x7");
+    rig_free(&r);
+}
+
 /* ---- linear ---- */
 
 static void linear_setup(rig *r, int64_t n, rx_shape in, int out, bool bias)
@@ -1058,6 +1182,8 @@ int main(void)
         cmocka_unit_test(test_conv2d_refuses),
         cmocka_unit_test(test_conv2d_bf16_near_definition),
         cmocka_unit_test(test_conv2d_bf16_refuses),
+        cmocka_unit_test(test_conv2d_pool_matches_maxpool),
+        cmocka_unit_test(test_conv2d_pool_refuses),
         cmocka_unit_test(test_linear_declares_and_computes),
         cmocka_unit_test(test_linear_threads),
         cmocka_unit_test(test_linear_refuses),

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "max_take.h"
 #include "maxpool.h"
 #include "threads.h"
 #include "onnx_nodes.h"
@@ -67,16 +68,6 @@ static int maxpool_create(void **self, rx_ctx *ctx, const rx_value *args, rx_sha
 }
 
 static void maxpool_destroy(void *self) { free(self); }
-
-/* Folds the tap `v` at index `i` into a window's running maximum (`best`, at `at`): a later tap
- * wins when it is larger or NaN. Selects, not branches, so that loops over windows vectorize. */
-static inline __attribute__((always_inline)) void maxpool_take(float *best, int32_t *at, float v,
-                                                               int32_t i)
-{
-    const bool take = v > *best || isnan(v);
-    *best = take ? v : *best;
-    *at = take ? i : *at;
-}
 
 /* ---- 2x2 windows at stride 2 ----
  * A row of OW windows is done in runs of `run` windows, `run` a constant (through inlining) so

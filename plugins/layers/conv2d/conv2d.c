@@ -68,9 +68,12 @@ static const rx_param params[] = {
       .help = "\"fp32\", or \"bf16\": the Winograd products' operands rounded to bfloat16, their sums in float32 "
               "(about twice as fast on a CPU with AVX-512 BF16; 3x3 kernels at stride 1 with at least 8 channels in "
               "and out; the CPU only)" },
+    { .key = "pool", .type = RX_INT, .def = { .i = 0 },
+      .help = "0, or 2: max-pool the output 2x2 at stride 2 within the layer (the bits of a maxpool layer of size 2 "
+              "after it, without the full-size output passing through memory; the CPU only)" },
     { 0 },
 };
-enum { ARG_OUT, ARG_KERNEL, ARG_STRIDE, ARG_PADDING, ARG_BIAS, ARG_PRECISION };
+enum { ARG_OUT, ARG_KERNEL, ARG_STRIDE, ARG_PADDING, ARG_BIAS, ARG_PRECISION, ARG_POOL };
 
 static conv2d_plan conv2d_plan_for(const conv2d *s, const rx_ctx *ctx, int64_t n)
 {
@@ -99,6 +102,8 @@ static conv2d_scratch conv2d_scratch_at(const conv2d *s, const conv2d_plan *plan
         p += s->padded;
         sc.dw = p;
         p += (size_t)s->oc * s->rows;
+        sc.full = p;
+        p += s->pool ? (size_t)s->oc * s->pixels : 0;
     } else {
         p = wino_scratch_at(s, plan, p, &sc);
     }
@@ -145,6 +150,21 @@ static int conv2d_precision(conv2d *s, rx_ctx *ctx, const char *precision)
     return 0;
 }
 
+/* pool = 2: the layer's output becomes the convolution's, max-pooled 2x2 at stride 2. */
+static int conv2d_pool(conv2d *s, rx_ctx *ctx, int64_t pool)
+{
+    s->yh = s->oh;
+    s->yw = s->ow;
+    if (pool == 0) return 0;
+    if (pool != 2) return rx_fail(ctx, "pool must be 0 (none) or 2 (a 2x2 max-pool at stride 2), got %" PRId64, pool);
+    if (s->oh < 2 || s->ow < 2)
+        return rx_fail(ctx, "pool = 2 needs an output of at least 2x2 to pool, got %dx%d", s->oh, s->ow);
+    s->pool = 2;
+    s->yh = s->oh / 2;
+    s->yw = s->ow / 2;
+    return 0;
+}
+
 static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shape in,
                          rx_layer_info *info)
 {
@@ -183,25 +203,27 @@ static int conv2d_create(void **self, rx_ctx *ctx, const rx_value *args, rx_shap
                    .pointwise = k == 1 && stride == 1 && pad == 0 };
     s->algo = conv2d_choose(s);
     s->direct = conv2d_direct_fits(s);
-    if (conv2d_precision(s, ctx, args[ARG_PRECISION].s) != 0) {
+    if (conv2d_precision(s, ctx, args[ARG_PRECISION].s) != 0 || conv2d_pool(s, ctx, args[ARG_POOL].i) != 0) {
         free(s);
         return -1;
     }
+    s->ypixels = s->yh * s->yw;
     if (s->algo == CONV2D_IM2COL) {
         s->padded = (size_t)c * (size_t)ph * (size_t)pw;
-        s->slot = (size_t)rows * (size_t)(oh * ow) + 2 * s->padded + (size_t)oc * (size_t)rows + (size_t)oc;
+        s->slot = (size_t)rows * (size_t)(oh * ow) + 2 * s->padded + (size_t)oc * (size_t)rows + (size_t)oc +
+                  (s->pool ? (size_t)oc * (size_t)(oh * ow) : 0);
     } else {
         wino_init(s);
     }
     const float scale = 1.0f / sqrtf((float)rows);
-    info->out = (rx_shape){ .ndim = 3, .d = { oc, oh, ow } };
+    info->out = (rx_shape){ .ndim = 3, .d = { oc, s->yh, s->yw } };
     info->ntensors = s->bias ? 2 : 1;
     info->tensors[0] = (rx_tensor_decl){ .name = "weight", .shape = { .ndim = 4, .d = { oc, c, k, k } },
                                          .init = RX_INIT_UNIFORM, .scale = scale };
     if (s->bias)
         info->tensors[1] = (rx_tensor_decl){ .name = "bias", .shape = { .ndim = 1, .d = { oc } },
                                              .init = RX_INIT_UNIFORM, .scale = scale };
-    info->state_bytes = 0;
+    info->state_bytes = s->pool ? (size_t)oc * (size_t)s->ypixels : 0;  /* pool: the winners' places (pool.c) */
     /* The CPU path uses one slot per chunk, a chunk per thread; the CUDA path the per-sample
      * im2col and dW of every sample at once (conv2d.h). */
 #ifdef RX_WITH_CUDA
@@ -275,7 +297,7 @@ static float row_sum(const float *restrict v, int n)
 
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db)
 {
-    for (int o = 0; o < s->oc; o++) db[o] += row_sum(dys + (size_t)o * s->pixels, s->pixels);
+    for (int o = 0; o < s->oc; o++) db[o] += row_sum(dys + (size_t)o * s->ypixels, s->ypixels);
 }
 
 /* Chunk t of a call: its scratch, carved from its slot, and its samples [first, end), a run of
@@ -418,46 +440,63 @@ __attribute__((optimize("fp-contract=fast"))) static void conv2d_direct_sample(c
     }
 }
 
-/* Samples [first, end) of a chunk forward: y (OC, OH*OW) = W col + b, sample by sample. */
-static void im2col_forward_chunk(const conv2d *s, const conv2d_scratch *sc, const float *x, const float *weight,
-                                 const float *bias, float *y, int64_t first, int64_t end)
+/* With pool, one sample's whole output (OC, OH, OW) into its pooled y and the winners' places. */
+static void conv2d_pool_sample(const conv2d *s, const float *full, float *y, uint8_t *at)
 {
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
+    for (int o = 0; o < s->oc; o++)
+        conv2d_pool_plane(full + (size_t)o * s->pixels, (size_t)s->ow, s->oh, s->ow, y + (size_t)o * s->ypixels,
+                          at + (size_t)o * s->ypixels);
+}
+
+/* Samples [first, end) of a chunk forward: y (OC, OH*OW) = W col + b, sample by sample (with
+ * pool into sc->full, then pooled into y). */
+static void im2col_forward_chunk(const conv2d *s, const conv2d_scratch *sc, const float *x, const float *weight,
+                                 const float *bias, float *y, uint8_t *at, int64_t first, int64_t end)
+{
+    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->ypixels;
     memset(sc->xpad, 0, sizeof(float) * s->padded);  /* the border; samples fill the interior */
     for (int64_t i = first; i < end; i++) {
         const float *xs = x + (size_t)i * xsize;  /* (C, H, W) */
-        float *ys = y + (size_t)i * ysize;        /* (OC, OH*OW) */
+        float *ys = s->pool ? sc->full : y + (size_t)i * ysize;  /* (OC, OH*OW) */
         if (s->direct) {
             conv2d_direct_sample(s, xs, sc->xpad, weight, bias, ys);
-            continue;
-        }
-        const float *cols = xs;
-        if (!s->pointwise) {
-            conv2d_im2col(s, xs, sc->xpad, sc->col);
-            cols = sc->col;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->oc, s->pixels, s->rows, 1.0f,
-                    weight, s->rows, cols, s->pixels, 0.0f, ys, s->pixels);
-        if (bias)
-            for (int o = 0; o < s->oc; o++) {
-                float *restrict plane = ys + (size_t)o * s->pixels;  /* (OH*OW) */
-                for (int p = 0; p < s->pixels; p++) plane[p] += bias[o];
+        } else {
+            const float *cols = xs;
+            if (!s->pointwise) {
+                conv2d_im2col(s, xs, sc->xpad, sc->col);
+                cols = sc->col;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->oc, s->pixels, s->rows, 1.0f,
+                        weight, s->rows, cols, s->pixels, 0.0f, ys, s->pixels);
+            if (bias)
+                for (int o = 0; o < s->oc; o++) {
+                    float *restrict plane = ys + (size_t)o * s->pixels;  /* (OH*OW) */
+                    for (int p = 0; p < s->pixels; p++) plane[p] += bias[o];
+                }
+        }
+        if (s->pool) conv2d_pool_sample(s, ys, y + (size_t)i * ysize, at + (size_t)i * ysize);
     }
 }
 
 /* Samples [first, end) of a chunk backward: the chunk's dW and db into sc, dx (unless NULL)
- * sample by sample. */
+ * sample by sample (with pool, from dY spread back over its windows into sc->full). */
 static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, const float *x, const float *dy,
-                                  const float *weight, float *dx, int64_t first, int64_t end)
+                                  const uint8_t *at, const float *weight, float *dx, int64_t first, int64_t end)
 {
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
+    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->ypixels;
     memset(sc->xpad, 0, sizeof(float) * s->padded);
     memset(sc->dw, 0, sizeof(float) * (size_t)s->oc * s->rows);
     memset(sc->db, 0, sizeof(float) * (size_t)s->oc);
     for (int64_t i = first; i < end; i++) {
         const float *xs = x + (size_t)i * xsize;   /* (C, H, W) */
-        const float *dys = dy + (size_t)i * ysize; /* (OC, OH*OW) */
+        const float *dys = dy + (size_t)i * ysize; /* (OC, OH*OW), or with pool (OC, YH*YW) */
+        if (s->bias) conv2d_add_bias_grad(s, dys, sc->db);
+        if (s->pool) {
+            for (int o = 0; o < s->oc; o++)
+                conv2d_unpool_plane(dys + (size_t)o * s->ypixels, at + i * ysize + (size_t)o * s->ypixels, s->oh,
+                                    s->ow, sc->full + (size_t)o * s->pixels, (size_t)s->ow);
+            dys = sc->full;
+        }
         const float *cols = xs;
         if (!s->pointwise) {
             conv2d_im2col(s, xs, sc->xpad, sc->col);
@@ -465,7 +504,6 @@ static void im2col_backward_chunk(const conv2d *s, const conv2d_scratch *sc, con
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->oc, s->rows, s->pixels, 1.0f,
                     dys, s->pixels, cols, s->pixels, 1.0f, sc->dw, s->rows);
-        if (s->bias) conv2d_add_bias_grad(s, dys, sc->db);
         if (!dx) continue;
         float *dxs = dx + (size_t)i * xsize;  /* (C, H, W) */
         if (s->pointwise) {  /* dx is dcol itself */
@@ -491,6 +529,7 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
     float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const float *bias = s->bias ? w[1].data : NULL;  /* (OC) */
+    uint8_t *at = s->pool ? state : NULL;            /* (N, OC, YH, YW) */
     const conv2d_scratch lead = conv2d_scratch_at(s, &plan, slots);  /* the first chunk's */
     float *u = s->algo == CONV2D_WINOGRAD ? lead.dw : NULL;  /* dU, idle forward */
     if (u) wino_kernels(s, w[0].data, u, false);
@@ -501,8 +540,8 @@ static int conv2d_forward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, const
     for (int t = 0; t < chunks; t++) {
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
-        if (u) wino_forward_chunk(s, &plan, &sc, u, lead.upack, x->data, bias, y->data, first, end);
-        else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, first, end);
+        if (u) wino_forward_chunk(s, &plan, &sc, u, lead.upack, x->data, bias, y->data, at, first, end);
+        else im2col_forward_chunk(s, &sc, x->data, w[0].data, bias, y->data, at, first, end);
     }
     return 0;
 }
@@ -518,6 +557,7 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     float *slots = conv2d_slots(s, ctx, n, &plan);
     if (!slots) return -1;
     const int chunks = plan.chunks;
+    const uint8_t *at = s->pool ? state : NULL;
     const conv2d_scratch lead = conv2d_scratch_at(s, &plan, slots);  /* the first chunk's */
     if (winograd && dx) {  /* the flipped kernels' U for dx: in bf16 packed, through dU's space before it fills */
         wino_kernels(s, w[0].data, s->bf16 ? lead.dw : lead.uflip, true);
@@ -529,9 +569,9 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
         int64_t first, end;
         const conv2d_scratch sc = conv2d_chunk(s, &plan, slots, n, t, &first, &end);
         if (winograd)
-            wino_backward_chunk(s, &plan, &sc, x->data, dy->data, lead.uflip, lead.upack, dx ? dx->data : NULL,
+            wino_backward_chunk(s, &plan, &sc, x->data, dy->data, at, lead.uflip, lead.upack, dx ? dx->data : NULL,
                                 first, end);
-        else im2col_backward_chunk(s, &sc, x->data, dy->data, w[0].data, dx ? dx->data : NULL, first, end);
+        else im2col_backward_chunk(s, &sc, x->data, dy->data, at, w[0].data, dx ? dx->data : NULL, first, end);
     }
 
     /* The chunks' sums, added in chunk order whatever thread finished first: into chunk 0's
@@ -554,7 +594,8 @@ static int conv2d_backward_cpu(void *self, rx_ctx *ctx, const rx_tensor *x, cons
     return 0;
 }
 
-/* Conv with the layer's geometry; the bias, when there is one, as its third input. */
+/* Conv with the layer's geometry; the bias, when there is one, as its third input. With pool, a
+ * MaxPool of 2 at stride 2 after it, as the maxpool layer exports. */
 static int conv2d_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
 {
     const conv2d *s = self;
@@ -563,8 +604,16 @@ static int conv2d_export_onnx(void *self, rx_ctx *ctx, rx_onnx *g)
         { .name = "strides", .type = RX_ATTR_INTS, .nints = 2, .ints = { s->stride, s->stride } },
         { .name = "pads", .type = RX_ATTR_INTS, .nints = 4, .ints = { s->pad, s->pad, s->pad, s->pad } },
     };
-    return onnx_op(ctx, g, "Conv", (const char *[]){ g->input, g->tensors[0], g->tensors[1] }, s->bias ? 3 : 2,
-                   g->output, attrs, 3);
+    const char *conv = s->pool ? onnx_temp(ctx, g) : g->output;
+    if (!conv || onnx_op(ctx, g, "Conv", (const char *[]){ g->input, g->tensors[0], g->tensors[1] }, s->bias ? 3 : 2,
+                         conv, attrs, 3) != 0)
+        return -1;
+    if (!s->pool) return 0;
+    const rx_onnx_attr pool[] = {
+        { .name = "kernel_shape", .type = RX_ATTR_INTS, .nints = 2, .ints = { 2, 2 } },
+        { .name = "strides", .type = RX_ATTR_INTS, .nints = 2, .ints = { 2, 2 } },
+    };
+    return onnx_op(ctx, g, "MaxPool", &conv, 1, g->output, pool, 2);
 }
 
 static const rx_plugin desc = {

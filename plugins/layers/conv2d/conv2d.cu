@@ -161,6 +161,7 @@ extern "C" int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, 
     const conv2d *s = (const conv2d *)self;
     const int64_t n = x->shape.d[0];
     if (s->bf16) return rx_fail(ctx, "%s", CONV2D_BF16_CPU_ONLY);
+    if (s->pool) return rx_fail(ctx, "%s", CONV2D_POOL_CPU_ONLY);
     if (n < 1) return 0;
     if (n > INT_MAX) return rx_fail(ctx, "conv2d forward: batch %" PRId64 " exceeds cuBLAS's int batch count", n);
     const size_t col_floats = s->pointwise ? 0 : (size_t)n * (size_t)s->rows * (size_t)s->pixels;
@@ -203,6 +204,7 @@ extern "C" int conv2d_backward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x,
     const conv2d *s = (const conv2d *)self;
     const int64_t n = x->shape.d[0];
     if (s->bf16) return rx_fail(ctx, "%s", CONV2D_BF16_CPU_ONLY);
+    if (s->pool) return rx_fail(ctx, "%s", CONV2D_POOL_CPU_ONLY);
     if (n < 1) return 0;
     if (n > INT_MAX) return rx_fail(ctx, "conv2d backward: batch %" PRId64 " exceeds cuBLAS's int batch count", n);
     const size_t col_floats = s->pointwise ? 0 : (size_t)n * (size_t)s->rows * (size_t)s->pixels;

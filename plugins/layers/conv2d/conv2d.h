@@ -1,6 +1,6 @@
-/* conv2d.h: what conv2d's three files share (declarations only): conv2d.c (the descriptor,
- * create, the im2col path and the CPU operations), winograd.c (the Winograd path) and conv2d.cu
- * (the CUDA path). The layer's geometry and the CPU's algorithm with its Winograd plan, fixed at
+/* conv2d.h: what conv2d's files share (declarations only): conv2d.c (the descriptor, create,
+ * the im2col path and the CPU operations), winograd.c (the Winograd path), pool.c (pool = 2) and
+ * conv2d.cu (the CUDA path). The layer's geometry and the CPU's algorithm with its Winograd plan, fixed at
  * create; the workspace the CUDA path needs; how the CPU splits a batch and carves its scratch;
  * and the functions each file offers the others. The CUDA path always runs im2col and reads only
  * the geometry. */
@@ -38,12 +38,18 @@ typedef enum { CONV2D_IM2COL, CONV2D_WINOGRAD } conv2d_algo;
 /* precision = "bf16" on the GPU: refused, never run in float32 instead. */
 #define CONV2D_BF16_CPU_ONLY \
     "precision = \"bf16\" runs on the CPU only (the GPU path computes in float32): leave it out for device = \"cuda\""
+/* pool = 2 on the GPU likewise: refused, never run some other way. */
+#define CONV2D_POOL_CPU_ONLY \
+    "pool = 2 runs on the CPU only: for device = \"cuda\", leave it out and follow the layer with { \"maxpool\", size = 2 }"
 
 typedef struct conv2d {
     int c, h, w;       /* input (C, H, W) */
-    int oc, oh, ow;    /* output (OC, OH, OW) */
+    int oc, oh, ow;    /* the convolution's output (OC, OH, OW) */
     int k, stride, pad;
     bool bias;
+    int pool;          /* 0, or 2: the layer's output is the convolution's max-pooled 2x2 at stride 2 (pool.c) */
+    int yh, yw;        /* the layer's output (OC, YH, YW): (OH, OW), or (OH / 2, OW / 2) with pool */
+    int ypixels;       /* YH*YW */
     conv2d_algo algo;
     bool bf16;         /* precision = "bf16": Winograd's products from bfloat16 operands (bf16.h) */
     int rows;          /* C*K*K: the length of one im2col column, the fan-in */
@@ -71,7 +77,8 @@ static inline size_t conv2d_cuda_floats_per_sample(const conv2d *s)
 }
 
 
-/* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db;
+/* One chunk's scratch, carved from its workspace slot. im2col uses col, xpad, dxpad, dw, db (and
+ * full, with pool);
  * Winograd uses xpad, dypad, v, m, stage, dw (its 36 planes of dU) and db. */
 typedef struct conv2d_scratch {
     float *col;   /* im2col: (C*K*K, OH*OW) the current sample's columns, then its dcol */
@@ -90,6 +97,7 @@ typedef struct conv2d_scratch {
     float *dw;    /* the chunk's share of dW (Winograd: 36 planes of dU; the first chunk's holds the
                    * call's U while there is no dU: forward, and dx after dW) */
     float *db;    /* (OC) the chunk's share of db */
+    float *full;  /* im2col with pool: the current sample's whole output (OC, OH*OW), or its gradient */
     uint32_t *upack; /* Winograd in bf16: the call's U packed (the first chunk's serves all), */
     uint32_t *bpack; /* and one plane of the group's V packed for its product */
 } conv2d_scratch;
@@ -109,8 +117,19 @@ typedef struct conv2d_plan {
 extern "C" {
 #endif
 /* conv2d.c, for both CPU algorithms: */
-/* db (OC) += the row sums of one sample's dY (OC, OH*OW). */
+/* db (OC) += the row sums of one sample's dY (OC, YH*YW): with pool the pooled gradient, whose
+ * every value lands on one output. */
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
+
+/* pool.c, for both CPU algorithms (pool = 2): the rows top and bottom (width floats each) into
+ * width / 2 pooled outputs y and their winners' places at (0 .. 3); backward, the pooled
+ * gradient g back into the two rows, zeros but at the winners (and in an odd last column). */
+void conv2d_pool_rows(const float *top, const float *bottom, int width, float *y, uint8_t *at);
+void conv2d_unpool_rows(const float *g, const uint8_t *at, int width, float *top, float *bottom);
+/* A whole (h, w) plane, rows ld apart, to and from its pooled (h / 2, w / 2); backward writes
+ * all h rows (an odd last one zeros). */
+void conv2d_pool_plane(const float *src, size_t ld, int h, int w, float *y, uint8_t *at);
+void conv2d_unpool_plane(const float *g, const uint8_t *at, int h, int w, float *dst, size_t ld);
 
 /* winograd.c, for create and the CPU operations in conv2d.c: */
 /* create's share: both geometries, the group and the slot per thread (a chunk's, at the largest group). */
@@ -131,12 +150,14 @@ void wino_pack_kernels(const conv2d *s, const wino_geom *g, const float *u, uint
 void wino_kernel_grads(const conv2d *s, const float *du, float *dweight);
 /* Samples [first, end) of a chunk: y forward, with the call's U; backward, the chunk's dU and db
  * into sc and, unless dx is NULL, dx with the U of the flipped kernels (uflip in float32, upack
- * in bf16: the first chunk's, which the call made first). Forward never writes sc->dw. */
+ * in bf16: the first chunk's, which the call made first). Forward never writes sc->dw. With
+ * pool, y and dy are pooled and `at` is the layer's state (OC*YH*YW bytes a sample), else NULL. */
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                        const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end);
+                        const uint32_t *upack, const float *x, const float *bias, float *y, uint8_t *at,
+                        int64_t first, int64_t end);
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, const float *uflip, const uint32_t *upack, float *dx, int64_t first,
-                         int64_t end);
+                         const float *dy, const uint8_t *at, const float *uflip, const uint32_t *upack, float *dx,
+                         int64_t first, int64_t end);
 
 /* conv2d.cu: the same operations on the GPU, queued on ctx->cuda_stream. */
 int conv2d_forward_cuda(void *self, rx_ctx *ctx, const rx_tensor *x, const rx_tensor *w, rx_tensor *y,

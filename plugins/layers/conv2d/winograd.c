@@ -385,16 +385,22 @@ static void wino_prefetch(const float *in, size_t in_size, int n, size_t hw, int
  * stay zero) and, for n > 1, on into the group's padded copy of that channel (ph, 4, xs, n):
  * column 4x + r of padded row `row` of sample k at [row][r][x][k]. One channel at a time, so that
  * the transform reads the copy from L1: the whole group's, for 192 channels of 4 samples,
- * is 1.1 MB, beyond the core's L2. */
-static void wino_gather(const wino_geom *g, const float *in, size_t in_size, int n, int c, float *planes,
-                        float *padded)
+ * is 1.1 MB, beyond the core's L2. With `at` (dY of a layer with pool = 2), each sample's input
+ * is pooled, (cin, h / 2, w / 2) with its winners' places in `at` alike, and is spread back over
+ * its windows as it is copied (pool.c). */
+static void wino_gather(const wino_geom *g, const float *in, const uint8_t *at, size_t in_size, int n, int c,
+                        float *planes, float *padded)
 {
-    const size_t plane = (size_t)g->ph * g->pw, len = (size_t)g->pw * n, hw = (size_t)g->h * g->w;
+    const size_t plane = (size_t)g->ph * g->pw, len = (size_t)g->pw * n;
+    const size_t hw = at ? (size_t)(g->h / 2) * (size_t)(g->w / 2) : (size_t)g->h * g->w;
     wino_prefetch(in, in_size, n, hw, c, g->cin);
     for (int k = 0; k < n; k++) {
         const float *src = in + (size_t)k * in_size + (size_t)c * hw;
         float *dst = planes + (size_t)k * plane + (size_t)g->pad * g->pw + g->pad;
-        for (int i = 0; i < g->h; i++) wino_copy_row(dst + (size_t)i * g->pw, src + (size_t)i * g->w, g->w);
+        if (at)
+            conv2d_unpool_plane(src, at + (size_t)k * in_size + (size_t)c * hw, g->h, g->w, dst, (size_t)g->pw);
+        else
+            for (int i = 0; i < g->h; i++) wino_copy_row(dst + (size_t)i * g->pw, src + (size_t)i * g->w, g->w);
     }
     for (int row = 0; n > 1 && row < g->ph; row++)
         wino_interleave_row(planes + (size_t)row * g->pw, plane, n, g->xs, padded + (size_t)row * len);
@@ -485,7 +491,7 @@ static void wino_input(const wino_geom *g, int n, const float *in, size_t in_siz
     const size_t len = (size_t)g->pw * n;
     const int count = g->tw * n;
     for (int c = 0; c < g->cin; c++) {
-        wino_gather(g, in, in_size, n, c, planes, padded);
+        wino_gather(g, in, NULL, in_size, n, c, planes, padded);
         const float *rows = n == 1 ? planes : padded;
         for (int ti = 0; ti < g->th; ti++)
             wino_input_row_any(rows + (size_t)(4 * ti) * len, len, n, t, v + (size_t)c * ld + (size_t)ti * count,
@@ -611,34 +617,42 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
  * one sample, straight into y (or, where the last tiles stick out, into the stage and cut); with
  * more, into the stage's 40 rows of tw * n, out of the interleaving into `planes` (n planes of
  * whole tiles, wino_tile_plane floats apart), and then each sample's plane into y, cut to (oh,
- * ow) (see "Into and out of the interleaved layout"). */
+ * ow) (see "Into and out of the interleaved layout"). With `at` (pool = 2), y is (cout, oh / 2,
+ * ow / 2) and `at` its winners' places alike: one sample's rows are pooled in pairs from the
+ * stage, more samples' planes from `planes`, where the copy into y was. */
 static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, size_t plane, const float *bias,
-                        float *stage, float *planes, float *y, size_t out_size)
+                        float *stage, float *planes, float *y, uint8_t *at, size_t out_size)
 {
     const int count = g->tw * n;
     const size_t stride = wino_tile_plane(g), width = (size_t)4 * g->tw;
     const bool exact = g->oh % 4 == 0 && g->ow % 4 == 0;
+    const int yh = at ? g->oh / 2 : g->oh, yw = at ? g->ow / 2 : g->ow;
     for (int o = 0; o < g->cout; o++) {
         const float b = bias ? bias[o] : 0.0f;
-        float *yo = y + (size_t)o * g->oh * g->ow;
+        float *yo = y + (size_t)o * yh * yw;
+        uint8_t *ao = at ? at + (size_t)o * yh * yw : NULL;
         for (int ti = 0; ti < g->th; ti++) {
             const float *mrow = m + (size_t)o * ld + (size_t)ti * count;
             float *y0 = yo + (size_t)4 * ti * g->ow, *rows = stage + (size_t)24 * count;  /* (4, width) */
             if (n > 1) {
                 wino_output_row_any(mrow, plane, b, stage, count, NULL, 0);
                 wino_deinterleave_rows(g, rows, n, ti, planes, stride);
-            } else if (exact) {
+            } else if (exact && !at) {
                 wino_output_row_any(mrow, plane, b, stage, count, y0, (size_t)g->ow);
-            } else {  /* the last tiles stick out: whole rows in the stage, cut to fit */
+            } else {  /* the last tiles stick out, or pool: whole rows in the stage, cut to fit or pooled */
                 wino_output_row_any(mrow, plane, b, stage, count, rows, width);
-                for (int r = 0; r < 4 && 4 * ti + r < g->oh; r++)
+                for (int r = 0; at && r < 4 && 2 * ti + r / 2 < yh; r += 2)  /* output rows 4ti + r and one on */
+                    conv2d_pool_rows(rows + r * width, rows + (r + 1) * width, g->ow, yo + (size_t)(2 * ti + r / 2) * yw,
+                                     ao + (size_t)(2 * ti + r / 2) * yw);
+                for (int r = 0; !at && r < 4 && 4 * ti + r < g->oh; r++)
                     wino_copy_row(y0 + (size_t)r * g->ow, rows + r * width, g->ow);
             }
         }
         for (int k = 0; n > 1 && k < n; k++) {
             float *yk = yo + (size_t)k * out_size;
             const float *pk = planes + (size_t)k * stride;
-            if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
+            if (at) conv2d_pool_plane(pk, width, g->oh, g->ow, yk, ao + (size_t)k * out_size);
+            else if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
             else
                 for (int i = 0; i < g->oh; i++) wino_copy_row(yk + (size_t)i * g->ow, pk + i * width, g->ow);
         }
@@ -660,14 +674,15 @@ static inline __attribute__((always_inline)) void wino_grad_row(const float *res
 }
 
 /* Z: the group's transformed dY tiles (the forward's tiles) into the 36 planes (OC, ld), from its
- * n samples' dY at dy (ysize floats apart), a channel at a time through wino_gather in the dx
+ * n samples' dY at dy (ysize floats apart; with pool, pooled and spread back over the windows
+ * from `at` by wino_gather), a channel at a time through wino_gather in the dx
  * convolution's geometry, which puts dY at (back.pad, back.pad) with zeros past its last row and
  * column (the partial tiles); t is scratch for six rows of back.pw * n floats. Unless vdy is NULL,
  * the same padded dY also goes on into the dx convolution's input tiles, the 36 planes of vdy
  * (OC, n * back.tiles), vplane apart: one gather of dY serves both (it measured 2-4% of a float32
  * step, when dx gathered dY again after dW). */
-static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysize, float *planes, float *padded,
-                            float *t, float *z, size_t ld, size_t plane, float *vdy, size_t vplane)
+static void wino_grad_tiles(const conv2d *s, int n, const float *dy, const uint8_t *at, size_t ysize, float *planes,
+                            float *padded, float *t, float *z, size_t ld, size_t plane, float *vdy, size_t vplane)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
     const size_t len = (size_t)b->pw * n, xn = (size_t)b->xs * n;
@@ -676,7 +691,7 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysiz
     size_t off[4];  /* dY column 4tj + c is padded column 4tj + pad + c: its residue, and x one on past 3 */
     for (int c = 0; c < 4; c++) off[c] = (size_t)((b->pad + c) % 4) * xn + (size_t)((b->pad + c) / 4) * n;
     for (int o = 0; o < s->oc; o++) {
-        wino_gather(b, dy, ysize, n, o, planes, padded);
+        wino_gather(b, dy, at, ysize, n, o, planes, padded);
         const float *rows = n == 1 ? planes : padded;
         for (int ti = 0; ti < f->th; ti++) {
             const float *r0 = rows + (size_t)(b->pad + 4 * ti) * len;
@@ -698,17 +713,19 @@ static void wino_grad_tiles(const conv2d *s, int n, const float *dy, size_t ysiz
 /* A group at a time: the group's tiles side by side in V, 36 products with the call's U, then
  * the output transform. */
 void wino_forward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *u,
-                        const uint32_t *upack, const float *x, const float *bias, float *y, int64_t first, int64_t end)
+                        const uint32_t *upack, const float *x, const float *bias, float *y, uint8_t *at,
+                        int64_t first, int64_t end)
 {
     const wino_geom *g = &s->fwd;
-    const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * g->oh * g->ow;
+    const size_t in_size = (size_t)g->cin * g->h * g->w, out_size = (size_t)g->cout * s->ypixels;
     memset(sc->xplanes, 0, sizeof(float) * (size_t)plan->group * g->ph * g->pw);  /* their borders */
     for (int64_t i = first; i < end; i += plan->group) {
         const int n = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)n * g->tiles;
         wino_input(g, n, x + (size_t)i * in_size, in_size, sc->xplanes, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
         wino_multiply(s, g, plan, sc, sc->v, u, upack, (int)ld);
-        wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, y + (size_t)i * out_size, out_size);
+        wino_output(g, sc->m, n, ld, plan->mplane, bias, sc->stage, sc->tplanes, y + (size_t)i * out_size,
+                    at ? at + (size_t)i * out_size : NULL, out_size);
     }
 }
 
@@ -733,11 +750,11 @@ static void wino_kernel_grad_plane(const conv2d *s, const conv2d_scratch *sc, co
  * convolution of dY by the flipped kernels (uflip, or packed in upack), whose input tiles
  * wino_grad_tiles made from the same gather of dY as Z. */
 void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_scratch *sc, const float *x,
-                         const float *dy, const float *uflip, const uint32_t *upack, float *dx, int64_t first,
-                         int64_t end)
+                         const float *dy, const uint8_t *at, const float *uflip, const uint32_t *upack, float *dx,
+                         int64_t first, int64_t end)
 {
     const wino_geom *f = &s->fwd, *b = &s->back;
-    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->pixels;
+    const size_t xsize = (size_t)s->c * s->h * s->w, ysize = (size_t)s->oc * s->ypixels;
     memset(sc->dw, 0, sizeof(float) * WINO_PLANES * s->uplane);
     memset(sc->db, 0, sizeof(float) * (size_t)s->oc);
     memset(sc->xplanes, 0, sizeof(float) * (size_t)plan->group * f->ph * f->pw);  /* their borders */
@@ -746,8 +763,8 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
         const int g = (int)(end - i < plan->group ? end - i : plan->group);
         const size_t ld = (size_t)g * f->tiles;
         wino_input(f, g, x + (size_t)i * xsize, xsize, sc->xplanes, sc->xpad, sc->stage, sc->v, ld, plan->vplane);
-        wino_grad_tiles(s, g, dy + (size_t)i * ysize, ysize, sc->dyplanes, sc->dypad, sc->stage, sc->m, ld,
-                        plan->mplane, dx ? sc->vdy : NULL, plan->vplane);
+        wino_grad_tiles(s, g, dy + (size_t)i * ysize, at ? at + (size_t)i * ysize : NULL, ysize, sc->dyplanes,
+                        sc->dypad, sc->stage, sc->m, ld, plan->mplane, dx ? sc->vdy : NULL, plan->vplane);
         for (int k = 0; s->bias && k < g; k++) conv2d_add_bias_grad(s, dy + (size_t)(i + k) * ysize, sc->db);
         for (int e = 0; e < WINO_PLANES; e++)  /* dU_e (OC, C) += Z_e (OC, cols) V_e^T */
             wino_kernel_grad_plane(s, sc, sc->m + e * plan->mplane, sc->v + e * plan->vplane, (int)ld,
@@ -755,6 +772,6 @@ void wino_backward_chunk(const conv2d *s, const conv2d_plan *plan, const conv2d_
         if (!dx) continue;
         const size_t bld = (size_t)g * b->tiles;
         wino_multiply(s, b, plan, sc, sc->vdy, uflip, upack, (int)bld);
-        wino_output(b, sc->m, g, bld, plan->mplane, NULL, sc->stage, sc->tplanes, dx + (size_t)i * xsize, xsize);
+        wino_output(b, sc->m, g, bld, plan->mplane, NULL, sc->stage, sc->tplanes, dx + (size_t)i * xsize, NULL, xsize);
     }
 }
