@@ -80,7 +80,36 @@ static void unpool_windows(const float *g, const uint8_t *at, float *top, float 
         store_taps(bottom + 2 * j, count, t[2], t[3]);
     }
 }
+static void pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
+                      uint8_t *at)
+{
+    for (int q = 0; q < count; q += 16) {
+        const __mmask16 m = first_bits(count - q);
+        __m512 best = _mm512_maskz_loadu_ps(m, t0 + q);
+        __m128i k = _mm_setzero_si128();
+        take16(&best, &k, _mm512_maskz_loadu_ps(m, t1 + q), 1);
+        take16(&best, &k, _mm512_maskz_loadu_ps(m, t2 + q), 2);
+        take16(&best, &k, _mm512_maskz_loadu_ps(m, t3 + q), 3);
+        _mm512_mask_storeu_ps(y + q, m, best);
+        _mm_mask_storeu_epi8(at + q, m, k);
+    }
+}
 #else
+static void pool_taps(const float *restrict t0, const float *restrict t1, const float *restrict t2,
+                      const float *restrict t3, int count, float *restrict y, uint8_t *restrict at)
+{
+#pragma omp simd
+    for (int q = 0; q < count; q++) {
+        float best = t0[q];
+        int32_t k = 0;
+        maxpool_take(&best, &k, t1[q], 1);
+        maxpool_take(&best, &k, t2[q], 2);
+        maxpool_take(&best, &k, t3[q], 3);
+        y[q] = best;
+        at[q] = (uint8_t)k;
+    }
+}
+
 /* Windows [0, n) of a pair of rows, in plain loops for the vectorizer. */
 static void pool_windows(const float *restrict top, const float *restrict bottom, float *restrict y,
                          uint8_t *restrict at, int n)
@@ -110,6 +139,12 @@ static void unpool_windows(const float *restrict g, const uint8_t *restrict at, 
     }
 }
 #endif
+
+void conv2d_pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
+                      uint8_t *at)
+{
+    pool_taps(t0, t1, t2, t3, count, y, at);
+}
 
 void conv2d_pool_rows(const float *top, const float *bottom, int width, float *y, uint8_t *at)
 {

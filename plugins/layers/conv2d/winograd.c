@@ -612,6 +612,38 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
     }
 }
 
+/* pool = 2 for a group of n > 1 samples, on the 16 rows wino_output_row made for row of tiles ti
+ * (row 4r + c: output row 4ti + r, column 4tj + c, of sample k at [tj * n + k]): a tile holds
+ * 2x2 windows whole, and window (a, b)'s taps are rows 8a + 2b, one on, four on and five on, so
+ * each window is pooled across whole rows of all n samples' tiles (vectors of tw * n, into
+ * `pooled`: 4 rows of count floats, then 4 of count place bytes). Then each pooled value goes
+ * straight to its sample's y (yh, yw) and its place to at, out_size apart from sample to sample,
+ * but where the window is cut off (an odd oh or ow, or a partial tile). Pooling each sample's
+ * plane of whole tiles after the interleaving was taken apart, 3 to 7 windows a call, took 2.5%
+ * of the bf16 recipe's step under perf; this takes about 1% (docs/benchmarks.md). */
+static void wino_pool_tiles(const wino_geom *g, const float *rows, int n, int ti, float *pooled, float *y,
+                            uint8_t *at, size_t out_size)
+{
+    const int count = g->tw * n, yh = g->oh / 2, yw = g->ow / 2;
+    uint8_t *places = (uint8_t *)(pooled + 4 * (size_t)count);
+    for (int w = 0; w < 4; w++) {
+        const float *t0 = rows + (size_t)(8 * (w / 2) + 2 * (w % 2)) * count, *t2 = t0 + 4 * (size_t)count;
+        conv2d_pool_taps(t0, t0 + count, t2, t2 + count, count, pooled + (size_t)w * count, places + (size_t)w * count);
+    }
+    for (int w = 0; w < 4; w++) {
+        const int i = 2 * ti + w / 2, b = w % 2;  /* pooled row; column 2tj + b */
+        if (i >= yh) continue;
+        const float *pv = pooled + (size_t)w * count;
+        const uint8_t *pk = places + (size_t)w * count;
+        for (int tj = 0; tj < g->tw && 2 * tj + b < yw; tj++)
+            for (int k = 0; k < n; k++) {
+                const size_t to = (size_t)k * out_size + (size_t)i * yw + 2 * tj + b;
+                y[to] = pv[tj * n + k];
+                at[to] = pk[tj * n + k];
+            }
+    }
+}
+
 /* The group's outputs from the 36 product planes (cout, ld): y (cout, oh, ow) of its n samples,
  * out_size floats apart from y on. Per channel, its rows of tiles through wino_output_row: with
  * one sample, straight into y (or, where the last tiles stick out, into the stage and cut); with
@@ -619,7 +651,7 @@ static void wino_deinterleave_rows(const wino_geom *g, const float *rows, int n,
  * whole tiles, wino_tile_plane floats apart), and then each sample's plane into y, cut to (oh,
  * ow) (see "Into and out of the interleaved layout"). With `at` (pool = 2), y is (cout, oh / 2,
  * ow / 2) and `at` its winners' places alike: one sample's rows are pooled in pairs from the
- * stage, more samples' planes from `planes`, where the copy into y was. */
+ * stage, more samples' tiles in the interleaved layout (wino_pool_tiles). */
 static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, size_t plane, const float *bias,
                         float *stage, float *planes, float *y, uint8_t *at, size_t out_size)
 {
@@ -636,7 +668,8 @@ static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, si
             float *y0 = yo + (size_t)4 * ti * g->ow, *rows = stage + (size_t)24 * count;  /* (4, width) */
             if (n > 1) {
                 wino_output_row_any(mrow, plane, b, stage, count, NULL, 0);
-                wino_deinterleave_rows(g, rows, n, ti, planes, stride);
+                if (at) wino_pool_tiles(g, rows, n, ti, stage, yo, ao, out_size);  /* into the stage's free rows */
+                else wino_deinterleave_rows(g, rows, n, ti, planes, stride);
             } else if (exact && !at) {
                 wino_output_row_any(mrow, plane, b, stage, count, y0, (size_t)g->ow);
             } else {  /* the last tiles stick out, or pool: whole rows in the stage, cut to fit or pooled */
@@ -648,11 +681,10 @@ static void wino_output(const wino_geom *g, const float *m, int n, size_t ld, si
                     wino_copy_row(y0 + (size_t)r * g->ow, rows + r * width, g->ow);
             }
         }
-        for (int k = 0; n > 1 && k < n; k++) {
+        for (int k = 0; n > 1 && !at && k < n; k++) {
             float *yk = yo + (size_t)k * out_size;
             const float *pk = planes + (size_t)k * stride;
-            if (at) conv2d_pool_plane(pk, width, g->oh, g->ow, yk, ao + (size_t)k * out_size);
-            else if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
+            if (width == (size_t)g->ow) memcpy(yk, pk, sizeof(float) * (size_t)g->oh * g->ow);
             else
                 for (int i = 0; i < g->oh; i++) wino_copy_row(yk + (size_t)i * g->ow, pk + i * width, g->ow);
         }
