@@ -23,6 +23,11 @@
  *   its three products take bfloat16 operands (bf16.c; about 2% root-mean-square error per
  *   layer, see conv2d_precision for where it is refused).
  *
+ * pool = 2 (pool.c) returns the convolution's output max-pooled 2x2 at stride 2, the bits of a
+ *   maxpool layer after it: Winograd pools as it writes its outputs and spreads the pooled dY back
+ *   as it gathers it; im2col pools a sample's output from its slot (sc->full). The winners' places
+ *   are the layer's state, a byte each.
+ *
  * Determinism: y and dx come from the same groups of samples (they start at fixed indices) and
  * the same sums whatever the thread count; the weight gradients are summed per chunk in the
  * chunk's slot and the chunks then added in chunk order, so the same thread count gives the same
