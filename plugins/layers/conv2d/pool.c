@@ -97,35 +97,32 @@ static void pool_taps(const float *t0, const float *t1, const float *t2, const f
     }
 }
 #else
+/* One window's taps in the rule's order: its maximum into *y, the winner's place into *at. */
+static inline __attribute__((always_inline)) void pool_window(float t0, float t1, float t2, float t3, float *y,
+                                                              uint8_t *at)
+{
+    float best = t0;
+    int32_t k = 0;
+    maxpool_take(&best, &k, t1, 1);
+    maxpool_take(&best, &k, t2, 2);
+    maxpool_take(&best, &k, t3, 3);
+    *y = best;
+    *at = (uint8_t)k;
+}
+
+/* The same in plain loops for the vectorizer. */
 static void pool_taps(const float *restrict t0, const float *restrict t1, const float *restrict t2,
                       const float *restrict t3, int count, float *restrict y, uint8_t *restrict at)
 {
 #pragma omp simd
-    for (int q = 0; q < count; q++) {
-        float best = t0[q];
-        int32_t k = 0;
-        maxpool_take(&best, &k, t1[q], 1);
-        maxpool_take(&best, &k, t2[q], 2);
-        maxpool_take(&best, &k, t3[q], 3);
-        y[q] = best;
-        at[q] = (uint8_t)k;
-    }
+    for (int q = 0; q < count; q++) pool_window(t0[q], t1[q], t2[q], t3[q], &y[q], &at[q]);
 }
 
-/* Windows [0, n) of a pair of rows, in plain loops for the vectorizer. */
 static void pool_windows(const float *restrict top, const float *restrict bottom, float *restrict y,
                          uint8_t *restrict at, int n)
 {
 #pragma omp simd
-    for (int j = 0; j < n; j++) {
-        float best = top[2 * j];
-        int32_t k = 0;
-        maxpool_take(&best, &k, top[2 * j + 1], 1);
-        maxpool_take(&best, &k, bottom[2 * j], 2);
-        maxpool_take(&best, &k, bottom[2 * j + 1], 3);
-        y[j] = best;
-        at[j] = (uint8_t)k;
-    }
+    for (int j = 0; j < n; j++) pool_window(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], &y[j], &at[j]);
 }
 
 static void unpool_windows(const float *restrict g, const uint8_t *restrict at, float *restrict top,
