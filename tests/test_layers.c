@@ -34,6 +34,7 @@ typedef struct conv_case {
     int n, c, h, w, out, k, stride, pad;
     bool bias;
     const char *precision; /* NULL: the default, "fp32" */
+    int pool;              /* 0, or 2: conv2d's own 2x2 max-pool */
 } conv_case;
 
 static void conv_setup(rig *r, conv_case cc)
@@ -45,6 +46,7 @@ static void conv_setup(rig *r, conv_case cc)
     rig_arg(r, "padding")->i = cc.pad;
     rig_arg(r, "bias")->b = cc.bias;
     if (cc.precision) rig_arg(r, "precision")->s = cc.precision;
+    rig_arg(r, "pool")->i = cc.pool;
     rig_build(r, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
 }
 
@@ -476,15 +478,9 @@ static void expect_pool_matches(const pool_case *pc)
     const conv_case cc = pc->cc;
     rig conv, pool, fused;
     conv_setup(&conv, cc);
-    rig_load(&fused, "conv2d");
-    rig_arg(&fused, "out")->i = cc.out;
-    rig_arg(&fused, "kernel")->i = cc.k;
-    rig_arg(&fused, "stride")->i = cc.stride;
-    rig_arg(&fused, "padding")->i = cc.pad;
-    rig_arg(&fused, "bias")->b = cc.bias;
-    if (cc.precision) rig_arg(&fused, "precision")->s = cc.precision;
-    rig_arg(&fused, "pool")->i = 2;
-    rig_build(&fused, TEST_SHAPE(cc.c, cc.h, cc.w), cc.n);
+    conv_case with_pool = cc;
+    with_pool.pool = 2;
+    conv_setup(&fused, with_pool);
     rig_load(&pool, "maxpool");
     rig_build(&pool, conv.info.out, cc.n);
     expect_shape(fused.info.out, pool.info.out);

@@ -122,16 +122,15 @@ extern "C" {
 void conv2d_add_bias_grad(const conv2d *s, const float *dys, float *db);
 
 /* pool.c, for both CPU algorithms (pool = 2): the rows top and bottom (width floats each) into
- * width / 2 pooled outputs y and their winners' places at (0 .. 3); backward, the pooled
- * gradient g back into the two rows, zeros but at the winners (and in an odd last column). */
+ * width / 2 pooled outputs y and their winners' places at (0 .. 3). */
 void conv2d_pool_rows(const float *top, const float *bottom, int width, float *y, uint8_t *at);
 /* Windows whose taps, in the rule's order, are t0[q] .. t3[q] (winograd.c's interleaved tiles):
  * y[q] and at[q] for q in [0, count). */
 void conv2d_pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
                       uint8_t *at);
-void conv2d_unpool_rows(const float *g, const uint8_t *at, int width, float *top, float *bottom);
-/* A whole (h, w) plane, rows ld apart, to and from its pooled (h / 2, w / 2); backward writes
- * all h rows (an odd last one zeros). */
+/* A whole (h, w) plane, rows ld apart, to and from its pooled (h / 2, w / 2); backward puts the
+ * pooled gradient g back at the winners and zeros elsewhere, in all h rows (an odd last row and
+ * column get zeros). */
 void conv2d_pool_plane(const float *src, size_t ld, int h, int w, float *y, uint8_t *at);
 void conv2d_unpool_plane(const float *g, const uint8_t *at, int h, int w, float *dst, size_t ld);
 

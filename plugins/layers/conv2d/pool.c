@@ -16,7 +16,8 @@
 #include <immintrin.h>
 
 /* With AVX-512 (F, BW for the place bytes, VL for their 16-byte vectors), intrinsics: GCC left
- * the plain loops below scalar and branchy at CIFAR's widths, 21% of the bf16 recipe's step. */
+ * the plain loops below scalar and branchy at CIFAR's widths (21% of the bf16 recipe's step under
+ * perf at 8ce172d's first version; docs/benchmarks.md gives the command). */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 /* 16 windows a vector: the two rows' 32 floats each split into even and odd columns (a window's
  * left and right taps), folded in the rule's order with masks; a last, partial vector masked. */
@@ -82,7 +83,7 @@ static void unpool_windows(const float *g, const uint8_t *at, float *top, float 
         store_taps(bottom + 2 * j, count, t[2], t[3]);
     }
 }
-static void pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
+void conv2d_pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
                       uint8_t *at)
 {
     for (int q = 0; q < count; q += 16) {
@@ -111,7 +112,7 @@ static inline __attribute__((always_inline)) void pool_window(float t0, float t1
 }
 
 /* The same in plain loops for the vectorizer. */
-static void pool_taps(const float *restrict t0, const float *restrict t1, const float *restrict t2,
+void conv2d_pool_taps(const float *restrict t0, const float *restrict t1, const float *restrict t2,
                       const float *restrict t3, int count, float *restrict y, uint8_t *restrict at)
 {
 #pragma omp simd
@@ -139,18 +140,12 @@ static void unpool_windows(const float *restrict g, const uint8_t *restrict at, 
 }
 #endif
 
-void conv2d_pool_taps(const float *t0, const float *t1, const float *t2, const float *t3, int count, float *y,
-                      uint8_t *at)
-{
-    pool_taps(t0, t1, t2, t3, count, y, at);
-}
-
 void conv2d_pool_rows(const float *top, const float *bottom, int width, float *y, uint8_t *at)
 {
     pool_windows(top, bottom, y, at, width / 2);
 }
 
-void conv2d_unpool_rows(const float *g, const uint8_t *at, int width, float *top, float *bottom)
+static void unpool_rows(const float *g, const uint8_t *at, int width, float *top, float *bottom)
 {
     unpool_windows(g, at, top, bottom, width / 2);
     if (width % 2) top[width - 1] = bottom[width - 1] = 0.0f;
@@ -168,7 +163,7 @@ void conv2d_unpool_plane(const float *g, const uint8_t *at, int h, int w, float 
 {
     const int pw = w / 2;
     for (int i = 0; i < h / 2; i++)
-        conv2d_unpool_rows(g + (size_t)i * pw, at + (size_t)i * pw, w, dst + (size_t)(2 * i) * ld,
+        unpool_rows(g + (size_t)i * pw, at + (size_t)i * pw, w, dst + (size_t)(2 * i) * ld,
                            dst + (size_t)(2 * i + 1) * ld);
     if (h % 2)
         for (int j = 0; j < w; j++) dst[(size_t)(h - 1) * ld + j] = 0.0f;
