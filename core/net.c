@@ -150,9 +150,11 @@ static int build_steps(net *nt, const config *c, char *err)
     return 0;
 }
 
-/* The optimizer's groups: trained tensors in model order, runs of equal settings merged. */
+/* The optimizer's groups: trained tensors in model order, runs of equal settings merged unless
+ * the optimizer steps each tensor on its own (rx_optim_ops.per_tensor). */
 static int build_groups(net *nt, const config *c)
 {
+    const bool per_tensor = c->optim.pl.desc && c->optim.pl.desc->optim.per_tensor;
     size_t offset = 0, cap = 0;
     for (int i = 0; i < nt->n; i++) cap += (size_t)nt->layers[i].info.ntensors;
     nt->groups = calloc(cap ? cap : 1, sizeof *nt->groups);
@@ -165,9 +167,10 @@ static int build_groups(net *nt, const config *c)
             tensor_rule rule;
             config_tensor_rule(c, l->use, d->name, &rule);
             if (!d->buffer && !rule.frozen) {
-                param_group g = { offset, n, (float)rule.lr_scale, (float)rule.weight_decay, rule.train_epochs };
+                param_group g = { offset, n, (float)rule.lr_scale, (float)rule.weight_decay, rule.train_epochs,
+                                  per_tensor ? d->shape : (rx_shape){ 0 } };
                 param_group *last = nt->ngroups ? &nt->groups[nt->ngroups - 1] : NULL;
-                if (last && last->offset + last->n == offset && last->lr_scale == g.lr_scale &&
+                if (!per_tensor && last && last->offset + last->n == offset && last->lr_scale == g.lr_scale &&
                     last->weight_decay == g.weight_decay && last->train_epochs == g.train_epochs)
                     last->n += n;
                 else

@@ -30,11 +30,13 @@ typedef struct net_step {
     float *dskip;          /* END: the gradient kept for the skip path */
 } net_step;
 
-/* A run of trained tensors, contiguous in net.params, that the optimizer steps together. */
+/* A run of trained tensors, contiguous in net.params, that the optimizer steps together; for an
+ * optimizer that steps tensors one by one (rx_optim_ops.per_tensor), exactly one tensor. */
 typedef struct param_group {
     size_t offset, n;
     float lr_scale, weight_decay;
     int64_t train_epochs;  /* > 0: trained in the first train_epochs epochs only */
+    rx_shape shape;        /* a per_tensor optimizer's group: its tensor's shape; ndim 0 otherwise */
 } param_group;
 
 /* Whether the optimizer steps g in epoch `epoch` (1-based). */

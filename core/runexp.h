@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RX_ABI_VERSION 6
+#define RX_ABI_VERSION 7
 #define RX_MAX_DIMS    5   /* (N, C, H, W) plus one spare */
 #define RX_MAX_LIST    16  /* longest list value, e.g. a per-channel mean */
 #define RX_MAX_TENSORS 8   /* parameter tensors one layer may declare */
@@ -304,6 +304,8 @@ typedef struct rx_step {
     float lr;           /* this step's learning rate (the host owns schedules and groups) */
     float weight_decay; /* this group's weight decay (L2 for sgd and adam, decoupled for adamw) */
     int64_t t;          /* 1 for the first step */
+    rx_shape shape;     /* per_tensor optimizers: the shape of the one tensor the call steps;
+                           ndim 0 otherwise */
 } rx_step;
 
 typedef struct rx_optim_ops {
@@ -321,6 +323,10 @@ typedef struct rx_optim_ops {
      * and adam's do. */
     int (*step[RX_NDEVICES])(void *self, rx_ctx *ctx, const float *g, float *w, float *state,
                              size_t n, rx_step s);
+    /* OPTIONAL (false: the calls above). true: an update that needs each tensor whole, as a
+     * matrix (muon orthogonalizes it): the host calls step once per trained tensor, never a
+     * slice of one, with s.shape its shape; ctx->threads may be 1 (a lane's) or more. */
+    bool per_tensor;
 } rx_optim_ops;
 
 /* ---- Data sets ---- */

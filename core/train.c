@@ -152,7 +152,8 @@ static int step_range(run *r, int64_t epoch, rx_ctx *ctx, size_t begin, size_t e
         const param_group *g = &t->nt.groups[i];
         size_t from = g->offset > begin ? g->offset : begin, to = g->offset + g->n < end ? g->offset + g->n : end;
         if (!group_trains(g, epoch) || from >= to) continue;
-        rx_step s = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = r->pos.step };
+        rx_step s = { .lr = (float)(r->lr_now * g->lr_scale), .weight_decay = g->weight_decay, .t = r->pos.step,
+                      .shape = g->shape };
         ctx->err[0] = '\0';
         crash_enter(c->optim.where, "step");
         int rc = c->optim.pl.desc->optim.step[t->device](t->optim, ctx, t->nt.grads + from, t->nt.params + from,
@@ -280,9 +281,11 @@ static int train_in_lanes(run *r, int64_t epoch, int64_t first, int64_t n, doubl
     if (next_step(r, epoch, err) != 0) return -1;
     lane_step ls = { .r = r, .epoch = epoch, .first = first, .n = n };
     /* A call's state is state_per_param blocks of its length: with more than one (adam), a
-     * range that split a group would lay its state out otherwise than a whole group's call. */
+     * range that split a group would lay its state out otherwise than a whole group's call; a
+     * per_tensor optimizer's groups are tensors it needs whole. */
     net_hooks h = { .load = lanes_draw ? lane_load : NULL, .loss = lane_loss, .update = lane_update, .arg = &ls,
-                    .dlogits = t->dlogits, .whole_groups = t->state_per_param > 1 };
+                    .dlogits = t->dlogits,
+                    .whole_groups = t->state_per_param > 1 || t->c->optim.pl.desc->optim.per_tensor };
     if (net_train_lanes(&t->nt, &t->ctx, &x, r->backward_from, &h, err) != 0) return -1;
     return trainer_losses_sum(t, n, s, err);
 }

@@ -415,9 +415,58 @@ def lr_factor(cfg, step, steps, epoch):
     raise ConfigError('optim.schedule: unknown schedule %r (known: constant, step, cosine, onecycle)' % kind)
 
 
+class Muon(torch.optim.Optimizer):
+    """plugins/optim/muon.c's step: a 4-D tensor's (a convolution's filters) update is its
+    momentum's Newton-Schulz orthogonalization, in float32, after the filters are rescaled to
+    norm sqrt(out) (normalize) and decayed (decoupled weight decay); every other tensor takes
+    SGD's step with sgd_momentum and L2 weight decay. Both rules share nesterov."""
+
+    def __init__(self, groups, lr, momentum=0.95, nesterov=True, ns_steps=5, normalize=False, sgd_momentum=0.9):
+        super().__init__(groups, dict(lr=lr, weight_decay=0.0))
+        self.momentum, self.nesterov, self.ns_steps = momentum, nesterov, ns_steps
+        self.normalize, self.sgd_momentum = normalize, sgd_momentum
+
+    def _orthogonalize(self, u):
+        a, b, c = 3.4445, -4.7750, 2.0315
+        x = u.reshape(len(u), -1)
+        x = x / (x.norm() + 1e-7)
+        tall = x.size(0) > x.size(1)
+        if tall:
+            x = x.T
+        for _ in range(self.ns_steps):
+            am = x @ x.T
+            x = a * x + (b * am + c * am @ am) @ x
+        return (x.T if tall else x).reshape(u.shape)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, wd = group['lr'], group['weight_decay']
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                filters = p.dim() == 4
+                mu = self.momentum if filters else self.sgd_momentum
+                d = p.grad if filters else p.grad + wd * p
+                state = self.state[p]
+                buf = state['buf'] = state['buf'].mul_(mu).add_(d) if 'buf' in state else d.clone()
+                u = d + mu * buf if self.nesterov else buf
+                if filters:
+                    keep = 1 - lr * wd
+                    if self.normalize:
+                        keep = keep * len(p) ** 0.5 / p.norm()
+                    p.mul_(keep).sub_(lr * self._orthogonalize(u))
+                else:
+                    p.sub_(lr * u)
+
+
 def make_optimizer(groups, cfg, **kw):
-    """runexp's optimizer over `groups`: sgd, adam (L2 weight decay) or adamw (decoupled)."""
+    """runexp's optimizer over `groups`: sgd, adam (L2 weight decay), adamw (decoupled) or muon."""
     name, o = plugin(cfg['optim'], 'optim')
+    if name == 'muon':
+        return Muon(groups, lr=groups[0]['lr'], momentum=o.get('momentum', 0.95), nesterov=o.get('nesterov', True),
+                    ns_steps=o.get('ns_steps', 5), normalize=o.get('normalize', False),
+                    sgd_momentum=o.get('sgd_momentum', 0.9))
     if name == 'sgd':
         return torch.optim.SGD(groups, lr=groups[0]['lr'], momentum=o.get('momentum', 0.0),
                                dampening=o.get('dampening', 0.0), nesterov=o.get('nesterov', False), **kw)
@@ -425,7 +474,7 @@ def make_optimizer(groups, cfg, **kw):
         cls = torch.optim.Adam if name == 'adam' else torch.optim.AdamW
         return cls(groups, lr=groups[0]['lr'], betas=(o.get('beta1', 0.9), o.get('beta2', 0.999)),
                    eps=o.get('eps', 1e-8), **kw)
-    raise ConfigError('optim: unknown optimizer %r (known here: sgd, adam, adamw)' % name)
+    raise ConfigError('optim: unknown optimizer %r (known here: sgd, adam, adamw, muon)' % name)
 
 
 def make_loss(cfg):

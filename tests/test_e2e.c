@@ -511,13 +511,27 @@ static void expect_close_runs(const char *a_dir, const char *b_dir, const char *
     }
 }
 
+/* muon (one call per tensor, each with its shape: rx_optim_ops.per_tensor) learns the task: its
+ * filters' update orthogonalized, the linear layer's and the biases' sgd's. A run that handed it
+ * a slice or a group of tensors would stop at its first step with muon's refusal. */
+static void test_muon_learns(void **state)
+{
+    fixture *f = *state;
+    char out[600], err[ERR_LEN];
+    snprintf(out, sizeof out, "out=%s/muon", f->dir);
+    char *ov[] = { out, "optim={'muon', lr=0.02, momentum=0.9, sgd_momentum=0.9}" };
+    run_summary s;
+    if (run(f, 2, ov, &s, err) != 0) fail_msg("%s", err);
+    if (s.test.accuracy < 0.9) fail_msg("test accuracy %.3f, expected at least 0.9", s.test.accuracy);
+}
+
 /* Two threads take a step in lanes: forward, loss, backward and the update in one parallel region
  * (train.c's train_in_lanes), each thread updating a range of the parameters that cuts across
  * groups. Clipping that never clips takes the step as before (the whole batch's loss, then each
  * group's update with both threads): the same weights, average and momentum, to rounding,
  * through an epoch with dropout, two learning rates, weight decay on some tensors and a moving
  * average. Adam (two state values per parameter, which a range would lay out by its own length)
- * keeps each group's state where a whole group's call has it. The synthetic data set declares
+ * keeps each group's state where a whole group's call has it; muon gets each tensor whole. The synthetic data set declares
  * rx_data_info.parts, so each lane draws its own rows of the batch, where the other path draws
  * the whole batch at once. */
 static void test_step_in_lanes(void **state)
@@ -525,8 +539,9 @@ static void test_step_in_lanes(void **state)
     fixture *f = *state;
     run_summary s;
     const char *names[] = { "0.weight", "0.bias", "5.weight", "5.bias", "ema.weights", "optim.state" };
-    const char *optims[] = { "optim={'sgd', lr=0.01, momentum=0.9}", "optim={'adam', lr=0.001}" };
-    for (int k = 0; k < 2; k++) {
+    const char *optims[] = { "optim={'sgd', lr=0.01, momentum=0.9}", "optim={'adam', lr=0.001}",
+                             "optim={'muon', lr=0.02, momentum=0.9}" };
+    for (int k = 0; k < 3; k++) {
         char lanes[600], apart[600];
         snprintf(lanes, sizeof lanes, "lanes%d", k);
         snprintf(apart, sizeof apart, "apart%d", k);
@@ -585,6 +600,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_average, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_in_lanes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_muon_learns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evaluation_in_lanes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,7 +44,7 @@ static void test_good_loads(void **state)
 static void test_refused(void **state)
 {
     expect_refused("bad_abi", "built for plugin ABI 999");
-    expect_refused("old_abi", "built for plugin ABI 2, this runexp speaks ABI 6 (rebuild it)");
+    expect_refused("old_abi", "built for plugin ABI 2, this runexp speaks ABI 7 (rebuild it)");
     expect_refused("wrong_size", "descriptor is");
     expect_refused("wrong_kind", "is a plugin of kind optimizer, expected kind layer");
     expect_refused("wrong_folder", "is a plugin of kind loss, expected kind layer");

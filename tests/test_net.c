@@ -59,9 +59,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Loads an experiment with this model list (and these optimizer keys) and builds its network
- * for inputs of shape `in`, batches up to max_batch, on the CPU. Returns net_build's result, or
- * fails the test if the config itself is refused. */
+/* Loads an experiment with this model list (and these sgd keys, or another optimizer's table
+ * contents when they start with its quoted name) and builds its network for inputs of shape
+ * `in`, batches up to max_batch, on the CPU. Returns net_build's result, or fails the test if the
+ * config itself is refused. */
 static int build(fixture *f, const char *model, const char *optim, rx_shape in, int64_t max_batch, char *err)
 {
     release(f);
@@ -72,9 +73,9 @@ static int build(fixture *f, const char *model, const char *optim, rx_shape in, 
             "  data = { 'synthetic', classes = %d, size = 6 },\n"
             "  model = {\n%s\n  },\n"
             "  loss = 'cross_entropy',\n"
-            "  optim = { 'sgd', %s },\n"
+            "  optim = { %s%s },\n"
             "}\n",
-            NCLASSES, model, optim ? optim : "lr = 0.1");
+            NCLASSES, model, optim && optim[0] == '\'' ? "" : "'sgd', ", optim ? optim : "lr = 0.1");
     fclose(out);
     err[0] = '\0';
     if (config_load(&f->c, &f->path, f->file, 0, NULL, err) != 0) {
@@ -476,14 +477,14 @@ static void test_param_groups(void **state)
     build_ok(f, model, "lr = 0.1, weight_decay = 5e-4", TEST_SHAPE(3, 6, 6), 4);
     assert_int_equal(f->nt.nparams, 1755);
     static const param_group want[] = {
-        { 0, 112, 1, 5e-4f, 0 },    /* a layer's weight and bias together */
-        { 260, 144, 1, 5e-4f, 0 },  /* not merged with the first: the frozen layer lies between */
-        { 404, 4, 2, 5e-4f, 0 },
-        { 408, 148, 1, 0, 0 },
-        { 556, 148, 1, 5e-4f, 2 },
-        { 704, 148, 1, 0, 0 },      /* equal to the one before the last, but not adjacent */
-        { 996, 729, 1, 5e-4f, 0 },  /* a bias and the next layer's tensors, merged */
-        { 1725, 30, 0, 5e-4f, 0 },  /* a learning rate of 0 is still a group */
+        { 0, 112, 1, 5e-4f, 0, { 0 } },    /* a layer's weight and bias together */
+        { 260, 144, 1, 5e-4f, 0, { 0 } },  /* not merged with the first: the frozen layer lies between */
+        { 404, 4, 2, 5e-4f, 0, { 0 } },
+        { 408, 148, 1, 0, 0, { 0 } },
+        { 556, 148, 1, 5e-4f, 2, { 0 } },
+        { 704, 148, 1, 0, 0, { 0 } },      /* equal to the one before the last, but not adjacent */
+        { 996, 729, 1, 5e-4f, 0, { 0 } },  /* a bias and the next layer's tensors, merged */
+        { 1725, 30, 0, 5e-4f, 0, { 0 } },  /* a learning rate of 0 is still a group */
     };
     int n = (int)(sizeof want / sizeof *want);
     assert_int_equal(f->nt.ngroups, n);
@@ -506,8 +507,8 @@ static void test_param_groups(void **state)
                 "{ 'batchnorm', weight_decay = { bias = 0 } }, { 'flatten' }, { 'linear', out = 5 }", /* 292: 4, 296: 4, 300: 8 */
              "lr = 0.1, weight_decay = 5e-4", TEST_SHAPE(3, 6, 6), 4);
     static const param_group bn[] = {
-        { 0, 120, 1, 5e-4f, 0 }, { 128, 148, 1, 5e-4f, 0 }, { 292, 4, 1, 5e-4f, 0 }, { 296, 4, 1, 0, 0 },
-        { 308, 725, 1, 5e-4f, 0 },
+        { 0, 120, 1, 5e-4f, 0, { 0 } }, { 128, 148, 1, 5e-4f, 0, { 0 } }, { 292, 4, 1, 5e-4f, 0, { 0 } }, { 296, 4, 1, 0, 0, { 0 } },
+        { 308, 725, 1, 5e-4f, 0, { 0 } },
     };
     assert_int_equal(f->nt.nparams, 1033);
     assert_int_equal(f->nt.ngroups, 5);
@@ -516,6 +517,28 @@ static void test_param_groups(void **state)
             f->nt.groups[i].weight_decay != bn[i].weight_decay)
             fail_msg("group %d: (%zu, %zu, %g), wanted (%zu, %zu, %g)", i, f->nt.groups[i].offset, f->nt.groups[i].n,
                      (double)f->nt.groups[i].weight_decay, bn[i].offset, bn[i].n, (double)bn[i].weight_decay);
+    for (int i = 0; i < 5; i++) assert_int_equal(f->nt.groups[i].shape.ndim, 0); /* sgd sees no shapes */
+
+    /* An optimizer that steps tensors one by one (muon: rx_optim_ops.per_tensor) gets a group per
+     * trained tensor, with its shape, and never a merged run: the same model as above. */
+    build_ok(f, "{ 'conv2d', out = 4, kernel = 3, padding = 1 }, { 'batchnorm' },\n"
+                "{ 'conv2d', out = 4, kernel = 3, padding = 1 }, { 'batchnorm', frozen = true },\n"
+                "{ 'batchnorm', weight_decay = { bias = 0 } }, { 'flatten' }, { 'linear', out = 5 }",
+             "'muon', lr = 0.1, weight_decay = 5e-4", TEST_SHAPE(3, 6, 6), 4);
+    static const struct { size_t offset, n; int ndim; int64_t d0; } tensors[] = {
+        { 0, 108, 4, 4 }, { 108, 4, 1, 4 }, { 112, 4, 1, 4 }, { 116, 4, 1, 4 }, { 128, 144, 4, 4 }, { 272, 4, 1, 4 },
+        { 292, 4, 1, 4 }, { 296, 4, 1, 4 }, { 308, 720, 2, 5 }, { 1028, 5, 1, 5 },
+    };
+    const int nt = (int)(sizeof tensors / sizeof *tensors);
+    assert_int_equal(f->nt.ngroups, nt);
+    for (int i = 0; i < nt; i++) {
+        const param_group *g = &f->nt.groups[i];
+        if (g->offset != tensors[i].offset || g->n != tensors[i].n || g->shape.ndim != tensors[i].ndim ||
+            g->shape.d[0] != tensors[i].d0 || (size_t)rx_numel(g->shape) != g->n)
+            fail_msg("group %d: offset %zu, %zu floats, %d dims (%lld, ...), wanted %zu, %zu, %d (%lld, ...)", i,
+                     g->offset, g->n, g->shape.ndim, (long long)g->shape.d[0], tensors[i].offset, tensors[i].n,
+                     tensors[i].ndim, (long long)tensors[i].d0);
+    }
 }
 
 static void test_dirac(void **state)
