@@ -33,7 +33,6 @@
 
 #include "gemm.h"
 #include "runexp.h"
-#include "threads.h"
 
 enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_NS_STEPS, ARG_NORMALIZE, ARG_SGD_MOMENTUM };
 
@@ -73,18 +72,17 @@ static int muon_create(void **self, rx_ctx *ctx, const rx_value *args, int *stat
     return 0;
 }
 
-/* C (m x n) = alpha * op(A) op(B) + beta * C, row-major, op(A) m x k; C's rows split over
- * `threads` blocks, each its own products (gemm_in_blocks). */
-static void matmul(int threads, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
-                   const float *a, const float *b, float beta, float *c)
+/* C (m x n) = alpha * A op(B) + beta * C, row-major, A m x k; C's rows split over `threads`
+ * blocks, each its own products (gemm_in_blocks). */
+static void matmul(int threads, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float *a,
+                   const float *b, float beta, float *c)
 {
-    const int lda = ta == CblasNoTrans ? k : m, ldb = tb == CblasNoTrans ? n : k;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int t = 0; t < threads; t++) {
         int r0 = (int)((int64_t)m * t / threads), r1 = (int)((int64_t)m * (t + 1) / threads);
         if (r1 > r0)
-            gemm_in_blocks(ta, tb, r1 - r0, n, k, alpha, ta == CblasNoTrans ? a + (size_t)r0 * lda : a + r0, lda, b,
-                           ldb, beta, c + (size_t)r0 * n, n);
+            gemm_in_blocks(CblasNoTrans, tb, r1 - r0, n, k, alpha, a + (size_t)r0 * k, k, b,
+                           tb == CblasNoTrans ? n : k, beta, c + (size_t)r0 * n, n);
     }
 }
 
@@ -112,13 +110,13 @@ static int newton_schulz(const muon *o, rx_ctx *ctx, float *u, int rows, int col
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
             x[wide ? (size_t)i * k + j : (size_t)j * k + i] = u[(size_t)i * cols + j] * scale;
-    const int threads = ctx->threads > 1 && r >= 2 * 16 ? ctx->threads : 1;
+    const int threads = ctx->threads > 1 && r / ctx->threads >= 16 ? ctx->threads : 1; /* 16 rows a thread */
     for (int step = 0; step < o->ns_steps; step++) {
-        matmul(threads, CblasNoTrans, CblasTrans, r, r, k, 1.0f, x, x, 0.0f, am);   /* A = X X^T */
+        matmul(threads, CblasTrans, r, r, k, 1.0f, x, x, 0.0f, am);     /* A = X X^T */
         memcpy(bm, am, (size_t)r * r * sizeof *bm);
-        matmul(threads, CblasNoTrans, CblasNoTrans, r, r, r, c, am, am, b, bm);     /* B = b A + c A A */
+        matmul(threads, CblasNoTrans, r, r, r, c, am, am, b, bm);       /* B = b A + c A A */
         memcpy(y, x, nx * sizeof *y);
-        matmul(threads, CblasNoTrans, CblasNoTrans, r, k, r, 1.0f, bm, x, a, y);    /* Y = a X + B X */
+        matmul(threads, CblasNoTrans, r, k, r, 1.0f, bm, x, a, y);      /* Y = a X + B X */
         float *t = x;
         x = y, y = t;
     }
