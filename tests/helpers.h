@@ -74,6 +74,32 @@ static inline rx_value *test_arg(const rx_plugin *d, rx_value *args, const char 
     return &args[i];
 }
 
+/* An optimizer plugin as the optimizer suites (test_sgd, test_adam, test_muon) hold it. */
+typedef struct test_optimizer {
+    plugin pl;
+    const rx_plugin *desc;
+    rx_value args[TEST_MAX_ARGS];
+    rx_ctx ctx;
+    void *self;
+    int state_per_param;
+} test_optimizer;
+
+/* Loads optimizer NAME with its default arguments, on the CPU with one thread (not created). */
+static inline void test_optimizer_load(test_optimizer *o, const char *name)
+{
+    memset(o, 0, sizeof *o);
+    o->ctx = (rx_ctx){ .device = RX_CPU, .threads = 1 };
+    o->desc = test_load(&o->pl, RX_OPTIM, name);
+    test_default_args(o->desc, o->args);
+}
+
+/* Destroys what create made (NULL-safe) and unloads the plugin. */
+static inline void test_optimizer_close(test_optimizer *o)
+{
+    if (o->desc->optim.destroy) o->desc->optim.destroy(o->self);
+    plugin_unload(&o->pl);
+}
+
 static inline rx_shape test_shape(int ndim, const int64_t *d)
 {
     rx_shape s = { .ndim = ndim };

@@ -40,27 +40,15 @@ typedef struct adam_case {
     float want_m[NW], want_v[NW]; /* the state after the last step */
 } adam_case;
 
-typedef struct optimizer {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    int state_per_param;
-} optimizer;
-
-static void adam_load(optimizer *o, const char *name, double beta1, double beta2, double eps)
+static void adam_load(test_optimizer *o, const char *name, double beta1, double beta2, double eps)
 {
-    memset(o, 0, sizeof *o);
-    o->ctx = (rx_ctx){ .device = RX_CPU, .threads = 1 };
-    o->desc = test_load(&o->pl, RX_OPTIM, name);
-    test_default_args(o->desc, o->args);
+    test_optimizer_load(o, name);
     test_arg(o->desc, o->args, "beta1")->num = beta1;
     test_arg(o->desc, o->args, "beta2")->num = beta2;
     test_arg(o->desc, o->args, "eps")->num = eps;
 }
 
-static void adam_open(optimizer *o, const char *name, double beta1, double beta2, double eps)
+static void adam_open(test_optimizer *o, const char *name, double beta1, double beta2, double eps)
 {
     adam_load(o, name, beta1, beta2, eps);
     if (o->desc->optim.create(&o->self, &o->ctx, o->args, &o->state_per_param) != 0)
@@ -68,13 +56,7 @@ static void adam_open(optimizer *o, const char *name, double beta1, double beta2
     assert_int_equal(o->state_per_param, 2);
 }
 
-static void adam_close(optimizer *o)
-{
-    o->desc->optim.destroy(o->self);
-    plugin_unload(&o->pl);
-}
-
-static int step(optimizer *o, const float *g, float *w, float *state, size_t n, float lr, float wd, int64_t t)
+static int step(test_optimizer *o, const float *g, float *w, float *state, size_t n, float lr, float wd, int64_t t)
 {
     return o->desc->optim.step[RX_CPU](o->self, &o->ctx, g, w, state, n,
                                        (rx_step){ .lr = lr, .weight_decay = wd, .t = t });
@@ -89,7 +71,7 @@ static void expect_near(const char *what, const float *got, const float *want, i
 /* Three steps of the case, each one call on the whole vector. */
 static void check_steps(const adam_case *c)
 {
-    optimizer o;
+    test_optimizer o;
     adam_open(&o, c->name, c->beta1, c->beta2, c->eps);
     float w[NW], state[2 * NW] = { 0 }; /* (2, NW): m then v */
     memcpy(w, w_start, sizeof w);
@@ -99,7 +81,7 @@ static void check_steps(const adam_case *c)
     }
     expect_near("m", state, c->want_m, 0, NW, STEPS);
     expect_near("v", state + NW, c->want_v, 0, NW, STEPS);
-    adam_close(&o);
+    test_optimizer_close(&o);
 }
 
 static const adam_case adam_defaults = { "adam", 0.9, 0.999, 1e-8, 0,
@@ -162,7 +144,7 @@ static void test_adamw_without_decay_is_adam(void **state)
     check_steps(&c);
 
     enum { N = 1001, T = 5 };
-    optimizer a, aw;
+    test_optimizer a, aw;
     adam_open(&a, "adam", 0.9, 0.999, 1e-8);
     adam_open(&aw, "adamw", 0.9, 0.999, 1e-8);
     float *w1 = malloc(N * sizeof(float)), *w2 = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
@@ -183,8 +165,8 @@ static void test_adamw_without_decay_is_adam(void **state)
     free(g);
     free(s1);
     free(s2);
-    adam_close(&a);
-    adam_close(&aw);
+    test_optimizer_close(&a);
+    test_optimizer_close(&aw);
 }
 
 /* Bias correction makes the first step lr * sign(g) in size (while |g| >> eps), whatever the
@@ -196,7 +178,7 @@ static void test_first_step_is_lr_in_size(void **state)
     const float g[5] = { 1e-3f, -1e3f, 0.5f, -2.0f, 0.0f };
     for (int b = 0; b < 3; b++)
         for (int p = 0; p < 2; p++) {
-            optimizer o;
+            test_optimizer o;
             adam_open(&o, names[p], betas[b][0], betas[b][1], 1e-8);
             float w[5] = { 1, 1, 1, 1, 1 }, st[10] = { 0 };
             assert_int_equal(step(&o, g, w, st, 5, 0.01f, 0, 1), 0);
@@ -205,7 +187,7 @@ static void test_first_step_is_lr_in_size(void **state)
                 if (!(fabsf(w[i] - want[i]) <= 1e-6f))
                     fail_msg("%s, betas %g %g: w[%d] after one step with g %g is %.9g, want %.9g", names[p], betas[b][0],
                              betas[b][1], i, g[i], w[i], want[i]);
-            adam_close(&o);
+            test_optimizer_close(&o);
         }
 }
 
@@ -213,7 +195,7 @@ static void test_first_step_is_lr_in_size(void **state)
  * a later t continues from the state, so a resumed run picks up where it was. */
 static void test_first_step_starts_moments(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     adam_open(&o, "adam", 0.9, 0.999, 1e-8);
     float w[1] = { 1 }, g[1] = { 0.5f }, st[2] = { 123, 456 };
     assert_int_equal(step(&o, g, w, st, 1, 0.1f, 0, 1), 0);
@@ -229,7 +211,7 @@ static void test_first_step_starts_moments(void **state)
     assert_float_equal(st[1], 0.04021f, 1e-8f);
     const double want = 1 - 0.1 / 0.19 * 0.23 / (sqrt(0.04021) / sqrt(0.001999) + 1e-8); /* 0.94605 */
     assert_float_equal(w[0], want, 1e-6);
-    adam_close(&o);
+    test_optimizer_close(&o);
 }
 
 /* A step as the host makes it with groups: one call per group, each on its own slice of w and g
@@ -238,7 +220,7 @@ static void test_first_step_starts_moments(void **state)
  * parameter i must follow. */
 static void check_groups(const char *name, const float wd[2], const adam_case *const want_of[NW])
 {
-    optimizer o;
+    test_optimizer o;
     adam_open(&o, name, 0.9, 0.999, 1e-8);
     const int first[2] = { 0, 1 }, count[2] = { 1, 2 };
     float w[NW], state0[2 * 1] = { 0 }, state1[2 * 2] = { 0 };
@@ -256,7 +238,7 @@ static void check_groups(const char *name, const float wd[2], const adam_case *c
         expect_near("m", m, want_of[i]->want_m, i, 1, STEPS);
         expect_near("v", v, want_of[i]->want_v, i, 1, STEPS);
     }
-    adam_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void test_groups_by_hand(void **state)
@@ -273,7 +255,7 @@ static void test_groups_by_hand(void **state)
 static void check_slices_and_threads(const char *name, float wd)
 {
     enum { N = 70001, HALF = 33331, T = 4 }; /* long enough for the threaded loop */
-    optimizer o;
+    test_optimizer o;
     adam_open(&o, name, 0.9, 0.999, 1e-8);
     float *g = malloc(N * sizeof(float)), *w_one = malloc(N * sizeof(float)), *w_two = malloc(N * sizeof(float));
     float *w_par = malloc(N * sizeof(float));
@@ -308,7 +290,7 @@ static void check_slices_and_threads(const char *name, float wd)
     free(s_par);
     free(s_a);
     free(s_b);
-    adam_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void test_slices_and_threads(void **state)
@@ -320,7 +302,7 @@ static void test_slices_and_threads(void **state)
 
 static void expect_refused(const char *name, double beta1, double beta2, double eps, const char *want)
 {
-    optimizer o;
+    test_optimizer o;
     adam_load(&o, name, beta1, beta2, eps);
     o.self = (void *)&o; /* must be cleared */
     assert_int_equal(o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param), -1);
@@ -345,14 +327,14 @@ static void test_refuses_invalid_options(void **state)
         expect_refused(n, 0.9, 0.999, NAN, "eps must be >= 0, got nan");
         /* the edges PyTorch accepts; betas so close to 1 that they round to 1 in float still
          * give finite steps, the bias corrections being worked out in double */
-        optimizer o;
+        test_optimizer o;
         adam_open(&o, n, 0, 0, 0);
-        adam_close(&o);
+        test_optimizer_close(&o);
         adam_open(&o, n, 0.99999999, 0.999999999, 1e-8);
         float w[1] = { 1 }, g[1] = { 0.5f }, st[2] = { 0 };
         for (int t = 1; t <= 3; t++) assert_int_equal(step(&o, g, w, st, 1, 0.1f, 0, t), 0);
         if (!isfinite(w[0]) || !(w[0] < 1)) fail_msg("%s with betas near 1: w = %g after three steps", n, w[0]);
-        adam_close(&o);
+        test_optimizer_close(&o);
     }
 }
 
@@ -360,7 +342,7 @@ static void test_refuses_invalid_steps(void **state)
 {
     static const char *const names[2] = { "adam", "adamw" };
     for (int p = 0; p < 2; p++) {
-        optimizer o;
+        test_optimizer o;
         adam_open(&o, names[p], 0.9, 0.999, 1e-8);
         float w[1] = { 1 }, g[1] = { 1 }, st[2] = { 0 };
         assert_int_equal(step(&o, g, w, st, 1, 0.1f, 0, 0), -1);
@@ -380,7 +362,7 @@ static void test_refuses_invalid_steps(void **state)
         assert_float_equal(st[1], 0, 0);
         assert_int_equal(step(&o, g, w, st, 0, 0.1f, 0, 1), 0); /* an empty group is no error */
         o.desc->optim.destroy(NULL);                             /* NULL-safe */
-        adam_close(&o);
+        test_optimizer_close(&o);
     }
 }
 

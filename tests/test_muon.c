@@ -7,46 +7,28 @@
 
 #include "helpers.h"
 
-typedef struct optimizer {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    int state_per_param;
-} optimizer;
-
 typedef struct muon_opts {
     double momentum, sgd_momentum;
     bool nesterov, normalize;
     int ns_steps;
 } muon_opts;
 
-static void muon_load(optimizer *o, const muon_opts *m)
+static void muon_load(test_optimizer *o, const muon_opts *m)
 {
-    memset(o, 0, sizeof *o);
-    o->desc = test_load(&o->pl, RX_OPTIM, "muon");
-    test_default_args(o->desc, o->args);
+    test_optimizer_load(o, "muon");
     test_arg(o->desc, o->args, "momentum")->num = m->momentum;
     test_arg(o->desc, o->args, "sgd_momentum")->num = m->sgd_momentum;
     test_arg(o->desc, o->args, "nesterov")->b = m->nesterov;
     test_arg(o->desc, o->args, "normalize")->b = m->normalize;
     test_arg(o->desc, o->args, "ns_steps")->i = m->ns_steps;
-    o->ctx.threads = 1;
 }
 
-static void muon_open(optimizer *o, const muon_opts *m)
+static void muon_open(test_optimizer *o, const muon_opts *m)
 {
     muon_load(o, m);
     if (o->desc->optim.create(&o->self, &o->ctx, o->args, &o->state_per_param) != 0) fail_msg("create: %s", o->ctx.err);
     assert_int_equal(o->state_per_param, 1);
     assert_true(o->desc->optim.per_tensor);
-}
-
-static void muon_close(optimizer *o)
-{
-    o->desc->optim.destroy(o->self);
-    plugin_unload(&o->pl);
 }
 
 /* ---- The reference, in double ---- */
@@ -111,7 +93,7 @@ static float pattern(int i, int salt) { return (float)sin(1.7 * i + 0.3 * salt) 
 /* Three steps on a (rows, cols, 1, 1) tensor, against the reference, on `threads`. */
 static void check_filters(const muon_opts *m, int rows, int cols, double wd, int threads)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, m);
     o.ctx.threads = threads;
     const int n = rows * cols;
@@ -132,7 +114,7 @@ static void check_filters(const muon_opts *m, int rows, int cols, double wd, int
         }
     }
     test_free(w), test_free(buf), test_free(g), test_free(rw), test_free(rbuf);
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 static const muon_opts airbench = { .momentum = 0.6, .sgd_momentum = 0.85, .nesterov = true, .normalize = true,
@@ -166,7 +148,7 @@ static void test_filters_two_threads(void **state)
  * directions 10 times apart. */
 static void test_update_is_nearly_orthogonal(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, &plain);
     enum { R = 2, C = 4 };
     float g[R * C] = { 10, 0, 0, 0, 0, 1, 0, 0 }, w[R * C] = { 0 }, buf[R * C] = { 0 };
@@ -177,46 +159,46 @@ static void test_update_is_nearly_orthogonal(void **state)
     assert_true(-w[5] > 0.6f && -w[5] < 1.3f);
     for (int i = 0; i < R * C; i++)
         if (i != 0 && i != 5) assert_float_equal(w[i], 0, 1e-6f);
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 /* A zero gradient moves nothing (no 0/0), and decoupled weight decay still shrinks. */
 static void test_zero_gradient(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, &plain);
     float g[4] = { 0 }, w[4] = { 1, -2, 3, -4 }, buf[4] = { 0 };
     rx_step s = { .lr = 0.1f, .weight_decay = 0.5f, .t = 1, .shape = { .ndim = 4, .d = { 2, 2, 1, 1 } } };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 4, s), 0);
     const float want[4] = { 0.95f, -1.9f, 2.85f, -3.8f };
     for (int i = 0; i < 4; i++) assert_float_equal(w[i], want[i], 1e-6f);
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 /* normalize: the filters start each step at norm sqrt(out), so a step of lr 0 leaves them there. */
 static void test_normalize(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, &airbench);
     float g[6] = { 1, 2, 3, 4, 5, 6 }, w[6] = { 3, 0, 0, 4, 0, 0 }, buf[6] = { 0 };
     rx_step s = { .lr = 0, .t = 1, .shape = { .ndim = 4, .d = { 2, 3, 1, 1 } } };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 6, s), 0);
     assert_float_equal(w[0], 3 * sqrtf(2) / 5, 1e-6f);
     assert_float_equal(w[3], 4 * sqrtf(2) / 5, 1e-6f);
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 /* Every tensor that is not 4-D takes sgd's rule with sgd_momentum: test_sgd.c's Nesterov case
- * (momentum 0.9, lr 0.1) and its weight decay case (no momentum... here sgd_momentum 0). */
+ * (sgd_momentum 0.9, lr 0.1) and its weight decay case (sgd_momentum 0, weight decay 0.1). */
 static void test_other_tensors_take_sgd(void **state)
 {
     static const float grads[3][3] = { { 0.5f, -1.0f, 2.0f }, { 0.25f, 0.5f, -1.0f }, { -0.5f, 0.0f, 1.0f } };
-    static const float nesterov_want[3][3] = { { 0.905f, -1.81f, 0.12f }, { 0.817f, -1.824f, 0.148f },
-                                               { 0.8553f, -1.7916f, -0.1068f } };
-    static const float decay_want[3][3] = { { 0.94f, -1.88f, 0.295f }, { 0.9056f, -1.9112f, 0.39205f },
-                                            { 0.946544f, -1.892088f, 0.2881295f } };
+    static const float want[2][3][3] = {
+        { { 0.905f, -1.81f, 0.12f }, { 0.817f, -1.824f, 0.148f }, { 0.8553f, -1.7916f, -0.1068f } }, /* Nesterov */
+        { { 0.94f, -1.88f, 0.295f }, { 0.9056f, -1.9112f, 0.39205f }, { 0.946544f, -1.892088f, 0.2881295f } }, /* decay */
+    };
     for (int c = 0; c < 2; c++) {
-        optimizer o;
+        test_optimizer o;
         muon_open(&o, &(muon_opts){ .momentum = 0.5, .sgd_momentum = c == 0 ? 0.9 : 0, .nesterov = c == 0, .ns_steps = 5 });
         float w[3] = { 1.0f, -2.0f, 0.5f }, buf[3] = { 0 };
         /* a bias (1-D), then the same as a linear layer's (2-D) weights */
@@ -224,16 +206,16 @@ static void test_other_tensors_take_sgd(void **state)
         for (int t = 1; t <= 3; t++) {
             rx_step s = { .lr = 0.1f, .weight_decay = c == 0 ? 0 : 0.1f, .t = t, .shape = shape };
             assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, grads[t - 1], w, buf, 3, s), 0);
-            for (int i = 0; i < 3; i++) assert_float_equal(w[i], (c == 0 ? nesterov_want : decay_want)[t - 1][i], 1e-6f);
+            for (int i = 0; i < 3; i++) assert_float_equal(w[i], want[c][t - 1][i], 1e-6f);
         }
-        muon_close(&o);
+        test_optimizer_close(&o);
     }
 }
 
 /* t == 1 starts the buffer afresh, whatever the state holds; a later t continues from it. */
 static void test_first_step_starts_buffer(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, &(muon_opts){ .momentum = 0.5, .sgd_momentum = 0.5, .ns_steps = 5 });
     float g[2] = { 1, 1 }, w[2] = { 0, 0 }, buf[2] = { 100, 100 };
     rx_step s = { .lr = 0, .t = 1, .shape = { .ndim = 4, .d = { 1, 2, 1, 1 } } };
@@ -242,12 +224,12 @@ static void test_first_step_starts_buffer(void **state)
     s.t = 2;
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 2, s), 0);
     assert_float_equal(buf[0], 1.5f, 0);
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void expect_create_refused(const muon_opts *m, const char *want)
 {
-    optimizer o;
+    test_optimizer o;
     muon_load(&o, m);
     o.self = (void *)&o; /* must be cleared */
     assert_int_equal(o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param), -1);
@@ -264,7 +246,7 @@ static void test_refuses_invalid_options(void **state)
     expect_create_refused(&(muon_opts){ .ns_steps = 0 }, "ns_steps must be in 1..20, got 0");
 }
 
-static void expect_step_refused(optimizer *o, float *buf, size_t n, rx_step s, const char *want)
+static void expect_step_refused(test_optimizer *o, float *buf, size_t n, rx_step s, const char *want)
 {
     float g[4] = { 1, 2, 3, 4 }, w[4] = { 1, 1, 1, 1 };
     assert_int_equal(o->desc->optim.step[RX_CPU](o->self, &o->ctx, g, w, buf, n, s), -1);
@@ -274,7 +256,7 @@ static void expect_step_refused(optimizer *o, float *buf, size_t n, rx_step s, c
 
 static void test_refuses_invalid_steps(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     muon_open(&o, &plain);
     float buf[4] = { 0 };
     const rx_shape filters = { .ndim = 4, .d = { 2, 2, 1, 1 } };
@@ -286,7 +268,7 @@ static void test_refuses_invalid_steps(void **state)
     expect_step_refused(&o, buf, 4, (rx_step){ .lr = 0.1f, .t = 0, .shape = filters }, "t must be >= 1, got 0");
     expect_step_refused(&o, NULL, 4, (rx_step){ .lr = 0.1f, .t = 1, .shape = filters }, "state buffer");
     assert_null(o.desc->optim.step[RX_CUDA]); /* the CPU only: the host refuses it on a GPU */
-    muon_close(&o);
+    test_optimizer_close(&o);
 }
 
 int main(void)

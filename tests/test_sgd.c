@@ -30,32 +30,15 @@ typedef struct sgd_case {
     float want[STEPS][NW]; /* w after each step */
 } sgd_case;
 
-typedef struct optimizer {
-    plugin pl;
-    const rx_plugin *desc;
-    rx_value args[TEST_MAX_ARGS];
-    rx_ctx ctx;
-    void *self;
-    int state_per_param;
-} optimizer;
-
-static void sgd_load(optimizer *o, double momentum, double dampening, bool nesterov)
+static void sgd_load(test_optimizer *o, double momentum, double dampening, bool nesterov)
 {
-    memset(o, 0, sizeof *o);
-    o->desc = test_load(&o->pl, RX_OPTIM, "sgd");
-    test_default_args(o->desc, o->args);
+    test_optimizer_load(o, "sgd");
     test_arg(o->desc, o->args, "momentum")->num = momentum;
     test_arg(o->desc, o->args, "dampening")->num = dampening;
     test_arg(o->desc, o->args, "nesterov")->b = nesterov;
 }
 
-static void sgd_close(optimizer *o)
-{
-    o->desc->optim.destroy(o->self);
-    plugin_unload(&o->pl);
-}
-
-static void sgd_open(optimizer *o, double momentum, double dampening, bool nesterov)
+static void sgd_open(test_optimizer *o, double momentum, double dampening, bool nesterov)
 {
     sgd_load(o, momentum, dampening, nesterov);
     if (o->desc->optim.create(&o->self, &o->ctx, o->args, &o->state_per_param) != 0) fail_msg("create: %s", o->ctx.err);
@@ -71,7 +54,7 @@ static void expect_weights(const float *w, const float *want, int first, int cou
 /* Three steps of the case, each one call on the whole vector. */
 static void check_steps(const sgd_case *c)
 {
-    optimizer o;
+    test_optimizer o;
     sgd_open(&o, c->momentum, c->dampening, c->nesterov);
     float w[NW], state[NW] = { 0 };
     memcpy(w, w_start, sizeof w);
@@ -81,7 +64,7 @@ static void check_steps(const sgd_case *c)
             fail_msg("step %d: %s", t, o.ctx.err);
         expect_weights(w, c->want[t - 1], 0, NW, t);
     }
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 static const sgd_case plain_case = {
@@ -126,7 +109,7 @@ static void test_everything_at_once(void **state) { check_steps(&everything_case
  * want_of[i]: the case whose column i parameter i must follow. */
 static void check_groups(double momentum, double dampening, const float wd[2], const sgd_case *const want_of[NW])
 {
-    optimizer o;
+    test_optimizer o;
     sgd_open(&o, momentum, dampening, false);
     const int first[2] = { 0, 1 }, count[2] = { 1, 2 };
     float w[NW], state[NW] = { 0 };
@@ -140,7 +123,7 @@ static void check_groups(double momentum, double dampening, const float wd[2], c
         }
         for (int i = 0; i < NW; i++) expect_weights(w, want_of[i]->want[t - 1], i, 1, t);
     }
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 /* Two calls on slices, each with its own slice of the momentum buffer, step as one call on the
@@ -162,7 +145,7 @@ static void test_groups_own_weight_decay(void **state)
  * optimizer would); a later t continues from the state, so a resumed run picks up where it was. */
 static void test_first_step_starts_buffer(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     sgd_open(&o, 0.9, 0, false);
     float w[1] = { 1 }, g[1] = { 0.5f }, buf[1] = { 123 };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = 0.1f, .t = 1 }), 0);
@@ -171,18 +154,18 @@ static void test_first_step_starts_buffer(void **state)
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = 0.1f, .t = 7 }), 0);
     assert_float_equal(buf[0], 0.95f, 1e-7f);
     assert_float_equal(w[0], 0.855f, 1e-7f);
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void expect_refused(double momentum, double dampening, bool nesterov, const char *want)
 {
-    optimizer o;
+    test_optimizer o;
     sgd_load(&o, momentum, dampening, nesterov);
     o.self = (void *)&o; /* must be cleared */
     assert_int_equal(o.desc->optim.create(&o.self, &o.ctx, o.args, &o.state_per_param), -1);
     assert_null(o.self);
     if (!strstr(o.ctx.err, want)) fail_msg("error '%s' does not say '%s'", o.ctx.err, want);
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void test_refuses_invalid_options(void **state)
@@ -197,15 +180,15 @@ static void test_refuses_invalid_options(void **state)
 /* weight_decay is no longer one of sgd's parameters: the host owns it, per group. */
 static void test_weight_decay_is_not_a_parameter(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     sgd_load(&o, 0, 0, false);
     assert_int_equal(plugin_param_index(o.desc, "weight_decay"), -1);
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 static void test_refuses_invalid_steps(void **state)
 {
-    optimizer o;
+    test_optimizer o;
     sgd_open(&o, 0.9, 0, false);
     float w[1] = { 1 }, g[1] = { 1 }, buf[1] = { 0 };
     assert_int_equal(o.desc->optim.step[RX_CPU](o.self, &o.ctx, g, w, buf, 1, (rx_step){ .lr = 0.1f, .t = 0 }), -1);
@@ -222,7 +205,7 @@ static void test_refuses_invalid_steps(void **state)
     assert_non_null(strstr(o.ctx.err, "weight decay must be >= 0, got nan"));
     assert_float_equal(w[0], 1, 0); /* untouched by the refused steps */
     o.desc->optim.destroy(NULL);    /* NULL-safe */
-    sgd_close(&o);
+    test_optimizer_close(&o);
 }
 
 int main(void)
