@@ -93,19 +93,23 @@ static double sum_squares(const float *x, size_t n)
     return s;
 }
 
-/* u (rows x cols) into its Newton-Schulz approximation of U V^T, in place. */
-static int newton_schulz(const muon *o, rx_ctx *ctx, float *u, int rows, int cols)
+/* The scratch of one filters' step: the update u (n floats), the iterate and its next (each n),
+ * and two r x r products (r: the smaller side), in one allocation. */
+static float *filters_scratch(size_t n, int rows, int cols)
+{
+    const size_t r = (size_t)(rows <= cols ? rows : cols);
+    return malloc((3 * n + 2 * r * r) * sizeof(float));
+}
+
+/* u (rows x cols) into its Newton-Schulz approximation of U V^T, in place; u heads a
+ * filters_scratch, whose rest holds the iterates and products. */
+static void newton_schulz(const muon *o, rx_ctx *ctx, float *u, int rows, int cols)
 {
     const float a = 3.4445f, b = -4.7750f, c = 2.0315f;
     const bool wide = rows <= cols;
     const int r = wide ? rows : cols, k = wide ? cols : rows; /* X is r x k, r <= k */
     const size_t nx = (size_t)r * (size_t)k;
-    float *x = malloc(nx * sizeof *x), *y = malloc(nx * sizeof *y);
-    float *am = malloc((size_t)r * r * sizeof *am), *bm = malloc((size_t)r * r * sizeof *bm);
-    if (!x || !y || !am || !bm) {
-        free(x), free(y), free(am), free(bm);
-        return rx_fail(ctx, "out of memory for a %d x %d update", rows, cols);
-    }
+    float *x = u + nx, *y = x + nx, *am = y + nx, *bm = am + (size_t)r * r;
     const float scale = (float)(1.0 / (sqrt(sum_squares(u, nx)) + 1e-7));
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
@@ -122,25 +126,21 @@ static int newton_schulz(const muon *o, rx_ctx *ctx, float *u, int rows, int col
     }
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++) u[(size_t)i * cols + j] = x[wide ? (size_t)i * k + j : (size_t)j * k + i];
-    free(x), free(y), free(am), free(bm);
-    return 0;
 }
 
-/* The filters' rule: g, w, buf of one (out, in, kh, kw) tensor of n floats. */
+/* The filters' rule: g, w, buf of one (out, in, kh, kw) tensor of n floats. Its scratch is
+ * taken before anything is written, so that a step short of memory changes nothing. */
 static int filters_step(const muon *o, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const int rows = (int)s.shape.d[0], cols = (int)(n / (size_t)rows);
-    float *u = malloc(n * sizeof *u);
+    float *u = filters_scratch(n, rows, cols);
     if (!u) return rx_fail(ctx, "out of memory for a %d x %d update", rows, cols);
     const float mu = o->momentum, keep_buf = s.t == 1 ? 0.0f : mu;
     for (size_t i = 0; i < n; i++) {
         buf[i] = keep_buf * buf[i] + g[i];
         u[i] = o->nesterov ? g[i] + mu * buf[i] : buf[i];
     }
-    if (newton_schulz(o, ctx, u, rows, cols) != 0) {
-        free(u);
-        return -1;
-    }
+    newton_schulz(o, ctx, u, rows, cols);
     float keep = 1.0f - s.lr * s.weight_decay;
     if (o->normalize) {
         double norm = sqrt(sum_squares(w, n));
