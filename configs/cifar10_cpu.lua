@@ -7,8 +7,8 @@
 --
 --   build/runexp configs/cifar10_cpu.lua
 --
--- cifar10_cpu_sgd.lua, the recipe before, needs 12 epochs (about 11 minutes in float32) for the
--- same accuracy. Batches of 1000 where airbench94_muon takes 2000: on two cores they run as
+-- cifar10_cpu_sgd.lua, the recipe before, needs 12 epochs (13.7 and 15.2 minutes in float32 on
+-- 2026-12-04) for the same accuracy. Batches of 1000 where airbench94_muon takes 2000: on two cores they run as
 -- fast, and twice the steps gave 90.43% against 90.04% (seed 1, float32), with muon's rate
 -- scaled by about sqrt(1000 / 2000) (0.24 -> 0.17). airbench94_muon writes its SGD rates for a
 -- summed loss over the batch; runexp averages the loss, so they are its rates times the batch
