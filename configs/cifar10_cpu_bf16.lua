@@ -6,8 +6,5 @@
 --
 --   build/runexp configs/cifar10_cpu_bf16.lua
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local experiment = dofile(here .. "cifar10_cpu.lua")
-for _, layer in ipairs(experiment.model) do
-  if layer[1] == "conv2d" and layer.kernel == 3 then layer.precision = "bf16" end
-end
-return experiment
+local bf16 = dofile(here .. "lib/bf16.lua")
+return bf16(dofile(here .. "cifar10_cpu.lua"))
