@@ -17,10 +17,13 @@
  * coefficients trade exactness for speed: after 5 steps the singular values lie in about
  * [0.7, 1.2] instead of at 1 (Jordan: no worse for training).
  *
- * Every other tensor (biases, batchnorm's, a linear layer's weights) takes sgd's step with
- * sgd_momentum and the same nesterov, its weight decay L2 (sgd.c):
+ * Every other tensor (biases, batchnorm's, a linear layer's weights) takes sgd's step
+ * (sgd.h's sgd_update_cpu) with sgd_momentum, no dampening and the same nesterov, its weight
+ * decay L2:
  *
  *     d = g + weight_decay * w,  buf = sgd_momentum * buf + d,  w = w - lr * (nesterov ? d + sgd_momentum * buf : buf)
+ *
+ * (with sgd_momentum 0, buf is left as it is: sgd keeps no buffer then).
  *
  * The host calls step once per tensor (per_tensor), with its shape; the one float of state per
  * parameter is the momentum buffer, which step t = 1 starts afresh (buf = g, or d) as sgd's. The
@@ -33,6 +36,7 @@
 
 #include "gemm.h"
 #include "runexp.h"
+#include "sgd.h"
 
 enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_NS_STEPS, ARG_NORMALIZE, ARG_SGD_MOMENTUM };
 
@@ -48,9 +52,10 @@ static const rx_param params[] = {
 };
 
 typedef struct muon {
-    float momentum, sgd_momentum;
+    float momentum;
     bool nesterov, normalize;
     int ns_steps;
+    sgd others;     /* every tensor that is not 4-D: sgd's step, sgd_momentum, no dampening */
 } muon;
 
 static void muon_destroy(void *self) { free(self); }
@@ -65,8 +70,9 @@ static int muon_create(void **self, rx_ctx *ctx, const rx_value *args, int *stat
     if (steps < 1 || steps > 20) return rx_fail(ctx, "ns_steps must be in 1..20, got %lld", (long long)steps);
     muon *o = malloc(sizeof *o);
     if (!o) return rx_fail(ctx, "out of memory");
-    *o = (muon){ .momentum = (float)mu, .sgd_momentum = (float)sgd_mu, .nesterov = args[ARG_NESTEROV].b,
-                 .normalize = args[ARG_NORMALIZE].b, .ns_steps = (int)steps };
+    *o = (muon){ .momentum = (float)mu, .nesterov = args[ARG_NESTEROV].b, .normalize = args[ARG_NORMALIZE].b,
+                 .ns_steps = (int)steps,
+                 .others = { .momentum = (float)sgd_mu, .keep = 1, .nesterov = args[ARG_NESTEROV].b } };
     *state_per_param = 1;
     *self = o;
     return 0;
@@ -129,7 +135,9 @@ static void newton_schulz(const muon *o, rx_ctx *ctx, float *u, int rows, int co
 }
 
 /* The filters' rule: g, w, buf of one (out, in, kh, kw) tensor of n floats. Its scratch is
- * taken before anything is written, so that a step short of memory changes nothing. */
+ * taken before anything is written, so that a step short of memory changes nothing. It is taken
+ * per step: step may run on several lanes at once and must not write self, and its cost measured
+ * within noise (docs/benchmarks.md, "muon": what muon costs). */
 static int filters_step(const muon *o, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const int rows = (int)s.shape.d[0], cols = (int)(n / (size_t)rows);
@@ -151,17 +159,6 @@ static int filters_step(const muon *o, rx_ctx *ctx, const float *g, float *w, fl
     return 0;
 }
 
-/* Every other tensor's rule: sgd's, with sgd_momentum. */
-static void sgd_rule(const muon *o, const float *g, float *w, float *buf, size_t n, rx_step s)
-{
-    const float mu = o->sgd_momentum, wd = s.weight_decay, keep_buf = s.t == 1 ? 0.0f : mu;
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i] + wd * w[i];
-        buf[i] = keep_buf * buf[i] + d;
-        w[i] -= s.lr * (o->nesterov ? d + mu * buf[i] : buf[i]);
-    }
-}
-
 static int muon_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const muon *o = self;
@@ -174,7 +171,7 @@ static int muon_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, floa
         return rx_fail(ctx, "muon steps one whole tensor a call: got %zu floats and a shape of %d dims", n,
                        s.shape.ndim);
     if (s.shape.ndim == 4) return filters_step(o, ctx, g, w, buf, n, s);
-    sgd_rule(o, g, w, buf, n, s);
+    sgd_update_cpu(&o->others, ctx, g, w, buf, n, s);
     return 0;
 }
 

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 
 #include "sgd.h"
-#include "threads.h"
 
 enum { ARG_MOMENTUM, ARG_NESTEROV, ARG_DAMPENING };
 
@@ -58,26 +57,12 @@ static int sgd_create(void **self, rx_ctx *ctx, const rx_value *args, int *state
     return 0;
 }
 
-/* g, w, buf: (n). buf is NULL without momentum. The branches do not depend on i, so they cost
- * nothing next to the memory traffic. Elementwise, so the vector is split across ctx->threads
- * when it is long enough to pay for a parallel region, with the same result as one thread. */
+/* g, w, buf: (n); the update is sgd.h's sgd_update_cpu. */
 static int sgd_step_cpu(void *self, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n, rx_step s)
 {
     const sgd *o = self;
     if (sgd_check_step(o, ctx, buf, s) != 0) return -1;
-    const bool momentum = o->momentum > 0, first = s.t == 1, nesterov = o->nesterov;
-    const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
-    const int threads = threads_for(ctx, (int64_t)n, THREADS_MIN_WORK);
-    (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float d = wd != 0 ? g[i] + wd * w[i] : g[i];
-        if (momentum) {
-            buf[i] = first ? d : mu * buf[i] + keep * d;
-            d = nesterov ? d + mu * buf[i] : buf[i];
-        }
-        w[i] -= lr * d;
-    }
+    sgd_update_cpu(o, ctx, g, w, buf, n, s);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /* sgd.h: what sgd.c (the CPU path, create and the descriptor) and sgd.cu (the CUDA path) share:
- * the hyperparameters fixed at create, the checks of a step, and the CUDA entry point. */
+ * the hyperparameters fixed at create, the checks of a step, the CPU update (which muon.c calls
+ * too) and the CUDA entry point. */
 #ifndef RX_OPTIM_SGD_H
 #define RX_OPTIM_SGD_H
 
@@ -26,6 +27,32 @@ static inline int sgd_check_step(const sgd *o, rx_ctx *ctx, const float *buf, rx
     if (o->momentum > 0 && !buf) return rx_fail(ctx, "momentum needs its state buffer, got NULL");
     return 0;
 }
+
+#ifndef __CUDACC__
+#include "threads.h"
+
+/* The step on the CPU, after sgd_check_step: g, w, buf (n); buf is NULL without momentum. The
+ * branches do not depend on i, so they cost nothing next to the memory traffic. Elementwise, so
+ * the vector is split across ctx->threads when it is long enough to pay for a parallel region,
+ * with the same result as one thread. Also muon's step for the tensors it does not orthogonalize. */
+static inline void sgd_update_cpu(const sgd *o, rx_ctx *ctx, const float *g, float *w, float *buf, size_t n,
+                                  rx_step s)
+{
+    const bool momentum = o->momentum > 0, first = s.t == 1, nesterov = o->nesterov;
+    const float lr = s.lr, wd = s.weight_decay, mu = o->momentum, keep = o->keep;
+    const int threads = threads_for(ctx, (int64_t)n, THREADS_MIN_WORK);
+    (void)threads;  /* read only by the pragma, which a build without OpenMP ignores */
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0 ? g[i] + wd * w[i] : g[i];
+        if (momentum) {
+            buf[i] = first ? d : mu * buf[i] + keep * d;
+            d = nesterov ? d + mu * buf[i] : buf[i];
+        }
+        w[i] -= lr * d;
+    }
+}
+#endif
 
 #ifdef __cplusplus
 extern "C" {
