@@ -21,10 +21,13 @@
 -- the CPU only.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local experiment = dofile(here .. "cifar10_cpu_sgd.lua")
+local width                            -- the last block's channels: the head's inputs
+for _, layer in ipairs(experiment.model) do
+  if layer[1] == "conv2d" then width = layer.out end
+end
 local batch = 1000
 local muon_lr = 0.17                   -- airbench94_muon: 0.24 for batches of 2000
 local bias_lr = 0.053 * batch          -- the whitening and batchnorm biases
-local width = 192                      -- the last block's channels: the head's inputs
 local s0 = 1 / math.sqrt(3 * width)
 local head_lr = 0.67 * batch * s0 * s0
 local decay = 2e-6 * batch             -- weight decay's shrink per step, as a share of the weight
